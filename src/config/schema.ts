@@ -1,0 +1,173 @@
+import { z } from 'zod';
+
+/** IPv4/IPv6 address or CIDR; validated structurally here, parsed by the SIP front. */
+const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR like 196.12.0.0/16');
+
+/** An optional secret: `${VAR:-}` with VAR unset yields "", which means "not configured". */
+const optionalSecret = (min: number, what: string) =>
+  z.preprocess((v) => (v === '' ? undefined : v), z.string().min(min, what).optional());
+
+const codecName = z.enum(['PCMA', 'PCMU']);
+
+export const trunkSchema = z.object({
+  name: z.string().min(1),
+  /** Source addresses allowed to send us INVITEs; anything else gets 403. */
+  allow: z.array(cidr).min(1),
+  auth: z.object({ realm: z.string().min(1), username: z.string().min(1), password: z.string().min(1) }).optional(),
+  codecs: z.array(codecName).min(1).default(['PCMA', 'PCMU']),
+  telephoneEvent: z.boolean().default(true),
+  /** Country calling code used to normalise national numbers to E.164 (250 Rwanda, 356 Malta). */
+  countryCode: z.string().regex(/^\d{1,3}$/),
+  /** National trunk prefix stripped before adding the country code (0 in Rwanda; none in Malta). */
+  nationalPrefix: z.string().regex(/^\d*$/).default(''),
+  maxCalls: z.number().int().positive().default(30),
+  route: z.string().optional(),
+});
+
+const turnDetection = z.union([
+  z.object({
+    type: z.literal('server_vad'),
+    threshold: z.number().min(0).max(1).default(0.5),
+    prefixPaddingMs: z.number().int().min(0).default(300),
+    silenceDurationMs: z.number().int().min(0).default(500),
+  }),
+  z.object({ type: z.literal('semantic_vad'), eagerness: z.enum(['low', 'medium', 'high', 'auto']).default('auto') }),
+  z.null(),
+]);
+
+export const httpToolSchema = z.object({
+  name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/),
+  description: z.string(),
+  url: z.string().url(),
+  parameters: z.record(z.string(), z.unknown()).default({ type: 'object', properties: {} }),
+  timeoutMs: z.number().int().positive().default(5000),
+});
+
+const localRoute = z.object({
+  kind: z.literal('local'),
+  greeting: z.string().default('Hello, you are connected to the voice gateway. Say something and I will repeat it.'),
+});
+
+const realtimeRoute = z.object({
+  kind: z.literal('realtime'),
+  url: z.string().url().default('wss://api.openai.com/v1/realtime'),
+  apiKey: z.string().min(1),
+  model: z.string().default('gpt-realtime'),
+  voice: z.string().default('marin'),
+  instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
+  turnDetection: turnDetection.default({
+    type: 'server_vad',
+    threshold: 0.5,
+    prefixPaddingMs: 300,
+    silenceDurationMs: 500,
+  }),
+  transcription: z.boolean().default(true),
+  transferTarget: z.string().optional(),
+  tools: z.array(httpToolSchema).default([]),
+  connectTimeoutMs: z.number().int().positive().default(10000),
+});
+
+const openaiSipRoute = z.object({
+  kind: z.literal('openai-sip'),
+  projectId: z.string().min(1),
+  webhookSecret: z.string().min(1),
+  apiKey: z.string().min(1),
+  sipUri: z.string().optional(),
+  apiBaseUrl: z.string().url().default('https://api.openai.com/v1'),
+  model: z.string().default('gpt-realtime'),
+  voice: z.string().default('marin'),
+  instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
+});
+
+export const routeSchema = z.discriminatedUnion('kind', [localRoute, realtimeRoute, openaiSipRoute]);
+
+export const ruleSchema = z.object({
+  front: z.enum(['sip', 'whatsapp', 'api']).optional(),
+  trunk: z.string().optional(),
+  /** Called number: exact E.164, or a prefix ending in `*`. */
+  to: z.string().optional(),
+  route: z.string(),
+});
+
+export const configSchema = z
+  .object({
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    http: z
+      .object({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(8080) })
+      .prefault({}),
+    api: z.object({ token: optionalSecret(16, 'a token of at least 16 characters') }).prefault({}),
+    sip: z
+      .object({
+        enabled: z.boolean().default(true),
+        engine: z.enum(['embedded', 'drachtio']).default('embedded'),
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(5060),
+        /** Address written into Contact/SDP; the public IP when behind NAT. */
+        publicAddress: z.string().default('127.0.0.1'),
+        rtpPortMin: z.number().int().min(1024).max(65534).default(20000),
+        rtpPortMax: z.number().int().min(1025).max(65535).default(20999),
+        rtpTimeoutSec: z.number().positive().default(15),
+        drachtio: z.object({ host: z.string(), port: z.number().int(), secret: z.string() }).optional(),
+      })
+      .prefault({}),
+    trunks: z.array(trunkSchema).default([]),
+    whatsapp: z
+      .object({
+        enabled: z.boolean().default(false),
+        phoneNumberId: z.string().default(''),
+        accessToken: z.string().default(''),
+        appSecret: z.string().default(''),
+        verifyToken: z.string().default(''),
+        graphBaseUrl: z.string().url().default('https://graph.facebook.com'),
+        graphVersion: z
+          .string()
+          .regex(/^v\d+\.\d+$/)
+          .default('v23.0'),
+        publicIp: z.string().default('127.0.0.1'),
+        udpPortMin: z.number().int().default(30000),
+        udpPortMax: z.number().int().default(30999),
+        mediaTimeoutSec: z.number().positive().default(15),
+      })
+      .prefault({}),
+    routes: z.record(z.string(), routeSchema).prefault({ local: { kind: 'local' } }),
+    routing: z.object({ default: z.string().default('local'), rules: z.array(ruleSchema).default([]) }).prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const known = new Set(Object.keys(cfg.routes));
+    const check = (route: string | undefined, path: (string | number)[]) => {
+      if (route !== undefined && !known.has(route)) {
+        ctx.addIssue({
+          code: 'custom',
+          path,
+          message: `unknown route "${route}" (routes: ${[...known].join(', ')})`,
+          input: route,
+        });
+      }
+    };
+    check(cfg.routing.default, ['routing', 'default']);
+    cfg.routing.rules.forEach((r, i) => check(r.route, ['routing', 'rules', i, 'route']));
+    cfg.trunks.forEach((t, i) => check(t.route, ['trunks', i, 'route']));
+    if (cfg.sip.rtpPortMin >= cfg.sip.rtpPortMax) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['sip', 'rtpPortMax'],
+        message: 'must be above rtpPortMin',
+        input: cfg.sip.rtpPortMax,
+      });
+    }
+    if (cfg.whatsapp.enabled) {
+      for (const k of ['phoneNumberId', 'accessToken', 'appSecret', 'verifyToken'] as const) {
+        if (!cfg.whatsapp[k])
+          ctx.addIssue({ code: 'custom', path: ['whatsapp', k], message: 'required when whatsapp.enabled', input: '' });
+      }
+    }
+  });
+
+export type GatewayConfig = z.infer<typeof configSchema>;
+export type TrunkConfig = z.infer<typeof trunkSchema>;
+export type RouteConfig = z.infer<typeof routeSchema>;
+export type RealtimeRouteConfig = z.infer<typeof realtimeRoute>;
+export type LocalRouteConfig = z.infer<typeof localRoute>;
+export type OpenAiSipRouteConfig = z.infer<typeof openaiSipRoute>;
+export type HttpToolConfig = z.infer<typeof httpToolSchema>;
+export type RoutingRule = z.infer<typeof ruleSchema>;

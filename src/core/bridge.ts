@@ -1,0 +1,162 @@
+import type { AiSession } from '../ai/session.js';
+import { type AudioFormat, durationMs, frameBytes } from './audio/format.js';
+import { createCodec } from './audio/codecs.js';
+import { createConverter, type FrameConverter } from './audio/converter.js';
+import type { Call } from './call.js';
+import { GatewayError } from './errors.js';
+import type { FrameClock } from './frame-clock.js';
+import type { MediaLeg } from './media-leg.js';
+import { PlayoutBuffer } from './playout.js';
+
+export interface BridgeStats {
+  framesToAi: number;
+  framesToLeg: number;
+  silenceToLeg: number;
+  badFrames: number;
+  bargeIns: number;
+  /** Gateway's share of the last barge-in: speech_started seen → playout cleared (ms). */
+  lastBargeInMs: number | undefined;
+}
+
+export interface BridgeHooks {
+  /** Time from a caller frame leaving the leg to the AI session accepting it (ms). */
+  onUplinkLatency?: (ms: number) => void;
+  onBargeIn?: (ms: number) => void;
+}
+
+function silenceByte(format: AudioFormat): number {
+  if (format.codec === 'pcmu') return 0xff;
+  if (format.codec === 'pcma') return 0xd5;
+  return 0;
+}
+
+/**
+ * Connects one leg to one AI session on the shared media clock. Each tick moves one frame each
+ * way: leg → (convert) → AI, and playout → (convert) → leg, writing silence when the AI is quiet so
+ * the far end always gets a packet every 20 ms (WhatsApp drops calls with media gaps).
+ */
+export class Bridge {
+  readonly stats: BridgeStats = {
+    framesToAi: 0,
+    framesToLeg: 0,
+    silenceToLeg: 0,
+    badFrames: 0,
+    bargeIns: 0,
+    lastBargeInMs: undefined,
+  };
+  readonly playout: PlayoutBuffer;
+  muted = false;
+  private readonly toAi: FrameConverter;
+  private readonly toLeg: FrameConverter;
+  private readonly legSilence: Buffer;
+  private readonly padByte: number;
+  private unsubscribe: (() => void) | undefined;
+  private hangupWhenDrained: string | undefined;
+  private responseActive = false;
+
+  constructor(
+    private readonly call: Call,
+    readonly leg: MediaLeg,
+    readonly ai: AiSession,
+    private readonly clock: FrameClock,
+    private readonly hooks: BridgeHooks = {},
+  ) {
+    const outBytes = frameBytes(ai.outputFormat);
+    if (outBytes === undefined) {
+      throw new GatewayError('unsupported_conversion', 'AI output must be a fixed-size format', call.id);
+    }
+    this.toAi = createConverter(leg.format, ai.inputFormat, call.id);
+    this.toLeg = createConverter(ai.outputFormat, leg.format, call.id);
+    this.playout = new PlayoutBuffer(outBytes, outBytes / durationMs(ai.outputFormat, outBytes));
+    this.padByte = silenceByte(ai.outputFormat);
+    this.legSilence = createCodec(leg.format, leg.format.codec === 'opus' ? 24000 : undefined, call.id).silence();
+    call.log.info(
+      {
+        leg: `${leg.format.codec}/${leg.format.sampleRate}`,
+        aiIn: `${ai.inputFormat.codec}/${ai.inputFormat.sampleRate}`,
+        aiOut: `${ai.outputFormat.codec}/${ai.outputFormat.sampleRate}`,
+        passthrough: this.toAi.passthrough && this.toLeg.passthrough,
+      },
+      'bridge formats',
+    );
+    ai.on('audio', (chunk, itemId) => this.playout.push(chunk, itemId));
+    ai.on('speech_started', () => this.bargeIn());
+    ai.on('response_started', () => (this.responseActive = true));
+    ai.on('response_done', () => (this.responseActive = false));
+    ai.on('transcript', (entry) => call.addTranscript(entry));
+    ai.on('tool_call', (record) => call.addToolCall(record));
+    ai.on('error', (err) => call.log.warn({ err: err.message }, 'AI session error'));
+  }
+
+  get passthrough(): boolean {
+    return this.toAi.passthrough && this.toLeg.passthrough;
+  }
+
+  start(): void {
+    if (this.unsubscribe) return;
+    this.unsubscribe = this.clock.subscribe(() => this.tick());
+  }
+
+  stop(): void {
+    this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.playout.clear();
+  }
+
+  /** Hang up once everything the AI has said so far has been played to the caller. */
+  hangupAfterPlayout(reason: string): void {
+    this.hangupWhenDrained = reason;
+  }
+
+  /** Operator/AI barge-in: drop queued AI audio at once and tell the AI what was heard. */
+  bargeIn(): void {
+    const t0 = performance.now();
+    const mark = this.playout.clear();
+    const ms = performance.now() - t0;
+    this.stats.bargeIns++;
+    this.stats.lastBargeInMs = ms;
+    this.hooks.onBargeIn?.(ms);
+    this.call.log.debug({ item: mark.itemId, playedMs: mark.playedMs, gatewayMs: ms }, 'barge-in');
+    this.ai.playoutCleared(mark);
+  }
+
+  /** One 20 ms step in each direction. Never throws: a bad frame is counted and skipped. */
+  tick(): void {
+    try {
+      const inbound = this.leg.readFrame();
+      if (inbound && !this.muted) {
+        const t0 = performance.now();
+        this.ai.sendAudio(this.toAi.convert(inbound));
+        this.hooks.onUplinkLatency?.(performance.now() - t0);
+        this.stats.framesToAi++;
+      }
+    } catch (err) {
+      this.countBad(err);
+    }
+    try {
+      const out = this.playout.pull(this.padByte);
+      if (out) {
+        this.leg.writeFrame(this.toLeg.convert(out));
+        this.stats.framesToLeg++;
+      } else {
+        this.leg.writeFrame(this.legSilence);
+        this.stats.silenceToLeg++;
+        if (this.hangupWhenDrained !== undefined && !this.responseActive) {
+          const cause = this.hangupWhenDrained;
+          this.hangupWhenDrained = undefined;
+          void this.call.end({ by: 'ai', cause });
+        }
+      }
+    } catch (err) {
+      this.countBad(err);
+    }
+  }
+
+  private countBad(err: unknown): void {
+    this.stats.badFrames++;
+    // Log the first and then every 50th so a broken stream can't flood the logs.
+    if (this.stats.badFrames === 1 || this.stats.badFrames % 50 === 0) {
+      this.call.log.warn({ err: (err as Error).message, count: this.stats.badFrames }, 'bad media frame skipped');
+    }
+  }
+}

@@ -1,0 +1,128 @@
+import { randomUUID } from 'node:crypto';
+import type { ToolCallRecord, TranscriptEntry } from '../ai/session.js';
+import { GatewayError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { HangupReason, LegQuality, MediaLeg } from './media-leg.js';
+import { TypedEmitter } from './typed-emitter.js';
+
+export type CallState = 'ringing' | 'answered' | 'bridged' | 'ended';
+export type Front = 'sip' | 'whatsapp' | 'api' | 'test';
+
+export interface CallInfo {
+  front: Front;
+  from: string;
+  to: string;
+  trunk?: string;
+  direction?: 'inbound' | 'outbound';
+  /** The front's own id (SIP Call-ID, WhatsApp wacid). */
+  externalId?: string;
+}
+
+export type CallEvents = {
+  state: [state: CallState];
+  transcript: [entry: TranscriptEntry];
+  tool_call: [record: ToolCallRecord];
+  dtmf: [digit: string];
+  ended: [reason: HangupReason];
+};
+
+const NEXT: Record<CallState, CallState[]> = {
+  ringing: ['answered', 'ended'],
+  answered: ['bridged', 'ended'],
+  bridged: ['ended'],
+  ended: [],
+};
+
+type Cleanup = () => Promise<void> | void;
+
+/** One call through the gateway: its parties, route, state machine and what happened on it. */
+export class Call extends TypedEmitter<CallEvents> {
+  readonly id: string;
+  readonly info: CallInfo;
+  readonly log: Logger;
+  state: CallState = 'ringing';
+  route: string | undefined;
+  readonly times: Partial<Record<CallState, number>> & { created: number };
+  endReason: HangupReason | undefined;
+  readonly transcript: TranscriptEntry[] = [];
+  readonly toolCalls: ToolCallRecord[] = [];
+  readonly legs: MediaLeg[] = [];
+  /** Last quality snapshot per leg, kept after the legs close for the call record. */
+  readonly quality: Record<string, LegQuality> = {};
+  /** Set by fronts that can transfer (SIP REFER); absent means the front cannot. */
+  transfer: ((destination: string) => Promise<void>) | undefined;
+  private readonly cleanups: Cleanup[] = [];
+  private ending: Promise<void> | undefined;
+
+  constructor(info: CallInfo, log: Logger, id: string = randomUUID()) {
+    super();
+    this.id = id;
+    this.info = info;
+    this.times = { created: Date.now() };
+    this.log = log.child({ callId: id, front: info.front, ...(info.trunk ? { trunk: info.trunk } : {}) });
+  }
+
+  transition(next: CallState): void {
+    if (this.state === next) return;
+    if (!NEXT[this.state].includes(next)) {
+      throw new GatewayError('invalid_state', `cannot go from ${this.state} to ${next}`, this.id);
+    }
+    this.state = next;
+    this.times[next] = Date.now();
+    this.log.info({ state: next }, `call ${next}`);
+    this.emit('state', next);
+  }
+
+  addLeg(leg: MediaLeg): void {
+    this.legs.push(leg);
+    leg.on('hangup', (reason) => void this.end(reason));
+    leg.on('dtmf', (digit) => this.emit('dtmf', digit));
+    this.onEnd(async () => {
+      this.quality[leg.id] = leg.quality();
+      await leg.close(this.endReason ?? { by: 'gateway', cause: 'ended' });
+    });
+  }
+
+  addTranscript(entry: TranscriptEntry): void {
+    this.transcript.push(entry);
+    this.emit('transcript', entry);
+  }
+
+  addToolCall(record: ToolCallRecord): void {
+    this.toolCalls.push(record);
+    this.emit('tool_call', record);
+  }
+
+  /** Register teardown work; run in reverse order when the call ends (last acquired, first released). */
+  onEnd(fn: Cleanup): void {
+    if (this.state === 'ended') void Promise.resolve().then(fn);
+    else this.cleanups.push(fn);
+  }
+
+  get ended(): boolean {
+    return this.state === 'ended';
+  }
+
+  /** End the call once, whoever asks first; every registered cleanup runs even if one fails. */
+  end(reason: HangupReason): Promise<void> {
+    if (this.ending) return this.ending;
+    this.endReason = reason;
+    this.state = 'ended';
+    this.times.ended = Date.now();
+    this.ending = (async () => {
+      for (const fn of this.cleanups.reverse()) {
+        try {
+          await fn();
+        } catch (err) {
+          this.log.warn({ err }, 'cleanup step failed');
+        }
+      }
+      this.cleanups.length = 0;
+      const durationMs = this.times.ended! - (this.times.answered ?? this.times.ended!);
+      this.log.info({ reason, durationMs }, 'call ended');
+      this.emit('state', 'ended');
+      this.emit('ended', reason);
+    })();
+    return this.ending;
+  }
+}

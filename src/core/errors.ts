@@ -1,0 +1,26 @@
+/** Every error the gateway raises on purpose: a stable code for logs/API and the call it concerns. */
+export type GatewayErrorCode =
+  | 'bad_frame'
+  | 'unknown_codec'
+  | 'unsupported_conversion'
+  | 'config_invalid'
+  | 'invalid_state'
+  | 'ai_connect_failed'
+  | 'ai_protocol'
+  | 'leg_closed'
+  | 'not_found'
+  | 'limit_reached'
+  | 'timeout'
+  | 'upstream';
+
+export class GatewayError extends Error {
+  readonly code: GatewayErrorCode;
+  readonly callId: string | undefined;
+
+  constructor(code: GatewayErrorCode, message: string, callId?: string, options?: { cause?: unknown }) {
+    super(callId ? `[call ${callId}] ${message}` : message, options);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.callId = callId;
+  }
+}
