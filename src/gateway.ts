@@ -2,10 +2,16 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
 import { BackendRegistry } from './ai/backends.js';
+import { callView } from './api/call-view.js';
+import { GatewayMetrics } from './api/metrics.js';
+import { CallRecordStore } from './api/records.js';
+import { mountOps } from './api/routes.js';
 import type { GatewayConfig } from './config/schema.js';
+import type { Call, Front as FrontName } from './core/call.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
 import type { Logger } from './core/logger.js';
+import { CallRecorder } from './core/recorder.js';
 import { CallRegistry } from './core/registry.js';
 import { Router } from './core/router.js';
 
@@ -13,11 +19,36 @@ import { Router } from './core/router.js';
 export interface Front {
   readonly name: string;
   start(): Promise<void>;
-  /** Stop taking new calls (existing calls continue). */
+  /** Stop taking new calls (SIP answers 503, WhatsApp rejects); existing calls continue. */
   drain?(): void;
   stop(): Promise<void>;
   /** Where it listens, for the start-up log. */
   describe(): Record<string, unknown>;
+  /** False until its listeners are bound (for /readyz). */
+  ready?(): boolean;
+}
+
+/** An outbound call request from the REST API, placed by the front that owns `front`. */
+export interface OutboundRequest {
+  front: FrontName;
+  to: string;
+  from?: string;
+  trunk?: string;
+  route?: string;
+}
+export type Dialer = (req: OutboundRequest) => Promise<Call>;
+
+/** Media-only mode: an external WhatsApp webhook handler asks us for an SDP answer and the bridge. */
+export interface MediaSessionRequest {
+  callId: string;
+  sdpOffer: string;
+  fromNumber: string;
+  toNumber: string;
+  route?: string;
+}
+export interface MediaSessionProvider {
+  start(req: MediaSessionRequest): Promise<{ sdpAnswer: string; call: Call }>;
+  stop(callId: string): Promise<boolean>;
 }
 
 export interface GatewayContext {
@@ -28,27 +59,80 @@ export interface GatewayContext {
   clock: FrameClock;
   backends: BackendRegistry;
   connector: CallConnector;
+  metrics: GatewayMetrics;
+  records: CallRecordStore;
   app: express.Express;
+  /** Outbound call placers, by front name (registered by the fronts that can dial). */
+  dialers: Map<string, Dialer>;
+  /** Set by the WhatsApp front: media-only sessions for an external webhook handler. */
+  mediaSessions: MediaSessionProvider | undefined;
+  /** True while draining for shutdown: fronts refuse new calls. */
+  draining: boolean;
 }
 
-/** Wires config → registry, router, AI backends, media clock, HTTP app and fronts. */
+/** Wires config → registry, router, AI backends, media clock, HTTP app, ops API and fronts. */
 export class Gateway {
   readonly ctx: GatewayContext;
   private readonly fronts: Front[] = [];
   private server: Server | undefined;
+  private stopping: Promise<void> | undefined;
 
   constructor(config: GatewayConfig, log: Logger) {
     const registry = new CallRegistry(log);
     const router = new Router(config);
     const clock = new FrameClock();
     const backends = new BackendRegistry();
-    const connector = new CallConnector({ router, clock, backendFor: (r) => backends.backendFor(r) });
+    const metrics = new GatewayMetrics(registry);
+    const connector = new CallConnector({
+      router,
+      clock,
+      backendFor: (r) => backends.backendFor(r),
+      hooks: {
+        onUplinkLatency: (ms) => metrics.uplinkLatencyMs.observe(ms),
+        onBargeIn: (ms) => metrics.bargeInMs.observe(ms),
+        onAiError: (route) => metrics.aiErrors.inc({ route }),
+      },
+    });
+    const records = new CallRecordStore(config.records.path);
     const app = express();
     app.disable('x-powered-by');
-    app.get('/healthz', (_req, res) => {
-      res.json({ status: 'ok', calls: registry.size });
+    this.ctx = {
+      config,
+      log,
+      registry,
+      router,
+      clock,
+      backends,
+      connector,
+      metrics,
+      records,
+      app,
+      dialers: new Map(),
+      mediaSessions: undefined,
+      draining: false,
+    };
+    registry.on('created', (call) => this.recordCall(call));
+    mountOps(this.ctx, () => this.ready());
+  }
+
+  /** Persist every call's record when it ends, and its audio when recording is on. */
+  private recordCall(call: Call): void {
+    const { config, records } = this.ctx;
+    if (config.records.recordAudio) {
+      call.on('state', (s) => {
+        if (s !== 'bridged' || !call.media) return;
+        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge);
+        call.onEnd(() => rec.close());
+        call.log.info({ path: rec.path }, 'recording call audio');
+      });
+    }
+    call.once('ended', () => {
+      try {
+        records.append(callView(call));
+      } catch (err) {
+        call.log.error({ err: (err as Error).message }, 'could not store call record');
+      }
     });
-    this.ctx = { config, log, registry, router, clock, backends, connector, app };
   }
 
   addFront(front: Front): void {
@@ -59,6 +143,12 @@ export class Gateway {
     return (this.server?.address() as AddressInfo | null)?.port ?? 0;
   }
 
+  ready(): { ok: boolean; checks: Record<string, boolean> } {
+    const checks: Record<string, boolean> = { http: !!this.server?.listening, config: true };
+    for (const f of this.fronts) checks[f.name] = f.ready ? f.ready() : true;
+    return { ok: Object.values(checks).every(Boolean), checks };
+  }
+
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
     this.server = createServer(app);
@@ -66,7 +156,7 @@ export class Gateway {
       this.server!.once('error', reject);
       this.server!.listen(config.http.port, config.http.host, () => resolve());
     });
-    log.info({ http: `${config.http.host}:${this.httpPort}` }, 'HTTP listening');
+    log.info({ http: `${config.http.host}:${this.httpPort}`, api: !!config.api.token }, 'HTTP listening');
     for (const f of this.fronts) {
       await f.start();
       log.info({ front: f.name, ...f.describe() }, 'front listening');
@@ -75,11 +165,29 @@ export class Gateway {
     log.info({ routes, default: config.routing.default }, 'gateway ready');
   }
 
-  async stop(reason = 'shutdown'): Promise<void> {
+  /**
+   * Graceful stop: refuse new calls, let active calls finish for up to `drainMs`, then end the
+   * rest cleanly (records are written as each call ends), then close fronts and listeners.
+   */
+  stop(reason = 'shutdown', drainMs = this.ctx.config.shutdown.drainSec * 1000): Promise<void> {
+    this.stopping ??= this.shutdown(reason, drainMs);
+    return this.stopping;
+  }
+
+  private async shutdown(reason: string, drainMs: number): Promise<void> {
+    const { registry, log } = this.ctx;
+    this.ctx.draining = true;
     for (const f of this.fronts) f.drain?.();
-    await Promise.all(this.ctx.registry.list().map((c) => c.end({ by: 'gateway', cause: reason })));
+    if (registry.size > 0 && drainMs > 0) {
+      log.info({ active: registry.size, drainMs }, 'draining active calls');
+      const deadline = Date.now() + drainMs;
+      while (registry.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    }
+    await Promise.all(registry.list().map((c) => c.end({ by: 'gateway', cause: reason })));
     for (const f of [...this.fronts].reverse()) await f.stop();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections();
+    this.ctx.records.close();
+    log.info('gateway stopped');
   }
 }

@@ -129,6 +129,16 @@ export const configSchema = z
         mediaTimeoutSec: z.number().positive().default(15),
       })
       .prefault({}),
+    records: z
+      .object({
+        /** SQLite file for call records (`:memory:` keeps them only while running). */
+        path: z.string().default('data/calls.sqlite'),
+        /** Stereo WAV per call, caller left / AI right. Off by default. */
+        recordAudio: z.boolean().default(false),
+        recordingsDir: z.string().default('data/recordings'),
+      })
+      .prefault({}),
+    shutdown: z.object({ drainSec: z.number().min(0).default(30) }).prefault({}),
     routes: z.record(z.string(), routeSchema).prefault({ local: { kind: 'local' } }),
     routing: z.object({ default: z.string().default('local'), rules: z.array(ruleSchema).default([]) }).prefault({}),
   })

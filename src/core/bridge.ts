@@ -1,6 +1,7 @@
 import type { AiSession } from '../ai/session.js';
 import { type AudioFormat, durationMs, frameBytes } from './audio/format.js';
-import { createCodec } from './audio/codecs.js';
+import { createCodec, type FrameCodec } from './audio/codecs.js';
+import { dbfs } from './audio/level.js';
 import { createConverter, type FrameConverter } from './audio/converter.js';
 import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
@@ -22,7 +23,10 @@ export interface BridgeHooks {
   /** Time from a caller frame leaving the leg to the AI session accepting it (ms). */
   onUplinkLatency?: (ms: number) => void;
   onBargeIn?: (ms: number) => void;
+  onAiError?: (route: string) => void;
 }
+
+const LEVEL_EVERY = 10; // 5 meter updates a second
 
 function silenceByte(format: AudioFormat): number {
   if (format.codec === 'pcmu') return 0xff;
@@ -46,6 +50,13 @@ export class Bridge {
   };
   readonly playout: PlayoutBuffer;
   muted = false;
+  /** Live levels (dBFS) for meters, sampled every LEVEL_EVERY ticks from the AI-side frames. */
+  readonly levels = { callerDb: -120, aiDb: -120 };
+  private readonly aiInCodec: FrameCodec;
+  private readonly aiOutCodec: FrameCodec;
+  private ticks = 0;
+  /** Optional per-tick tap of both directions as PCM at the AI's rate (call recording). */
+  tap: ((caller: Int16Array | null, ai: Int16Array | null) => void) | undefined;
   private readonly toAi: FrameConverter;
   private readonly toLeg: FrameConverter;
   private readonly legSilence: Buffer;
@@ -69,6 +80,9 @@ export class Bridge {
     this.toLeg = createConverter(ai.outputFormat, leg.format, call.id);
     this.playout = new PlayoutBuffer(outBytes, outBytes / durationMs(ai.outputFormat, outBytes));
     this.padByte = silenceByte(ai.outputFormat);
+    // AI formats are always G.711 or L16 (stateless codecs), so sampling a frame for a meter is cheap.
+    this.aiInCodec = createCodec(ai.inputFormat, undefined, call.id);
+    this.aiOutCodec = createCodec(ai.outputFormat, undefined, call.id);
     this.legSilence = createCodec(leg.format, leg.format.codec === 'opus' ? 24000 : undefined, call.id).silence();
     call.log.info(
       {
@@ -85,7 +99,10 @@ export class Bridge {
     ai.on('response_done', () => (this.responseActive = false));
     ai.on('transcript', (entry) => call.addTranscript(entry));
     ai.on('tool_call', (record) => call.addToolCall(record));
-    ai.on('error', (err) => call.log.warn({ err: err.message }, 'AI session error'));
+    ai.on('error', (err) => {
+      call.log.warn({ err: err.message }, 'AI session error');
+      hooks.onAiError?.(call.route ?? '');
+    });
   }
 
   get passthrough(): boolean {
@@ -122,13 +139,24 @@ export class Bridge {
 
   /** One 20 ms step in each direction. Never throws: a bad frame is counted and skipped. */
   tick(): void {
+    const sampleLevel = ++this.ticks % LEVEL_EVERY === 0;
+    let tapIn: Int16Array | null = null;
+    let tapOut: Int16Array | null = null;
     try {
       const inbound = this.leg.readFrame();
       if (inbound && !this.muted) {
         const t0 = performance.now();
-        this.ai.sendAudio(this.toAi.convert(inbound));
+        const frame = this.toAi.convert(inbound);
+        this.ai.sendAudio(frame);
         this.hooks.onUplinkLatency?.(performance.now() - t0);
         this.stats.framesToAi++;
+        if (sampleLevel || this.tap) {
+          const pcm = this.aiInCodec.decode(frame);
+          if (sampleLevel) this.levels.callerDb = Math.round(dbfs(pcm));
+          tapIn = pcm;
+        }
+      } else if (sampleLevel) {
+        this.levels.callerDb = -120;
       }
     } catch (err) {
       this.countBad(err);
@@ -138,7 +166,13 @@ export class Bridge {
       if (out) {
         this.leg.writeFrame(this.toLeg.convert(out));
         this.stats.framesToLeg++;
+        if (sampleLevel || this.tap) {
+          const pcm = this.aiOutCodec.decode(out);
+          if (sampleLevel) this.levels.aiDb = Math.round(dbfs(pcm));
+          tapOut = pcm;
+        }
       } else {
+        if (sampleLevel) this.levels.aiDb = -120;
         this.leg.writeFrame(this.legSilence);
         this.stats.silenceToLeg++;
         if (this.hangupWhenDrained !== undefined && !this.responseActive) {
@@ -150,6 +184,7 @@ export class Bridge {
     } catch (err) {
       this.countBad(err);
     }
+    this.tap?.(tapIn, tapOut);
   }
 
   private countBad(err: unknown): void {

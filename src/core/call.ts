@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { ToolCallRecord, TranscriptEntry } from '../ai/session.js';
+import type { AiSession, ToolCallRecord, TranscriptEntry } from '../ai/session.js';
+import type { Bridge } from './bridge.js';
 import { GatewayError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { HangupReason, LegQuality, MediaLeg } from './media-leg.js';
@@ -49,6 +50,8 @@ export class Call extends TypedEmitter<CallEvents> {
   readonly legs: MediaLeg[] = [];
   /** Last quality snapshot per leg, kept after the legs close for the call record. */
   readonly quality: Record<string, LegQuality> = {};
+  /** The bridge and AI session once connected (operator mute/say, live levels). */
+  media: { bridge: Bridge; session: AiSession } | undefined;
   /** Set by fronts that can transfer (SIP REFER); absent means the front cannot. */
   transfer: ((destination: string) => Promise<void>) | undefined;
   private readonly cleanups: Cleanup[] = [];

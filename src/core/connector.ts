@@ -55,6 +55,7 @@ export class CallConnector {
       .open({ callId: call.id, legFormat: leg.format, log: call.log, control });
     const b = new Bridge(call, leg, session, this.deps.clock, this.deps.hooks);
     ref.bridge = b;
+    call.media = { bridge: b, session };
     call.onEnd(() => session.close(call.endReason?.cause ?? 'ended'));
     call.onEnd(() => b.stop());
     session.on('closed', (reason) => {

@@ -1,0 +1,231 @@
+/** OpenAPI 3 description of the ops API, served at /v1/openapi.json and validated in tests. */
+
+const error = { $ref: '#/components/responses/Error' };
+const idParam = { name: 'id', in: 'path', required: true, schema: { type: 'string' } };
+const json = (schema: object) => ({ content: { 'application/json': { schema } } });
+const call = { $ref: '#/components/schemas/Call' };
+const ok = { description: 'OK', ...json({ type: 'object', properties: { ok: { type: 'boolean' } } }) };
+const std = { '400': error, '401': error, '404': error };
+
+export const openApiDocument = {
+  openapi: '3.0.3',
+  info: {
+    title: 'Voice gateway call control',
+    version: '1.0.0',
+    description:
+      'Operate calls bridged between carriers / WhatsApp and speech AI. All /v1 endpoints need `Authorization: Bearer <api.token>`; GET streams also accept `?access_token=`.',
+  },
+  servers: [{ url: '/' }],
+  security: [{ bearer: [] }],
+  components: {
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+    responses: {
+      Error: { description: 'Error', ...json({ $ref: '#/components/schemas/Error' }) },
+    },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message'],
+            properties: { code: { type: 'string' }, message: { type: 'string' } },
+          },
+        },
+      },
+      TranscriptEntry: {
+        type: 'object',
+        required: ['role', 'text', 'at'],
+        properties: {
+          role: { type: 'string', enum: ['caller', 'ai'] },
+          text: { type: 'string' },
+          at: { type: 'number' },
+        },
+      },
+      Call: {
+        type: 'object',
+        required: ['id', 'state', 'front', 'from', 'to', 'times', 'legs', 'transcript'],
+        properties: {
+          id: { type: 'string' },
+          state: { type: 'string', enum: ['ringing', 'answered', 'bridged', 'ended'] },
+          front: { type: 'string', enum: ['sip', 'whatsapp', 'api', 'test'] },
+          trunk: { type: 'string', nullable: true },
+          direction: { type: 'string', enum: ['inbound', 'outbound'] },
+          from: { type: 'string' },
+          to: { type: 'string' },
+          externalId: { type: 'string', nullable: true },
+          route: { type: 'string', nullable: true },
+          times: { type: 'object', additionalProperties: { type: 'number' } },
+          durationMs: { type: 'number' },
+          endReason: {
+            type: 'object',
+            nullable: true,
+            properties: { by: { type: 'string' }, cause: { type: 'string' }, detail: { type: 'string' } },
+          },
+          legs: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: { id: { type: 'string' }, codec: { type: 'string' }, quality: { type: 'object' } },
+            },
+          },
+          media: {
+            type: 'object',
+            nullable: true,
+            description: 'AI formats, passthrough, mute, live levels, bridge stats',
+          },
+          transcript: { type: 'array', items: { $ref: '#/components/schemas/TranscriptEntry' } },
+          toolCalls: { type: 'array', items: { type: 'object' } },
+        },
+      },
+    },
+  },
+  paths: {
+    '/v1/calls': {
+      get: {
+        summary: 'List active calls, or ended call records with ended=true',
+        parameters: [
+          { name: 'state', in: 'query', schema: { type: 'string', enum: ['ringing', 'answered', 'bridged', 'ended'] } },
+          { name: 'front', in: 'query', schema: { type: 'string', enum: ['sip', 'whatsapp', 'api', 'test'] } },
+          { name: 'trunk', in: 'query', schema: { type: 'string' } },
+          { name: 'ended', in: 'query', schema: { type: 'string', enum: ['true', 'false'] } },
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+        ],
+        responses: {
+          '200': {
+            description: 'Calls',
+            ...json({ type: 'object', properties: { calls: { type: 'array', items: call } } }),
+          },
+          '400': error,
+          '401': error,
+        },
+      },
+      post: {
+        summary: 'Place an outbound call (WhatsApp business-initiated or SIP via a trunk) bridged to a route',
+        requestBody: {
+          required: true,
+          ...json({
+            type: 'object',
+            required: ['front', 'to'],
+            additionalProperties: false,
+            properties: {
+              front: { type: 'string', enum: ['whatsapp', 'sip'] },
+              to: { type: 'string', description: 'E.164 number' },
+              from: { type: 'string' },
+              trunk: { type: 'string' },
+              route: { type: 'string' },
+            },
+          }),
+        },
+        responses: {
+          '201': { description: 'Call placed', ...json(call) },
+          '400': error,
+          '401': error,
+          '501': error,
+          '502': error,
+          '503': error,
+        },
+      },
+    },
+    '/v1/calls/{id}': {
+      parameters: [idParam],
+      get: {
+        summary: 'One call, live or from the records',
+        responses: { '200': { description: 'Call', ...json(call) }, ...std },
+      },
+      delete: {
+        summary: 'Hang up',
+        requestBody: { required: false, ...json({ type: 'object', properties: { reason: { type: 'string' } } }) },
+        responses: { '200': { description: 'Ended call', ...json(call) }, ...std },
+      },
+    },
+    '/v1/calls/{id}/transfer': {
+      parameters: [idParam],
+      post: {
+        summary: 'Transfer (SIP REFER)',
+        requestBody: {
+          required: true,
+          ...json({ type: 'object', required: ['destination'], properties: { destination: { type: 'string' } } }),
+        },
+        responses: { '200': ok, ...std, '409': error },
+      },
+    },
+    '/v1/calls/{id}/say': {
+      parameters: [idParam],
+      post: {
+        summary: 'Make the AI say a text',
+        requestBody: {
+          required: true,
+          ...json({ type: 'object', required: ['text'], properties: { text: { type: 'string' } } }),
+        },
+        responses: { '200': ok, ...std, '409': error },
+      },
+    },
+    '/v1/calls/{id}/mute': {
+      parameters: [idParam],
+      post: {
+        summary: "Stop (or resume) the caller's audio to the AI",
+        requestBody: {
+          required: true,
+          ...json({ type: 'object', required: ['muted'], properties: { muted: { type: 'boolean' } } }),
+        },
+        responses: { '200': ok, ...std, '409': error },
+      },
+    },
+    '/v1/calls/{id}/events': {
+      parameters: [idParam],
+      get: {
+        summary: 'Server-Sent Events for one call: snapshot, state, transcript, tool_call, dtmf, quality, ended',
+        responses: {
+          '200': { description: 'Event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          ...std,
+        },
+      },
+    },
+    '/v1/events': {
+      get: {
+        summary: 'Server-Sent Events for all calls (dashboard): snapshot, call, transcript, levels, ended',
+        responses: {
+          '200': { description: 'Event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          '401': error,
+        },
+      },
+    },
+    '/v1/sessions/start': {
+      post: {
+        summary: 'Media-only mode: create the WebRTC leg and bridge for a WhatsApp call signalled elsewhere',
+        requestBody: {
+          required: true,
+          ...json({
+            type: 'object',
+            required: ['callId', 'sdpOffer', 'fromNumber', 'toNumber'],
+            properties: {
+              callId: { type: 'string' },
+              sdpOffer: { type: 'string' },
+              fromNumber: { type: 'string' },
+              toNumber: { type: 'string' },
+              route: { type: 'string' },
+            },
+          }),
+        },
+        responses: {
+          '201': {
+            description: 'SDP answer to send in pre_accept/accept',
+            ...json({
+              type: 'object',
+              properties: { sdpAnswer: { type: 'string' }, gatewayCallId: { type: 'string' } },
+            }),
+          },
+          '400': error,
+          '401': error,
+          '501': error,
+        },
+      },
+    },
+    '/v1/sessions/{callId}/stop': {
+      parameters: [{ name: 'callId', in: 'path', required: true, schema: { type: 'string' } }],
+      post: { summary: 'End a media-only session', responses: { '200': ok, '401': error, '404': error, '501': error } },
+    },
+  },
+} as const;

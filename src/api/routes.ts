@@ -1,0 +1,189 @@
+import { readFileSync } from 'node:fs';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { z } from 'zod';
+import type { Call } from '../core/call.js';
+import type { GatewayContext } from '../gateway.js';
+import { bearerAuth } from './auth.js';
+import { callView } from './call-view.js';
+import { sendError, statusOf, zodMessage } from './errors.js';
+import { openApiDocument } from './openapi.js';
+import { streamAllCalls, streamCall } from './sse.js';
+
+const DASHBOARD = readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8');
+
+const listQuery = z.object({
+  state: z.enum(['ringing', 'answered', 'bridged', 'ended']).optional(),
+  front: z.enum(['sip', 'whatsapp', 'api', 'test']).optional(),
+  trunk: z.string().optional(),
+  ended: z.enum(['true', 'false']).optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+const hangupBody = z.object({ reason: z.string().max(200).optional() }).strict();
+const transferBody = z.object({ destination: z.string().min(1).max(256) }).strict();
+const sayBody = z.object({ text: z.string().min(1).max(2000) }).strict();
+const muteBody = z.object({ muted: z.boolean() }).strict();
+const dialBody = z
+  .object({
+    front: z.enum(['whatsapp', 'sip']),
+    to: z.string().regex(/^\+?\d{6,15}$/, 'a phone number in E.164'),
+    from: z.string().optional(),
+    trunk: z.string().optional(),
+    route: z.string().optional(),
+  })
+  .strict();
+const sessionBody = z
+  .object({
+    callId: z.string().min(1).max(200),
+    sdpOffer: z.string().min(10).startsWith('v=0'),
+    fromNumber: z.string().min(1),
+    toNumber: z.string().min(1),
+    route: z.string().optional(),
+  })
+  .strict();
+
+function parse<T>(schema: z.ZodType<T>, value: unknown, res: Response): T | undefined {
+  const r = schema.safeParse(value ?? {});
+  if (!r.success) {
+    sendError(res, 400, 'invalid_request', zodMessage(r.error));
+    return undefined;
+  }
+  return r.data;
+}
+
+/** Health, metrics, dashboard and the /v1 call-control API, mounted on the gateway's express app. */
+export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks: Record<string, boolean> }): void {
+  const { app, registry, records, metrics, config } = ctx;
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok', calls: registry.size });
+  });
+  app.get('/readyz', (_req, res) => {
+    const r = ready();
+    res.status(r.ok && !ctx.draining ? 200 : 503).json({ ...r, draining: ctx.draining });
+  });
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  app.get('/', (_req, res) => {
+    res.type('html').send(DASHBOARD);
+  });
+  app.get('/v1/openapi.json', (_req, res) => {
+    res.json(openApiDocument);
+  });
+
+  const v1 = express.Router();
+  v1.use(bearerAuth(config.api.token));
+  v1.use(express.json({ limit: '64kb' }));
+
+  const live = (req: Request, res: Response): Call | undefined => {
+    const call = registry.get(String(req.params.id));
+    if (!call) sendError(res, 404, 'not_found', `no active call ${String(req.params.id)}`);
+    return call;
+  };
+
+  v1.get('/calls', (req, res) => {
+    const q = parse(listQuery, req.query, res);
+    if (!q) return;
+    if (q.ended === 'true' || q.state === 'ended') {
+      res.json({ calls: records.list({ front: q.front, trunk: q.trunk, limit: q.limit }) });
+      return;
+    }
+    const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
+    res.json({ calls: calls.map(callView) });
+  });
+
+  v1.get('/calls/:id', (req, res) => {
+    const call = registry.get(req.params.id);
+    const view = call ? callView(call) : records.get(req.params.id);
+    if (!view) return sendError(res, 404, 'not_found', `no call ${req.params.id}`);
+    res.json(view);
+  });
+
+  v1.delete('/calls/:id', async (req, res) => {
+    const body = parse(hangupBody, req.body, res);
+    if (!body) return;
+    const call = live(req, res);
+    if (!call) return;
+    await call.end({ by: 'operator', cause: 'api_hangup', detail: body.reason });
+    res.json(callView(call));
+  });
+
+  v1.post('/calls/:id/transfer', async (req, res) => {
+    const body = parse(transferBody, req.body, res);
+    if (!body) return;
+    const call = live(req, res);
+    if (!call) return;
+    if (!call.transfer)
+      return sendError(res, 409, 'unsupported', `transfer is not supported for ${call.info.front} calls`);
+    await call.transfer(body.destination);
+    call.log.info({ destination: body.destination }, 'transferred by operator');
+    res.json({ ok: true, destination: body.destination });
+  });
+
+  v1.post('/calls/:id/say', (req, res) => {
+    const body = parse(sayBody, req.body, res);
+    if (!body) return;
+    const call = live(req, res);
+    if (!call) return;
+    const session = call.media?.session;
+    if (!session?.say) return sendError(res, 409, 'not_bridged', 'the call has no AI session that can speak');
+    session.say(body.text);
+    res.json({ ok: true });
+  });
+
+  v1.post('/calls/:id/mute', (req, res) => {
+    const body = parse(muteBody, req.body, res);
+    if (!body) return;
+    const call = live(req, res);
+    if (!call) return;
+    if (!call.media) return sendError(res, 409, 'not_bridged', 'the call is not bridged yet');
+    call.media.bridge.muted = body.muted;
+    call.log.info({ muted: body.muted }, 'caller audio to AI muted/unmuted by operator');
+    res.json({ ok: true, muted: body.muted });
+  });
+
+  v1.post('/calls', async (req, res) => {
+    const body = parse(dialBody, req.body, res);
+    if (!body) return;
+    if (ctx.draining) return sendError(res, 503, 'draining', 'the gateway is shutting down');
+    if (body.route && !config.routes[body.route])
+      return sendError(res, 400, 'invalid_request', `route: unknown route "${body.route}"`);
+    const dial = ctx.dialers.get(body.front);
+    if (!dial) return sendError(res, 501, 'unsupported', `outbound ${body.front} calls are not enabled`);
+    const call = await dial(body);
+    res.status(201).json(callView(call));
+  });
+
+  v1.get('/calls/:id/events', (req, res) => {
+    const call = live(req, res);
+    if (call) streamCall(call, req, res);
+  });
+  v1.get('/events', (req, res) => streamAllCalls(registry, req, res));
+
+  v1.post('/sessions/start', async (req, res) => {
+    const body = parse(sessionBody, req.body, res);
+    if (!body) return;
+    if (!ctx.mediaSessions) return sendError(res, 501, 'unsupported', 'WhatsApp media sessions are not enabled');
+    if (ctx.draining) return sendError(res, 503, 'draining', 'the gateway is shutting down');
+    const { sdpAnswer, call } = await ctx.mediaSessions.start(body);
+    res.status(201).json({ sdpAnswer, gatewayCallId: call.id });
+  });
+  v1.post('/sessions/:callId/stop', async (req, res) => {
+    if (!ctx.mediaSessions) return sendError(res, 501, 'unsupported', 'WhatsApp media sessions are not enabled');
+    const stopped = await ctx.mediaSessions.stop(req.params.callId);
+    if (!stopped) return sendError(res, 404, 'not_found', `no media session ${req.params.callId}`);
+    res.json({ ok: true });
+  });
+
+  v1.use((_req, res) => sendError(res, 404, 'not_found', 'no such endpoint'));
+  // Express 5 forwards rejected promises here; body-parser errors carry a status.
+  v1.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const e = err as { status?: number; type?: string; message?: string };
+    if (e.type === 'entity.parse.failed') return sendError(res, 400, 'invalid_json', 'request body is not valid JSON');
+    if (e.type === 'entity.too.large') return sendError(res, 413, 'too_large', 'request body too large');
+    const s = statusOf(err);
+    if (s.status >= 500) ctx.log.error({ err: e.message }, 'API request failed');
+    sendError(res, s.status, s.code, s.message);
+  });
+  app.use('/v1', v1);
+}

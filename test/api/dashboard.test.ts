@@ -1,0 +1,67 @@
+import { existsSync } from 'node:fs';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCodec } from '../../src/core/audio/codecs.js';
+import { PCMU_8K } from '../../src/core/audio/format.js';
+import type { Gateway } from '../../src/gateway.js';
+import { frames, tone } from '../support/audio.js';
+import { simulatedCall, startTestGateway, TEST_TOKEN } from '../support/gateway.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+
+let gw: Gateway;
+let browser: Browser;
+beforeAll(async () => {
+  gw = await startTestGateway();
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  await gw?.stop('test_done', 0);
+});
+
+describe('live dashboard in headless Chromium', () => {
+  it('chromium is installed (CI installs Debian chromium)', () => {
+    expect(existsSync(CHROMIUM)).toBe(true);
+  });
+
+  it('shows a call in progress, updates its transcript live, and moves it to Ended when it hangs up', async () => {
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${gw.httpPort}/?token=${TEST_TOKEN}`);
+    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
+    const { call, leg } = await simulatedCall(gw, { from: '+250788555111' });
+    const row = page.locator(`#active tr[data-call-id="${call.id}"]`);
+    await row.waitFor({ timeout: 10_000 });
+    await expect.poll(() => row.innerText(), { timeout: 10_000 }).toContain('+250788555111');
+    await expect.poll(() => row.innerText(), { timeout: 10_000 }).toContain('bridged');
+    await expect.poll(() => row.innerText(), { timeout: 10_000 }).toContain('AI: Hello caller.');
+    // The caller speaks; the transcript cell gains the caller's line without a reload.
+    const pcmu = createCodec(PCMU_8K);
+    leg.feed(frames(tone(700, 8000, 500, 8000), 160).map((f) => pcmu.encode(f)));
+    await expect.poll(() => row.innerText(), { timeout: 10_000 }).toContain('Caller: [utterance 1');
+    // Live meter: the AI meter moves while the echo plays.
+    await expect
+      .poll(
+        async () => row.locator('.meter.ai > span').evaluate((e) => parseFloat((e as HTMLElement).style.width) || 0),
+        { timeout: 10_000 },
+      )
+      .toBeGreaterThan(10);
+    await call.end({ by: 'remote', cause: 'bye' });
+    const ended = page.locator(`#ended tr[data-call-id="${call.id}"]`);
+    await ended.waitFor({ timeout: 10_000 });
+    expect(await ended.innerText()).toContain('remote: bye');
+    expect(await row.count()).toBe(0);
+    await page.screenshot({ path: 'test/output/dashboard.png' }).catch(() => undefined);
+  });
+});
