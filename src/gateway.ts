@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net';
 import { createServer, type Server } from 'node:http';
 import express from 'express';
 import { BackendRegistry } from './ai/backends.js';
+import { installOpenAiSip } from './ai/openai-sip/install.js';
 import { callView } from './api/call-view.js';
 import { GatewayMetrics } from './api/metrics.js';
 import { CallRecordStore } from './api/records.js';
@@ -10,6 +11,7 @@ import type { GatewayConfig } from './config/schema.js';
 import type { Call, Front as FrontName } from './core/call.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
+import type { LegDialer } from './core/leg-dialer.js';
 import type { Logger } from './core/logger.js';
 import { CallRecorder } from './core/recorder.js';
 import { CallRegistry } from './core/registry.js';
@@ -66,6 +68,8 @@ export interface GatewayContext {
   dialers: Map<string, Dialer>;
   /** Set by the WhatsApp front: media-only sessions for an external webhook handler. */
   mediaSessions: MediaSessionProvider | undefined;
+  /** Set by the SIP front: places outbound SIP legs (OpenAI SIP route, SIP dial-out). */
+  legDialer: LegDialer | undefined;
   /** True while draining for shutdown: fronts refuse new calls. */
   draining: boolean;
 }
@@ -109,8 +113,10 @@ export class Gateway {
       app,
       dialers: new Map(),
       mediaSessions: undefined,
+      legDialer: undefined,
       draining: false,
     };
+    installOpenAiSip(this.ctx);
     registry.on('created', (call) => this.recordCall(call));
     mountOps(this.ctx, () => this.ready());
   }

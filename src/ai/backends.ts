@@ -22,6 +22,11 @@ export class BackendRegistry {
     this.makers.set(kind, maker);
   }
 
+  /** Use a prebuilt backend for a route (backends that need gateway wiring, e.g. openai-sip). */
+  bind(routeName: string, backend: AiBackend): void {
+    this.built.set(routeName, backend);
+  }
+
   backendFor(route: ResolvedRoute): AiBackend {
     let b = this.built.get(route.name);
     if (!b) {

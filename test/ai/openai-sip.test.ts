@@ -1,0 +1,142 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createCodec } from '../../src/core/audio/codecs.js';
+import { OPUS_48K, PCMU_8K } from '../../src/core/audio/format.js';
+import type { Gateway } from '../../src/gateway.js';
+import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
+import { startTestGateway, sleep, waitFor } from '../support/gateway.js';
+import { MemoryLeg } from '../support/memory-leg.js';
+import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
+import { FakeOpenAiSipDialer } from '../peers/openai-sip/fake-dialer.js';
+import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
+
+const SECRET = `whsec_${Buffer.from('openai-sip-test-secret-0123456789').toString('base64')}`;
+const API_KEY = 'sk-test-openai-sip';
+
+let gw: Gateway;
+let standIn: OpenAiApiStandIn;
+let dialer: FakeOpenAiSipDialer;
+const webhookUrl = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/openai_sip`;
+
+beforeEach(async () => {
+  standIn = new OpenAiApiStandIn(API_KEY);
+  const apiBaseUrl = await standIn.start();
+  gw = await startTestGateway({
+    routes: {
+      local: { kind: 'local', greeting: 'Hello caller.' },
+      openai_sip: {
+        kind: 'openai-sip',
+        projectId: 'proj_test',
+        webhookSecret: SECRET,
+        apiKey: API_KEY,
+        apiBaseUrl,
+        instructions: 'Be a test.',
+      },
+    },
+    routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },
+  });
+  dialer = new FakeOpenAiSipDialer(webhookUrl, SECRET, standIn);
+  gw.ctx.legDialer = dialer;
+});
+afterEach(async () => {
+  await gw.stop('test_done', 0);
+  await standIn.stop();
+});
+
+const pcmu = createCodec(PCMU_8K);
+
+describe('OpenAI SIP route', () => {
+  it('carrier G.711 ⇄ OpenAI G.711 is relayed untranscoded, audio both ways, accept carries the route session', async () => {
+    const call = gw.ctx.registry.create({
+      front: 'sip',
+      from: '+250788000001',
+      to: '+250700000111',
+      trunk: 'mtn-rwanda',
+    });
+    const caller = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
+    caller.feed(frames(tone(1000, 8000, 3000, 8000), 160).map((f) => pcmu.encode(f)));
+    const { bridge, route } = await gw.ctx.connector.connect(call, caller);
+    expect(route.name).toBe('openai_sip');
+    expect(bridge.passthrough).toBe(true);
+    const accept = standIn.requests.find((r) => r.action === 'accept')!;
+    expect(accept.problems).toEqual([]);
+    expect(accept.body).toMatchObject({
+      type: 'realtime',
+      model: 'gpt-realtime',
+      instructions: 'Be a test.',
+      audio: { output: { voice: 'marin' } },
+    });
+    expect(dialer.invites[0]!.uri).toBe('sip:proj_test@sip.api.openai.com;transport=tls');
+    expect(dialer.invites[0]!.headers['X-Gateway-Call-Id']).toBe(call.id);
+    await sleep(1000);
+    const openai = dialer.legs[0]!;
+    const heardByOpenAi = concat(openai.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
+    expect(heardByOpenAi.length).toBeGreaterThan(8000 * 0.5);
+    expect(Math.abs(dominantFrequency(heardByOpenAi, 8000) - 1000)).toBeLessThan(20);
+    const heardByCaller = concat(caller.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
+    expect(heardByCaller.length).toBeGreaterThan(8000 * 0.5);
+    expect(Math.abs(dominantFrequency(heardByCaller, 8000) - 440)).toBeLessThan(9);
+    await call.end({ by: 'remote', cause: 'bye' });
+    expect(openai.closedWith?.cause).toBe('bye'); // our BYE towards OpenAI
+  });
+
+  it('a WhatsApp Opus caller is transcoded to G.711 for OpenAI, audio both ways', async () => {
+    const call = gw.ctx.registry.create({ front: 'whatsapp', from: '250788000002', to: '+250700000111' });
+    const opus = createCodec(OPUS_48K, 24000);
+    const caller = new MemoryLeg(call.id, OPUS_48K, opus.silence());
+    caller.feed(frames(tone(1000, 24000, 3000, 8000), 480).map((f) => opus.encode(f)));
+    const { bridge } = await gw.ctx.connector.connect(call, caller);
+    expect(bridge.passthrough).toBe(false);
+    await sleep(1000);
+    const heardByOpenAi = concat(dialer.legs[0]!.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
+    expect(Math.abs(dominantFrequency(heardByOpenAi, 8000) - 1000)).toBeLessThan(20);
+    const dec = createCodec(OPUS_48K, 24000);
+    const heardByCaller = concat(caller.written.map((p) => dec.decode(p)).filter((p) => dbfsOf(p) > -30));
+    expect(heardByCaller.length).toBeGreaterThan(24000 * 0.5);
+    expect(Math.abs(dominantFrequency(heardByCaller, 24000) - 440)).toBeLessThan(9);
+    await call.end({ by: 'remote', cause: 'terminate' });
+  });
+
+  it('OpenAI hanging up ends the call and the caller’s leg with the reason', async () => {
+    const call = gw.ctx.registry.create({ front: 'sip', from: '+250788000003', to: '+250700000111' });
+    const caller = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
+    await gw.ctx.connector.connect(call, caller);
+    dialer.legs[0]!.hangup({ by: 'remote', cause: 'bye' });
+    await waitFor(() => call.ended, 5000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'ai', cause: 'ai_closed', detail: 'openai_bye' });
+    expect(caller.closedWith?.cause).toBe('ai_closed');
+  });
+
+  it('refuses bad, missing, expired and replayed signatures with 401 and acts on none', async () => {
+    const ev = incomingCallEvent('rtc_forged', [{ name: 'X-Gateway-Call-Id', value: 'x' }]);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { badSignature: true })).toBe(401);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { omitSignature: true })).toBe(401);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { timestampOffsetSec: -600 })).toBe(401);
+    expect(await postSignedWebhook(webhookUrl(), `whsec_${Buffer.from('another-secret').toString('base64')}`, ev)).toBe(
+      401,
+    );
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { id: 'wh_same' })).toBe(200);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { id: 'wh_same' })).toBe(401);
+    await sleep(200);
+    // Only the one valid delivery was acted on (an unknown call: rejected once).
+    expect(standIn.requests.map((r) => r.action)).toEqual(['reject']);
+    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    expect(metrics).toMatch(/gateway_webhook_rejections_total\{source="openai",reason="signature check failed"\} 3/);
+  });
+
+  it('a webhook for a call we did not place is rejected through the API', async () => {
+    const ev = incomingCallEvent('rtc_stranger', [{ name: 'From', value: '<sip:+1555@x>' }]);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev)).toBe(200);
+    const rej = await standIn.waitFor((r) => r.callId === 'rtc_stranger', 2000);
+    expect(rej.action).toBe('reject');
+    expect(rej.problems).toEqual([]);
+  });
+
+  it('one routing table sends one number to the local agent and another to OpenAI SIP in the same run', async () => {
+    const a = gw.ctx.registry.create({ front: 'sip', from: '+250788000004', to: '+250700000999' });
+    const b = gw.ctx.registry.create({ front: 'sip', from: '+250788000005', to: '+250700000111' });
+    const ra = await gw.ctx.connector.connect(a, new MemoryLeg(a.id, PCMU_8K, pcmu.silence()));
+    const rb = await gw.ctx.connector.connect(b, new MemoryLeg(b.id, PCMU_8K, pcmu.silence()));
+    expect([ra.route.name, rb.route.name]).toEqual(['local', 'openai_sip']);
+    expect(dialer.invites.length).toBe(1);
+  });
+});
