@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchCodecPaths } from './codec-paths.js';
+import { benchRealtime } from './realtime.js';
 import type { BenchSection } from './stats.js';
 
 /**
@@ -10,6 +11,7 @@ import type { BenchSection } from './stats.js';
  */
 const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   codec: benchCodecPaths,
+  realtime: benchRealtime,
 };
 
 async function main(): Promise<void> {

@@ -2,6 +2,7 @@ import type { RouteConfig } from '../config/schema.js';
 import { GatewayError } from '../core/errors.js';
 import type { ResolvedRoute } from '../core/router.js';
 import { LocalAgentBackend } from './local/agent.js';
+import { RealtimeBackend } from './realtime/backend.js';
 import type { AiBackend } from './session.js';
 
 export type BackendMaker = (route: RouteConfig & { kind: string }) => AiBackend;
@@ -16,6 +17,7 @@ export class BackendRegistry {
 
   constructor() {
     this.register('local', (r) => new LocalAgentBackend(r as Extract<RouteConfig, { kind: 'local' }>));
+    this.register('realtime', (r) => new RealtimeBackend(r as Extract<RouteConfig, { kind: 'realtime' }>));
   }
 
   register(kind: string, maker: BackendMaker): void {

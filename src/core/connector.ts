@@ -38,8 +38,10 @@ export class CallConnector {
     // The session needs call control before the bridge exists; control reaches the bridge through this ref.
     const ref: { bridge?: Bridge } = {};
     const control: CallControl = {
-      hangupAfterPlayout: (reason) =>
-        ref.bridge?.hangupAfterPlayout(reason) ?? void call.end({ by: 'ai', cause: reason }),
+      hangupAfterPlayout: (reason) => {
+        if (ref.bridge) ref.bridge.hangupAfterPlayout(reason);
+        else void call.end({ by: 'ai', cause: reason });
+      },
       transfer: async (destination) => {
         if (!call.transfer) return { ok: false, detail: `transfer is not supported for ${call.info.front} calls` };
         try {

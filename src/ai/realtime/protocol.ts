@@ -1,0 +1,96 @@
+/**
+ * The OpenAI Realtime (GA) event protocol as this gateway uses it. Event shapes come from the
+ * `openai` package's own type definitions so they cannot drift from the published API; this
+ * module only maps our route config and leg formats onto them.
+ */
+import type {
+  RealtimeAudioConfigInput,
+  RealtimeAudioFormats,
+  RealtimeClientEvent,
+  RealtimeFunctionTool,
+  RealtimeServerEvent,
+  RealtimeSessionCreateRequest,
+} from 'openai/resources/realtime/realtime';
+import type { RealtimeRouteConfig } from '../../config/schema.js';
+import { type AudioFormat, l16, PCMA_8K, PCMU_8K } from '../../core/audio/format.js';
+
+export type {
+  RealtimeAudioFormats,
+  RealtimeClientEvent,
+  RealtimeFunctionTool,
+  RealtimeServerEvent,
+  RealtimeSessionCreateRequest,
+};
+
+/** A server event narrowed by its `type`. */
+export type ServerEventOf<T extends RealtimeServerEvent['type']> = Extract<RealtimeServerEvent, { type: T }>;
+export type ClientEventOf<T extends RealtimeClientEvent['type']> = Extract<RealtimeClientEvent, { type: T }>;
+
+export const TRANSCRIPTION_MODEL = 'gpt-4o-mini-transcribe';
+
+export interface WireFormats {
+  /** What the session is told (`audio.input.format` and `audio.output.format`). */
+  wire: RealtimeAudioFormats;
+  /** The same thing as a gateway AudioFormat (what the bridge converts to/from). */
+  format: AudioFormat;
+}
+
+/**
+ * Pick the format per leg so the bridge does the least work: G.711 legs speak G.711 to OpenAI
+ * (the bridge passes frames straight through); everything else (Opus/WebRTC) uses 24 kHz PCM,
+ * which Opus decodes to directly.
+ */
+export function wireFormatFor(leg: AudioFormat): WireFormats {
+  if (leg.codec === 'pcmu') return { wire: { type: 'audio/pcmu' }, format: PCMU_8K };
+  if (leg.codec === 'pcma') return { wire: { type: 'audio/pcma' }, format: PCMA_8K };
+  return { wire: { type: 'audio/pcm', rate: 24000 }, format: l16(24000) };
+}
+
+export function turnDetectionFor(route: RealtimeRouteConfig): RealtimeAudioConfigInput['turn_detection'] {
+  const td = route.turnDetection;
+  if (td === null) return null;
+  if (td.type === 'server_vad') {
+    return {
+      type: 'server_vad',
+      threshold: td.threshold,
+      prefix_padding_ms: td.prefixPaddingMs,
+      silence_duration_ms: td.silenceDurationMs,
+      create_response: true,
+      interrupt_response: true,
+    };
+  }
+  return { type: 'semantic_vad', eagerness: td.eagerness, create_response: true, interrupt_response: true };
+}
+
+/** The `session` object of `session.update` for one call. */
+export function sessionConfig(
+  route: RealtimeRouteConfig,
+  formats: WireFormats,
+  tools: RealtimeFunctionTool[],
+  instructions: string = route.instructions,
+): RealtimeSessionCreateRequest {
+  return {
+    type: 'realtime',
+    model: route.model,
+    instructions,
+    output_modalities: ['audio'],
+    audio: {
+      input: {
+        format: formats.wire,
+        turn_detection: turnDetectionFor(route),
+        // Off by default on a new session, so "off" is simply leaving it out.
+        ...(route.transcription ? { transcription: { model: TRANSCRIPTION_MODEL } } : {}),
+      },
+      output: { format: formats.wire, voice: route.voice },
+    },
+    tools,
+    tool_choice: 'auto',
+  };
+}
+
+/** The URL to connect to: the route's base URL with `?model=`. */
+export function realtimeUrl(route: RealtimeRouteConfig): string {
+  const u = new URL(route.url);
+  if (!u.searchParams.has('model')) u.searchParams.set('model', route.model);
+  return u.toString();
+}

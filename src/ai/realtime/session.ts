@@ -1,0 +1,521 @@
+import type { IncomingMessage } from 'node:http';
+import WebSocket from 'ws';
+import type { RealtimeRouteConfig } from '../../config/schema.js';
+import { createCodec } from '../../core/audio/codecs.js';
+import { type AudioFormat, durationMs } from '../../core/audio/format.js';
+import { pcmBuffer } from '../../core/audio/level.js';
+import { GatewayError } from '../../core/errors.js';
+import type { Logger } from '../../core/logger.js';
+import type { PlayedMark } from '../../core/playout.js';
+import { TypedEmitter } from '../../core/typed-emitter.js';
+import { chime, speak } from '../local/tts.js';
+import type {
+  AiSession,
+  AiSessionEvents,
+  AiSessionOptions,
+  CallControl,
+  ToolCallRecord,
+  TranscriptEntry,
+} from '../session.js';
+import {
+  realtimeUrl,
+  sessionConfig,
+  wireFormatFor,
+  type RealtimeClientEvent,
+  type RealtimeServerEvent,
+  type ServerEventOf,
+  type WireFormats,
+} from './protocol.js';
+import { ToolRegistry } from './tools.js';
+
+/** Optional timing taps for the benchmark (never needed in production). */
+export interface RealtimeHooks {
+  /** The append carrying `frame` (the buffer passed to sendAudio) has been written to the socket. */
+  appendWritten?(callId: string, frame: Buffer): void;
+  /** A `response.output_audio.delta` arrived (before it is decoded and handed to the bridge). */
+  deltaReceived?(callId: string, itemId: string, receivedAt: number): void;
+}
+
+const APOLOGY = 'Sorry, the assistant is not available right now. Please call again later.';
+/** A long call may outlive several server-side session caps; more drops than this means the service is sick. */
+const MAX_RECONNECTS = 3;
+/** Stop queueing caller audio when the socket stalls (the bytes would be stale anyway). */
+const MAX_BUFFERED_BYTES = 1 << 20;
+/** Per-item audio lengths kept for barge-in truncation; older items can no longer be interrupted. */
+const MAX_TRACKED_ITEMS = 32;
+/** Context handed to a re-established session, newest last. */
+const MAX_SEED_CHARS = 8000;
+
+export interface RealtimeStats {
+  appends: number;
+  droppedFrames: number;
+  deltas: number;
+  reconnects: number;
+  errors: number;
+}
+
+interface Pending {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+function describeRefusal(status: number, body: string): string {
+  let detail = '';
+  try {
+    const msg = (JSON.parse(body) as { error?: { message?: unknown } }).error?.message;
+    if (typeof msg === 'string') detail = `: ${msg.slice(0, 200)}`;
+  } catch {
+    // Not JSON; the status says enough.
+  }
+  const why =
+    status === 401
+      ? 'HTTP 401 Unauthorized (the route apiKey was rejected)'
+      : status === 403
+        ? 'HTTP 403 Forbidden (the key has no access to this model)'
+        : status === 429
+          ? 'HTTP 429 Too Many Requests (rate limit or quota exceeded)'
+          : `HTTP ${status}`;
+  return `OpenAI Realtime refused the connection: ${why}${detail}`;
+}
+
+/**
+ * One call's conversation with OpenAI Realtime over a WebSocket (GA protocol). Caller audio goes up
+ * as one `input_audio_buffer.append` per 20 ms frame; model audio comes back in bursts and the
+ * bridge paces it. The session owns barge-in truncation, tools, and recovery from a dropped socket.
+ */
+export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements AiSession {
+  readonly inputFormat: AudioFormat;
+  readonly outputFormat: AudioFormat;
+  readonly stats: RealtimeStats = { appends: 0, droppedFrames: 0, deltas: 0, reconnects: 0, errors: 0 };
+  private readonly formats: WireFormats;
+  private readonly tools: ToolRegistry;
+  private readonly log: Logger;
+  private readonly callId: string;
+  private readonly control: CallControl;
+  private readonly abort = new AbortController();
+  private ws: WebSocket | undefined;
+  private pending: Pending | undefined;
+  private ready = false;
+  private closed = false;
+  /** The response the model is generating now (from response.created to response.done). */
+  private responseId: string | undefined;
+  /** After a tool output: ask for a response as soon as the current one is done. */
+  private respondAfterDone = false;
+  private readonly saysQueued: string[] = [];
+  /** Milliseconds of audio received per output item, and which items are complete. */
+  private readonly itemMs = new Map<string, number>();
+  private readonly itemDone = new Set<string>();
+  private speechAt: number | undefined;
+  private readonly transcript: TranscriptEntry[] = [];
+  private bufferedWarned = false;
+
+  constructor(
+    private readonly route: RealtimeRouteConfig,
+    opts: AiSessionOptions,
+    private readonly hooks: RealtimeHooks = {},
+  ) {
+    super();
+    this.formats = wireFormatFor(opts.legFormat);
+    this.inputFormat = this.formats.format;
+    this.outputFormat = this.formats.format;
+    this.tools = new ToolRegistry(route);
+    this.callId = opts.callId;
+    this.control = opts.control;
+    this.log = opts.log.child({ ai: 'realtime', model: route.model });
+  }
+
+  async start(): Promise<void> {
+    await this.connect(false);
+    this.log.info({ format: this.formats.wire.type }, 'Realtime session ready');
+    this.emit('ready');
+  }
+
+  // ---- connection -------------------------------------------------------------------------
+
+  /** Open a socket and configure the session; resolves on `session.updated`. */
+  private connect(reseed: boolean): Promise<void> {
+    const timeoutMs = this.route.connectTimeoutMs;
+    const url = realtimeUrl(this.route);
+    return new Promise<void>((resolve, reject) => {
+      if (this.closed) return reject(new GatewayError('ai_connect_failed', 'call already ended', this.callId));
+      const ws = new WebSocket(url, {
+        headers: { Authorization: `Bearer ${this.route.apiKey}` },
+        handshakeTimeout: timeoutMs,
+      });
+      this.ws = ws;
+      this.ready = false;
+      let settled = false;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.pending = undefined;
+        if (!err) return resolve();
+        ws.removeAllListeners();
+        ws.on('error', () => {}); // a socket being torn down may still report; nothing left to do
+        ws.terminate();
+        reject(err);
+      };
+      const fail = (msg: string) => finish(new GatewayError('ai_connect_failed', msg, this.callId));
+      const timer = setTimeout(() => fail(`OpenAI Realtime did not get ready within ${timeoutMs} ms`), timeoutMs);
+      this.pending = {
+        resolve: () => finish(),
+        reject: (err) => finish(err),
+      };
+
+      ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+        const status = res.statusCode ?? 0;
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          if (body.length < 2000) body += c;
+        });
+        const done = () => fail(describeRefusal(status, body));
+        res.on('end', done);
+        res.on('error', done);
+        setTimeout(done, 1000).unref(); // a refusal without a body end must not hold the call
+      });
+      ws.on('open', () => {
+        this.send({
+          type: 'session.update',
+          session: sessionConfig(this.route, this.formats, this.tools.definitions()),
+        });
+        if (reseed) this.sendSeed();
+      });
+      ws.on('message', (data: WebSocket.RawData) => {
+        if (ws === this.ws) this.onMessage(data);
+      });
+      ws.on('error', (err) => {
+        if (!settled) fail(`cannot reach OpenAI Realtime at ${new URL(url).host}: ${err.message}`);
+        else this.log.warn({ err: err.message }, 'Realtime socket error');
+      });
+      ws.on('close', (code, reason) => {
+        if (!settled) fail(`OpenAI Realtime closed the socket before the session was ready (code ${code})`);
+        else if (ws === this.ws) void this.onDropped(code, reason.toString());
+      });
+    });
+  }
+
+  /** Re-seed a fresh session with what was said so far, so the model can carry on. */
+  private sendSeed(): void {
+    if (this.transcript.length === 0) return;
+    const lines: string[] = [];
+    let chars = 0;
+    for (let i = this.transcript.length - 1; i >= 0; i--) {
+      const t = this.transcript[i]!;
+      const line = `${t.role === 'caller' ? 'Caller' : 'You'}: ${t.text}`;
+      if (chars + line.length > MAX_SEED_CHARS) break;
+      lines.unshift(line);
+      chars += line.length;
+    }
+    this.send({
+      type: 'conversation.item.create',
+      item: {
+        type: 'message',
+        role: 'system',
+        content: [
+          {
+            type: 'input_text',
+            text: `The line to you dropped and was re-established mid-call. The conversation so far:\n${lines.join('\n')}\nContinue from here; do not greet the caller again.`,
+          },
+        ],
+      },
+    });
+  }
+
+  private async onDropped(code: number, reason: string): Promise<void> {
+    if (this.closed) return;
+    this.ready = false;
+    this.log.warn({ code, reason }, 'Realtime socket dropped mid-call');
+    if (this.responseId) {
+      // The response will never finish: release the bridge's hang-up-after-playout wait.
+      const id = this.responseId;
+      this.responseId = undefined;
+      this.emit('response_done', id);
+    }
+    this.respondAfterDone = false;
+    if (this.stats.reconnects >= MAX_RECONNECTS) {
+      return this.unavailable(new GatewayError('upstream', `socket dropped ${MAX_RECONNECTS + 1} times`, this.callId));
+    }
+    this.stats.reconnects++;
+    try {
+      await this.connect(true);
+      this.log.info({ attempt: this.stats.reconnects, seeded: this.transcript.length }, 'Realtime reconnected');
+    } catch (err) {
+      if (this.closed) return;
+      this.log.error({ err: (err as Error).message }, 'Realtime reconnect failed');
+      await this.unavailable(err as Error);
+    }
+  }
+
+  /** The AI is gone for good: apologise with the local TTS and hang up once it has played. */
+  private async unavailable(err: Error): Promise<void> {
+    this.stats.errors++;
+    this.emit('error', err);
+    const rate = this.outputFormat.sampleRate;
+    let pcm: Int16Array;
+    try {
+      pcm = await speak(APOLOGY, rate, { timeoutMs: 3000 });
+    } catch {
+      pcm = chime(rate);
+    }
+    if (this.closed) return;
+    this.emit('response_started', 'apology');
+    this.emit('audio', this.encodeOutput(pcm), 'apology');
+    this.emit('transcript', { role: 'ai', text: APOLOGY, at: Date.now(), itemId: 'apology' });
+    this.emit('response_done', 'apology');
+    this.control.hangupAfterPlayout('ai_unavailable');
+  }
+
+  /** PCM at the output rate → the session's output format (G.711 encoded with the core codecs). */
+  private encodeOutput(pcm: Int16Array): Buffer {
+    if (this.outputFormat.codec === 'l16') return pcmBuffer(pcm);
+    const codec = createCodec(this.outputFormat, undefined, this.callId);
+    const frames: Buffer[] = [];
+    for (let i = 0; i < pcm.length; i += 160) {
+      const f = new Int16Array(160);
+      f.set(pcm.subarray(i, Math.min(i + 160, pcm.length)));
+      frames.push(codec.encode(f));
+    }
+    return Buffer.concat(frames);
+  }
+
+  private send(ev: RealtimeClientEvent, cb?: (err?: Error) => void): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(ev), cb);
+    return true;
+  }
+
+  // ---- audio ------------------------------------------------------------------------------
+
+  sendAudio(frame: Buffer): void {
+    const ws = this.ws;
+    if (!this.ready || !ws || ws.readyState !== WebSocket.OPEN) {
+      this.stats.droppedFrames++;
+      return;
+    }
+    if (ws.bufferedAmount > MAX_BUFFERED_BYTES) {
+      this.stats.droppedFrames++;
+      if (!this.bufferedWarned)
+        this.log.warn({ buffered: ws.bufferedAmount }, 'Realtime socket stalled; dropping caller audio');
+      this.bufferedWarned = true;
+      return;
+    }
+    this.bufferedWarned = false;
+    this.stats.appends++;
+    const hook = this.hooks.appendWritten;
+    this.send(
+      { type: 'input_audio_buffer.append', audio: frame.toString('base64') },
+      hook ? () => hook(this.callId, frame) : undefined,
+    );
+  }
+
+  playoutCleared(mark: PlayedMark): void {
+    const gatewayMs = this.speechAt !== undefined ? performance.now() - this.speechAt : undefined;
+    this.speechAt = undefined;
+    if (this.responseId) {
+      // With server/semantic VAD the server usually cancels by itself; a "not active" reply is expected then.
+      this.send({ type: 'response.cancel', response_id: this.responseId });
+    }
+    let truncatedAt: number | undefined;
+    const item = mark.itemId;
+    const received = item !== undefined ? this.itemMs.get(item) : undefined;
+    if (item !== undefined && received !== undefined) {
+      const end = Math.max(0, Math.min(Math.round(mark.playedMs), Math.floor(received)));
+      const heardAll = this.itemDone.has(item) && end >= Math.floor(received) - 1;
+      if (!heardAll) {
+        this.send({ type: 'conversation.item.truncate', item_id: item, content_index: 0, audio_end_ms: end });
+        truncatedAt = end;
+      }
+    }
+    const interrupted = truncatedAt !== undefined || this.responseId !== undefined;
+    this.log[interrupted ? 'info' : 'debug'](
+      { item, playedMs: mark.playedMs, truncatedAt, gatewayMs: gatewayMs?.toFixed(2) },
+      interrupted ? 'caller barged in; playout cleared' : 'caller started speaking',
+    );
+  }
+
+  say(text: string): void {
+    if (this.responseId) {
+      this.saysQueued.push(text);
+      return;
+    }
+    const sent = this.send({
+      type: 'response.create',
+      response: { instructions: `Say this to the caller, word for word, then stop: "${text}"` },
+    });
+    if (!sent) this.log.warn('operator say ignored: Realtime session not connected');
+  }
+
+  async close(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.ready = false;
+    this.abort.abort();
+    this.pending?.reject(new GatewayError('ai_connect_failed', `call ended (${reason})`, this.callId));
+    const ws = this.ws;
+    this.ws = undefined;
+    if (ws) {
+      if (ws.readyState === WebSocket.OPEN) {
+        ws.close(1000, 'call ended');
+        // Don't wait on a peer that never completes the close handshake.
+        const t = setTimeout(() => ws.terminate(), 2000);
+        t.unref();
+        ws.once('close', () => clearTimeout(t));
+      } else {
+        ws.terminate();
+      }
+    }
+    this.log.info({ reason, ...this.stats }, 'Realtime session closed');
+    this.emit('closed', reason);
+  }
+
+  // ---- server events ----------------------------------------------------------------------
+
+  private onMessage(data: WebSocket.RawData): void {
+    const receivedAt = performance.now();
+    let ev: RealtimeServerEvent;
+    try {
+      const parsed: unknown = JSON.parse(data.toString());
+      if (typeof parsed !== 'object' || parsed === null || typeof (parsed as { type?: unknown }).type !== 'string') {
+        throw new Error('no event type');
+      }
+      ev = parsed as RealtimeServerEvent;
+    } catch (err) {
+      this.stats.errors++;
+      this.log.warn({ err: (err as Error).message }, 'unreadable Realtime event ignored');
+      return;
+    }
+    try {
+      this.handle(ev, receivedAt);
+    } catch (err) {
+      // A malformed event must not take the call down with it.
+      this.stats.errors++;
+      this.log.warn({ type: ev.type, err: (err as Error).message }, 'Realtime event could not be handled');
+    }
+  }
+
+  private handle(ev: RealtimeServerEvent, receivedAt: number): void {
+    switch (ev.type) {
+      case 'session.updated':
+        if (!this.ready) {
+          this.ready = true;
+          this.pending?.resolve();
+        }
+        return;
+      case 'input_audio_buffer.speech_started':
+        this.speechAt = receivedAt;
+        this.emit('speech_started'); // the bridge clears playout and calls playoutCleared() synchronously
+        return;
+      case 'input_audio_buffer.speech_stopped':
+        this.emit('speech_stopped');
+        return;
+      case 'conversation.item.input_audio_transcription.completed':
+        this.addTranscript({ role: 'caller', text: ev.transcript, at: Date.now(), itemId: ev.item_id });
+        return;
+      case 'response.created': {
+        const id = ev.response.id ?? `resp-${Date.now()}`;
+        this.responseId = id;
+        this.emit('response_started', id);
+        return;
+      }
+      case 'response.output_audio.delta':
+        return this.onDelta(ev, receivedAt);
+      case 'response.output_audio.done':
+        this.itemDone.add(ev.item_id);
+        return;
+      case 'response.output_audio_transcript.done':
+        this.addTranscript({ role: 'ai', text: ev.transcript, at: Date.now(), itemId: ev.item_id });
+        return;
+      case 'response.function_call_arguments.done':
+        void this.runTool(ev);
+        return;
+      case 'response.done':
+        return this.onResponseDone(ev);
+      case 'error':
+        return this.onServerError(ev);
+      default:
+        return; // informational events (item added/done, rate limits, ...) need no action
+    }
+  }
+
+  private onDelta(ev: ServerEventOf<'response.output_audio.delta'>, receivedAt: number): void {
+    if (typeof ev.delta !== 'string') throw new Error('audio delta without data');
+    this.hooks.deltaReceived?.(this.callId, ev.item_id, receivedAt);
+    const chunk = Buffer.from(ev.delta, 'base64');
+    this.stats.deltas++;
+    if (!this.itemMs.has(ev.item_id) && this.itemMs.size >= MAX_TRACKED_ITEMS) {
+      const oldest = this.itemMs.keys().next().value!;
+      this.itemMs.delete(oldest);
+      this.itemDone.delete(oldest);
+    }
+    this.itemMs.set(ev.item_id, (this.itemMs.get(ev.item_id) ?? 0) + durationMs(this.outputFormat, chunk.length));
+    this.emit('audio', chunk, ev.item_id);
+  }
+
+  private onResponseDone(ev: ServerEventOf<'response.done'>): void {
+    const id = ev.response.id ?? this.responseId ?? 'unknown';
+    if (ev.response.status && ev.response.status !== 'completed') {
+      this.log.debug({ response: id, status: ev.response.status }, 'response ended early');
+    }
+    this.responseId = undefined;
+    this.emit('response_done', id);
+    if (this.respondAfterDone) {
+      this.respondAfterDone = false;
+      this.send({ type: 'response.create' });
+    } else {
+      const text = this.saysQueued.shift();
+      if (text !== undefined) this.say(text);
+    }
+  }
+
+  private onServerError(ev: ServerEventOf<'error'>): void {
+    const e = ev.error ?? { type: 'unknown', message: 'error event without details' };
+    const benign = e.code === 'response_cancel_not_active';
+    const info = { type: e.type, code: e.code, message: e.message, clientEvent: e.event_id };
+    if (!this.ready && this.pending) {
+      // The session refused its configuration: the call cannot proceed.
+      this.pending.reject(
+        new GatewayError('ai_connect_failed', `OpenAI Realtime rejected the session: ${e.message}`, this.callId),
+      );
+      return;
+    }
+    if (benign) {
+      this.log.debug(info, 'Realtime: nothing to cancel');
+      return;
+    }
+    this.stats.errors++;
+    this.log.warn(info, 'Realtime error event');
+    this.emit('error', new GatewayError('ai_protocol', `Realtime ${e.code ?? e.type}: ${e.message}`, this.callId));
+  }
+
+  private async runTool(ev: ServerEventOf<'response.function_call_arguments.done'>): Promise<void> {
+    const record: ToolCallRecord = { name: ev.name, callId: ev.call_id, arguments: ev.arguments, at: Date.now() };
+    this.log.info({ tool: ev.name, toolCallId: ev.call_id }, 'AI called a tool');
+    const result = await this.tools.run(ev.name, ev.arguments, {
+      callId: this.callId,
+      log: this.log,
+      control: this.control,
+      signal: this.abort.signal,
+    });
+    if (this.closed) return;
+    record.output = result.output;
+    this.emit('tool_call', record);
+    this.send({
+      type: 'conversation.item.create',
+      item: { type: 'function_call_output', call_id: ev.call_id, output: result.output },
+    });
+    result.after?.();
+    if (!result.respond) return;
+    // Only one response at a time: if the model is still finishing this one, ask right after it.
+    if (this.responseId) this.respondAfterDone = true;
+    else this.send({ type: 'response.create' });
+  }
+
+  private addTranscript(entry: TranscriptEntry): void {
+    this.transcript.push(entry);
+    if (this.transcript.length > 200) this.transcript.shift();
+    this.emit('transcript', entry);
+  }
+}

@@ -1,0 +1,141 @@
+import type { HttpToolConfig, RealtimeRouteConfig } from '../../config/schema.js';
+import type { Logger } from '../../core/logger.js';
+import type { CallControl } from '../session.js';
+import type { RealtimeFunctionTool } from './protocol.js';
+
+/** Longest tool output handed back to the model; a runaway HTTP body must not flood the session. */
+const MAX_OUTPUT_CHARS = 16_000;
+
+export interface ToolContext {
+  callId: string;
+  log: Logger;
+  control: CallControl;
+  /** Aborted when the call ends, so in-flight HTTP tools stop. */
+  signal: AbortSignal;
+}
+
+export interface ToolResult {
+  /** The `output` string of the function_call_output item (JSON text). */
+  output: string;
+  /** Ask the model to respond to the output (`response.create`). */
+  respond: boolean;
+  /** Runs after the output has been sent (e.g. hang up once the goodbye has played). */
+  after?: () => void;
+}
+
+export interface Tool {
+  readonly definition: RealtimeFunctionTool & { name: string };
+  run(args: Record<string, unknown>, ctx: ToolContext): Promise<ToolResult>;
+}
+
+const json = (v: unknown) => JSON.stringify(v);
+
+/** Built-in: the model ends the call; the goodbye it already said plays out first. */
+const endCall: Tool = {
+  definition: {
+    type: 'function',
+    name: 'end_call',
+    description:
+      'Hang up the phone call. Say goodbye first; the call ends once the caller has heard everything you said.',
+    parameters: { type: 'object', properties: { reason: { type: 'string' } } },
+  },
+  async run(args, ctx) {
+    const reason = typeof args.reason === 'string' ? args.reason : undefined;
+    ctx.log.info({ reason }, 'AI asked to end the call');
+    return { output: json({ ok: true }), respond: false, after: () => ctx.control.hangupAfterPlayout('end_call') };
+  },
+};
+
+function transferCall(defaultTarget: string | undefined): Tool {
+  return {
+    definition: {
+      type: 'function',
+      name: 'transfer_call',
+      description: defaultTarget
+        ? 'Transfer the caller to a human agent. Tell the caller first.'
+        : 'Transfer the caller to another phone number or SIP address. Tell the caller first.',
+      parameters: {
+        type: 'object',
+        properties: { destination: { type: 'string', description: 'E.164 number or SIP URI' } },
+        ...(defaultTarget ? {} : { required: ['destination'] }),
+      },
+    },
+    async run(args, ctx) {
+      const destination = typeof args.destination === 'string' && args.destination ? args.destination : defaultTarget;
+      if (!destination) return { output: json({ ok: false, detail: 'no destination given' }), respond: true };
+      const r = await ctx.control.transfer(destination);
+      ctx.log.info({ destination, ok: r.ok, detail: r.detail }, 'AI transfer request');
+      return { output: json(r), respond: true };
+    },
+  };
+}
+
+/** A route-configured tool: the model's JSON arguments are POSTed to the tool's URL. */
+function httpTool(cfg: HttpToolConfig): Tool {
+  return {
+    definition: { type: 'function', name: cfg.name, description: cfg.description, parameters: cfg.parameters },
+    async run(args, ctx) {
+      const t0 = performance.now();
+      try {
+        const res = await fetch(cfg.url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-call-id': ctx.callId },
+          body: json(args),
+          signal: AbortSignal.any([ctx.signal, AbortSignal.timeout(cfg.timeoutMs)]),
+        });
+        const body = (await res.text()).slice(0, MAX_OUTPUT_CHARS);
+        const ms = Math.round(performance.now() - t0);
+        ctx.log.info({ tool: cfg.name, status: res.status, ms }, 'HTTP tool answered');
+        if (!res.ok) return { output: json({ error: `HTTP ${res.status}`, body }), respond: true };
+        return { output: body || json({ ok: true }), respond: true };
+      } catch (err) {
+        const e = err as Error;
+        const timedOut = e.name === 'TimeoutError';
+        ctx.log.warn({ tool: cfg.name, err: e.message, timedOut }, 'HTTP tool failed');
+        return {
+          output: json({ error: timedOut ? `no answer within ${cfg.timeoutMs} ms` : `tool unreachable: ${e.message}` }),
+          respond: true,
+        };
+      }
+    },
+  };
+}
+
+/** The tools one route offers the model: the built-ins plus the route's HTTP tools. */
+export class ToolRegistry {
+  private readonly tools = new Map<string, Tool>();
+
+  constructor(route: Pick<RealtimeRouteConfig, 'tools' | 'transferTarget'>) {
+    this.add(endCall);
+    this.add(transferCall(route.transferTarget));
+    for (const t of route.tools) this.add(httpTool(t));
+  }
+
+  add(tool: Tool): void {
+    this.tools.set(tool.definition.name, tool);
+  }
+
+  definitions(): RealtimeFunctionTool[] {
+    return [...this.tools.values()].map((t) => t.definition);
+  }
+
+  /** Run a tool call from the model. Never throws: failures become an error output the model can explain. */
+  async run(name: string, argsJson: string, ctx: ToolContext): Promise<ToolResult> {
+    const tool = this.tools.get(name);
+    if (!tool) return { output: json({ error: `unknown tool "${name}"` }), respond: true };
+    let args: Record<string, unknown>;
+    try {
+      const parsed: unknown = argsJson.trim() ? JSON.parse(argsJson) : {};
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('not an object');
+      args = parsed as Record<string, unknown>;
+    } catch (err) {
+      return { output: json({ error: `arguments are not a JSON object: ${(err as Error).message}` }), respond: true };
+    }
+    try {
+      return await tool.run(args, ctx);
+    } catch (err) {
+      ctx.log.warn({ tool: name, err: (err as Error).message }, 'tool failed');
+      return { output: json({ error: (err as Error).message }), respond: true };
+    }
+  }
+}
