@@ -3,6 +3,7 @@ import { cpus } from 'node:os';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchRealtime } from './realtime.js';
 import type { BenchSection } from './stats.js';
+import { benchWhatsapp } from './whatsapp.js';
 
 /**
  * `npm run bench`: every performance target lives here (never in timed unit tests). Prints each
@@ -11,6 +12,7 @@ import type { BenchSection } from './stats.js';
  */
 const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   codec: benchCodecPaths,
+  whatsapp: benchWhatsapp,
   realtime: benchRealtime,
 };
 

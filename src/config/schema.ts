@@ -127,6 +127,8 @@ export const configSchema = z
         udpPortMin: z.number().int().default(30000),
         udpPortMax: z.number().int().default(30999),
         mediaTimeoutSec: z.number().positive().default(15),
+        /** Once media has flowed, end the call after this long with no RTP from WhatsApp. */
+        rtpTimeoutSec: z.number().positive().default(15),
       })
       .prefault({}),
     records: z

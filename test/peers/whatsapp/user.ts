@@ -1,0 +1,368 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import opusModule from '@discordjs/opus';
+import {
+  MediaStreamTrack,
+  RTCPeerConnection,
+  RTCRtpCodecParameters,
+  RtpHeader,
+  RtpPacket,
+  type RTCRtpTransceiver,
+} from 'werift';
+import { speak } from '../../../src/ai/local/tts.js';
+import type { GraphStub } from './graph-stub.js';
+
+const { OpusEncoder } = opusModule;
+
+export interface UserOptions {
+  /** Full URL of the gateway's webhook, e.g. http://127.0.0.1:8080/webhooks/whatsapp */
+  webhookUrl: string;
+  appSecret: string;
+  graph: GraphStub;
+  /** The user's WhatsApp number (digits, as Meta sends it). */
+  number: string;
+  /** The business number the user calls. */
+  businessNumber?: string;
+  name?: string;
+}
+
+/** One RTP packet the user received, with its arrival time. */
+export interface Arrival {
+  at: number;
+  seq: number;
+  timestamp: number;
+  marker: boolean;
+  payloadType: number;
+  payload: Buffer;
+}
+
+/** espeak-ng speech as 20 ms frames at 48 kHz, then silence: a source for startSending(). */
+export async function speechSource(text: string): Promise<{ frames: number; source: (i: number) => Int16Array }> {
+  const pcm = await speak(text, 48000);
+  const frames = Math.ceil(pcm.length / 960);
+  return {
+    frames,
+    source: (i) => {
+      const out = new Int16Array(960);
+      if (i < frames) out.set(pcm.subarray(i * 960, Math.min(pcm.length, (i + 1) * 960)));
+      return out;
+    },
+  };
+}
+
+const OPUS_PT = 111;
+const TE_PT = 126;
+
+/** Sign a webhook body the way Meta does: X-Hub-Signature-256 = sha256=HMAC(app secret, raw body). */
+export function signBody(raw: string, appSecret: string): string {
+  return `sha256=${createHmac('sha256', appSecret).update(raw).digest('hex')}`;
+}
+
+/** A `calls` webhook envelope as Meta delivers it. */
+export function callsEnvelope(
+  phoneNumberId: string,
+  businessNumber: string,
+  calls: Record<string, unknown>[],
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    object: 'whatsapp_business_account',
+    entry: [
+      {
+        id: '366634483210360',
+        changes: [
+          {
+            field: 'calls',
+            value: {
+              messaging_product: 'whatsapp',
+              metadata: { display_phone_number: businessNumber, phone_number_id: phoneNumberId },
+              calls,
+              ...extra,
+            },
+          },
+        ],
+      },
+    ],
+  };
+}
+
+/**
+ * A simulated WhatsApp user: a werift peer that offers like the WhatsApp client (Opus/48000/2 with
+ * in-band FEC, telephone-event, actpass, sha-256, host candidates), reaches the gateway through
+ * signed webhooks, completes ICE/DTLS with the answer the gateway sent to the Graph stand-in,
+ * streams Opus audio on a steady 20 ms clock and records what arrives (with arrival times).
+ */
+export class WhatsAppUser {
+  readonly pc: RTCPeerConnection;
+  readonly arrivals: Arrival[] = [];
+  /** STUN binding requests the gateway sent us (ICE checks, then RFC 7675 consent checks). */
+  readonly stunRequests: number[] = [];
+  waCallId: string;
+  private readonly track = new MediaStreamTrack({ kind: 'audio' });
+  private readonly encoder = new OpusEncoder(48000, 1);
+  private sendTimer: NodeJS.Timeout | undefined;
+  private seq = Math.floor(Math.random() * 0xffff);
+  private ts = Math.floor(Math.random() * 0xffffffff);
+  sentPackets = 0;
+  private transceiver: RTCRtpTransceiver | undefined;
+
+  constructor(readonly opts: UserOptions) {
+    this.waCallId = `wacid.${randomBytes(16).toString('base64url')}`;
+    this.pc = new RTCPeerConnection({
+      codecs: {
+        audio: [
+          new RTCRtpCodecParameters({
+            mimeType: 'audio/opus',
+            clockRate: 48000,
+            channels: 2,
+            payloadType: OPUS_PT,
+            parameters: 'minptime=20;useinbandfec=1',
+          }),
+          new RTCRtpCodecParameters({
+            mimeType: 'audio/telephone-event',
+            clockRate: 8000,
+            channels: 1,
+            payloadType: TE_PT,
+          }),
+        ],
+      },
+      iceUseIpv4: false,
+      iceUseIpv6: false,
+      iceAdditionalHostAddresses: ['127.0.0.1'],
+      iceFilterStunResponse: () => {
+        this.stunRequests.push(Date.now());
+        return true;
+      },
+    });
+    this.pc.onTrack.subscribe((t) =>
+      t.onReceiveRtp.subscribe((rtp) =>
+        this.arrivals.push({
+          at: performance.now(),
+          seq: rtp.header.sequenceNumber,
+          timestamp: rtp.header.timestamp,
+          marker: rtp.header.marker,
+          payloadType: rtp.header.payloadType,
+          payload: rtp.payload,
+        }),
+      ),
+    );
+  }
+
+  get business(): string {
+    return this.opts.businessNumber ?? '15550783881';
+  }
+
+  /** POST a signed body to the gateway's webhook. */
+  async postWebhook(body: unknown, opts: { signature?: string | null; tamper?: boolean } = {}): Promise<number> {
+    const raw = JSON.stringify(body);
+    const sig = opts.signature === undefined ? signBody(raw, this.opts.appSecret) : opts.signature;
+    const sent = opts.tamper ? raw.replace(this.opts.number, `${this.opts.number.slice(0, -1)}9`) : raw;
+    const res = await fetch(this.opts.webhookUrl, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(sig ? { 'x-hub-signature-256': sig } : {}) },
+      body: sent,
+      signal: AbortSignal.timeout(5000),
+    });
+    await res.text();
+    return res.status;
+  }
+
+  /** A user-initiated call: our offer, as a `connect` webhook. Returns the webhook's HTTP status. */
+  async createOffer(): Promise<string> {
+    this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    return this.pc.localDescription!.sdp;
+  }
+
+  connectWebhook(sdp: string, opts: { timestamp?: string } = {}): Record<string, unknown> {
+    return callsEnvelope(
+      this.opts.graph.phoneNumberId,
+      this.business,
+      [
+        {
+          id: this.waCallId,
+          from: this.opts.number,
+          to: this.business,
+          event: 'connect',
+          timestamp: opts.timestamp ?? String(Math.floor(Date.now() / 1000)),
+          direction: 'USER_INITIATED',
+          session: { sdp_type: 'offer', sdp },
+        },
+      ],
+      { contacts: [{ profile: { name: this.opts.name ?? 'Test User' }, wa_id: this.opts.number }] },
+    );
+  }
+
+  /** Place a call: offer → webhook → answer from the gateway's pre_accept → ICE/DTLS connected. */
+  async call(timeoutMs = 10_000): Promise<void> {
+    const sdp = await this.createOffer();
+    const status = await this.postWebhook(this.connectWebhook(sdp));
+    if (status !== 200) throw new Error(`connect webhook answered ${status}`);
+    const pre = await this.opts.graph.waitFor('pre_accept', this.waCallId, timeoutMs);
+    const answer = (pre.body.session as { sdp: string }).sdp;
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await this.waitConnected(timeoutMs);
+  }
+
+  /** Business-initiated: answer the gateway's offer and post the `connect` webhook with our answer. */
+  async answerBusinessCall(offerSdp: string, waCallId: string): Promise<void> {
+    await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
+    this.transceiver = this.pc.getTransceivers()[0];
+    this.transceiver!.setDirection('sendrecv');
+    await this.transceiver!.sender.replaceTrack(this.track);
+    await this.pc.setLocalDescription(await this.pc.createAnswer());
+    const calls = [
+      {
+        id: waCallId,
+        from: this.business,
+        to: this.opts.number,
+        event: 'connect',
+        timestamp: String(Math.floor(Date.now() / 1000)),
+        direction: 'BUSINESS_INITIATED',
+        session: { sdp_type: 'answer', sdp: this.pc.localDescription!.sdp },
+      },
+    ];
+    await this.postWebhook(callsEnvelope(this.opts.graph.phoneNumberId, this.business, calls));
+  }
+
+  /** A business-initiated call status webhook (RINGING / ACCEPTED / REJECTED). */
+  async postStatus(waCallId: string, status: string): Promise<number> {
+    const statuses = [
+      {
+        id: waCallId,
+        type: 'call',
+        status,
+        timestamp: String(Math.floor(Date.now() / 1000)),
+        recipient_id: this.opts.number,
+      },
+    ];
+    return this.postWebhook(callsEnvelope(this.opts.graph.phoneNumberId, this.business, [], { statuses }));
+  }
+
+  waitConnected(timeoutMs: number): Promise<void> {
+    if (this.pc.connectionState === 'connected') return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        sub.unSubscribe();
+        reject(new Error(`user peer not connected in ${timeoutMs} ms (${this.pc.connectionState})`));
+      }, timeoutMs);
+      const sub = this.pc.connectionStateChange.subscribe((s) => {
+        if (s === 'connected') {
+          clearTimeout(timer);
+          sub.unSubscribe();
+          resolve();
+        }
+      });
+    });
+  }
+
+  /**
+   * Stream audio: `source(i)` gives the i-th 20 ms frame (960 samples at 48 kHz), Opus-encoded and
+   * sent on a drift-corrected 20 ms clock (like a phone's audio thread).
+   */
+  startSending(source: (frame: number) => Int16Array | Buffer): void {
+    const t0 = performance.now();
+    let i = 0;
+    const step = () => {
+      while (performance.now() - t0 >= i * 20) {
+        const pcm = source(i);
+        // A Buffer is an already-encoded Opus packet (load tests reuse a pre-encoded loop).
+        const opus = Buffer.isBuffer(pcm)
+          ? pcm
+          : this.encoder.encode(Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength));
+        this.seq = (this.seq + 1) & 0xffff;
+        this.ts = (this.ts + 960) >>> 0;
+        const header = new RtpHeader({
+          sequenceNumber: this.seq,
+          timestamp: this.ts,
+          payloadType: OPUS_PT,
+          marker: i === 0,
+        });
+        this.track.writeRtp(new RtpPacket(header, opus));
+        this.sentPackets++;
+        i++;
+      }
+      this.sendTimer = setTimeout(step, Math.max(1, t0 + i * 20 - performance.now()));
+    };
+    step();
+  }
+
+  stopSending(): void {
+    clearTimeout(this.sendTimer);
+    this.sendTimer = undefined;
+  }
+
+  /** RFC 4733 DTMF: three start/continue packets, then three end packets, as phones send. */
+  sendDtmf(digit: string): void {
+    const event = '0123456789*#ABCD'.indexOf(digit);
+    const ts = (this.ts + 960) >>> 0;
+    for (let k = 0; k < 6; k++) {
+      const end = k >= 3;
+      const duration = Math.min(k + 1, 4) * 160;
+      const payload = Buffer.from([event, (end ? 0x80 : 0) | 10, duration >> 8, duration & 0xff]);
+      this.seq = (this.seq + 1) & 0xffff;
+      const header = new RtpHeader({
+        sequenceNumber: this.seq,
+        timestamp: ts,
+        payloadType: TE_PT,
+        marker: k === 0,
+        ssrc: this.transceiver!.sender.ssrc,
+      });
+      // The sender rewrites the payload type to its first codec; send on the transport directly.
+      void this.transceiver!.sender.dtlsTransport.sendRtp(payload, header);
+    }
+  }
+
+  /** Opus packets received (telephone-event excluded), decoded to 48 kHz PCM in arrival order. */
+  decodeReceived(from = 0, to = Infinity): Int16Array {
+    const decoder = new OpusEncoder(48000, 1);
+    const pkts = this.arrivals.filter((a) => a.payloadType === OPUS_PT && a.at >= from && a.at < to);
+    const parts = pkts.map((a) => {
+      const pcm = decoder.decode(a.payload);
+      return new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2);
+    });
+    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  }
+
+  /** Largest gap between consecutive received packets after `from` (ms). */
+  maxGapMs(from = 0): number {
+    const times = this.arrivals.filter((a) => a.at >= from).map((a) => a.at);
+    let max = 0;
+    for (let i = 1; i < times.length; i++) max = Math.max(max, times[i]! - times[i - 1]!);
+    return max;
+  }
+
+  /** The user hangs up: Meta sends the business a terminate webhook. */
+  async hangup(durationSec = 1): Promise<number> {
+    this.stopSending();
+    const now = Math.floor(Date.now() / 1000);
+    const body = callsEnvelope(this.opts.graph.phoneNumberId, this.business, [
+      {
+        id: this.waCallId,
+        from: this.opts.number,
+        to: this.business,
+        event: 'terminate',
+        direction: 'USER_INITIATED',
+        timestamp: String(now),
+        status: ['COMPLETED'],
+        start_time: String(now - durationSec),
+        end_time: String(now),
+        duration: durationSec,
+      },
+    ]);
+    const status = await this.postWebhook(body);
+    await this.close();
+    return status;
+  }
+
+  async close(): Promise<void> {
+    this.stopSending();
+    this.track.stop();
+    await this.pc.close();
+  }
+}

@@ -1,0 +1,49 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { sleep, waitFor } from '../support/gateway.js';
+import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
+
+let h: Harness | undefined;
+afterAll(async () => {
+  await h?.stop();
+});
+
+const CALLS = 20;
+/** Caller k's AI answers with aiHz(k); caller k itself plays userHz(k). All 40 tones are distinct. */
+const aiHz = (k: number) => 300 + 60 * k;
+const userHz = (k: number) => 330 + 60 * k;
+const number = (k: number) => `2507880${String(k).padStart(5, '0')}`;
+
+describe('20 concurrent WhatsApp calls', () => {
+  it('each caller hears its own AI and each AI hears its own caller (no cross-talk)', async () => {
+    h = await startHarness({ freqFor: (from) => aiHz(Number(from.slice(-5))) });
+    const users = Array.from({ length: CALLS }, (_, k) => h!.user(number(k)));
+    await Promise.all(users.map((u) => u.call(15_000)));
+    await waitFor(() => h!.gw.ctx.registry.list({ state: 'bridged' }).length === CALLS, 10_000, 'all bridged');
+    users.forEach((u, k) =>
+      u.startSending((i) => tone(userHz(k), 48000, 20, 8000, (2 * Math.PI * userHz(k) * i * 960) / 48000)),
+    );
+    const t0 = performance.now();
+    await sleep(3000);
+    for (const u of users) u.stopSending();
+
+    for (let k = 0; k < CALLS; k++) {
+      const u = users[k]!;
+      const call = h.gw.ctx.registry.findByExternalId(u.waCallId)!;
+      expect(call.info.from).toBe(`+${number(k)}`);
+      const got = u.decodeReceived(t0 + 1000, t0 + 3000);
+      const f = dominantFrequency(got, 48000);
+      expect(Math.abs(f - aiHz(k)) / aiHz(k), `caller ${k} heard ${f} Hz`).toBeLessThan(0.02);
+      expect(toneLevelDb(got, 48000, aiHz(k))).toBeGreaterThan(-20);
+      const session = h.sessions.get(call.id)!;
+      const heard = session.heardPcm(Math.max(0, session.heard.length - 90));
+      const g = dominantFrequency(heard, 24000);
+      expect(Math.abs(g - userHz(k)) / userHz(k), `AI ${k} heard ${g} Hz`).toBeLessThan(0.02);
+      expect(toneLevelDb(heard, 24000, userHz(k))).toBeGreaterThan(-20);
+    }
+
+    // Every caller hangs up; every leg and call is released.
+    await Promise.all(users.map((u) => u.hangup()));
+    await waitFor(() => h!.gw.ctx.registry.size === 0 && h!.front.activeCount === 0, 10_000, 'all released');
+  }, 60_000);
+});
