@@ -77,6 +77,15 @@ const openaiSipRoute = z.object({
   model: z.string().default('gpt-realtime'),
   voice: z.string().default('marin'),
   instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
+  /** Sideband WebSocket to the call (`?call_id=`): transcripts, tools, end_call. Audio stays on SIP. */
+  sideband: z.boolean().default(true),
+  realtimeUrl: z.string().url().default('wss://api.openai.com/v1/realtime'),
+  /** Caller transcripts (input transcription, switched on over the sideband). */
+  transcription: z.boolean().default(true),
+  transferTarget: z.string().optional(),
+  tools: z.array(httpToolSchema).default([]),
+  /** Sideband connect timeout; a sideband that never comes up leaves the call running without it. */
+  connectTimeoutMs: z.number().int().positive().default(10000),
 });
 
 export const routeSchema = z.discriminatedUnion('kind', [localRoute, realtimeRoute, openaiSipRoute]);

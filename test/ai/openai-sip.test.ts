@@ -30,6 +30,7 @@ beforeEach(async () => {
         apiKey: API_KEY,
         apiBaseUrl,
         instructions: 'Be a test.',
+        sideband: false,
       },
     },
     routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },

@@ -1,5 +1,7 @@
 import type { OpenAiSipRouteConfig } from '../../config/schema.js';
+import { createCodec, type FrameCodec } from '../../core/audio/codecs.js';
 import { type AudioFormat, PCMA_8K, PCMU_8K } from '../../core/audio/format.js';
+import { dbfs } from '../../core/audio/level.js';
 import { GatewayError } from '../../core/errors.js';
 import type { FrameClock } from '../../core/frame-clock.js';
 import type { LegDialer } from '../../core/leg-dialer.js';
@@ -8,10 +10,17 @@ import type { MediaLeg } from '../../core/media-leg.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { AiBackend, AiSession, AiSessionEvents, AiSessionOptions } from '../session.js';
 import { type AcceptSession, OpenAiCallsApi } from './calls-api.js';
+import { OpenAiSideband } from './sideband.js';
 import type { RealtimeCallIncoming } from './webhook.js';
 
 /** The header that carries our call id to OpenAI, so its webhook can be matched to the call. */
 export const CALL_ID_HEADER = 'X-Gateway-Call-Id';
+
+/** end_call: OpenAI's audio must have been this quiet for this long before we hang up... */
+const DRAIN_QUIET_DBFS = -45;
+const DRAIN_QUIET_MS = 400;
+/** ...but a goodbye never holds the line longer than this. */
+const DRAIN_MAX_MS = 15_000;
 
 export interface OpenAiSipDeps {
   clock: FrameClock;
@@ -33,6 +42,9 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
   private leg: MediaLeg | undefined;
   private unsubscribe: (() => void) | undefined;
   private closed = false;
+  private sideband: OpenAiSideband | undefined;
+  /** A pending end_call: hang up once OpenAI has finished speaking. */
+  private drain: { reason: string; since: number; quietSince: number | undefined; codec: FrameCodec } | undefined;
   openAiCallId: string | undefined;
 
   constructor(
@@ -87,9 +99,66 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     this.unsubscribe = this.backend.deps.clock.subscribe(() => {
       const frame = leg.readFrame();
       if (frame) this.emit('audio', frame, undefined);
+      if (this.drain) this.checkDrain(frame);
     });
     this.opts.log.info({ openAiCallId: this.openAiCallId }, 'OpenAI SIP leg up');
     this.emit('ready');
+  }
+
+  /**
+   * OpenAI accepted the call: open its sideband (transcripts, tools). Runs beside the SIP dial and
+   * never fails the call; the session only relays what it reports.
+   */
+  attachSideband(openAiCallId: string): void {
+    const route = this.backend.route;
+    if (!route.sideband || this.closed || this.sideband) return;
+    const sideband = new OpenAiSideband({
+      route,
+      openAiCallId,
+      callId: this.opts.callId,
+      log: this.opts.log,
+      control: {
+        hangupAfterPlayout: (reason) => this.hangUpAfterSpeech(reason),
+        transfer: (destination) => this.opts.control.transfer(destination),
+      },
+    });
+    sideband.on('transcript', (entry) => this.emit('transcript', entry));
+    sideband.on('tool_call', (record) => this.emit('tool_call', record));
+    this.sideband = sideband;
+    sideband.start();
+  }
+
+  /**
+   * end_call on a SIP call. OpenAI plays its goodbye itself, in real time, after the tool call has
+   * reached us, so we wait until it has finished (output_audio_buffer.stopped on the sideband, and
+   * its audio on our leg quiet), then stop relaying it and let the bridge end the call with the
+   * tool's reason: call.end closes this session, whose BYE ends the OpenAI leg. Chosen over POST
+   * /hangup: the call then ends with our cause (not "OpenAI hung up") at the moment the caller has
+   * heard everything, with no extra REST round-trip that could fail.
+   */
+  private hangUpAfterSpeech(reason: string): void {
+    if (this.closed || this.drain) return;
+    this.opts.log.info({ reason }, 'hanging up once OpenAI has finished speaking');
+    this.drain = { reason, since: performance.now(), quietSince: undefined, codec: createCodec(this.inputFormat) };
+    if (!this.unsubscribe) this.finishDrain(); // the OpenAI leg is not up: nothing to wait for
+  }
+
+  private checkDrain(frame: Buffer | null): void {
+    const d = this.drain!;
+    const now = performance.now();
+    const loud = frame !== null && dbfs(d.codec.decode(frame)) > DRAIN_QUIET_DBFS;
+    if (loud || this.sideband?.speaking) d.quietSince = undefined;
+    else d.quietSince ??= now;
+    const quiet = d.quietSince !== undefined && now - d.quietSince >= DRAIN_QUIET_MS;
+    if (quiet || now - d.since >= DRAIN_MAX_MS) this.finishDrain();
+  }
+
+  private finishDrain(): void {
+    const d = this.drain!;
+    this.unsubscribe?.(); // nothing more from OpenAI: the bridge's playout empties within a frame
+    this.unsubscribe = undefined;
+    this.opts.log.info({ reason: d.reason, waitedMs: Math.round(performance.now() - d.since) }, 'OpenAI done speaking');
+    this.opts.control.hangupAfterPlayout(d.reason);
   }
 
   sendAudio(frame: Buffer): void {
@@ -104,6 +173,8 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe?.();
+    this.unsubscribe = undefined;
+    this.sideband?.close(reason);
     this.backend.settle(this);
     await this.leg?.close({ by: 'gateway', cause: reason });
     this.emit('closed', reason);
@@ -160,6 +231,7 @@ export class OpenAiSipBackend implements AiBackend {
     match.session.openAiCallId = event.data.call_id;
     match.call.log.info({ openAiCallId: event.data.call_id }, 'accepting OpenAI SIP call');
     await this.api.accept(event.data.call_id, this.acceptSession(), match.call.id);
+    match.session.attachSideband(event.data.call_id);
     return true;
   }
 }

@@ -94,3 +94,32 @@ export function realtimeUrl(route: RealtimeRouteConfig): string {
   if (!u.searchParams.has('model')) u.searchParams.set('model', route.model);
   return u.toString();
 }
+
+/** A server event from a raw WebSocket message; throws when it is not a JSON object with a `type`. */
+export function parseServerEvent(data: string): RealtimeServerEvent {
+  const parsed: unknown = JSON.parse(data);
+  if (typeof parsed !== 'object' || parsed === null || typeof (parsed as { type?: unknown }).type !== 'string') {
+    throw new Error('no event type');
+  }
+  return parsed as RealtimeServerEvent;
+}
+
+/** An operator-readable reason for a refused WebSocket upgrade (status + OpenAI's error message). */
+export function describeRefusal(status: number, body: string): string {
+  let detail = '';
+  try {
+    const msg = (JSON.parse(body) as { error?: { message?: unknown } }).error?.message;
+    if (typeof msg === 'string') detail = `: ${msg.slice(0, 200)}`;
+  } catch {
+    // Not JSON; the status says enough.
+  }
+  const why =
+    status === 401
+      ? 'HTTP 401 Unauthorized (the route apiKey was rejected)'
+      : status === 403
+        ? 'HTTP 403 Forbidden (the key has no access to this model)'
+        : status === 429
+          ? 'HTTP 429 Too Many Requests (rate limit or quota exceeded)'
+          : `HTTP ${status}`;
+  return `OpenAI Realtime refused the connection: ${why}${detail}`;
+}

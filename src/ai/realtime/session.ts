@@ -9,15 +9,10 @@ import type { Logger } from '../../core/logger.js';
 import type { PlayedMark } from '../../core/playout.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
 import { chime, speak } from '../local/tts.js';
-import type {
-  AiSession,
-  AiSessionEvents,
-  AiSessionOptions,
-  CallControl,
-  ToolCallRecord,
-  TranscriptEntry,
-} from '../session.js';
+import type { AiSession, AiSessionEvents, AiSessionOptions, CallControl, TranscriptEntry } from '../session.js';
 import {
+  describeRefusal,
+  parseServerEvent,
   realtimeUrl,
   sessionConfig,
   wireFormatFor,
@@ -57,25 +52,6 @@ export interface RealtimeStats {
 interface Pending {
   resolve: () => void;
   reject: (err: Error) => void;
-}
-
-function describeRefusal(status: number, body: string): string {
-  let detail = '';
-  try {
-    const msg = (JSON.parse(body) as { error?: { message?: unknown } }).error?.message;
-    if (typeof msg === 'string') detail = `: ${msg.slice(0, 200)}`;
-  } catch {
-    // Not JSON; the status says enough.
-  }
-  const why =
-    status === 401
-      ? 'HTTP 401 Unauthorized (the route apiKey was rejected)'
-      : status === 403
-        ? 'HTTP 403 Forbidden (the key has no access to this model)'
-        : status === 429
-          ? 'HTTP 429 Too Many Requests (rate limit or quota exceeded)'
-          : `HTTP ${status}`;
-  return `OpenAI Realtime refused the connection: ${why}${detail}`;
 }
 
 /**
@@ -377,11 +353,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     const receivedAt = performance.now();
     let ev: RealtimeServerEvent;
     try {
-      const parsed: unknown = JSON.parse(data.toString());
-      if (typeof parsed !== 'object' || parsed === null || typeof (parsed as { type?: unknown }).type !== 'string') {
-        throw new Error('no event type');
-      }
-      ev = parsed as RealtimeServerEvent;
+      ev = parseServerEvent(data.toString());
     } catch (err) {
       this.stats.errors++;
       this.log.warn({ err: (err as Error).message }, 'unreadable Realtime event ignored');
@@ -491,21 +463,15 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   }
 
   private async runTool(ev: ServerEventOf<'response.function_call_arguments.done'>): Promise<void> {
-    const record: ToolCallRecord = { name: ev.name, callId: ev.call_id, arguments: ev.arguments, at: Date.now() };
-    this.log.info({ tool: ev.name, toolCallId: ev.call_id }, 'AI called a tool');
-    const result = await this.tools.run(ev.name, ev.arguments, {
+    const { record, reply, result } = await this.tools.answer(ev, {
       callId: this.callId,
       log: this.log,
       control: this.control,
       signal: this.abort.signal,
     });
     if (this.closed) return;
-    record.output = result.output;
     this.emit('tool_call', record);
-    this.send({
-      type: 'conversation.item.create',
-      item: { type: 'function_call_output', call_id: ev.call_id, output: result.output },
-    });
+    this.send(reply);
     result.after?.();
     if (!result.respond) return;
     // Only one response at a time: if the model is still finishing this one, ask right after it.

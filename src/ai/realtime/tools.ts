@@ -1,7 +1,7 @@
 import type { HttpToolConfig, RealtimeRouteConfig } from '../../config/schema.js';
 import type { Logger } from '../../core/logger.js';
-import type { CallControl } from '../session.js';
-import type { RealtimeFunctionTool } from './protocol.js';
+import type { CallControl, ToolCallRecord } from '../session.js';
+import type { ClientEventOf, RealtimeFunctionTool, ServerEventOf } from './protocol.js';
 
 /** Longest tool output handed back to the model; a runaway HTTP body must not flood the session. */
 const MAX_OUTPUT_CHARS = 16_000;
@@ -117,6 +117,28 @@ export class ToolRegistry {
 
   definitions(): RealtimeFunctionTool[] {
     return [...this.tools.values()].map((t) => t.definition);
+  }
+
+  /**
+   * Answer one function call from the model (WebSocket session or SIP sideband alike): run the tool
+   * and build the record for the call and the `function_call_output` item to send back. The caller
+   * sends `reply`, then runs `result.after`, then asks for a response if `result.respond`.
+   */
+  async answer(
+    ev: ServerEventOf<'response.function_call_arguments.done'>,
+    ctx: ToolContext,
+  ): Promise<{ record: ToolCallRecord; reply: ClientEventOf<'conversation.item.create'>; result: ToolResult }> {
+    const at = Date.now();
+    ctx.log.info({ tool: ev.name, toolCallId: ev.call_id }, 'AI called a tool');
+    const result = await this.run(ev.name, ev.arguments, ctx);
+    return {
+      record: { name: ev.name, callId: ev.call_id, arguments: ev.arguments, output: result.output, at },
+      reply: {
+        type: 'conversation.item.create',
+        item: { type: 'function_call_output', call_id: ev.call_id, output: result.output },
+      },
+      result,
+    };
   }
 
   /** Run a tool call from the model. Never throws: failures become an error output the model can explain. */

@@ -76,6 +76,11 @@ export interface AnswerRecord {
 export interface ConnectionRecord {
   index: number;
   model: string | null;
+  /**
+   * `call_id` of a SIP call's sideband (`?call_id=`), else null. A sideband connection carries no
+   * audio: answers send their events and transcripts but no audio deltas (the audio is on SIP).
+   */
+  callId: string | null;
   authorization: string | undefined;
   received: ReceivedEvent[];
   sent: { type: string; at: number }[];
@@ -206,6 +211,19 @@ export class RealtimeTestServer {
     for (const c of this.live) if (c.rec.index === index) c.ws.send(raw);
   }
 
+  /**
+   * Sideband mode: the caller said `transcript` on the SIP leg (audio this server never sees); run
+   * that caller turn as the VAD would: speech events, commit, transcription, answer (or tool call).
+   */
+  callerTurn(transcript: string, index = 0): void {
+    const c = [...this.live].find((x) => x.rec.index === index);
+    if (!c) throw new Error(`no open connection ${index}`);
+    this.speechStarted(c, true);
+    const itemId = c.speechItem!;
+    this.send(c, { type: 'input_audio_buffer.speech_stopped', event_id: '', audio_end_ms: c.audioMs, item_id: itemId });
+    this.commit(c, itemId, transcript);
+  }
+
   /** All caller audio a connection received, decoded. */
   callerAudio(index = 0): Int16Array {
     return concat(this.connections[index]?.callerChunks ?? []);
@@ -272,6 +290,7 @@ export class RealtimeTestServer {
     const rec: ConnectionRecord = {
       index: this.connections.length,
       model: url.searchParams.get('model'),
+      callId: url.searchParams.get('call_id'),
       authorization: auth,
       received: [],
       sent: [],
@@ -523,7 +542,7 @@ export class RealtimeTestServer {
   }
 
   /** Caller turn complete: commit, transcribe ("tone N Hz"), answer (or misbehave as scripted). */
-  private commit(c: Conn, itemId: string): void {
+  private commit(c: Conn, itemId: string, said?: string): void {
     const utterance = concat(c.utterance);
     c.utterance = [];
     c.speechItem = undefined;
@@ -558,7 +577,7 @@ export class RealtimeTestServer {
         event_id: '',
         item_id: itemId,
         content_index: 0,
-        transcript: `tone ${freq} Hz`,
+        transcript: said ?? `tone ${freq} Hz`,
         usage: { type: 'duration', seconds: utterance.length / rate },
       });
     }
@@ -807,6 +826,7 @@ export class RealtimeTestServer {
         answer.lastDeltaAt = now;
         answer.audioMs += data.length / bytesPerMs;
         c.audioItems.set(itemId!, answer.audioMs);
+        if (c.rec.callId !== null) continue; // a SIP call's audio goes over SIP, not the sideband
         this.send(c, {
           type: 'response.output_audio.delta',
           event_id: '',
