@@ -3,8 +3,14 @@ import type { ZodError } from 'zod';
 import { GatewayError, type GatewayErrorCode } from '../core/errors.js';
 
 /** Every API error has the same JSON shape: {error: {code, message}}. */
-export function sendError(res: Response, status: number, code: string, message: string): void {
-  res.status(status).json({ error: { code, message } });
+export function sendError(
+  res: Response,
+  status: number,
+  code: string,
+  message: string,
+  details?: Record<string, unknown>,
+): void {
+  res.status(status).json({ error: { code, message, ...(details ? { details } : {}) } });
 }
 
 export function zodMessage(err: ZodError): string {
@@ -20,7 +26,14 @@ const STATUS: Partial<Record<GatewayErrorCode, number>> = {
   ai_connect_failed: 502,
 };
 
-export function statusOf(err: unknown): { status: number; code: string; message: string } {
-  if (err instanceof GatewayError) return { status: STATUS[err.code] ?? 500, code: err.code, message: err.message };
+export function statusOf(err: unknown): {
+  status: number;
+  code: string;
+  message: string;
+  details?: Record<string, unknown>;
+} {
+  if (err instanceof GatewayError) {
+    return { status: STATUS[err.code] ?? 500, code: err.code, message: err.message, details: err.details };
+  }
   return { status: 500, code: 'internal', message: 'internal error' };
 }

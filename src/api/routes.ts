@@ -183,7 +183,7 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     if (e.type === 'entity.too.large') return sendError(res, 413, 'too_large', 'request body too large');
     const s = statusOf(err);
     if (s.status >= 500) ctx.log.error({ err: e.message }, 'API request failed');
-    sendError(res, s.status, s.code, s.message);
+    sendError(res, s.status, s.code, s.message, s.details);
   });
   app.use('/v1', v1);
 }

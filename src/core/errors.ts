@@ -16,11 +16,19 @@ export type GatewayErrorCode =
 export class GatewayError extends Error {
   readonly code: GatewayErrorCode;
   readonly callId: string | undefined;
+  /** Structured facts from the far end (e.g. Meta's error code and details), passed on to API callers. */
+  readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: GatewayErrorCode, message: string, callId?: string, options?: { cause?: unknown }) {
+  constructor(
+    code: GatewayErrorCode,
+    message: string,
+    callId?: string,
+    options?: { cause?: unknown; details?: Record<string, unknown> },
+  ) {
     super(callId ? `[call ${callId}] ${message}` : message, options);
     this.name = 'GatewayError';
     this.code = code;
     this.callId = callId;
+    this.details = options?.details;
   }
 }

@@ -20,7 +20,7 @@ export class GraphError extends GatewayError {
     callId?: string,
     code: 'upstream' | 'timeout' = 'upstream',
   ) {
-    super(code, message, callId);
+    super(code, message, callId, { details: { meta } });
     this.name = 'GraphError';
   }
 

@@ -83,8 +83,12 @@ describe('WhatsApp business-initiated calls', () => {
       headers: { authorization: `Bearer ${API_TOKEN}`, 'content-type': 'application/json' },
       body: JSON.stringify({ front: 'whatsapp', to: '+250788777002' }),
     });
-    const body = (await res.json()) as { error: { code: string; message: string } };
+    const body = (await res.json()) as {
+      error: { code: string; message: string; details?: { meta?: { code?: number; error_data?: unknown } } };
+    };
     expect(res.status).toBe(502);
+    // Meta's own fields reach the API caller unchanged, not only inside the message text.
+    expect(body.error.details?.meta?.code).toBe(138006);
     expect(body.error.code).toBe('upstream');
     expect(body.error.message).toMatch(/138006/);
     expect(body.error.message).toMatch(/No approved call permission/);
