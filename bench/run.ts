@@ -2,6 +2,7 @@ import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchRealtime } from './realtime.js';
+import { benchSip } from './sip.js';
 import type { BenchSection } from './stats.js';
 import { benchWhatsapp } from './whatsapp.js';
 
@@ -14,6 +15,7 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   codec: benchCodecPaths,
   whatsapp: benchWhatsapp,
   realtime: benchRealtime,
+  sip: benchSip,
 };
 
 async function main(): Promise<void> {

@@ -1,0 +1,866 @@
+import { randomBytes } from 'node:crypto';
+import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
+import { createConnection, createServer, isIP, type Server, type Socket as TcpSocket } from 'node:net';
+import { GatewayError } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
+import { TypedEmitter } from '../core/typed-emitter.js';
+import type {
+  IncomingInvite,
+  IncomingInviteEvents,
+  ModifyRequest,
+  SipDialog,
+  SipDialogEvents,
+  SipEngine,
+  SipEngineEvents,
+  SourceAddress,
+} from './engine.js';
+import {
+  makeResponse,
+  parseCSeq,
+  parseMessage,
+  parseNameAddr,
+  parseUri,
+  parseVia,
+  REASONS,
+  serialize,
+  SipHeaders,
+  tagOf,
+  validateRequest,
+  type SipRequest,
+  type SipResponse,
+} from './message.js';
+
+/**
+ * The embedded SIP engine: SIP over UDP and TCP in-process, UAS side plus the in-dialog requests we send
+ * (BYE, REFER). The transaction layer is hand-written (see message.ts for why no npm SIP stack):
+ * it is the RFC 3261 subset a trunk-facing UAS needs — server transactions that absorb
+ * retransmitted requests by resending the last response, the UAS core's 2xx retransmission
+ * (T1 doubling to T2 until ACK, give up after 64·T1 and BYE), non-2xx retransmission until ACK
+ * (timer G/H), and non-INVITE client transactions (timer E/F).
+ */
+export interface EmbeddedEngineOptions {
+  host: string;
+  port: number;
+  /** Written into Contact and Via (the public address behind NAT). */
+  publicAddress: string;
+  log: Logger;
+  t1Ms?: number;
+  t2Ms?: number;
+  userAgent?: string;
+}
+
+const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
+const SUPPORTED = ['timer', 'replaces'];
+const newTag = () => randomBytes(6).toString('hex');
+const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
+
+export type Transport = 'udp' | 'tcp';
+
+interface Dest {
+  address: string;
+  port: number;
+  transport: Transport;
+  /** The TCP connection a request came in on (responses and in-dialog requests reuse it). */
+  conn?: TcpSocket;
+}
+
+/** Largest SIP message we accept over TCP; a peer sending more is cut off. */
+const MAX_STREAM_MESSAGE = 64 * 1024;
+
+/**
+ * Splits a TCP byte stream into SIP messages (RFC 3261 §18.3: Content-Length frames the body).
+ * CRLF keep-alives between messages are skipped.
+ */
+export class SipStreamFramer {
+  private buf: Buffer = Buffer.alloc(0);
+
+  push(chunk: Buffer): { messages: Buffer[]; error?: string } {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const messages: Buffer[] = [];
+    for (;;) {
+      let start = 0;
+      while (start < this.buf.length && (this.buf[start] === 0x0d || this.buf[start] === 0x0a)) start++;
+      if (start) this.buf = this.buf.subarray(start);
+      const end = this.buf.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (this.buf.length > MAX_STREAM_MESSAGE) return { messages, error: 'headers too long' };
+        return { messages };
+      }
+      const head = this.buf.subarray(0, end).toString('latin1');
+      const m = /\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(head);
+      const len = m ? Number(m[1]) : 0;
+      if (len > MAX_STREAM_MESSAGE) return { messages, error: 'body too long' };
+      const total = end + 4 + len;
+      if (this.buf.length < total) return { messages };
+      messages.push(this.buf.subarray(0, total));
+      this.buf = this.buf.subarray(total);
+    }
+  }
+}
+
+/** A server transaction we keep after responding, to absorb retransmissions of its request. */
+interface ServerTx {
+  last: Buffer | undefined;
+  dest: Dest;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** Final-response retransmitter shared by INVITE 2xx (until ACK) and non-2xx (until ACK). */
+class Retransmitter {
+  private timer: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly send: () => void,
+    private readonly t1: number,
+    private readonly t2: number,
+    onGiveUp: () => void,
+    /** False over TCP for non-2xx finals (timer G is for unreliable transports only). */
+    repeat = true,
+  ) {
+    // The first transmission went out with respond(); this only repeats it.
+    if (repeat) this.schedule(t1);
+    this.deadline = setTimeout(() => {
+      this.stop();
+      onGiveUp();
+    }, 64 * t1);
+  }
+
+  private schedule(interval: number): void {
+    this.timer = setTimeout(() => {
+      this.send();
+      this.schedule(Math.min(interval * 2, this.t2));
+    }, interval);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    clearTimeout(this.deadline);
+    this.timer = undefined;
+    this.deadline = undefined;
+  }
+}
+
+export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
+  readonly name = 'embedded' as const;
+  private socket: Socket | undefined;
+  private tcp: Server | undefined;
+  /** Open TCP connections by remote address:port (inbound and the ones we opened). */
+  private readonly conns = new Map<string, TcpSocket>();
+  readonly t1: number;
+  readonly t2: number;
+  private readonly serverTxs = new Map<string, ServerTx>();
+  private readonly invites = new Map<string, InviteTx>(); // by branch
+  private readonly dialogs = new Map<string, EmbeddedDialog>(); // by Call-ID + our tag
+  private readonly clientTxs = new Map<string, ClientTx>(); // by branch
+  /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
+  readonly counters = { received: 0, malformed: 0, badRequests: 0 };
+  readonly log: Logger;
+
+  constructor(private readonly opts: EmbeddedEngineOptions) {
+    super();
+    this.t1 = opts.t1Ms ?? 500;
+    this.t2 = opts.t2Ms ?? 4000;
+    this.log = opts.log.child({ component: 'sip-embedded' });
+  }
+
+  get port(): number {
+    return this.socket?.address().port ?? 0;
+  }
+
+  get contact(): string {
+    return this.contactFor('udp');
+  }
+
+  contactFor(transport: Transport): string {
+    return `<sip:gateway@${this.opts.publicAddress}:${this.port};transport=${transport}>`;
+  }
+
+  get userAgent(): string {
+    return this.opts.userAgent ?? 'voice-gateway';
+  }
+
+  async start(): Promise<void> {
+    const sock = createSocket({ type: isIP(this.opts.host) === 6 ? 'udp6' : 'udp4', reuseAddr: false });
+    this.socket = sock;
+    sock.on('message', (data, rinfo) => this.onDatagram(data, rinfo));
+    sock.on('error', (err) => {
+      this.log.error({ err: err.message }, 'SIP socket error');
+      this.emit('error', err);
+    });
+    await new Promise<void>((resolve, reject) => {
+      sock.once('error', reject);
+      sock.bind(this.opts.port, this.opts.host, () => {
+        sock.off('error', reject);
+        resolve();
+      });
+    });
+    // TCP on the same port number as UDP (carriers switch to TCP for large messages, RFC 3261 §18.1.1).
+    const server = createServer((conn) => this.onConnection(conn));
+    this.tcp = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.port, this.opts.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    server.on('error', (err) => this.log.error({ err: err.message }, 'SIP TCP listener error'));
+  }
+
+  private connKey(address: string, port: number): string {
+    return `${address.replace(/^::ffff:/, '')}:${port}`;
+  }
+
+  private onConnection(conn: TcpSocket): void {
+    const address = (conn.remoteAddress ?? '').replace(/^::ffff:/, '');
+    const port = conn.remotePort ?? 0;
+    this.trackConn(conn, address, port);
+  }
+
+  /** Remember a connection for reuse and feed what it carries, framed, to the message handler. */
+  private trackConn(conn: TcpSocket, address: string, port: number): void {
+    const key = this.connKey(address, port);
+    this.conns.set(key, conn);
+    conn.setNoDelay(true);
+    const framer = new SipStreamFramer();
+    conn.on('data', (chunk: Buffer) => {
+      const { messages, error } = framer.push(chunk);
+      for (const m of messages) this.onData(m, { address, port, transport: 'tcp', conn });
+      if (error) {
+        this.counters.malformed++;
+        this.log.warn({ peer: key, error }, 'SIP TCP stream error: closing connection');
+        conn.destroy();
+      }
+    });
+    conn.on('error', (err) => this.log.debug({ err: err.message, peer: key }, 'SIP TCP connection error'));
+    conn.on('close', () => {
+      if (this.conns.get(key) === conn) this.conns.delete(key);
+    });
+  }
+
+  ready(): boolean {
+    return !!this.socket;
+  }
+
+  describe(): Record<string, unknown> {
+    const where = `${this.opts.host}:${this.port}`;
+    return { engine: 'embedded', udp: where, tcp: where, contact: this.contact, ...this.counters };
+  }
+
+  async stop(): Promise<void> {
+    // BYE whatever is still up, then give in-flight requests (these BYEs, BYEs from calls that just
+    // ended) a moment to be answered before the socket closes.
+    for (const d of [...this.dialogs.values()]) void d.bye('shutdown');
+    const deadline = Date.now() + Math.min(1000, 2 * this.t1);
+    while (this.clientTxs.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    for (const tx of this.serverTxs.values()) clearTimeout(tx.timer);
+    this.serverTxs.clear();
+    for (const inv of this.invites.values()) inv.dispose();
+    this.invites.clear();
+    for (const c of this.clientTxs.values()) c.fail(new GatewayError('leg_closed', 'SIP engine stopped'));
+    const sock = this.socket;
+    this.socket = undefined;
+    if (sock) await new Promise<void>((r) => sock.close(() => r()));
+    for (const c of this.conns.values()) c.destroy();
+    this.conns.clear();
+    const tcp = this.tcp;
+    this.tcp = undefined;
+    if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
+  }
+
+  /** Active dialogs and pending INVITEs (tests check that calls release their state). */
+  get activeState(): { dialogs: number; invites: number; clientTxs: number } {
+    return { dialogs: this.dialogs.size, invites: this.invites.size, clientTxs: this.clientTxs.size };
+  }
+
+  sendRaw(buf: Buffer, dest: Dest): void {
+    if (dest.transport === 'tcp') return this.sendTcp(buf, dest);
+    this.socket?.send(buf, dest.port, dest.address, (err) => {
+      if (err) this.log.warn({ err: err.message, dest: `${dest.address}:${dest.port}` }, 'SIP send failed');
+    });
+  }
+
+  /** Over the connection the peer opened if it is still up, else an existing or new one to dest. */
+  private sendTcp(buf: Buffer, dest: Dest): void {
+    if (!this.tcp) return;
+    let conn = dest.conn && !dest.conn.destroyed ? dest.conn : this.conns.get(this.connKey(dest.address, dest.port));
+    if (!conn || conn.destroyed) {
+      conn = createConnection({ host: dest.address, port: dest.port });
+      this.trackConn(conn, dest.address, dest.port);
+    }
+    conn.write(buf);
+  }
+
+  private onDatagram(data: Buffer, rinfo: RemoteInfo): void {
+    this.onData(data, { address: rinfo.address, port: rinfo.port, transport: 'udp' });
+  }
+
+  private onData(data: Buffer, src: Dest): void {
+    this.counters.received++;
+    if (data.length <= 4 && data.toString('latin1').trim() === '') return; // CRLF keep-alive (RFC 5626)
+    try {
+      const parsed = parseMessage(data);
+      if (!parsed.ok) {
+        this.counters.malformed++;
+        this.log.warn(
+          { from: `${src.transport}:${src.address}:${src.port}`, error: parsed.error, bytes: data.length },
+          'dropped unparseable SIP message',
+        );
+        return;
+      }
+      if (parsed.msg.kind === 'response') this.onResponse(parsed.msg);
+      else this.onRequest(parsed.msg, src);
+    } catch (err) {
+      // A bug on one message must not take the engine (and every live call) down.
+      this.counters.malformed++;
+      this.log.error({ err: (err as Error).message, from: src.address }, 'error handling SIP message');
+    }
+  }
+
+  private onResponse(res: SipResponse): void {
+    const via = res.headers.get('via');
+    const branch = via ? parseVia(via)?.params.branch : undefined;
+    const tx = branch ? this.clientTxs.get(branch) : undefined;
+    if (!tx) return; // stray or retransmitted response for a finished transaction
+    tx.onResponse(res);
+  }
+
+  private txKey(req: SipRequest): string | undefined {
+    const branch = parseVia(req.headers.get('via')!)?.params.branch;
+    if (!branch) return undefined;
+    return `${branch}|${req.method}|${req.headers.get('call-id')}`;
+  }
+
+  /** Send a response and remember it on the request's server transaction. */
+  respond(req: SipRequest, res: SipResponse, dest: Dest): void {
+    res.headers.set('server', this.userAgent);
+    const buf = serialize(res);
+    this.sendRaw(buf, dest);
+    if (req.method === 'ACK') return;
+    const key = this.txKey(req);
+    if (!key) return;
+    let tx = this.serverTxs.get(key);
+    if (!tx) {
+      tx = { last: undefined, dest, timer: undefined };
+      this.serverTxs.set(key, tx);
+    }
+    tx.last = buf;
+    if (res.status >= 200) {
+      clearTimeout(tx.timer);
+      // Timer J / after-2xx absorption window: 64·T1 (32 s by default) for UDP.
+      tx.timer = setTimeout(() => this.serverTxs.delete(key), 64 * this.t1);
+      tx.timer.unref();
+    }
+  }
+
+  reply(
+    req: SipRequest,
+    dest: Dest,
+    status: number,
+    reason?: string,
+    extra: Record<string, string> = {},
+    toTag?: string,
+  ): SipResponse {
+    const res = makeResponse(req, status, reason, toTag);
+    for (const [k, v] of Object.entries(extra)) res.headers.set(k, v);
+    this.respond(req, res, dest);
+    return res;
+  }
+
+  private onRequest(req: SipRequest, src: Dest): void {
+    const invalid = validateRequest(req);
+    if (invalid) {
+      this.counters.badRequests++;
+      this.log.warn(
+        { from: `${src.address}:${src.port}`, method: req.method, error: invalid },
+        'malformed SIP request',
+      );
+      // We can only answer if we know where the response goes and what it belongs to.
+      if (req.method !== 'ACK' && req.headers.has('via') && req.headers.has('call-id')) {
+        const res = makeResponse(req, 400, `Bad Request (${invalid})`);
+        res.headers.set('server', this.userAgent);
+        this.sendRaw(serialize(res), src);
+      }
+      return;
+    }
+    if (req.method !== 'ACK') {
+      const key = this.txKey(req);
+      const tx = key ? this.serverTxs.get(key) : undefined;
+      if (tx) {
+        if (tx.last) this.sendRaw(tx.last, src); // retransmitted request: resend our last response
+        return;
+      }
+    }
+    const callId = req.headers.get('call-id')!;
+    const toTag = tagOf(req.headers.get('to'));
+    switch (req.method) {
+      case 'ACK':
+        return this.onAck(req, toTag);
+      case 'CANCEL':
+        return this.onCancel(req, src);
+      case 'OPTIONS':
+        if (toTag && !this.dialogs.has(`${callId}|${toTag}`)) return void this.reply(req, src, 481);
+        return void this.reply(req, src, 200, undefined, {
+          allow: ALLOW,
+          accept: 'application/sdp',
+          supported: SUPPORTED.join(', '),
+        });
+      case 'INVITE':
+        if (!toTag) return this.onInvite(req, src);
+      // fall through: re-INVITE
+      case 'BYE':
+      case 'UPDATE':
+      case 'NOTIFY':
+      case 'INFO':
+      case 'REFER': {
+        const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
+        if (!dlg) return void this.reply(req, src, 481);
+        return dlg.onRequest(req, src);
+      }
+      case 'REGISTER':
+      case 'SUBSCRIBE':
+      case 'MESSAGE':
+      case 'PUBLISH':
+      case 'PRACK':
+        return void this.reply(req, src, 405, undefined, { allow: ALLOW });
+      default:
+        return void this.reply(req, src, 501);
+    }
+  }
+
+  private onInvite(req: SipRequest, src: Dest): void {
+    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
+    const require = (req.headers.get('require') ?? '')
+      .split(',')
+      .map((s) => s.trim().toLowerCase())
+      .filter(Boolean);
+    const unsupported = require.filter((r) => !SUPPORTED.includes(r));
+    if (unsupported.length) return void this.reply(req, src, 420, undefined, { unsupported: unsupported.join(', ') });
+    const ct = req.headers.get('content-type');
+    if (req.body && ct && !/^application\/sdp\b/i.test(ct)) {
+      return void this.reply(req, src, 415, undefined, { accept: 'application/sdp' });
+    }
+    const inv = new InviteTx(this, req, src, branch);
+    this.invites.set(branch, inv);
+    this.reply(req, src, 100);
+    if (this.listenerCount('invite') === 0) return inv.reject(503);
+    this.emit('invite', inv);
+  }
+
+  private onAck(req: SipRequest, toTag: string | undefined): void {
+    const callId = req.headers.get('call-id')!;
+    const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+    for (const inv of this.invites.values()) {
+      if (inv.callId === callId && inv.cseq === cseq) return inv.onAck();
+    }
+    const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
+    dlg?.onAck(cseq);
+  }
+
+  private onCancel(req: SipRequest, src: Dest): void {
+    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
+    const inv = this.invites.get(branch);
+    if (!inv || inv.callId !== req.headers.get('call-id')) return void this.reply(req, src, 481);
+    this.reply(req, src, 200, undefined, {}, inv.toTag);
+    inv.onCancel();
+  }
+
+  forgetInvite(inv: InviteTx): void {
+    if (this.invites.get(inv.branch) === inv) this.invites.delete(inv.branch);
+  }
+
+  addDialog(d: EmbeddedDialog): void {
+    this.dialogs.set(`${d.callId}|${d.localTag}`, d);
+  }
+
+  removeDialog(d: EmbeddedDialog): void {
+    this.dialogs.delete(`${d.callId}|${d.localTag}`);
+  }
+
+  /** Send an in-dialog request as a non-INVITE client transaction (timers E and F). */
+  request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1): Promise<SipResponse> {
+    const branch = newBranch();
+    req.headers.delete('via');
+    const t = dest.transport.toUpperCase();
+    req.headers.prepend('via', `SIP/2.0/${t} ${this.opts.publicAddress}:${this.port};branch=${branch};rport`);
+    req.headers.set('max-forwards', '70');
+    req.headers.set('user-agent', this.userAgent);
+    return new Promise((resolve, reject) => {
+      const tx = new ClientTx(this, branch, serialize(req), dest, Math.min(timeoutMs, 64 * this.t1), resolve, reject);
+      this.clientTxs.set(branch, tx);
+    });
+  }
+
+  forgetClientTx(branch: string): void {
+    this.clientTxs.delete(branch);
+  }
+}
+
+/** Non-INVITE client transaction: retransmit T1, 2·T1, … capped at T2 until a final response. */
+class ClientTx {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly deadline: NodeJS.Timeout;
+  private interval: number;
+  private done = false;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    private readonly branch: string,
+    private readonly buf: Buffer,
+    private readonly dest: Dest,
+    timeoutMs: number,
+    private readonly resolve: (r: SipResponse) => void,
+    private readonly reject: (e: Error) => void,
+  ) {
+    this.interval = engine.t1;
+    engine.sendRaw(buf, dest);
+    if (dest.transport === 'udp') this.schedule(); // timer E is for unreliable transports only
+    this.deadline = setTimeout(
+      () => this.fail(new GatewayError('timeout', `no final response within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      this.engine.sendRaw(this.buf, this.dest);
+      this.interval = Math.min(this.interval * 2, this.engine.t2);
+      this.schedule();
+    }, this.interval);
+  }
+
+  onResponse(res: SipResponse): void {
+    if (this.done) return;
+    if (res.status < 200) {
+      this.interval = this.engine.t2; // timer E continues at T2 once proceeding
+      return;
+    }
+    this.finish();
+    this.resolve(res);
+  }
+
+  fail(err: Error): void {
+    if (this.done) return;
+    this.finish();
+    this.reject(err);
+  }
+
+  private finish(): void {
+    this.done = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.deadline);
+    this.engine.forgetClientTx(this.branch);
+  }
+}
+
+/** Server INVITE transaction plus the UAS core's 2xx handling, exposed to the front as IncomingInvite. */
+class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInvite {
+  readonly callId: string;
+  readonly cseq: number;
+  readonly toTag = newTag();
+  readonly source: SourceAddress;
+  cancelled = false;
+  private final = false;
+  private retransmitter: Retransmitter | undefined;
+  private acked: (() => void) | undefined;
+  private ackFailed: ((e: Error) => void) | undefined;
+  private dialog: EmbeddedDialog | undefined;
+  /** How many times the 200 OK went out (tests assert the lost-ACK retransmissions). */
+  okSends = 1;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    readonly req: SipRequest,
+    readonly src: Dest,
+    readonly branch: string,
+  ) {
+    super();
+    this.callId = req.headers.get('call-id')!;
+    this.cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+    this.source = { address: src.address, port: src.port, transport: src.transport };
+  }
+
+  get requestUri(): string {
+    return this.req.uri;
+  }
+  get from(): string {
+    return this.req.headers.get('from')!;
+  }
+  get to(): string {
+    return this.req.headers.get('to')!;
+  }
+  get sdp(): string | undefined {
+    return this.req.body.trim() ? this.req.body : undefined;
+  }
+  header(name: string): string | undefined {
+    return this.req.headers.get(name);
+  }
+
+  progress(status: 180 | 183): void {
+    if (this.final || this.cancelled) return;
+    this.engine.reply(
+      this.req,
+      this.src,
+      status,
+      undefined,
+      { contact: this.engine.contactFor(this.src.transport) },
+      this.toTag,
+    );
+  }
+
+  reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
+    if (this.final || this.cancelled) return;
+    this.final = true;
+    const res = makeResponse(this.req, status, reason ?? REASONS[status], this.toTag);
+    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+    res.headers.set('server', this.engine.userAgent);
+    this.engine.respond(this.req, res, this.src);
+    const buf = serialize(res);
+    // Timer G/H: resend the non-2xx until the ACK (same branch) arrives.
+    this.retransmitter = new Retransmitter(
+      () => this.engine.sendRaw(buf, this.src),
+      this.engine.t1,
+      this.engine.t2,
+      () => this.engine.forgetInvite(this),
+      this.src.transport === 'udp',
+    );
+  }
+
+  answer(sdp: string, headers: Record<string, string> = {}): Promise<SipDialog> {
+    if (this.cancelled) return Promise.reject(new GatewayError('leg_closed', 'INVITE was cancelled'));
+    if (this.final) return Promise.reject(new GatewayError('invalid_state', 'INVITE already answered'));
+    this.final = true;
+    const res = makeResponse(this.req, 200, 'OK', this.toTag);
+    res.headers.set('contact', this.engine.contactFor(this.src.transport));
+    res.headers.set('allow', ALLOW);
+    res.headers.set('supported', SUPPORTED.join(', '));
+    res.headers.set('server', this.engine.userAgent);
+    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+    res.headers.set('content-type', 'application/sdp');
+    res.body = sdp;
+    this.engine.respond(this.req, res, this.src);
+    const buf = serialize(res);
+    const dialog = new EmbeddedDialog(this.engine, this.req, this.src, this.toTag);
+    this.dialog = dialog;
+    this.engine.addDialog(dialog);
+    return new Promise<SipDialog>((resolve, reject) => {
+      this.acked = () => resolve(dialog);
+      this.ackFailed = reject;
+      // RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx itself (T1 doubling to T2) until ACK.
+      this.retransmitter = new Retransmitter(
+        () => {
+          this.okSends++;
+          this.engine.sendRaw(buf, this.src);
+        },
+        this.engine.t1,
+        this.engine.t2,
+        () => this.onAckTimeout(),
+      );
+    });
+  }
+
+  private onAckTimeout(): void {
+    this.engine.forgetInvite(this);
+    this.engine.log.warn({ sipCallId: this.callId, sent: this.okSends }, 'no ACK for 200 OK within 64*T1; sending BYE');
+    const err = new GatewayError('timeout', `no ACK for 200 OK after ${this.okSends} transmissions`);
+    void this.dialog?.bye('ack_timeout');
+    this.ackFailed?.(err);
+  }
+
+  onAck(): void {
+    this.retransmitter?.stop();
+    this.engine.forgetInvite(this);
+    if (this.acked) {
+      const done = this.acked;
+      this.acked = undefined;
+      done();
+    }
+  }
+
+  onCancel(): void {
+    if (this.final) return; // too late: the 200 crossed the CANCEL; the caller will BYE
+    this.cancelled = true;
+    this.final = true;
+    const res = makeResponse(this.req, 487, 'Request Terminated', this.toTag);
+    res.headers.set('server', this.engine.userAgent);
+    this.engine.respond(this.req, res, this.src);
+    const buf = serialize(res);
+    this.retransmitter = new Retransmitter(
+      () => this.engine.sendRaw(buf, this.src),
+      this.engine.t1,
+      this.engine.t2,
+      () => this.engine.forgetInvite(this),
+      this.src.transport === 'udp',
+    );
+    this.emit('cancel');
+  }
+
+  dispose(): void {
+    this.retransmitter?.stop();
+  }
+}
+
+/** UAS-side dialog (RFC 3261 §12.1.1) and its in-dialog requests. */
+class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
+  readonly callId: string;
+  readonly localTag: string;
+  private readonly remoteTag: string | undefined;
+  private readonly localUri: string; // our To header value (without tag)
+  private readonly remoteUri: string; // their From header value (with their tag)
+  private remoteTarget: string;
+  private readonly routeSet: string[];
+  private localSeq = Math.floor(Math.random() * 10000) + 1;
+  private remoteSeq: number;
+  private destroyed = false;
+  private byeSent: Promise<void> | undefined;
+  private pendingReinvite: { cseq: number; rt: Retransmitter } | undefined;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    invite: SipRequest,
+    private readonly src: Dest,
+    localTag: string,
+  ) {
+    super();
+    this.callId = invite.headers.get('call-id')!;
+    this.localTag = localTag;
+    this.remoteUri = invite.headers.get('from')!;
+    this.remoteTag = tagOf(this.remoteUri);
+    this.localUri = invite.headers.get('to')!;
+    this.remoteTarget = parseNameAddr(invite.headers.get('contact') ?? '')?.uri ?? parseNameAddr(this.remoteUri)!.uri;
+    this.routeSet = invite.headers.getAll('record-route');
+    this.remoteSeq = parseCSeq(invite.headers.get('cseq'))!.seq;
+  }
+
+  /** Where in-dialog requests go: the first loose route, else the remote target; the source as fallback. */
+  private dest(): Dest {
+    const first = this.routeSet[0] ? parseNameAddr(this.routeSet[0])?.uri : undefined;
+    const uri = parseUri(first ?? this.remoteTarget);
+    if (!uri || uri.scheme === 'tel' || !uri.host) return this.src;
+    const transport: Transport = (uri.params.transport?.toLowerCase() as Transport | undefined) ?? this.src.transport;
+    // Over TCP, reuse the carrier's own connection while it is up (RFC 3261 §18.1.1).
+    if (transport === 'tcp' && this.src.transport === 'tcp' && this.src.conn && !this.src.conn.destroyed)
+      return this.src;
+    return { address: uri.host, port: uri.port ?? 5060, transport: transport === 'tcp' ? 'tcp' : 'udp' };
+  }
+
+  private newRequest(method: string, extra: Record<string, string> = {}, body = ''): SipRequest {
+    const headers = new SipHeaders();
+    for (const r of this.routeSet) headers.add('route', r);
+    const to = this.remoteUri;
+    headers.add('from', /;\s*tag=/i.test(this.localUri) ? this.localUri : `${this.localUri};tag=${this.localTag}`);
+    headers.add('to', to);
+    headers.add('call-id', this.callId);
+    headers.add('cseq', `${++this.localSeq} ${method}`);
+    headers.add('contact', this.engine.contactFor(this.src.transport));
+    for (const [k, v] of Object.entries(extra)) headers.set(k, v);
+    return { kind: 'request', method, uri: this.remoteTarget, headers, body };
+  }
+
+  onRequest(req: SipRequest, src: Dest): void {
+    const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+    if (cseq < this.remoteSeq && req.method !== 'ACK')
+      return void this.engine.reply(req, src, 500, 'Server Internal Error (CSeq out of order)');
+    this.remoteSeq = Math.max(this.remoteSeq, cseq);
+    switch (req.method) {
+      case 'BYE':
+        this.engine.reply(req, src, 200);
+        this.engine.log.info({ sipCallId: this.callId }, 'BYE received');
+        this.emit('bye');
+        this.destroy();
+        return;
+      case 'INVITE':
+      case 'UPDATE':
+        return this.onModify(req, src);
+      case 'NOTIFY': // REFER progress (message/sipfrag): acknowledged, logged
+        this.engine.log.info(
+          { sipCallId: this.callId, event: req.headers.get('event'), frag: req.body.split('\r\n')[0] },
+          'NOTIFY',
+        );
+        return void this.engine.reply(req, src, 200);
+      case 'INFO':
+        return void this.engine.reply(req, src, 200);
+      case 'REFER':
+        return void this.engine.reply(req, src, 501, 'Not Implemented (transfer from the trunk side)');
+    }
+  }
+
+  private onModify(req: SipRequest, src: Dest): void {
+    const isInvite = req.method === 'INVITE';
+    if (isInvite && this.pendingReinvite) return void this.engine.reply(req, src, 491);
+    const contact = parseNameAddr(req.headers.get('contact') ?? '')?.uri;
+    if (isInvite && contact) this.remoteTarget = contact; // target refresh (RFC 3261 §12.2.2)
+    let answered = false;
+    const modify: ModifyRequest = {
+      sdp: req.body.trim() ? req.body : undefined,
+      respond: (a) => {
+        if (answered || this.destroyed) return;
+        answered = true;
+        if ('status' in a) return void this.engine.reply(req, src, a.status, a.reason, {}, this.localTag);
+        const res = makeResponse(req, 200, 'OK', this.localTag);
+        res.headers.set('contact', this.engine.contactFor(this.src.transport));
+        res.headers.set('supported', SUPPORTED.join(', '));
+        for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);
+        res.headers.set('content-type', 'application/sdp');
+        res.body = a.sdp;
+        this.engine.respond(req, res, src);
+        if (!isInvite) return;
+        const buf = serialize(res);
+        const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+        const rt = new Retransmitter(
+          () => this.engine.sendRaw(buf, src),
+          this.engine.t1,
+          this.engine.t2,
+          () => {
+            this.pendingReinvite = undefined;
+            this.engine.log.warn({ sipCallId: this.callId }, 'no ACK for re-INVITE 200');
+          },
+        );
+        this.pendingReinvite = { cseq, rt };
+      },
+    };
+    this.emit('modify', modify);
+    if (!answered) modify.respond({ status: 488 });
+  }
+
+  onAck(cseq: number): void {
+    if (this.pendingReinvite && this.pendingReinvite.cseq === cseq) {
+      this.pendingReinvite.rt.stop();
+      this.pendingReinvite = undefined;
+    }
+  }
+
+  bye(reason = 'normal'): Promise<void> {
+    if (this.destroyed) return Promise.resolve();
+    this.byeSent ??= (async () => {
+      const req = this.newRequest('BYE', { reason: `Q.850;cause=16;text="${reason.replace(/"/g, '')}"` });
+      this.engine.log.info({ sipCallId: this.callId, reason }, 'sending BYE');
+      const dest = this.dest();
+      this.destroy();
+      try {
+        const res = await this.engine.request(req, dest);
+        this.engine.log.info({ sipCallId: this.callId, status: res.status }, 'BYE answered');
+      } catch (err) {
+        this.engine.log.warn({ sipCallId: this.callId, err: (err as Error).message }, 'BYE not answered');
+      }
+    })();
+    return this.byeSent;
+  }
+
+  async refer(target: string, timeoutMs = 8000): Promise<void> {
+    if (this.destroyed) throw new GatewayError('leg_closed', 'dialog is gone');
+    const req = this.newRequest('REFER', { 'refer-to': `<${target}>`, 'referred-by': this.engine.contact });
+    this.engine.log.info({ sipCallId: this.callId, target }, 'sending REFER');
+    const res = await this.engine.request(req, this.dest(), timeoutMs);
+    if (res.status >= 300) throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason}`);
+  }
+
+  private destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.pendingReinvite?.rt.stop();
+    this.engine.removeDialog(this);
+    this.emit('destroyed');
+  }
+}

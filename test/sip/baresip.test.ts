@@ -1,0 +1,34 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { waitFor } from '../support/gateway.js';
+import { runBaresip } from '../peers/sip/baresip.js';
+import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+
+let h: SipHarness | undefined;
+afterEach(async () => {
+  await h?.stop();
+  h = undefined;
+});
+
+describe('baresip (a real SIP phone) calling the gateway', () => {
+  it('carries audio both ways: the phone hears the AI tone, the AI hears the phone tone', async () => {
+    h = await startSipHarness({ aiFreq: 440 });
+    const created = new Promise<Call>((r) => h!.gw.ctx.registry.once('created', r));
+    const run = await runBaresip({
+      target: `sip:0700000001@127.0.0.1:${h.port}`,
+      source: tone(1000, 8000, 6000),
+      seconds: 4,
+    });
+    const call = await created;
+    await waitFor(() => call.ended, 5000, 'call end');
+    const heardByAi = h.sessions.get(call.id)!.heardPcm(25);
+    expect(heardByAi.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(heardByAi, 8000) - 1000) / 1000).toBeLessThan(0.02);
+    expect(toneLevelDb(heardByAi, 8000, 1000)).toBeGreaterThan(-20);
+    const phone = run.heard.subarray(4000);
+    expect(phone.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(phone, 8000) - 440) / 440).toBeLessThan(0.02);
+    expect(toneLevelDb(phone, 8000, 440)).toBeGreaterThan(-20);
+  });
+});

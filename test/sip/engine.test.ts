@@ -1,0 +1,254 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { testLogger } from '../../src/core/logger.js';
+import { EmbeddedSipEngine, SipStreamFramer } from '../../src/sip/embedded.js';
+import type { IncomingInvite, SipDialog } from '../../src/sip/engine.js';
+import { parseMessage, tagOf } from '../../src/sip/message.js';
+import { sleep, waitFor } from '../support/gateway.js';
+import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+
+const T1 = 50;
+let engine: EmbeddedSipEngine | undefined;
+let peer: RawSipPeer | undefined;
+afterEach(async () => {
+  await engine?.stop();
+  peer?.close();
+  engine = undefined;
+  peer = undefined;
+});
+
+async function setup(): Promise<{ engine: EmbeddedSipEngine; peer: RawSipPeer; invites: IncomingInvite[] }> {
+  engine = new EmbeddedSipEngine({
+    host: '127.0.0.1',
+    port: 0,
+    publicAddress: '127.0.0.1',
+    log: testLogger(),
+    t1Ms: T1,
+    t2Ms: 4 * T1,
+  });
+  const invites: IncomingInvite[] = [];
+  engine.on('invite', (i) => invites.push(i));
+  await engine.start();
+  peer = new RawSipPeer();
+  await peer.start();
+  return { engine, peer, invites };
+}
+
+describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 ms)', () => {
+  it('retransmits the 200 OK at T1, 2·T1, 4·T1 (capped at T2) until the ACK, then stops', async () => {
+    const { engine, peer, invites } = await setup();
+    const callId = newId();
+    const invite = request({ callId, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) });
+    peer.send(invite, engine.port);
+    await waitFor(() => invites.length === 1, 2000, 'invite');
+    peer.send(invite, engine.port); // retransmitted INVITE: absorbed, no second call
+    await sleep(30);
+    expect(invites).toHaveLength(1);
+    expect(peer.responses(100).length).toBe(2); // our 100 resent for the retransmission
+    const dialogP = invites[0]!.answer('v=0\r\n');
+    await sleep(T1 * 7 + 20); // sends at 0, 50, 150, 350
+    const oks = peer.responses(200, 'INVITE');
+    expect(oks.length).toBe(4);
+    const gaps = oks.slice(1).map((o, i) => o.at - oks[i]!.at);
+    expect(gaps[0]).toBeGreaterThan(T1 * 0.8);
+    expect(gaps[1]).toBeGreaterThan(T1 * 1.6);
+    expect(gaps[2]).toBeGreaterThan(T1 * 3.2);
+    const toTag = tagOf(oks[0]!.msg.headers.get('to'));
+    peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
+    const dialog = await dialogP;
+    const n = peer.responses(200, 'INVITE').length;
+    await sleep(T1 * 6);
+    expect(peer.responses(200, 'INVITE').length).toBe(n);
+    expect(dialog.callId).toBe(callId);
+  });
+
+  it('no ACK within 64·T1: gives up, rejects the answer and sends BYE', async () => {
+    const { engine, peer, invites } = await setup();
+    const callId = newId();
+    peer.send(request({ callId, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) }), engine.port);
+    await waitFor(() => invites.length === 1, 2000, 'invite');
+    const t0 = performance.now();
+    await expect(invites[0]!.answer('v=0\r\n')).rejects.toThrow(/no ACK/);
+    expect(performance.now() - t0).toBeGreaterThan(64 * T1 - 20);
+    const bye = await peer.waitFor((m) => m.kind === 'request' && m.method === 'BYE', 1000, 'BYE');
+    expect(bye.headers.get('call-id')).toBe(callId);
+    expect(engine.activeState).toMatchObject({ dialogs: 0, invites: 0 });
+  });
+
+  it('CANCEL: 200 to the CANCEL, 487 to the INVITE (retransmitted until ACK), cancel event', async () => {
+    const { engine, peer, invites } = await setup();
+    const callId = newId();
+    const branch = `z9hG4bK${newId()}`;
+    peer.send(
+      request({ callId, branch, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) }),
+      engine.port,
+    );
+    await waitFor(() => invites.length === 1, 2000, 'invite');
+    let cancelled = false;
+    invites[0]!.on('cancel', () => (cancelled = true));
+    peer.send(
+      request({ callId, branch, method: 'CANCEL', localPort: peer.port, targetPort: engine.port }),
+      engine.port,
+    );
+    await peer.waitFor((m) => m.kind === 'response' && m.status === 487, 1000, '487');
+    expect(peer.responses(200, 'CANCEL')).toHaveLength(1);
+    expect(cancelled).toBe(true);
+    await sleep(T1 * 2);
+    expect(peer.responses(487).length).toBeGreaterThan(1); // timer G until ACK
+    peer.send(request({ callId, branch, method: 'ACK', localPort: peer.port, targetPort: engine.port }), engine.port);
+    await sleep(10);
+    const n = peer.responses(487).length;
+    await sleep(T1 * 4);
+    expect(peer.responses(487).length).toBe(n);
+    await expect(invites[0]!.answer('v=0')).rejects.toThrow(/cancelled/);
+    // CANCEL for an unknown transaction: 481.
+    peer.send(request({ method: 'CANCEL', localPort: peer.port, targetPort: engine.port }), engine.port);
+    await peer.waitFor((m) => m.kind === 'response' && m.status === 481, 1000, '481');
+  });
+
+  async function established(): Promise<{ dialog: SipDialog; callId: string; toTag: string }> {
+    const { engine, peer, invites } = await setup();
+    const callId = newId();
+    peer.send(request({ callId, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) }), engine.port);
+    await waitFor(() => invites.length === 1, 2000, 'invite');
+    const p = invites[0]!.answer('v=0\r\n');
+    const ok = await peer.waitFor((m) => m.kind === 'response' && m.status === 200, 1000, '200');
+    const toTag = tagOf(ok.headers.get('to'))!;
+    peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
+    return { dialog: await p, callId, toTag };
+  }
+
+  it('BYE from the carrier: 200 and a bye event; in-dialog requests after it get 481', async () => {
+    const { dialog, callId, toTag } = await established();
+    let byes = 0;
+    dialog.on('bye', () => byes++);
+    peer!.send(
+      request({ callId, toTag, cseq: 2, method: 'BYE', localPort: peer!.port, targetPort: engine!.port }),
+      engine!.port,
+    );
+    await peer!.waitFor((m) => m.kind === 'response' && m.status === 200 && m.headers.get('cseq') === '2 BYE');
+    expect(byes).toBe(1);
+    peer!.send(
+      request({ callId, toTag, cseq: 3, method: 'BYE', localPort: peer!.port, targetPort: engine!.port }),
+      engine!.port,
+    );
+    await peer!.waitFor((m) => m.kind === 'response' && m.status === 481);
+    expect(engine!.activeState.dialogs).toBe(0);
+  });
+
+  it('re-INVITE is offered to the front and its 200 is retransmitted until ACK', async () => {
+    const { dialog, callId, toTag } = await established();
+    dialog.on('modify', (req) => req.respond({ sdp: req.sdp!.replace('a=sendonly', 'a=recvonly') }));
+    peer!.send(
+      request({
+        callId,
+        toTag,
+        cseq: 2,
+        localPort: peer!.port,
+        targetPort: engine!.port,
+        sdp: sdpOffer(4000, 'sendonly'),
+      }),
+      engine!.port,
+    );
+    const ok = await peer!.waitFor(
+      (m) => m.kind === 'response' && m.status === 200 && m.headers.get('cseq') === '2 INVITE',
+    );
+    expect(ok.body).toContain('a=recvonly');
+    await sleep(T1 * 2);
+    expect(peer!.responses(200, '2 INVITE').length).toBeGreaterThan(1);
+    peer!.send(
+      request({ callId, toTag, cseq: 2, method: 'ACK', localPort: peer!.port, targetPort: engine!.port }),
+      engine!.port,
+    );
+    await sleep(10);
+    const n = peer!.responses(200, '2 INVITE').length;
+    await sleep(T1 * 4);
+    expect(peer!.responses(200, '2 INVITE').length).toBe(n);
+  });
+
+  it('REFER: resolves on 202, rejects on 4xx and on timeout; BYE from us is retransmitted until answered', async () => {
+    const { dialog } = await established();
+    const p1 = dialog.refer('sip:+250788000000@127.0.0.1');
+    const refer = await peer!.waitFor((m) => m.kind === 'request' && m.method === 'REFER');
+    expect(refer.headers.get('refer-to')).toBe('<sip:+250788000000@127.0.0.1>');
+    expect(refer.kind === 'request' && refer.uri).toBe(`sip:carrier@127.0.0.1:${peer!.port}`);
+    const reply = (req: typeof refer, status: number, reason: string) => {
+      const via = req.headers.get('via')!;
+      peer!.send(
+        [
+          `SIP/2.0 ${status} ${reason}`,
+          `Via: ${via}`,
+          `From: ${req.headers.get('from')}`,
+          `To: ${req.headers.get('to')}`,
+          `Call-ID: ${req.headers.get('call-id')}`,
+          `CSeq: ${req.headers.get('cseq')}`,
+          'Content-Length: 0',
+          '',
+          '',
+        ].join('\r\n'),
+        engine!.port,
+      );
+    };
+    reply(refer, 202, 'Accepted');
+    await p1;
+    const p2 = dialog.refer('sip:x@127.0.0.1');
+    const r2 = await peer!.waitFor((m) => m.kind === 'request' && m.method === 'REFER' && m !== refer);
+    reply(r2, 403, 'Forbidden');
+    await expect(p2).rejects.toThrow(/403/);
+    await expect(dialog.refer('sip:y@127.0.0.1', 200)).rejects.toThrow(/no final response/);
+    const byeP = dialog.bye('test');
+    await sleep(T1 * 3 + 20);
+    const byes = peer!.received.filter((r) => r.msg.kind === 'request' && r.msg.method === 'BYE');
+    expect(byes.length).toBeGreaterThan(1);
+    reply(byes[0]!.msg, 200, 'OK');
+    await byeP;
+    expect(engine!.activeState).toEqual({ dialogs: 0, invites: 0, clientTxs: 0 });
+  });
+
+  it('OPTIONS → 200 with Allow; unsupported Require → 420; REGISTER → 405', async () => {
+    const { engine, peer } = await setup();
+    peer.send(request({ method: 'OPTIONS', localPort: peer.port, targetPort: engine.port }), engine.port);
+    const ok = await peer.waitFor((m) => m.kind === 'response' && m.status === 200);
+    expect(ok.headers.get('allow')).toContain('REFER');
+    peer.send(
+      request({ localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000), extra: ['Require: 100rel'] }),
+      engine.port,
+    );
+    const bad = await peer.waitFor((m) => m.kind === 'response' && m.status === 420);
+    expect(bad.headers.get('unsupported')).toBe('100rel');
+    peer.send(request({ method: 'REGISTER', localPort: peer.port, targetPort: engine.port }), engine.port);
+    await peer.waitFor((m) => m.kind === 'response' && m.status === 405);
+  });
+
+  it('survives 2000 random/mutated datagrams without throwing and still answers', async () => {
+    const { engine, peer } = await setup();
+    const base = request({ localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) });
+    let seed = 42;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    for (let i = 0; i < 2000; i++) {
+      const b = Buffer.from(base, 'latin1');
+      if (i % 3 === 0) for (let k = 0; k < 10; k++) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+      else if (i % 3 === 1) b.fill(Math.floor(rnd() * 256), Math.floor(rnd() * b.length));
+      const cut = i % 3 === 2 ? b.subarray(0, Math.floor(rnd() * b.length)) : b;
+      peer.send(cut.toString('latin1'), engine.port);
+      if (i % 200 === 0) await sleep(5);
+    }
+    expect(parseMessage(Buffer.from([0, 1, 2])).ok).toBe(false);
+    await sleep(100);
+    peer.send(request({ method: 'OPTIONS', localPort: peer.port, targetPort: engine.port }), engine.port);
+    await peer.waitFor((m) => m.kind === 'response' && m.status === 200 && m.headers.get('cseq') === '1 OPTIONS');
+    expect(engine.counters.malformed + engine.counters.badRequests).toBeGreaterThan(0);
+  });
+
+  it('TCP framing: messages split across chunks, CRLF keep-alives, oversize streams cut off', () => {
+    const f = new SipStreamFramer();
+    const msg = 'OPTIONS sip:x SIP/2.0\r\nContent-Length: 4\r\n\r\nbody';
+    const both = Buffer.from(`\r\n\r\n${msg}${msg}`, 'latin1');
+    const parts = [both.subarray(0, 10), both.subarray(10, 50), both.subarray(50)];
+    const got = parts.flatMap((p) => f.push(p).messages.map((m) => m.toString('latin1')));
+    expect(got).toEqual([msg, msg]);
+    expect(new SipStreamFramer().push(Buffer.from(`INVITE sip:x SIP/2.0\r\nl: 999999\r\n\r\n`)).error).toBe(
+      'body too long',
+    );
+    expect(new SipStreamFramer().push(Buffer.alloc(70_000, 0x41)).error).toBe('headers too long');
+  });
+});

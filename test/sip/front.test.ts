@@ -1,0 +1,155 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import { tagOf, type SipMessage } from '../../src/sip/message.js';
+import { waitFor } from '../support/gateway.js';
+import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+
+let h: SipHarness | undefined;
+let peer: RawSipPeer | undefined;
+afterEach(async () => {
+  await h?.stop();
+  peer?.close();
+  h = undefined;
+  peer = undefined;
+});
+
+/** Place a call from the raw peer and ACK its 200; returns what a test needs to continue the dialog. */
+async function call(h: SipHarness, peer: RawSipPeer, opts: { rtpPort?: number; extra?: string[] } = {}) {
+  const callId = newId();
+  const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+  peer.send(
+    request({
+      callId,
+      localPort: peer.port,
+      targetPort: h.port,
+      sdp: sdpOffer(opts.rtpPort ?? 4002),
+      extra: opts.extra,
+    }),
+    h.port,
+  );
+  const ok = await peer.waitFor(
+    (m) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId,
+    3000,
+    '200',
+  );
+  const toTag = tagOf(ok.headers.get('to'))!;
+  peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: h.port }), h.port);
+  return { callId, toTag, ok, call: await created };
+}
+
+/** UDP sockets this process holds. */
+function udpSockets(): number {
+  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
+  return handles.filter((x) => x.constructor?.name === 'Socket' && 'addMembership' in x).length;
+}
+
+const replyTo = (peer: RawSipPeer, port: number, req: SipMessage, status: number, reason: string) =>
+  peer.send(
+    [
+      `SIP/2.0 ${status} ${reason}`,
+      `Via: ${req.headers.get('via')}`,
+      `From: ${req.headers.get('from')}`,
+      `To: ${req.headers.get('to')}`,
+      `Call-ID: ${req.headers.get('call-id')}`,
+      `CSeq: ${req.headers.get('cseq')}`,
+      'Content-Length: 0',
+      '',
+      '',
+    ].join('\r\n'),
+    port,
+  );
+
+describe('SIP front policy (raw UDP carrier, real gateway)', () => {
+  it('per-trunk call limit: 503 beyond maxCalls, counted from the registry', async () => {
+    h = await startSipHarness({
+      trunks: [{ name: 't', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 2 }],
+    });
+    peer = new RawSipPeer();
+    await peer.start();
+    await call(h, peer, { rtpPort: 4002 });
+    await call(h, peer, { rtpPort: 4004 });
+    expect(h.gw.ctx.registry.countActive((c) => c.info.trunk === 't')).toBe(2);
+    const callId = newId();
+    peer.send(request({ callId, localPort: peer.port, targetPort: h.port, sdp: sdpOffer(4006) }), h.port);
+    const r = await peer.waitFor(
+      (m) => m.kind === 'response' && m.status >= 300 && m.headers.get('call-id') === callId,
+    );
+    expect(r.kind === 'response' && `${r.status} ${r.reason}`).toBe('503 Service Unavailable (trunk call limit)');
+    expect(h.gw.ctx.registry.size).toBe(2);
+  });
+
+  it('the AI transfer_call path sends REFER with Refer-To and reports the 202', async () => {
+    h = await startSipHarness();
+    peer = new RawSipPeer();
+    await peer.start();
+    const { call: c } = await call(h, peer);
+    await waitFor(() => !!c.transfer, 2000, 'transfer available');
+    const session = h.sessions.get(c.id)!;
+    const result = session.control.transfer('+250788999000');
+    const refer = await peer.waitFor((m) => m.kind === 'request' && m.method === 'REFER', 2000, 'REFER');
+    expect(refer.headers.get('refer-to')).toBe('<sip:+250788999000@127.0.0.1>');
+    replyTo(peer, h.port, refer, 202, 'Accepted');
+    await expect(result).resolves.toEqual({ ok: true, detail: 'transferred to +250788999000' });
+    // A refused transfer is reported to the AI, the call stays up.
+    const r2 = session.control.transfer('sip:desk@example.com');
+    const refer2 = await peer.waitFor(
+      (m) => m.kind === 'request' && m.method === 'REFER' && m !== refer,
+      2000,
+      'REFER 2',
+    );
+    replyTo(peer, h.port, refer2, 603, 'Decline');
+    await expect(r2).resolves.toMatchObject({ ok: false, detail: expect.stringContaining('603') as string });
+    expect(c.ended).toBe(false);
+  });
+
+  it('no RTP for rtpTimeoutSec: the call ends as rtp_timeout and the gateway sends BYE', async () => {
+    h = await startSipHarness({ sip: { rtpTimeoutSec: 1 } });
+    peer = new RawSipPeer();
+    await peer.start();
+    const { call: c, callId } = await call(h, peer);
+    const bye = await peer.waitFor((m) => m.kind === 'request' && m.method === 'BYE', 4000, 'BYE');
+    expect(bye.headers.get('call-id')).toBe(callId);
+    expect(bye.headers.get('reason')).toContain('rtp_timeout');
+    expect(c.endReason).toMatchObject({ by: 'timeout', cause: 'rtp_timeout' });
+    replyTo(peer, h.port, bye, 200, 'OK');
+    await waitFor(() => h!.front.ports.used === 0, 2000, 'ports freed');
+  });
+
+  it('refusals with reasons: no common codec 488, no SDP 488, Session-Expires below Min-SE 422', async () => {
+    h = await startSipHarness({
+      trunks: [{ name: 't', allow: ['127.0.0.1/32'], countryCode: '250', codecs: ['PCMA'] }],
+    });
+    peer = new RawSipPeer();
+    await peer.start();
+    const send = (sdp: string, extra: string[] = []) => {
+      const callId = newId();
+      peer!.send(request({ callId, localPort: peer!.port, targetPort: h!.port, sdp, extra }), h!.port);
+      return peer!.waitFor((m) => m.kind === 'response' && m.status >= 300 && m.headers.get('call-id') === callId);
+    };
+    const r1 = await send(sdpOffer(4000, 'sendrecv', '0 101'));
+    expect(r1.kind === 'response' && r1.status).toBe(488);
+    expect(r1.kind === 'response' && r1.reason).toContain('no common codec');
+    const r2 = await send('');
+    expect(r2.kind === 'response' && r2.status).toBe(488);
+    const r3 = await send(sdpOffer(4000), ['Session-Expires: 30', 'Supported: timer']);
+    expect(r3.kind === 'response' && r3.status).toBe(422);
+    expect(r3.headers.get('min-se')).toBe('90');
+    expect(h.gw.ctx.registry.size).toBe(0);
+    expect(h.front.ports.used).toBe(0);
+  });
+
+  it('gateway shutdown BYEs live calls and frees every socket', async () => {
+    peer = new RawSipPeer();
+    await peer.start();
+    h = await startSipHarness();
+    const { callId } = await call(h, peer);
+    const during = udpSockets();
+    await h.stop();
+    h = undefined;
+    const bye = await peer.waitFor((m) => m.kind === 'request' && m.method === 'BYE', 2000, 'BYE');
+    expect(bye.headers.get('call-id')).toBe(callId);
+    // The SIP socket and the call's RTP/RTCP pair are gone (earlier tests' sockets may close too).
+    await waitFor(() => udpSockets() <= during - 3, 2000, 'sockets closed');
+  });
+});

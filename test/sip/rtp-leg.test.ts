@@ -1,0 +1,199 @@
+import { createSocket, type Socket } from 'node:dgram';
+import alawmulaw from 'alawmulaw';
+import { afterEach, describe, expect, it } from 'vitest';
+import { testLogger } from '../../src/core/logger.js';
+import type { HangupReason } from '../../src/core/media-leg.js';
+import { buildRtp, parseRtp, RtpPortPool } from '../../src/sip/rtp.js';
+import { RtpLeg } from '../../src/sip/rtp-leg.js';
+import type { AudioOffer } from '../../src/sip/sdp.js';
+import { dominantFrequency } from '../support/audio.js';
+import { sleep, waitFor } from '../support/gateway.js';
+
+const base = 23000 + Math.floor(Math.random() * 100) * 40;
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+async function udp(port = 0): Promise<Socket & { got: Buffer[] }> {
+  const s = createSocket('udp4') as Socket & { got: Buffer[] };
+  s.got = [];
+  s.on('message', (b) => s.got.push(b));
+  await new Promise<void>((r) => s.bind(port, '127.0.0.1', () => r()));
+  cleanup.push(() => new Promise<void>((r) => s.close(() => r())));
+  return s;
+}
+
+async function makeLeg(opts: { sdpPort: number; timeoutMs?: number; rtcpIntervalMs?: number; dtmf?: boolean }) {
+  const pool = new RtpPortPool('127.0.0.1', base, base + 39);
+  const ports = await pool.allocate();
+  const offer: AudioOffer = {
+    address: '127.0.0.1',
+    port: opts.sdpPort,
+    rtcpPort: opts.sdpPort + 1,
+    codec: 'PCMA',
+    payloadType: 8,
+    dtmfPayloadType: opts.dtmf === false ? undefined : 101,
+    direction: 'sendrecv',
+  };
+  const closed: HangupReason[] = [];
+  const leg = new RtpLeg({
+    callId: 'c1',
+    log: testLogger(),
+    ports,
+    offer,
+    direction: 'sendrecv',
+    timeoutMs: opts.timeoutMs ?? 5000,
+    rtcpIntervalMs: opts.rtcpIntervalMs,
+    onClose: async (r) => void closed.push(r),
+  });
+  cleanup.push(() => leg.close({ by: 'gateway', cause: 'test' }));
+  return { pool, leg, closed };
+}
+
+const tonePkt = (seq: number, freq = 1000, pt = 8) => {
+  const pcm = new Int16Array(160);
+  for (let i = 0; i < 160; i++) pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * freq * (seq * 160 + i)) / 8000));
+  return buildRtp(
+    { payloadType: pt, marker: false, seq, timestamp: seq * 160, ssrc: 77 },
+    Buffer.from(alawmulaw.alaw.encode(pcm)),
+  );
+};
+
+describe('RTP leg (G.711 over UDP)', () => {
+  it('latches onto the real source, reorders through the jitter buffer, counts and drops bad packets', async () => {
+    const decoy = await udp();
+    const carrier = await udp();
+    const { leg } = await makeLeg({ sdpPort: decoy.address().port });
+    expect(leg.format.codec).toBe('pcma');
+    let started = 0;
+    leg.on('started', () => started++);
+    const order = [0, 1, 3, 2, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19];
+    for (const i of order) carrier.send(tonePkt(100 + i), leg.localPort, '127.0.0.1');
+    carrier.send(Buffer.from([0x80, 8, 0]), leg.localPort, '127.0.0.1'); // short
+    carrier.send(Buffer.alloc(172, 0x40), leg.localPort, '127.0.0.1'); // version 1
+    carrier.send(tonePkt(200, 1000, 96), leg.localPort, '127.0.0.1'); // unknown PT
+    const intruder = await udp();
+    intruder.send(tonePkt(300), leg.localPort, '127.0.0.1'); // after latch: ignored
+    await sleep(100);
+    expect(started).toBe(1);
+    const frames: Int16Array[] = [];
+    for (let i = 0; i < 20; i++) {
+      const f = leg.readFrame();
+      if (f) frames.push(Int16Array.from(alawmulaw.alaw.decode(f)));
+    }
+    expect(frames.length).toBeGreaterThanOrEqual(18);
+    const all = new Int16Array(frames.length * 160);
+    frames.forEach((f, i) => all.set(f, i * 160));
+    expect(Math.abs(dominantFrequency(all, 8000) - 1000)).toBeLessThan(20);
+    const q = leg.quality();
+    expect(q.rtp).toMatchObject({ short: 1, badVersion: 1, unknownPt: 1, foreign: 1 });
+    expect(q.jitter?.reordered).toBe(1);
+    // Our audio goes to where the carrier sends from, not the SDP address.
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrier.got.length === 1, 1000, 'latched send');
+    expect(decoy.got).toHaveLength(0);
+    const sent = parseRtp(carrier.got[0]!);
+    expect(sent.ok && sent.pkt).toMatchObject({ payloadType: 8, marker: true });
+  });
+
+  it('RFC 4733 DTMF: one dtmf event per digit (end packet repeated), and sendDtmf emits a proper event', async () => {
+    const carrier = await udp();
+    const { leg } = await makeLeg({ sdpPort: carrier.address().port });
+    const digits: [string, number][] = [];
+    leg.on('dtmf', (d, ms) => digits.push([d, ms]));
+    const ev = (seq: number, ts: number, event: number, end: boolean, dur: number) =>
+      buildRtp(
+        { payloadType: 101, marker: false, seq, timestamp: ts, ssrc: 77 },
+        Buffer.from([event, end ? 0x8a : 0x0a, dur >> 8, dur & 0xff]),
+      );
+    let seq = 1;
+    for (const [event, ts] of [
+      [11, 8000],
+      [3, 16000],
+    ] as const) {
+      for (let k = 1; k <= 4; k++) carrier.send(ev(seq++, ts, event, false, k * 160), leg.localPort, '127.0.0.1');
+      for (let k = 0; k < 3; k++) carrier.send(ev(seq++, ts, event, true, 800), leg.localPort, '127.0.0.1');
+    }
+    await waitFor(() => digits.length === 2, 1000, 'digits');
+    await sleep(50);
+    expect(digits).toEqual([
+      ['#', 100],
+      ['3', 100],
+    ]);
+
+    leg.sendDtmf('9', 100);
+    for (let i = 0; i < 12; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrier.got.length >= 12, 1000, 'sent packets');
+    const pkts = carrier.got.map((b) => parseRtp(b)).flatMap((p) => (p.ok ? [p.pkt] : []));
+    const dtmf = pkts.filter((p) => p.payloadType === 101);
+    expect(dtmf).toHaveLength(5 + 3);
+    expect(new Set(dtmf.map((p) => p.timestamp)).size).toBe(1);
+    expect(dtmf[0]!.marker).toBe(true);
+    expect(dtmf.filter((p) => p.payload[1]! & 0x80)).toHaveLength(3);
+    expect(dtmf.every((p) => p.payload[0] === 9)).toBe(true);
+    expect(pkts.filter((p) => p.payloadType === 8).length).toBe(4); // audio resumes after the event
+  });
+
+  it('sends RTCP SR with a report block to port+1, ends with rtp_timeout when the carrier goes silent, and frees its ports', async () => {
+    const carrierPort = base + 60 + Math.floor(Math.random() * 10) * 2;
+    const carrier = await udp(carrierPort);
+    const carrierRtcp = await udp(carrierPort + 1);
+    const { leg, pool } = await makeLeg({ sdpPort: carrierPort, timeoutMs: 400, rtcpIntervalMs: 100 });
+    const hangups: HangupReason[] = [];
+    leg.on('hangup', (r) => hangups.push(r));
+    for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
+    for (let i = 0; i < 5; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrierRtcp.got.length > 0, 1000, 'RTCP');
+    const sr = carrierRtcp.got[0]!;
+    expect(sr[1]).toBe(200);
+    expect(sr[0]! & 0x1f).toBe(1);
+    expect(sr.readUInt32BE(20)).toBe(5); // packet count
+    expect(sr.readUInt32BE(28)).toBe(77); // report about the carrier's SSRC
+    await waitFor(() => hangups.length > 0, 2000, 'rtp timeout');
+    expect(hangups[0]).toMatchObject({ by: 'timeout', cause: 'rtp_timeout' });
+    expect(pool.used).toBe(1);
+    await leg.close(hangups[0]!);
+    expect(pool.used).toBe(0);
+    const again = await pool.allocate();
+    await again.release();
+  });
+
+  it('hold: no timeout while inactive, no audio sent while the carrier holds us (we answered recvonly)', async () => {
+    const carrier = await udp();
+    const { leg } = await makeLeg({ sdpPort: carrier.address().port, timeoutMs: 300 });
+    const hangups: HangupReason[] = [];
+    leg.on('hangup', (r) => hangups.push(r));
+    const offer = {
+      address: '127.0.0.1',
+      port: carrier.address().port,
+      rtcpPort: 1,
+      codec: 'PCMA' as const,
+      payloadType: 8,
+      dtmfPayloadType: 101,
+      direction: 'inactive' as const,
+    };
+    leg.update(offer, 'inactive');
+    await sleep(700);
+    expect(hangups).toHaveLength(0);
+    leg.update({ ...offer, direction: 'sendonly' }, 'recvonly');
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await sleep(50);
+    expect(carrier.got).toHaveLength(0);
+    leg.update({ ...offer, direction: 'sendrecv' }, 'sendrecv');
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrier.got.length === 1, 1000, 'audio after unhold');
+  });
+
+  it('port pool: even RTP ports, exhaustion is a limit_reached error', async () => {
+    const pool = new RtpPortPool('127.0.0.1', base + 100, base + 103);
+    const a = await pool.allocate();
+    const b = await pool.allocate();
+    expect([a.port % 2, b.port % 2]).toEqual([0, 0]);
+    await expect(pool.allocate('cX')).rejects.toMatchObject({ code: 'limit_reached', callId: 'cX' });
+    await a.release();
+    const c = await pool.allocate();
+    expect(c.port).toBe(a.port);
+    await Promise.all([b.release(), c.release()]);
+  });
+});

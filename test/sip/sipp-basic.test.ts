@@ -1,0 +1,142 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { PCMU_8K } from '../../src/core/audio/format.js';
+import type { HangupReason } from '../../src/core/media-leg.js';
+import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { waitFor } from '../support/gateway.js';
+import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { toneRtp, toneWithDtmf, writePcap } from '../peers/sip/pcap.js';
+
+let h: SipHarness | undefined;
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
+  writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 2000));
+  writePcap(join(dir, 'pcmu-700.pcap'), toneRtp('PCMU', 700, 2000));
+  writePcap(join(dir, 'pcmu-dtmf5.pcap'), toneWithDtmf('PCMU', 700, '5', 1600));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  await h?.stop();
+  h = undefined;
+});
+
+const ended = (h: SipHarness) =>
+  new Promise<{ id: string; reason: HangupReason }>((resolve) =>
+    h.gw.ctx.registry.once('created', (c) => c.once('ended', (reason) => resolve({ id: c.id, reason }))),
+  );
+
+describe('SIP trunk calls from sipp (real gateway, embedded engine)', () => {
+  it('PCMA call: the caller tone reaches the AI, numbers are E.164, caller BYE ends and frees everything', async () => {
+    h = await startSipHarness();
+    const done = ended(h);
+    const created = new Promise<import('../../src/core/call.js').Call>((r) => h!.gw.ctx.registry.once('created', r));
+    const res = await runSipp({
+      scenario: 'uac-audio.xml',
+      target: `127.0.0.1:${h.port}`,
+      vars: {
+        PCAP: join(dir, 'pcma-1000.pcap'),
+        PT: '8',
+        CODEC: 'PCMA',
+        PAUSE: '2500',
+        FROM: '0788123456',
+        TO: '0700000001',
+      },
+    });
+    expect(res.code, res.errors + res.stderr).toBe(0);
+    const call = await created;
+    const { reason } = await done;
+    expect(reason).toMatchObject({ by: 'remote', cause: 'bye' });
+    expect(call.info).toMatchObject({ front: 'sip', from: '+250788123456', to: '+250700000001', trunk: 'mtn-rwanda' });
+    const heard = h.sessions.get(call.id)!.heardPcm(10);
+    expect(heard.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
+    expect(toneLevelDb(heard, 8000, 1000)).toBeGreaterThan(-18);
+    const q = Object.values(call.quality)[0] as { packetsReceived: number; packetsSent: number };
+    expect(q.packetsReceived).toBeGreaterThan(80);
+    expect(q.packetsSent).toBeGreaterThan(80);
+    await waitFor(() => h!.front.ports.used === 0 && h!.front.activeCount === 0, 3000, 'ports freed');
+  });
+
+  it('PCMU call passes through untranscoded to a pcmu AI, and RFC 4733 DTMF becomes a dtmf event', async () => {
+    h = await startSipHarness({ aiFormat: PCMU_8K });
+    const digits: string[] = [];
+    h.gw.ctx.registry.once('created', (c) => c.on('dtmf', (d) => digits.push(d)));
+    const created = new Promise<import('../../src/core/call.js').Call>((r) => h!.gw.ctx.registry.once('created', r));
+    const res = await runSipp({
+      scenario: 'uac-audio.xml',
+      target: `127.0.0.1:${h.port}`,
+      vars: {
+        PCAP: join(dir, 'pcmu-dtmf5.pcap'),
+        PT: '0',
+        CODEC: 'PCMU',
+        PAUSE: '2200',
+        FROM: '+35621234567',
+        TO: '21000000',
+      },
+    });
+    expect(res.code, res.errors + res.stderr).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(digits).toEqual(['5']);
+    const heard = h.sessions.get(call.id)!.heardPcm(10);
+    expect(Math.abs(dominantFrequency(heard, 8000) - 700) / 700).toBeLessThan(0.02);
+  });
+
+  it('50 calls at 10 calls/s: every call answered, carries the caller tone, and ends cleanly', async () => {
+    h = await startSipHarness();
+    const calls: import('../../src/core/call.js').Call[] = [];
+    h.gw.ctx.registry.on('created', (c) => calls.push(c));
+    const res = await runSipp({
+      scenario: 'uac-audio.xml',
+      target: `127.0.0.1:${h.port}`,
+      vars: {
+        PCAP: join(dir, 'pcma-1000.pcap'),
+        PT: '8',
+        CODEC: 'PCMA',
+        PAUSE: '1200',
+        FROM: '0788123456',
+        TO: '0700000001',
+      },
+      calls: 50,
+      args: ['-r', '10', '-l', '60'],
+      timeoutSec: 30,
+    });
+    expect(res.code, res.errors + res.stdout.slice(-2000)).toBe(0);
+    // sipp exits 0 only when every call succeeded (no failed call, no unexpected message).
+    await waitFor(() => calls.length === 50 && calls.every((c) => c.ended), 5000, 'all calls ended');
+    expect(calls.every((c) => c.endReason?.cause === 'bye')).toBe(true);
+    for (const c of calls) {
+      const heard = h.sessions.get(c.id)!.heardPcm(10);
+      expect(toneLevelDb(heard, 8000, 1000), c.id).toBeGreaterThan(-20);
+    }
+    await waitFor(() => h!.front.ports.used === 0, 3000, 'ports freed');
+  });
+
+  it('over TCP: call, audio and BYE on one connection (sipp -t t1)', async () => {
+    h = await startSipHarness();
+    const created = new Promise<import('../../src/core/call.js').Call>((r) => h!.gw.ctx.registry.once('created', r));
+    const res = await runSipp({
+      scenario: 'uac-audio.xml',
+      target: `127.0.0.1:${h.port}`,
+      vars: {
+        PCAP: join(dir, 'pcma-1000.pcap'),
+        PT: '8',
+        CODEC: 'PCMA',
+        PAUSE: '1500',
+        FROM: '0788123456',
+        TO: '0700000001',
+      },
+      args: ['-t', 't1'],
+    });
+    expect(res.code, res.errors + res.stderr).toBe(0);
+    expect(res.messages).toMatch(/Contact: <sip:gateway@127\.0\.0\.1:\d+;transport=tcp>/);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
+    const heard = h.sessions.get(call.id)!.heardPcm(10);
+    expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
+  });
+});

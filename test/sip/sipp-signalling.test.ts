@@ -1,0 +1,189 @@
+import { createSocket } from 'node:dgram';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import { dominantFrequency } from '../support/audio.js';
+import { sleep, waitFor } from '../support/gateway.js';
+import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+
+let h: SipHarness | undefined;
+let dir: string;
+let pcap: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
+  pcap = join(dir, 'pcma-1000.pcap');
+  writePcap(pcap, toneRtp('PCMA', 1000, 1500));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  await h?.stop();
+  h = undefined;
+});
+
+const NUMS = { FROM: '0788123456', TO: '0700000001' };
+const target = (h: SipHarness) => `127.0.0.1:${h.port}`;
+const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+
+describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
+  it('the AI ends the call: the gateway sends BYE and releases the RTP ports', async () => {
+    h = await startSipHarness({
+      onSession: (s) =>
+        setTimeout(() => {
+          s.quiet();
+          s.control.hangupAfterPlayout('goodbye');
+        }, 1200),
+    });
+    const created = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-gateway-bye.xml', target: target(h), vars: { ...NUMS, PCAP: pcap } });
+    expect(res.code, res.errors).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason?.by).toBe('ai');
+    expect(res.messages).toMatch(/BYE sip:sipp@127\.0\.0\.1:\d+ SIP\/2\.0/);
+    const heard = h.sessions.get(call.id)!.heardPcm(10);
+    expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
+    await waitFor(() => h!.front.ports.used === 0, 2000, 'ports freed');
+  });
+
+  it('over TCP the gateway BYE reuses the carrier connection', async () => {
+    h = await startSipHarness({
+      onSession: (s) =>
+        setTimeout(() => {
+          s.quiet();
+          s.control.hangupAfterPlayout('goodbye');
+        }, 800),
+    });
+    const res = await runSipp({
+      scenario: 'uac-gateway-bye.xml',
+      target: target(h),
+      vars: { ...NUMS, PCAP: pcap },
+      args: ['-t', 't1'],
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/TCP message received[^\n]*\n\s*BYE sip:sipp@/);
+    expect(res.messages).toMatch(/BYE sip:sipp@[^\n]*\nVia: SIP\/2\.0\/TCP /);
+  });
+
+  it('CANCEL before answer: 200 to the CANCEL, 487 to the INVITE, the call ends as cancelled', async () => {
+    h = await startSipHarness({ aiStartDelayMs: 3000 });
+    const created = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-cancel.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'cancel' });
+    expect(call.times.answered).toBeUndefined();
+    await waitFor(() => h!.front.ports.used === 0, 4000, 'ports freed');
+  });
+
+  it('an INVITE from an address no trunk allows gets 403 and creates no call', async () => {
+    h = await startSipHarness();
+    let created = 0;
+    h.gw.ctx.registry.on('created', () => created++);
+    const res = await runSipp({
+      scenario: 'uac-rejected.xml',
+      target: target(h),
+      localIp: '127.0.0.2',
+      vars: { ...NUMS, STATUS: '403' },
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/SIP\/2\.0 403 Forbidden \(unknown source address\)/);
+    expect(created).toBe(0);
+    expect(h.front.ports.used).toBe(0);
+  });
+
+  it('digest auth: 401 with a nonce, then the call is accepted with the right credentials', async () => {
+    h = await startSipHarness({
+      trunks: [
+        {
+          name: 'go-malta',
+          allow: ['127.0.0.0/8'],
+          countryCode: '356',
+          auth: { realm: 'gw.example', username: 'go', password: 'trunk-secret' },
+        },
+      ],
+    });
+    const created = nextCall(h);
+    const res = await runSipp({
+      scenario: 'uac-auth.xml',
+      target: target(h),
+      vars: { FROM: '21234567', TO: '21000000', USER: 'go', PASS: 'trunk-secret' },
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(
+      /WWW-Authenticate: Digest realm="gw\.example", nonce="[^"]+", algorithm=MD5, qop="auth"/,
+    );
+    const call = await created;
+    expect(call.info).toMatchObject({ trunk: 'go-malta', from: '+35621234567', to: '+35621000000' });
+    await waitFor(() => call.ended, 3000, 'call end');
+
+    // Wrong password: challenged again, never a call.
+    let more = 0;
+    h.gw.ctx.registry.on('created', () => more++);
+    const bad = await runSipp({
+      scenario: 'uac-auth.xml',
+      target: target(h),
+      vars: { FROM: '21234567', TO: '21000000', USER: 'go', PASS: 'wrong' },
+      timeoutSec: 2,
+    });
+    expect(bad.code).not.toBe(0);
+    expect(more).toBe(0);
+  });
+
+  it('OPTIONS ping is answered 200 with Allow', async () => {
+    h = await startSipHarness();
+    const res = await runSipp({ scenario: 'options.xml', target: target(h) });
+    expect(res.code, res.errors).toBe(0);
+  });
+
+  it('re-INVITE hold (sendonly → recvonly) and unhold keep the call up', async () => {
+    h = await startSipHarness();
+    const created = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-hold.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
+    const bodies = [...res.messages.matchAll(/SIP\/2\.0 200 OK[\s\S]*?a=(sendrecv|recvonly|sendonly|inactive)/g)].map(
+      (m) => m[1],
+    );
+    expect(bodies).toContain('recvonly');
+    expect(bodies.at(-1)).toBe('sendrecv');
+  });
+
+  it('lost ACK: the 200 OK is retransmitted until the ACK arrives, and the call then works', async () => {
+    h = await startSipHarness();
+    const created = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-lost-ack.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
+    // Original + retransmissions at T1 (0.5 s) and 2·T1 later (1.5 s) within the 1.8 s hold-back.
+    const oks = res.messages.match(/SIP\/2\.0 200 OK\r?\n[\s\S]*?CSeq: 1 INVITE/g) ?? [];
+    expect(oks.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a malformed INVITE gets 400 (with the reason) and the gateway keeps serving; garbage is dropped', async () => {
+    h = await startSipHarness();
+    const sock = createSocket('udp4');
+    for (const junk of [
+      '\x00\x01garbage',
+      'INVITE\r\n\r\n',
+      'SIP/2.0 200\r\nVia: x\r\n\r\n',
+      'INVITE sip:x SIP/2.0\r\nContent-Length: 99\r\n\r\nv=0',
+    ]) {
+      sock.send(Buffer.from(junk, 'latin1'), h.port, '127.0.0.1');
+    }
+    await sleep(100);
+    sock.close();
+    const res = await runSipp({ scenario: 'malformed.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/400 Bad Request \(bad Max-Forwards\)/);
+    expect(h.gw.ctx.registry.size).toBe(0);
+    expect(h.front.describe()).toMatchObject({ malformed: expect.any(Number) as number, badRequests: 1 });
+  });
+});
