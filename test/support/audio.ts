@@ -1,4 +1,5 @@
 import FFT from 'fft.js';
+import { concatPcm } from '../../src/core/audio/level.js';
 
 /** Test-side audio generation and measurement: what a telephony engineer checks with a scope. */
 
@@ -15,15 +16,8 @@ export function frames(samples: Int16Array, perFrame: number): Int16Array[] {
   return out;
 }
 
-export function concat(parts: Int16Array[]): Int16Array {
-  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
+/** Join PCM pieces (the core's helper, under the name the tests use). */
+export const concat = concatPcm;
 
 export function toPcm(buf: Buffer): Int16Array {
   const copy = Buffer.from(buf);

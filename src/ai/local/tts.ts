@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { concatPcm } from '../../core/audio/level.js';
 import { Resampler } from '../../core/audio/resampler.js';
 import { GatewayError } from '../../core/errors.js';
 
@@ -49,13 +50,7 @@ export function resampleClip(pcm: Pcm, rate: number): Int16Array {
     chunk.set(pcm.samples.subarray(i, Math.min(i + step, pcm.samples.length)));
     parts.push(r.process(chunk));
   }
-  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatPcm(parts);
 }
 
 export interface SpeakOptions {

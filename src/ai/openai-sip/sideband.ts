@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import type { OpenAiSipRouteConfig } from '../../config/schema.js';
 import { GatewayError } from '../../core/errors.js';
@@ -6,6 +5,7 @@ import type { Logger } from '../../core/logger.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
 import {
   describeRefusal,
+  onUpgradeRefused,
   parseServerEvent,
   type RealtimeClientEvent,
   type RealtimeServerEvent,
@@ -143,18 +143,7 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
       if (!permanent) this.retry();
     };
 
-    ws.on('unexpected-response', (_req, res: IncomingMessage) => {
-      const status = res.statusCode ?? 0;
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        if (body.length < 2000) body += c;
-      });
-      const done = () => fail(describeRefusal(status, body), status);
-      res.on('end', done);
-      res.on('error', done);
-      setTimeout(done, 1000).unref(); // a refusal whose body never ends must not linger
-    });
+    onUpgradeRefused(ws, (status, body) => fail(describeRefusal(status, body), status));
     ws.on('open', () => {
       if (failed) return;
       opened = true;

@@ -1,3 +1,5 @@
+import type { IncomingMessage } from 'node:http';
+import type WebSocket from 'ws';
 /**
  * The OpenAI Realtime (GA) event protocol as this gateway uses it. Event shapes come from the
  * `openai` package's own type definitions so they cannot drift from the published API; this
@@ -105,6 +107,30 @@ export function parseServerEvent(data: string): RealtimeServerEvent {
 }
 
 /** An operator-readable reason for a refused WebSocket upgrade (status + OpenAI's error message). */
+/**
+ * When the server refuses the WebSocket upgrade (401, 429, ...), read its status and (bounded)
+ * body and report them once; a body that never ends is given up on after a second.
+ */
+export function onUpgradeRefused(ws: WebSocket, report: (status: number, body: string) => void): void {
+  ws.on('unexpected-response', (_req, res: IncomingMessage) => {
+    const status = res.statusCode ?? 0;
+    let body = '';
+    let reported = false;
+    const done = () => {
+      if (reported) return;
+      reported = true;
+      report(status, body);
+    };
+    res.setEncoding('utf8');
+    res.on('data', (c: string) => {
+      if (body.length < 2000) body += c;
+    });
+    res.on('end', done);
+    res.on('error', done);
+    setTimeout(done, 1000).unref();
+  });
+}
+
 export function describeRefusal(status: number, body: string): string {
   let detail = '';
   try {

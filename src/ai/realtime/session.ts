@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import type { RealtimeRouteConfig } from '../../config/schema.js';
 import { createCodec } from '../../core/audio/codecs.js';
@@ -12,6 +11,7 @@ import { chime, speak } from '../local/tts.js';
 import type { AiSession, AiSessionEvents, AiSessionOptions, CallControl, TranscriptEntry } from '../session.js';
 import {
   describeRefusal,
+  onUpgradeRefused,
   parseServerEvent,
   realtimeUrl,
   sessionConfig,
@@ -139,18 +139,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
         reject: (err) => finish(err),
       };
 
-      ws.on('unexpected-response', (_req, res: IncomingMessage) => {
-        const status = res.statusCode ?? 0;
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => {
-          if (body.length < 2000) body += c;
-        });
-        const done = () => fail(describeRefusal(status, body));
-        res.on('end', done);
-        res.on('error', done);
-        setTimeout(done, 1000).unref(); // a refusal without a body end must not hold the call
-      });
+      onUpgradeRefused(ws, (status, body) => fail(describeRefusal(status, body)));
       ws.on('open', () => {
         this.send({
           type: 'session.update',

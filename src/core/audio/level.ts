@@ -25,3 +25,14 @@ export function pcmView(buf: Buffer): Int16Array {
 export function pcmBuffer(samples: Int16Array): Buffer {
   return Buffer.from(samples.buffer, samples.byteOffset, samples.byteLength);
 }
+
+/** Join PCM pieces into one buffer (clips, recordings, measurements). */
+export function concatPcm(parts: readonly Int16Array[]): Int16Array {
+  const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
