@@ -7,7 +7,8 @@ import { testLogger } from '../src/core/logger.js';
 import { buildFronts } from '../src/fronts.js';
 import { Gateway } from '../src/gateway.js';
 import { WEBHOOK_PATH } from '../src/webrtc/front.js';
-import { APP_SECRET, ToneSession, VERIFY_TOKEN } from '../test/peers/whatsapp/harness.js';
+import { APP_SECRET, VERIFY_TOKEN } from '../test/peers/whatsapp/harness.js';
+import { ToneAi } from '../test/peers/tone-ai.js';
 import { percentile, table, type BenchSection } from './stats.js';
 
 const SETTLE_MS = 2000;
@@ -123,7 +124,7 @@ export async function benchWhatsapp(): Promise<BenchSection> {
     );
     const g = new Gateway(config, testLogger());
     gw = g;
-    const backend: AiBackend = { kind: 'local', open: () => new ToneSession(440) };
+    const backend: AiBackend = { kind: 'local', open: () => new ToneAi(440) };
     g.ctx.backends.register('local', () => backend);
     for (const f of buildFronts(g.ctx)) g.addFront(f);
     await g.start();

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { concat, dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 
@@ -25,6 +25,9 @@ describe('20 concurrent WhatsApp calls', () => {
     );
     const t0 = performance.now();
     await sleep(3000);
+    // Freeze what each AI has heard so far: checking 20 calls takes time, and the silence that
+    // follows stopSending must not dilute the measured window.
+    const heardUntil = new Map([...h.sessions].map(([id, s]) => [id, s.heard.length]));
     for (const u of users) u.stopSending();
 
     for (let k = 0; k < CALLS; k++) {
@@ -36,7 +39,8 @@ describe('20 concurrent WhatsApp calls', () => {
       expect(Math.abs(f - aiHz(k)) / aiHz(k), `caller ${k} heard ${f} Hz`).toBeLessThan(0.02);
       expect(toneLevelDb(got, 48000, aiHz(k))).toBeGreaterThan(-20);
       const session = h.sessions.get(call.id)!;
-      const heard = session.heardPcm(Math.max(0, session.heard.length - 90));
+      const until = heardUntil.get(call.id)!;
+      const heard = concat(session.heard.slice(Math.max(0, until - 90), until));
       const g = dominantFrequency(heard, 24000);
       expect(Math.abs(g - userHz(k)) / userHz(k), `AI ${k} heard ${g} Hz`).toBeLessThan(0.02);
       expect(toneLevelDb(heard, 24000, userHz(k))).toBeGreaterThan(-20);

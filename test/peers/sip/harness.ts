@@ -2,102 +2,16 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { AiBackend, AiSession, AiSessionEvents, AiSessionOptions, CallControl } from '../../../src/ai/session.js';
+import type { AiBackend, AiSessionOptions } from '../../../src/ai/session.js';
 import { parseConfig } from '../../../src/config/load.js';
-import { createConverter } from '../../../src/core/audio/converter.js';
 import { l16, type AudioFormat } from '../../../src/core/audio/format.js';
-import { pcmBuffer, pcmView } from '../../../src/core/audio/level.js';
 import { testLogger } from '../../../src/core/logger.js';
-import type { PlayedMark } from '../../../src/core/playout.js';
-import { TypedEmitter } from '../../../src/core/typed-emitter.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { SipFront } from '../../../src/sip/front.js';
+import { ToneAi } from '../tone-ai.js';
 
-const LEAD_MS = 200;
-
-/**
- * A test AI: plays a continuous tone and records every caller frame (as PCM) it is given, so a
- * test checks both directions. `format` picks what it asks the bridge for (pcmu = passthrough).
- */
-export class ToneAi extends TypedEmitter<AiSessionEvents> implements AiSession {
-  readonly heard: Int16Array[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private emitted = 0;
-  private t0 = 0;
-  closedWith: string | undefined;
-  private readonly toPcm: ReturnType<typeof createConverter>;
-  private readonly fromPcm: ReturnType<typeof createConverter>;
-
-  constructor(
-    readonly freq: number,
-    readonly inputFormat: AudioFormat,
-    readonly control: CallControl,
-    private readonly startDelayMs = 0,
-  ) {
-    super();
-    this.toPcm = createConverter(inputFormat, l16(inputFormat.sampleRate));
-    this.fromPcm = createConverter(l16(inputFormat.sampleRate), inputFormat);
-  }
-
-  get outputFormat(): AudioFormat {
-    return this.inputFormat;
-  }
-
-  async start(): Promise<void> {
-    if (this.startDelayMs) await new Promise((r) => setTimeout(r, this.startDelayMs));
-    if (this.closedWith) return;
-    this.t0 = performance.now();
-    this.emit('ready');
-    this.pump();
-    this.timer = setInterval(() => this.pump(), 50);
-  }
-
-  private pump(): void {
-    const rate = this.inputFormat.sampleRate;
-    const due = Math.floor(((performance.now() - this.t0 + LEAD_MS) * rate) / 1000 / 160) * 160;
-    const n = due - this.emitted;
-    if (n <= 0 || this.freq <= 0) return;
-    const pcm = new Int16Array(n);
-    for (let i = 0; i < n; i++)
-      pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * this.freq * (this.emitted + i)) / rate));
-    this.emitted += n;
-    const per = (rate / 50) * 2;
-    const buf = pcmBuffer(pcm);
-    const parts: Buffer[] = [];
-    for (let o = 0; o + per <= buf.length; o += per) parts.push(this.fromPcm.convert(buf.subarray(o, o + per)));
-    this.emit('audio', Buffer.concat(parts), 'tone');
-  }
-
-  /** Stop the tone (so a hangup-after-playout can drain). */
-  quiet(): void {
-    clearInterval(this.timer);
-  }
-
-  sendAudio(frame: Buffer): void {
-    this.heard.push(Int16Array.from(pcmView(this.toPcm.convert(frame))));
-  }
-
-  playoutCleared(_mark: PlayedMark): void {}
-
-  close(reason: string): Promise<void> {
-    clearInterval(this.timer);
-    this.closedWith ??= reason;
-    this.emit('closed', reason);
-    return Promise.resolve();
-  }
-
-  heardPcm(skipFrames = 0): Int16Array {
-    const parts = this.heard.slice(skipFrames);
-    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
-  }
-}
+export { ToneAi };
 
 export interface SipHarness {
   gw: Gateway;
@@ -151,7 +65,11 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
   const backend: AiBackend = {
     kind: 'local',
     open(o: AiSessionOptions) {
-      const s = new ToneAi(opts.aiFreq ?? 440, opts.aiFormat ?? l16(8000), o.control, opts.aiStartDelayMs);
+      const s = new ToneAi(opts.aiFreq ?? 440, {
+        format: opts.aiFormat ?? l16(8000),
+        control: o.control,
+        startDelayMs: opts.aiStartDelayMs,
+      });
       sessions.set(o.callId, s);
       opts.onSession?.(s, o.callId);
       return s;

@@ -1,94 +1,18 @@
-import type { AiBackend, AiSession, AiSessionEvents, AiSessionOptions } from '../../../src/ai/session.js';
+import type { AiBackend, AiSessionOptions } from '../../../src/ai/session.js';
 import { parseConfig } from '../../../src/config/load.js';
-import { l16, type AudioFormat } from '../../../src/core/audio/format.js';
-import { pcmBuffer, pcmView } from '../../../src/core/audio/level.js';
 import { testLogger } from '../../../src/core/logger.js';
-import type { PlayedMark } from '../../../src/core/playout.js';
-import { TypedEmitter } from '../../../src/core/typed-emitter.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../../src/webrtc/front.js';
+import { ToneAi } from '../tone-ai.js';
 import { GraphStub } from './graph-stub.js';
 import { WhatsAppUser } from './user.js';
 
 export const APP_SECRET = 'test-app-secret-0123456789';
 export const VERIFY_TOKEN = 'verify-me-please';
 export const API_TOKEN = 'wa-test-token-0123456789';
-const AI_RATE = 24000;
-/** How far ahead of real time the tone AI keeps the playout buffer. */
-const LEAD_MS = 200;
-
-/**
- * A test AI: plays a continuous tone (frequency chosen per call) and records every caller frame it
- * is given, so a test can check both directions of a real call.
- */
-export class ToneSession extends TypedEmitter<AiSessionEvents> implements AiSession {
-  readonly inputFormat: AudioFormat = l16(AI_RATE);
-  readonly outputFormat: AudioFormat = l16(AI_RATE);
-  readonly heard: Int16Array[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private emitted = 0;
-  private table: Int16Array | undefined;
-  private t0 = 0;
-  closedWith: string | undefined;
-
-  /** `gapEveryMs`: go quiet for half of every period (the bridge must then send encoded silence). */
-  constructor(
-    readonly freq: number,
-    readonly gapEveryMs = 0,
-  ) {
-    super();
-  }
-
-  start(): Promise<void> {
-    this.t0 = performance.now();
-    this.emit('ready');
-    this.pump();
-    this.timer = setInterval(() => this.pump(), 50);
-    return Promise.resolve();
-  }
-
-  /** Keep the emitted tone LEAD_MS ahead of the wall clock, phase-continuous. */
-  private pump(): void {
-    const due = Math.round(((performance.now() - this.t0 + LEAD_MS) * AI_RATE) / 1000);
-    const n = due - this.emitted;
-    if (n <= 0) return;
-    // One second of an integer-Hz tone is a whole number of cycles: loop a precomputed second.
-    this.table ??= Int16Array.from({ length: AI_RATE }, (_, i) =>
-      Math.round(8000 * Math.sin((2 * Math.PI * this.freq * i) / AI_RATE)),
-    );
-    const pcm = new Int16Array(n);
-    for (let i = 0; i < n; i++) pcm[i] = this.table[(this.emitted + i) % AI_RATE]!;
-    const quiet = this.gapEveryMs > 0 && ((this.emitted / AI_RATE) * 1000) % this.gapEveryMs >= this.gapEveryMs / 2;
-    this.emitted += n;
-    // While quiet the AI emits nothing at all, like a real AI between turns.
-    if (!quiet) this.emit('audio', pcmBuffer(pcm), 'tone');
-  }
-
-  sendAudio(frame: Buffer): void {
-    this.heard.push(Int16Array.from(pcmView(frame)));
-  }
-
-  playoutCleared(_mark: PlayedMark): void {}
-
-  close(reason: string): Promise<void> {
-    clearInterval(this.timer);
-    this.closedWith ??= reason;
-    this.emit('closed', reason);
-    return Promise.resolve();
-  }
-
-  heardPcm(skipFrames = 0): Int16Array {
-    const parts = this.heard.slice(skipFrames);
-    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
-  }
-}
+/** The tone AI at 24 kHz L16 (what a WebRTC leg's route asks for). */
+export { ToneAi as ToneSession };
 
 export interface Harness {
   gw: Gateway;
@@ -96,7 +20,7 @@ export interface Harness {
   front: WhatsAppFront;
   webhookUrl: string;
   /** Tone sessions by gateway call id. */
-  sessions: Map<string, ToneSession>;
+  sessions: Map<string, ToneAi>;
   user(number: string): WhatsAppUser;
   stop(): Promise<void>;
 }
@@ -144,13 +68,13 @@ export async function startHarness(
     {},
   );
   const gw = new Gateway(config, testLogger());
-  const sessions = new Map<string, ToneSession>();
+  const sessions = new Map<string, ToneAi>();
   const freqFor = opts.freqFor ?? (() => 440);
   const backend: AiBackend = {
     kind: 'local',
     open(o: AiSessionOptions) {
       const from = gw.ctx.registry.get(o.callId)?.info.from ?? '';
-      const s = new ToneSession(freqFor(from), opts.gapEveryMs);
+      const s = new ToneAi(freqFor(from), { gapEveryMs: opts.gapEveryMs });
       sessions.set(o.callId, s);
       return s;
     },
