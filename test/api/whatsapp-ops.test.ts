@@ -44,4 +44,20 @@ describe('ops API on a live WhatsApp call', () => {
     expect(rec.state).toBe('ended');
     expect(rec.endReason).toMatchObject({ by: 'operator', cause: 'api_hangup' });
   });
+
+  it('on shutdown, a new WhatsApp call is rejected while the active one drains, then is terminated', async () => {
+    h = await startHarness({ freqFor: () => 500 });
+    const first = h.user('250788100001');
+    await first.call();
+    await waitFor(() => h!.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
+    const stopping = h.gw.stop('shutdown', 1500);
+    const late = h.user('250788100002');
+    await late.postWebhook(late.connectWebhook(await late.createOffer()));
+    const rejected = await h.graph.waitFor('reject', late.waCallId, 3000);
+    expect(rejected.problems).toEqual([]);
+    expect(h.graph.byAction('terminate', first.waCallId)).toHaveLength(0); // still draining
+    await stopping;
+    const term = await h.graph.waitFor('terminate', first.waCallId, 3000);
+    expect(term.problems).toEqual([]);
+  });
 });
