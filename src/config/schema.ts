@@ -22,6 +22,15 @@ export const trunkSchema = z.object({
   nationalPrefix: z.string().regex(/^\d*$/).default(''),
   maxCalls: z.number().int().positive().default(30),
   route: z.string().optional(),
+  /**
+   * Where outbound calls (POST /v1/calls with front sip) go: a SIP URI without user part, e.g.
+   * `sip:196.12.0.10:5060;transport=udp`; the called number becomes the user part. Default: the
+   * first `allow` address, port 5060, UDP.
+   */
+  dialUri: z
+    .string()
+    .regex(/^sips?:[^@\s]+$/, 'a SIP URI without user part, like sip:196.12.0.10:5060;transport=udp')
+    .optional(),
 });
 
 const turnDetection = z.union([

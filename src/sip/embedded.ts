@@ -29,11 +29,12 @@ import {
   type SipRequest,
   type SipResponse,
 } from './message.js';
+import { SipUac, type InviteOptions, type InviteResult, type UacTx } from './uac.js';
 
 /**
  * The embedded SIP engine: SIP over UDP and TCP in-process, UAS side plus the in-dialog requests we send
- * (BYE, REFER). The transaction layer is hand-written (see message.ts for why no npm SIP stack):
- * it is the RFC 3261 subset a trunk-facing UAS needs — server transactions that absorb
+ * (BYE, REFER); the UAC side (INVITEs we place) is in uac.ts on the same transport and dialogs.
+ * The transaction layer is hand-written (see message.ts for why no npm SIP stack): it is the RFC 3261 subset a trunk-facing UAS needs — server transactions that absorb
  * retransmitted requests by resending the last response, the UAS core's 2xx retransmission
  * (T1 doubling to T2 until ACK, give up after 64·T1 and BYE), non-2xx retransmission until ACK
  * (timer G/H), and non-INVITE client transactions (timer E/F).
@@ -49,14 +50,14 @@ export interface EmbeddedEngineOptions {
   userAgent?: string;
 }
 
-const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
-const SUPPORTED = ['timer', 'replaces'];
-const newTag = () => randomBytes(6).toString('hex');
-const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
+export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
+export const SUPPORTED = ['timer', 'replaces'];
+export const newTag = () => randomBytes(6).toString('hex');
+export const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
 
 export type Transport = 'udp' | 'tcp';
 
-interface Dest {
+export interface Dest {
   address: string;
   port: number;
   transport: Transport;
@@ -153,6 +154,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   private readonly invites = new Map<string, InviteTx>(); // by branch
   private readonly dialogs = new Map<string, EmbeddedDialog>(); // by Call-ID + our tag
   private readonly clientTxs = new Map<string, ClientTx>(); // by branch
+  /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
+  private readonly uacTxs = new Map<string, UacTx>();
+  private readonly uac = new SipUac(this);
   /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
   readonly log: Logger;
@@ -178,6 +182,28 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   get userAgent(): string {
     return this.opts.userAgent ?? 'voice-gateway';
+  }
+
+  /** Written into Via/Contact/From of requests we originate. */
+  get publicAddress(): string {
+    return this.opts.publicAddress;
+  }
+
+  /**
+   * Place an INVITE (UAC, src/sip/uac.ts): resolves with the confirmed dialog and the far end's SDP
+   * on 2xx, rejects with a GatewayError on a non-2xx final, timeout (after CANCEL) or abort.
+   */
+  invite(opts: InviteOptions): Promise<InviteResult> {
+    if (!this.socket) return Promise.reject(new GatewayError('invalid_state', 'SIP engine not started', opts.callId));
+    return this.uac.invite(opts);
+  }
+
+  addUacTx(key: string, tx: UacTx): void {
+    this.uacTxs.set(key, tx);
+  }
+
+  forgetUacTx(key: string, tx: UacTx): void {
+    if (this.uacTxs.get(key) === tx) this.uacTxs.delete(key);
   }
 
   async start(): Promise<void> {
@@ -259,6 +285,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     for (const inv of this.invites.values()) inv.dispose();
     this.invites.clear();
     for (const c of this.clientTxs.values()) c.fail(new GatewayError('leg_closed', 'SIP engine stopped'));
+    for (const u of [...this.uacTxs.values()]) u.dispose();
+    this.uacTxs.clear();
     const sock = this.socket;
     this.socket = undefined;
     if (sock) await new Promise<void>((r) => sock.close(() => r()));
@@ -272,6 +300,11 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Active dialogs and pending INVITEs (tests check that calls release their state). */
   get activeState(): { dialogs: number; invites: number; clientTxs: number } {
     return { dialogs: this.dialogs.size, invites: this.invites.size, clientTxs: this.clientTxs.size };
+  }
+
+  /** INVITE client transactions still held (answered ones absorb 2xx retransmissions for 64·T1). */
+  get uacTxCount(): number {
+    return this.uacTxs.size;
   }
 
   sendRaw(buf: Buffer, dest: Dest): void {
@@ -321,6 +354,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   private onResponse(res: SipResponse): void {
     const via = res.headers.get('via');
     const branch = via ? parseVia(via)?.params.branch : undefined;
+    const method = parseCSeq(res.headers.get('cseq'))?.method;
+    const uacTx = branch && method ? this.uacTxs.get(`${branch}|${method}`) : undefined;
+    if (uacTx) return uacTx.onResponse(res);
     const tx = branch ? this.clientTxs.get(branch) : undefined;
     if (!tx) return; // stray or retransmitted response for a finished transaction
     tx.onResponse(res);
@@ -479,8 +515,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   /** Send an in-dialog request as a non-INVITE client transaction (timers E and F). */
-  request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1): Promise<SipResponse> {
-    const branch = newBranch();
+  request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1, branch = newBranch()): Promise<SipResponse> {
     req.headers.delete('via');
     const t = dest.transport.toUpperCase();
     req.headers.prepend('via', `SIP/2.0/${t} ${this.opts.publicAddress}:${this.port};branch=${branch};rport`);
@@ -596,6 +631,9 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
   header(name: string): string | undefined {
     return this.req.headers.get(name);
   }
+  headerList(): { name: string; value: string }[] {
+    return this.req.headers.list().map(([name, value]) => ({ name, value }));
+  }
 
   progress(status: 180 | 183): void {
     if (this.final || this.cancelled) return;
@@ -641,7 +679,7 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
     res.body = sdp;
     this.engine.respond(this.req, res, this.src);
     const buf = serialize(res);
-    const dialog = new EmbeddedDialog(this.engine, this.req, this.src, this.toTag);
+    const dialog = new EmbeddedDialog(this.engine, uasDialogInit(this.req, this.src, this.toTag));
     this.dialog = dialog;
     this.engine.addDialog(dialog);
     return new Promise<SipDialog>((resolve, reject) => {
@@ -701,36 +739,93 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
   }
 }
 
-/** UAS-side dialog (RFC 3261 §12.1.1) and its in-dialog requests. */
-class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
+/** What a dialog is made of (RFC 3261 §12.1), from whichever side set it up. */
+export interface DialogInit {
+  callId: string;
+  localTag: string;
+  /** Our party as we write it in From of our requests (a tag is added if it has none). */
+  localUri: string;
+  /** Their party as we write it in To (with their tag). */
+  remoteUri: string;
+  remoteTarget: string;
+  /** Route set in the order our requests carry it. */
+  routeSet: string[];
+  /** Highest CSeq seen from them (0: none yet, any is in order). */
+  remoteSeq: number;
+  /** Our last CSeq (the UAC's INVITE); random when unset. */
+  localSeq?: number;
+  /** Where the dialog started (fallback target; the TCP connection to reuse). */
+  src: Dest;
+}
+
+/** UAS side (RFC 3261 §12.1.1): from the INVITE we answered. */
+function uasDialogInit(invite: SipRequest, src: Dest, localTag: string): DialogInit {
+  const remoteUri = invite.headers.get('from')!;
+  return {
+    callId: invite.headers.get('call-id')!,
+    localTag,
+    localUri: invite.headers.get('to')!,
+    remoteUri,
+    remoteTarget: parseNameAddr(invite.headers.get('contact') ?? '')?.uri ?? parseNameAddr(remoteUri)!.uri,
+    routeSet: invite.headers.getAll('record-route'),
+    remoteSeq: parseCSeq(invite.headers.get('cseq'))!.seq,
+    src,
+  };
+}
+
+/** A dialog (UAS side, or UAC side from src/sip/uac.ts) and its in-dialog requests. */
+export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
   readonly callId: string;
   readonly localTag: string;
-  private readonly remoteTag: string | undefined;
-  private readonly localUri: string; // our To header value (without tag)
-  private readonly remoteUri: string; // their From header value (with their tag)
+  readonly remoteTag: string | undefined;
+  private readonly localUri: string; // our party (UAS: the INVITE's To; UAC: our From with its tag)
+  private readonly remoteUri: string; // their party with their tag
   private remoteTarget: string;
   private readonly routeSet: string[];
-  private localSeq = Math.floor(Math.random() * 10000) + 1;
+  private localSeq: number;
   private remoteSeq: number;
+  private readonly src: Dest;
   private destroyed = false;
   private byeSent: Promise<void> | undefined;
   private pendingReinvite: { cseq: number; rt: Retransmitter } | undefined;
 
   constructor(
     private readonly engine: EmbeddedSipEngine,
-    invite: SipRequest,
-    private readonly src: Dest,
-    localTag: string,
+    init: DialogInit,
   ) {
     super();
-    this.callId = invite.headers.get('call-id')!;
-    this.localTag = localTag;
-    this.remoteUri = invite.headers.get('from')!;
+    this.callId = init.callId;
+    this.localTag = init.localTag;
+    this.remoteUri = init.remoteUri;
     this.remoteTag = tagOf(this.remoteUri);
-    this.localUri = invite.headers.get('to')!;
-    this.remoteTarget = parseNameAddr(invite.headers.get('contact') ?? '')?.uri ?? parseNameAddr(this.remoteUri)!.uri;
-    this.routeSet = invite.headers.getAll('record-route');
-    this.remoteSeq = parseCSeq(invite.headers.get('cseq'))!.seq;
+    this.localUri = init.localUri;
+    this.remoteTarget = init.remoteTarget;
+    this.routeSet = init.routeSet;
+    this.remoteSeq = init.remoteSeq;
+    this.localSeq = init.localSeq ?? Math.floor(Math.random() * 10000) + 1;
+    this.src = init.src;
+  }
+
+  /**
+   * The ACK for our INVITE's 2xx (UAC, RFC 3261 §13.2.2.4): its own transaction-less request to the
+   * remote target through the route set, with the INVITE's CSeq number. Returned so the UAC can
+   * resend the same bytes for each retransmitted 2xx.
+   */
+  buildAck(cseq: number): { buf: Buffer; dest: Dest } {
+    const headers = new SipHeaders();
+    const t = this.dest();
+    headers.add(
+      'via',
+      `SIP/2.0/${t.transport.toUpperCase()} ${this.engine.publicAddress}:${this.engine.port};branch=${newBranch()};rport`,
+    );
+    headers.add('max-forwards', '70');
+    for (const r of this.routeSet) headers.add('route', r);
+    headers.add('from', /;\s*tag=/i.test(this.localUri) ? this.localUri : `${this.localUri};tag=${this.localTag}`);
+    headers.add('to', this.remoteUri);
+    headers.add('call-id', this.callId);
+    headers.add('cseq', `${cseq} ACK`);
+    headers.add('user-agent', this.engine.userAgent);
+    return { buf: serialize({ kind: 'request', method: 'ACK', uri: this.remoteTarget, headers, body: '' }), dest: t };
   }
 
   /** Where in-dialog requests go: the first loose route, else the remote target; the source as fallback. */

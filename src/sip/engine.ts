@@ -42,6 +42,8 @@ export interface IncomingInvite extends TypedEmitter<IncomingInviteEvents> {
   readonly to: string;
   readonly sdp: string | undefined;
   header(name: string): string | undefined;
+  /** Every header in received order (engines that keep them; names in lower case). */
+  headerList?(): { name: string; value: string }[];
   readonly cancelled: boolean;
   /** 18x without SDP. */
   progress(status: 180 | 183): void;

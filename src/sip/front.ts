@@ -5,6 +5,7 @@ import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { Front, GatewayContext } from '../gateway.js';
 import { DigestAuthenticator } from './digest.js';
+import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
@@ -60,6 +61,8 @@ export class SipFront implements Front {
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
   private draining = false;
+  /** Outbound legs and calls (embedded engine only); set once the engine is listening. */
+  dialer: SipDialer | undefined;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -83,6 +86,15 @@ export class SipFront implements Front {
     });
     this.engine.on('error', (err) => this.log.error({ err: err.message }, 'SIP engine error'));
     await this.engine.start();
+    if (this.engine instanceof EmbeddedSipEngine) {
+      const dialer = new SipDialer(this.engine, this.ports, this.ctx.config.sip, this.log);
+      this.dialer = dialer;
+      this.ctx.legDialer = dialer;
+      this.ctx.dialers.set('sip', (req) => {
+        if (this.draining || this.ctx.draining) throw new GatewayError('limit_reached', 'draining: no new calls');
+        return dialer.placeCall(this.ctx, req);
+      });
+    }
   }
 
   drain(): void {
@@ -91,6 +103,11 @@ export class SipFront implements Front {
 
   async stop(): Promise<void> {
     await Promise.all([...this.calls.values()].map((c) => c.call.end({ by: 'gateway', cause: 'shutdown' })));
+    if (this.dialer) {
+      if (this.ctx.legDialer === this.dialer) this.ctx.legDialer = undefined;
+      this.ctx.dialers.delete('sip');
+      this.dialer = undefined;
+    }
     await this.engine.stop();
   }
 

@@ -1,0 +1,307 @@
+import { write, type SessionDescription } from 'sdp-transform';
+import type { GatewayConfig, TrunkConfig } from '../config/schema.js';
+import type { Call } from '../core/call.js';
+import { GatewayError } from '../core/errors.js';
+import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
+import type { Logger } from '../core/logger.js';
+import type { HangupReason } from '../core/media-leg.js';
+import type { GatewayContext, OutboundRequest } from '../gateway.js';
+import type { EmbeddedSipEngine } from './embedded.js';
+import type { ModifyRequest, SipDialog } from './engine.js';
+import { parseUri } from './message.js';
+import type { RtpPortPool } from './rtp.js';
+import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
+import { answerDirection, buildAnswer, readOffer, type AnswerParams, type G711 } from './sdp.js';
+
+const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
+const DTMF_PT = 101;
+/** How long an API-placed call may ring before we CANCEL it. */
+const OUTBOUND_RING_MS = 60_000;
+
+export interface OfferParams {
+  address: string;
+  port: number;
+  sessionId: number;
+  codecs: readonly G711[];
+  telephoneEvent: boolean;
+}
+
+/** Our SDP offer for an outbound leg: the G.711 laws in preference order, plus telephone-event. */
+export function buildOffer(p: OfferParams): string {
+  const rtp: { payload: number; codec: string; rate: number }[] = p.codecs.map((c) => ({
+    payload: STATIC_PT[c],
+    codec: c,
+    rate: 8000,
+  }));
+  const fmtp: { payload: number; config: string }[] = [];
+  if (p.telephoneEvent) {
+    rtp.push({ payload: DTMF_PT, codec: 'telephone-event', rate: 8000 });
+    fmtp.push({ payload: DTMF_PT, config: '0-16' });
+  }
+  const desc: SessionDescription = {
+    version: 0,
+    origin: {
+      username: '-',
+      sessionId: p.sessionId,
+      sessionVersion: 1,
+      netType: 'IN',
+      ipVer: 4,
+      address: p.address,
+    },
+    name: 'voice-gateway',
+    connection: { version: 4, ip: p.address },
+    timing: { start: 0, stop: 0 },
+    media: [
+      {
+        type: 'audio',
+        port: p.port,
+        protocol: 'RTP/AVP',
+        payloads: rtp.map((r) => r.payload).join(' '),
+        rtp,
+        fmtp,
+        ptime: 20,
+        rtcp: { port: p.port + 1 },
+        direction: 'sendrecv',
+      },
+    ],
+  };
+  return write(desc);
+}
+
+/** An RtpLeg whose far end is a SIP dialog we opened: its BYE is reported as the leg's hangup. */
+export class DialedRtpLeg extends RtpLeg {
+  constructor(
+    opts: RtpLegOptions,
+    readonly dialog: SipDialog,
+  ) {
+    super(opts);
+  }
+
+  farEndLeft(reason: HangupReason): void {
+    this.emit('hangup', reason);
+  }
+}
+
+/** The request URI for calling `to` over a trunk: its dialUri, else its first allowed address. */
+export function trunkTarget(trunk: TrunkConfig, to: string): string {
+  const user = to.replace(/[^\d+*#]/g, '');
+  if (trunk.dialUri) {
+    const m = /^(sips?):(.*)$/i.exec(trunk.dialUri)!;
+    return `${m[1]!.toLowerCase()}:${user}@${m[2]!}`;
+  }
+  const host = trunk.allow[0]!.split('/')[0]!;
+  return `sip:${user}@${host.includes(':') ? `[${host}]` : host}`;
+}
+
+interface DialedLeg {
+  leg: DialedRtpLeg;
+  dialog: SipDialog;
+  sipCallId: string;
+}
+
+/**
+ * Outbound SIP legs on the embedded engine: an RTP port pair, our G.711 offer, the INVITE (with
+ * CANCEL when the call ends while it rings), and on 2xx an RtpLeg wired to the dialog — their BYE is
+ * the leg's hangup, the leg's close (the gateway ending the call) is our BYE. Used as ctx.legDialer
+ * (OpenAI SIP route) and for POST /v1/calls with front `sip`.
+ */
+export class SipDialer implements LegDialer {
+  private readonly legs = new Set<DialedRtpLeg>();
+  private pending = 0;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    private readonly ports: RtpPortPool,
+    private readonly config: GatewayConfig['sip'],
+    private readonly log: Logger,
+  ) {}
+
+  /** Legs up or being dialled (tests check that everything is released). */
+  get activeCount(): number {
+    return this.legs.size + this.pending;
+  }
+
+  async dial(req: OutboundLegRequest): Promise<DialedRtpLeg> {
+    return (await this.dialLeg(req, true)).leg;
+  }
+
+  private async dialLeg(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+    this.pending++;
+    try {
+      return await this.place(req, telephoneEvent);
+    } finally {
+      this.pending--;
+    }
+  }
+
+  private async place(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+    const { call } = req;
+    if (call.ended) throw new GatewayError('leg_closed', 'call ended before dialing', call.id);
+    const ports = await this.ports.allocate(call.id);
+    const abort = new AbortController();
+    // The call ending while this rings cancels the INVITE.
+    call.onEnd(() => abort.abort());
+    const offer = buildOffer({
+      address: this.config.publicAddress,
+      port: ports.port,
+      sessionId: Math.floor(Math.random() * 1e9),
+      codecs: req.codecs,
+      telephoneEvent,
+    });
+    let result;
+    try {
+      result = await this.engine.invite({
+        uri: req.uri,
+        from: req.from,
+        headers: req.headers,
+        sdp: offer,
+        timeoutMs: req.timeoutMs,
+        signal: abort.signal,
+        callId: call.id,
+        onProvisional: (status) => call.log.info({ status, uri: req.uri }, 'outbound leg ringing'),
+      });
+    } catch (err) {
+      await ports.release();
+      call.log.warn({ uri: req.uri, err: (err as Error).message }, 'outbound SIP leg failed');
+      throw err;
+    }
+    const { dialog } = result;
+    const answer = readOffer(result.sdp, req.codecs, telephoneEvent);
+    if (!answer.ok) {
+      await ports.release();
+      void dialog.bye('bad_sdp_answer');
+      throw new GatewayError('upstream', `unusable SDP answer from ${req.uri}: ${answer.reason}`, call.id);
+    }
+    if (call.ended) {
+      await ports.release();
+      void dialog.bye(call.endReason?.cause ?? 'call_ended');
+      throw new GatewayError('leg_closed', 'call ended while the outbound leg was answered', call.id);
+    }
+    const direction = answerDirection(answer.offer.direction);
+    const ours: AnswerParams = {
+      address: this.config.publicAddress,
+      port: ports.port,
+      sessionId: Math.floor(Math.random() * 1e9),
+      version: 2,
+      codec: answer.offer.codec,
+      payloadType: answer.offer.payloadType,
+      dtmfPayloadType: answer.offer.dtmfPayloadType,
+      direction,
+    };
+    const leg = new DialedRtpLeg(
+      {
+        callId: call.id,
+        log: call.log,
+        ports,
+        offer: answer.offer,
+        direction,
+        timeoutMs: this.config.rtpTimeoutSec * 1000,
+        onClose: (reason) => {
+          this.legs.delete(leg);
+          // The far end's BYE is already answered; otherwise ours goes out now and finishes in the
+          // background (an unresponsive far end must not hold the call's teardown).
+          if (reason.by !== 'remote') void dialog.bye(reason.cause);
+          return Promise.resolve();
+        },
+      },
+      dialog,
+    );
+    this.legs.add(leg);
+    dialog.on('bye', () => {
+      call.log.info({ uri: req.uri }, 'outbound leg: far end sent BYE');
+      leg.farEndLeft({ by: 'remote', cause: 'bye' });
+    });
+    dialog.on('modify', (m) => this.onModify(leg, m, ours, call));
+    call.log.info(
+      { uri: req.uri, sipCallId: dialog.callId, codec: answer.offer.codec, remote: leg.remoteAddress },
+      'outbound SIP leg answered',
+    );
+    return { leg, dialog, sipCallId: dialog.callId };
+  }
+
+  /** Their re-INVITE/UPDATE (hold, new address, refresh): follow it and answer with our current SDP. */
+  private onModify(leg: DialedRtpLeg, req: ModifyRequest, ours: AnswerParams, call: Call): void {
+    if (req.sdp) {
+      const offered = readOffer(req.sdp, [ours.codec], ours.dtmfPayloadType !== undefined);
+      if (!offered.ok) return req.respond({ status: offered.status, reason: offered.reason });
+      ours.direction = answerDirection(offered.offer.direction);
+      leg.update(offered.offer, ours.direction);
+      ours.version++;
+      call.log.info({ direction: ours.direction }, 'outbound leg re-INVITE answered');
+    }
+    req.respond({ sdp: buildAnswer(ours) });
+  }
+
+  /**
+   * POST /v1/calls {front:'sip'}: INVITE `to` over the trunk (its dialUri, else its first allowed
+   * address). Returns the ringing call at once; once answered it is connected to its route; a
+   * refusal or no answer ends it with the reason.
+   */
+  async placeCall(ctx: GatewayContext, req: OutboundRequest): Promise<Call> {
+    const trunks = ctx.config.trunks;
+    const trunk = req.trunk ? trunks.find((t) => t.name === req.trunk) : trunks[0];
+    if (!trunk) throw new GatewayError('not_found', req.trunk ? `no trunk "${req.trunk}"` : 'no SIP trunk configured');
+    if (req.route && !ctx.router.routeConfig(req.route))
+      throw new GatewayError('not_found', `route "${req.route}" is not configured`);
+    const active = ctx.registry.countActive((c) => c.info.front === 'sip' && c.info.trunk === trunk.name);
+    if (active >= trunk.maxCalls)
+      throw new GatewayError('limit_reached', `trunk ${trunk.name} is at its limit of ${trunk.maxCalls} calls`);
+    const uri = trunkTarget(trunk, req.to);
+    if (!parseUri(uri)) throw new GatewayError('config_invalid', `cannot build a SIP URI for ${req.to}: ${uri}`);
+    const from = req.from ?? 'gateway';
+    const call = ctx.registry.create({ front: 'sip', from, to: req.to, trunk: trunk.name, direction: 'outbound' });
+    call.log.info({ uri, trunk: trunk.name }, 'placing outbound SIP call');
+    void this.runOutbound(ctx, call, trunk, uri, req.route);
+    return call;
+  }
+
+  private async runOutbound(
+    ctx: GatewayContext,
+    call: Call,
+    trunk: TrunkConfig,
+    uri: string,
+    route: string | undefined,
+  ): Promise<void> {
+    let dialed: DialedLeg;
+    try {
+      dialed = await this.dialLeg(
+        {
+          call,
+          uri,
+          from: call.info.from,
+          to: call.info.to,
+          headers: {},
+          codecs: trunk.codecs,
+          timeoutMs: OUTBOUND_RING_MS,
+        },
+        trunk.telephoneEvent,
+      );
+    } catch (err) {
+      if (call.ended) return;
+      const e = err as GatewayError;
+      const status = (e.details?.status as number | undefined) ?? undefined;
+      await call.end(
+        e.code === 'timeout'
+          ? { by: 'timeout', cause: 'no_answer', detail: e.message }
+          : status !== undefined
+            ? { by: 'remote', cause: 'rejected', detail: e.message }
+            : { by: 'error', cause: 'dial_failed', detail: e.message },
+      );
+      return;
+    }
+    const { leg, dialog, sipCallId } = dialed;
+    call.info.externalId = sipCallId;
+    call.transfer = async (destination) => {
+      const target = /^(sips?|tel):/i.test(destination) ? destination : trunkTarget(trunk, destination);
+      call.log.info({ target }, 'transferring outbound call (REFER)');
+      await dialog.refer(target);
+    };
+    try {
+      await ctx.connector.connect(call, leg, route);
+    } catch (err) {
+      call.log.error({ err: (err as Error).message }, 'could not connect the outbound call to its AI route');
+      if (!call.ended) await call.end({ by: 'error', cause: 'connect_failed', detail: (err as Error).message });
+      await leg.close({ by: 'error', cause: 'connect_failed' }); // if the connector never took the leg
+    }
+  }
+}

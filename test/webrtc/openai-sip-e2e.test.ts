@@ -1,0 +1,134 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { testLogger } from '../../src/core/logger.js';
+import { buildFronts } from '../../src/fronts.js';
+import { Gateway } from '../../src/gateway.js';
+import { SipFront } from '../../src/sip/front.js';
+import { WEBHOOK_PATH, WhatsAppFront } from '../../src/webrtc/front.js';
+import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { sleep, waitFor } from '../support/gateway.js';
+import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
+import { OpenAiSipPeer } from '../peers/openai-sip/sip-peer.js';
+import { GraphStub } from '../peers/whatsapp/graph-stub.js';
+import { WhatsAppUser } from '../peers/whatsapp/user.js';
+
+const SECRET = `whsec_${Buffer.from('openai-sip-wa-secret-0123456789').toString('base64')}`;
+const API_KEY = 'sk-test-openai-sip-wa';
+const APP_SECRET = 'wa-e2e-app-secret-0123456789';
+
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+/** A continuous tone for the user peer, phase-continuous across 20 ms frames at 48 kHz. */
+const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
+
+describe('WhatsApp caller → gateway → OpenAI SIP peer (real SIP leg, werift user, Graph stand-in)', () => {
+  it('carries audio both ways through Opus ⇄ PCMU, and OpenAI hanging up terminates the WhatsApp call', async () => {
+    const standIn = new OpenAiApiStandIn(API_KEY);
+    const apiBaseUrl = await standIn.start();
+    cleanups.push(() => standIn.stop());
+    const graph = new GraphStub();
+    await graph.start();
+    cleanups.push(() => graph.stop());
+    // The peer needs the gateway's HTTP port, known only once the gateway (which needs the peer's URI) runs.
+    const ref: { port?: number } = {};
+    const peer = new OpenAiSipPeer({
+      webhookUrl: () => `http://127.0.0.1:${ref.port}/webhooks/openai/openai_sip`,
+      secret: SECRET,
+      api: standIn,
+    });
+    await peer.start();
+    cleanups.push(() => peer.stop());
+
+    const rtpMin = 29000 + Math.floor(Math.random() * 50) * 20;
+    const config = parseConfig(
+      {
+        http: { host: '127.0.0.1', port: 0 },
+        records: { path: ':memory:' },
+        shutdown: { drainSec: 0 },
+        // The SIP front is on only to dial OpenAI: no trunks, so it takes no calls of its own.
+        sip: { host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', rtpPortMin: rtpMin, rtpPortMax: rtpMin + 19 },
+        whatsapp: {
+          enabled: true,
+          phoneNumberId: graph.phoneNumberId,
+          accessToken: graph.accessToken,
+          appSecret: APP_SECRET,
+          verifyToken: 'verify-me',
+          graphBaseUrl: graph.baseUrl,
+          graphVersion: graph.version,
+          publicIp: '127.0.0.1',
+          udpPortMin: 42000,
+          udpPortMax: 42999,
+          mediaTimeoutSec: 8,
+        },
+        routes: {
+          local: { kind: 'local' },
+          openai_sip: {
+            kind: 'openai-sip',
+            projectId: 'proj_wa',
+            webhookSecret: SECRET,
+            apiKey: API_KEY,
+            apiBaseUrl,
+            sipUri: peer.uri('proj_wa'),
+            sideband: false,
+          },
+        },
+        routing: { default: 'local', rules: [{ front: 'whatsapp', route: 'openai_sip' }] },
+      },
+      {},
+    );
+    const gw = new Gateway(config, testLogger());
+    const fronts = buildFronts(gw.ctx);
+    for (const f of fronts) gw.addFront(f);
+    const sip = fronts.find((f): f is SipFront => f instanceof SipFront)!;
+    const wa = fronts.find((f): f is WhatsAppFront => f instanceof WhatsAppFront)!;
+    await gw.start();
+    ref.port = gw.httpPort;
+    cleanups.push(() => gw.stop('test_done', 0));
+
+    const user = new WhatsAppUser({
+      webhookUrl: `http://127.0.0.1:${gw.httpPort}${WEBHOOK_PATH}`,
+      appSecret: APP_SECRET,
+      graph,
+      number: '250788123456',
+    });
+    cleanups.push(() => user.close());
+    await user.call();
+    const pc = await peer.nextCall(0, 10_000);
+    expect(pc.status).toBe(200);
+    expect(pc.codec).toBe('PCMU'); // Opus callers reach OpenAI as µ-law
+    await waitFor(() => gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 5000, 'bridged');
+    const call = gw.ctx.registry.list({ front: 'whatsapp' })[0]!;
+    expect(call.route).toBe('openai_sip');
+    expect(pc.sipHeaders.find((h) => h.name === 'X-Gateway-Call-Id')?.value).toBe(call.id);
+    expect(call.media!.bridge.passthrough).toBe(false);
+
+    user.startSending(toneSource(1000));
+    const t0 = performance.now();
+    await sleep(2500);
+    // The user's 1 kHz, Opus → PCMU, decoded at the OpenAI peer.
+    const atPeer = pc.media.heard(25);
+    expect(atPeer.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(atPeer, 8000) - 1000) / 1000).toBeLessThan(0.02);
+    expect(toneLevelDb(atPeer, 8000, 1000)).toBeGreaterThan(-20);
+    // The peer's 440 Hz, PCMU → Opus, decoded at the user.
+    const atUser = user.decodeReceived(t0 + 500);
+    expect(atUser.length).toBeGreaterThan(48000);
+    expect(Math.abs(dominantFrequency(atUser, 48000) - 440) / 440).toBeLessThan(0.02);
+    expect(toneLevelDb(atUser, 48000, 440)).toBeGreaterThan(-20);
+
+    // OpenAI hangs up: the gateway ends the call and terminates it through the Graph API.
+    await pc.hangup();
+    const term = await graph.waitFor('terminate', user.waCallId, 5000);
+    expect(term.problems).toEqual([]);
+    await waitFor(() => call.ended, 3000, 'call ended');
+    expect(call.endReason).toMatchObject({ by: 'ai', cause: 'ai_closed', detail: 'openai_bye' });
+    await waitFor(
+      () => wa.activeCount === 0 && sip.ports.used === 0 && sip.dialer!.activeCount === 0,
+      3000,
+      'released',
+    );
+  });
+});
