@@ -175,6 +175,7 @@ describe('call control on a live simulated call', () => {
     const scrape = async () => (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
     const { call } = await simulatedCall(gw);
     expect(await scrape()).toMatch(/gateway_active_calls\{front="test",state="bridged"\} 1/);
+    await waitFor(() => call.media!.bridge.stats.framesToAi > 0, 2000, 'a caller frame through the bridge');
     await call.end({ by: 'remote', cause: 'bye' });
     const after = await scrape();
     expect(after).toMatch(/gateway_calls_total\{front="test",trunk="",route="local",outcome="bye"\} 1/);
