@@ -94,7 +94,8 @@ export class Resampler {
   readonly inRate: number;
   readonly outRate: number;
   private readonly filter: PolyphaseFilter;
-  private history: Float64Array;
+  /** Filter history (first tapsPerPhase-1 samples) followed by the current input; reused per frame. */
+  private work: Float64Array;
   /** Position of the next output sample in the virtual upsampled timeline, relative to the chunk start. */
   private t = 0;
 
@@ -105,7 +106,7 @@ export class Resampler {
     this.inRate = inRate;
     this.outRate = outRate;
     this.filter = filterFor(inRate, outRate);
-    this.history = new Float64Array(this.filter.tapsPerPhase - 1);
+    this.work = new Float64Array(this.filter.tapsPerPhase - 1);
   }
 
   /** Samples of delay the filter adds, in output samples (for aligning measurements). */
@@ -117,8 +118,12 @@ export class Resampler {
   process(input: Int16Array): Int16Array {
     const { up, down, tapsPerPhase, phases } = this.filter;
     const hist = tapsPerPhase - 1;
-    const x = new Float64Array(hist + input.length);
-    x.set(this.history, 0);
+    if (this.work.length < hist + input.length) {
+      const grown = new Float64Array(hist + input.length);
+      grown.set(this.work.subarray(0, hist));
+      this.work = grown;
+    }
+    const x = this.work;
     for (let i = 0; i < input.length; i++) x[hist + i] = input[i]!;
     const limit = input.length * up;
     const outCount = Math.max(0, Math.ceil((limit - this.t) / down));
@@ -134,7 +139,7 @@ export class Resampler {
       t += down;
     }
     this.t = t - limit;
-    this.history = x.slice(x.length - hist);
+    x.copyWithin(0, input.length, input.length + hist); // keep the newest samples as history
     return out;
   }
 }
