@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchRealtime } from './realtime.js';
@@ -18,6 +18,8 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   sip: benchSip,
 };
 
+const DOC = 'docs/performance.md';
+
 async function main(): Promise<void> {
   const only = process.env.BENCH?.split(',');
   const sections: BenchSection[] = [];
@@ -28,15 +30,29 @@ async function main(): Promise<void> {
     sections.push(s);
   }
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const stamp = `${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${cpu}, ${cpus().length} cores`;
+  const render = (s: BenchSection, command: string) => `\n## ${s.title}\n\n_\`${command}\` on ${stamp}._\n\n${s.body}`;
+  // A partial run (BENCH=...) replaces only its own sections and keeps the others as they were.
+  const kept = new Map<string, string>();
+  if (only && existsSync(DOC)) {
+    for (const part of readFileSync(DOC, 'utf8')
+      .split(/\n(?=## )/)
+      .slice(1)) {
+      kept.set(part.slice(3, part.indexOf('\n')).trim(), `\n${part.trimEnd()}`);
+    }
+  }
+  for (const s of sections)
+    kept.set(s.title, render(s, only ? `BENCH=${only.join(',')} npm run bench` : 'npm run bench'));
   const doc = [
     '# Performance',
     '',
-    `Produced by \`npm run bench\` on ${new Date().toISOString().slice(0, 10)}, Node ${process.version}, ${cpu}, ${cpus().length} cores.`,
+    'Every figure comes from `npm run bench` (all sections) or `BENCH=<suite> npm run bench` (one section;',
+    'suites: ' + Object.keys(suites).join(', ') + '). Each section names the command and machine that produced it.',
     'These machines are shared and noisy: compare ratios and percentiles, not single runs.',
-    ...sections.map((s) => `\n## ${s.title}\n\n${s.body}`),
+    ...kept.values(),
     '',
   ].join('\n');
-  if (!only) writeFileSync('docs/performance.md', doc);
+  writeFileSync(DOC, doc);
 }
 
 void main();
