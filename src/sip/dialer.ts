@@ -1,4 +1,3 @@
-import { write, type SessionDescription } from 'sdp-transform';
 import type { GatewayConfig, TrunkConfig } from '../config/schema.js';
 import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
@@ -11,7 +10,7 @@ import type { ModifyRequest, SipDialog } from './engine.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
-import { answerDirection, buildAnswer, readOffer, type AnswerParams, type G711 } from './sdp.js';
+import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
 
 const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
 const DTMF_PT = 101;
@@ -28,44 +27,15 @@ export interface OfferParams {
 
 /** Our SDP offer for an outbound leg: the G.711 laws in preference order, plus telephone-event. */
 export function buildOffer(p: OfferParams): string {
-  const rtp: { payload: number; codec: string; rate: number }[] = p.codecs.map((c) => ({
-    payload: STATIC_PT[c],
-    codec: c,
-    rate: 8000,
-  }));
-  const fmtp: { payload: number; config: string }[] = [];
-  if (p.telephoneEvent) {
-    rtp.push({ payload: DTMF_PT, codec: 'telephone-event', rate: 8000 });
-    fmtp.push({ payload: DTMF_PT, config: '0-16' });
-  }
-  const desc: SessionDescription = {
-    version: 0,
-    origin: {
-      username: '-',
-      sessionId: p.sessionId,
-      sessionVersion: 1,
-      netType: 'IN',
-      ipVer: 4,
-      address: p.address,
-    },
-    name: 'voice-gateway',
-    connection: { version: 4, ip: p.address },
-    timing: { start: 0, stop: 0 },
-    media: [
-      {
-        type: 'audio',
-        port: p.port,
-        protocol: 'RTP/AVP',
-        payloads: rtp.map((r) => r.payload).join(' '),
-        rtp,
-        fmtp,
-        ptime: 20,
-        rtcp: { port: p.port + 1 },
-        direction: 'sendrecv',
-      },
-    ],
-  };
-  return write(desc);
+  return buildAudioSdp({
+    address: p.address,
+    port: p.port,
+    sessionId: p.sessionId,
+    version: 1,
+    codecs: p.codecs.map((c) => ({ codec: c, payloadType: STATIC_PT[c] })),
+    dtmfPayloadType: p.telephoneEvent ? DTMF_PT : undefined,
+    direction: 'sendrecv',
+  });
 }
 
 /** An RtpLeg whose far end is a SIP dialog we opened: its BYE is reported as the leg's hangup. */

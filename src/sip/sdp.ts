@@ -100,16 +100,24 @@ export interface AnswerParams {
   direction: Direction;
 }
 
-export function buildAnswer(p: AnswerParams): string {
-  const rtp: { payload: number; codec: string; rate: number }[] = [
-    { payload: p.payloadType, codec: p.codec, rate: 8000 },
-  ];
+/** One audio-only RTP/AVP description: what both our answers and our offers are. */
+export interface AudioSdpParams {
+  address: string;
+  port: number;
+  sessionId: number;
+  version: number;
+  /** Codecs with their payload types, in preference order. */
+  codecs: readonly { codec: string; payloadType: number }[];
+  dtmfPayloadType: number | undefined;
+  direction: Direction;
+}
+
+export function buildAudioSdp(p: AudioSdpParams): string {
+  const rtp = p.codecs.map((c) => ({ payload: c.payloadType, codec: c.codec, rate: 8000 }));
   const fmtp: { payload: number; config: string }[] = [];
-  const payloads = [p.payloadType];
   if (p.dtmfPayloadType !== undefined) {
     rtp.push({ payload: p.dtmfPayloadType, codec: 'telephone-event', rate: 8000 });
     fmtp.push({ payload: p.dtmfPayloadType, config: '0-16' });
-    payloads.push(p.dtmfPayloadType);
   }
   const desc: SessionDescription = {
     version: 0,
@@ -129,7 +137,7 @@ export function buildAnswer(p: AnswerParams): string {
         type: 'audio',
         port: p.port,
         protocol: 'RTP/AVP',
-        payloads: payloads.join(' '),
+        payloads: rtp.map((r) => r.payload).join(' '),
         rtp,
         fmtp,
         ptime: 20,
@@ -139,4 +147,9 @@ export function buildAnswer(p: AnswerParams): string {
     ],
   };
   return write(desc);
+}
+
+/** Our answer: the one codec we chose from the offer (+ telephone-event when offered). */
+export function buildAnswer(p: AnswerParams): string {
+  return buildAudioSdp({ ...p, codecs: [{ codec: p.codec, payloadType: p.payloadType }] });
 }
