@@ -126,6 +126,22 @@ export const configSchema = z
         rtpPortMax: z.number().int().min(1025).max(65535).default(20999),
         rtpTimeoutSec: z.number().positive().default(15),
         drachtio: z.object({ host: z.string(), port: z.number().int(), secret: z.string() }).optional(),
+        /**
+         * SIP over TLS (embedded engine). A listener on `port` when `cert` and `key` (PEM file paths)
+         * are set; dialing `transport=tls`/`sips:` URIs (OpenAI's SIP endpoint) works without them.
+         * `ca` adds trust for outbound connections on top of the system CAs; `verifyServer: false`
+         * accepts any server certificate (labs only).
+         */
+        tls: z
+          .object({
+            port: z.number().int().min(0).max(65535).default(5061),
+            cert: z.string().min(1).optional(),
+            key: z.string().min(1).optional(),
+            ca: z.string().min(1).optional(),
+            verifyServer: z.boolean().default(true),
+          })
+          .refine((t) => !t.cert === !t.key, { message: 'sip.tls.cert and sip.tls.key go together' })
+          .optional(),
       })
       .prefault({}),
     trunks: z.array(trunkSchema).default([]),

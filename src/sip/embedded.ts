@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { createConnection, createServer, isIP, type Server, type Socket as TcpSocket } from 'node:net';
+import { isIP, type Socket as StreamSocket } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
@@ -29,10 +29,21 @@ import {
   type SipRequest,
   type SipResponse,
 } from './message.js';
+import {
+  type SipTlsFiles,
+  type SocketFactory,
+  type StreamDest,
+  StreamTransport,
+  tcpSockets,
+  tlsSockets,
+  type StreamKind,
+} from './stream-transport.js';
 import { SipUac, type InviteOptions, type InviteResult, type UacTx } from './uac.js';
 
+export { SipStreamFramer } from './stream-transport.js';
+
 /**
- * The embedded SIP engine: SIP over UDP and TCP in-process, UAS side plus the in-dialog requests we send
+ * The embedded SIP engine: SIP over UDP, TCP and TLS in-process, UAS side plus the in-dialog requests we send
  * (BYE, REFER); the UAC side (INVITEs we place) is in uac.ts on the same transport and dialogs.
  * The transaction layer is hand-written (see message.ts for why no npm SIP stack): it is the RFC 3261 subset a trunk-facing UAS needs — server transactions that absorb
  * retransmitted requests by resending the last response, the UAS core's 2xx retransmission
@@ -48,6 +59,12 @@ export interface EmbeddedEngineOptions {
   t1Ms?: number;
   t2Ms?: number;
   userAgent?: string;
+  /**
+   * SIP over TLS (sip.tls): a listener on `port` when cert and key are given; outbound TLS (a
+   * `transport=tls` or `sips:` URI) works without them, verifying the server against the system CAs
+   * plus `ca`.
+   */
+  tls?: SipTlsFiles & { port: number };
 }
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
@@ -55,49 +72,15 @@ export const SUPPORTED = ['timer', 'replaces'];
 export const newTag = () => randomBytes(6).toString('hex');
 export const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
 
-export type Transport = 'udp' | 'tcp';
+export type Transport = 'udp' | StreamKind;
 
-export interface Dest {
-  address: string;
-  port: number;
+export interface Dest extends StreamDest {
   transport: Transport;
-  /** The TCP connection a request came in on (responses and in-dialog requests reuse it). */
-  conn?: TcpSocket;
+  /** The stream connection a request came in on or a dialog was set up over (reused while up). */
+  conn?: StreamSocket;
 }
 
-/** Largest SIP message we accept over TCP; a peer sending more is cut off. */
-const MAX_STREAM_MESSAGE = 64 * 1024;
-
-/**
- * Splits a TCP byte stream into SIP messages (RFC 3261 §18.3: Content-Length frames the body).
- * CRLF keep-alives between messages are skipped.
- */
-export class SipStreamFramer {
-  private buf: Buffer = Buffer.alloc(0);
-
-  push(chunk: Buffer): { messages: Buffer[]; error?: string } {
-    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const messages: Buffer[] = [];
-    for (;;) {
-      let start = 0;
-      while (start < this.buf.length && (this.buf[start] === 0x0d || this.buf[start] === 0x0a)) start++;
-      if (start) this.buf = this.buf.subarray(start);
-      const end = this.buf.indexOf('\r\n\r\n');
-      if (end < 0) {
-        if (this.buf.length > MAX_STREAM_MESSAGE) return { messages, error: 'headers too long' };
-        return { messages };
-      }
-      const head = this.buf.subarray(0, end).toString('latin1');
-      const m = /\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(head);
-      const len = m ? Number(m[1]) : 0;
-      if (len > MAX_STREAM_MESSAGE) return { messages, error: 'body too long' };
-      const total = end + 4 + len;
-      if (this.buf.length < total) return { messages };
-      messages.push(this.buf.subarray(0, total));
-      this.buf = this.buf.subarray(total);
-    }
-  }
-}
+const isStream = (t: Transport): t is StreamKind => t !== 'udp';
 
 /** A server transaction we keep after responding, to absorb retransmissions of its request. */
 interface ServerTx {
@@ -145,9 +128,11 @@ class Retransmitter {
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'embedded' as const;
   private socket: Socket | undefined;
-  private tcp: Server | undefined;
-  /** Open TCP connections by remote address:port (inbound and the ones we opened). */
-  private readonly conns = new Map<string, TcpSocket>();
+  /** TCP and TLS: one stream transport each, differing only in how sockets are made. */
+  private streams: Record<StreamKind, StreamTransport> | undefined;
+  /** Outbound stream connections to close once no dialog or transaction uses them. */
+  private readonly releaseChecks = new Set<StreamSocket>();
+  private releaseTimer: NodeJS.Timeout | undefined;
   readonly t1: number;
   readonly t2: number;
   private readonly serverTxs = new Map<string, ServerTx>();
@@ -176,8 +161,29 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     return this.contactFor('udp');
   }
 
-  contactFor(transport: Transport): string {
-    return `<sip:gateway@${this.opts.publicAddress}:${this.port};transport=${transport}>`;
+  /** Our Contact for a transport; `secure` gives a sips: URI (a dialog set up by a sips: request, RFC 5630). */
+  contactFor(transport: Transport, secure = false): string {
+    if (secure) return `<sips:gateway@${this.opts.publicAddress}:${this.portFor('tls')}>`;
+    return `<sip:gateway@${this.opts.publicAddress}:${this.portFor(transport)};transport=${transport}>`;
+  }
+
+  /**
+   * The port we write into Via/Contact for a transport. TLS: our listener's, else the configured
+   * port (with no listener the far end must reuse our connection, which OpenAI and SBCs do).
+   */
+  portFor(transport: Transport): number {
+    if (transport !== 'tls') return this.port;
+    return this.streams?.tls.port || this.opts.tls?.port || 5061;
+  }
+
+  /** A Via header value for a request we send over `transport`. */
+  viaFor(transport: Transport, branch: string): string {
+    return `SIP/2.0/${transport.toUpperCase()} ${this.opts.publicAddress}:${this.portFor(transport)};branch=${branch};rport`;
+  }
+
+  /** Whether a TLS listener is up (in-dialog requests can also reach us on a new connection). */
+  get tlsListening(): boolean {
+    return !!this.streams?.tls.listening;
   }
 
   get userAgent(): string {
@@ -203,66 +209,61 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   forgetUacTx(key: string, tx: UacTx): void {
-    if (this.uacTxs.get(key) === tx) this.uacTxs.delete(key);
+    if (this.uacTxs.get(key) !== tx) return;
+    this.uacTxs.delete(key);
+    this.checkRelease(tx.dest);
   }
 
   async start(): Promise<void> {
+    const stream = (kind: StreamKind, sockets: SocketFactory) =>
+      new StreamTransport({
+        kind,
+        sockets,
+        log: this.log,
+        onMessage: (buf, src) => this.onData(buf, { ...src, transport: kind }),
+        onMalformed: () => this.counters.malformed++,
+      });
+    const tlsOpts = this.opts.tls;
+    // Reads the certificate files first: a bad path fails start() before anything is bound.
+    const streams = { tcp: stream('tcp', tcpSockets), tls: stream('tls', tlsSockets(tlsOpts ?? {})) };
     const sock = createSocket({ type: isIP(this.opts.host) === 6 ? 'udp6' : 'udp4', reuseAddr: false });
     this.socket = sock;
+    this.streams = streams;
     sock.on('message', (data, rinfo) => this.onDatagram(data, rinfo));
     sock.on('error', (err) => {
       this.log.error({ err: err.message }, 'SIP socket error');
       this.emit('error', err);
     });
-    await new Promise<void>((resolve, reject) => {
-      sock.once('error', reject);
-      sock.bind(this.opts.port, this.opts.host, () => {
-        sock.off('error', reject);
-        resolve();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        sock.once('error', reject);
+        sock.bind(this.opts.port, this.opts.host, () => {
+          sock.off('error', reject);
+          resolve();
+        });
       });
-    });
-    // TCP on the same port number as UDP (carriers switch to TCP for large messages, RFC 3261 §18.1.1).
-    const server = createServer((conn) => this.onConnection(conn));
-    this.tcp = server;
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(this.port, this.opts.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    server.on('error', (err) => this.log.error({ err: err.message }, 'SIP TCP listener error'));
+      // TCP on the same port number as UDP (carriers switch to TCP for large messages, RFC 3261 §18.1.1).
+      await streams.tcp.listen(this.port, this.opts.host);
+      if (tlsOpts?.cert && tlsOpts.key) {
+        await streams.tls.listen(tlsOpts.port, this.opts.host);
+        this.log.info({ port: streams.tls.port }, 'SIP TLS listener up');
+      } else streams.tls.start(); // outbound TLS only
+    } catch (err) {
+      await this.stop(); // release whatever did bind (a port in use must not leave half an engine)
+      throw err;
+    }
+    if (tlsOpts?.verifyServer === false)
+      this.log.warn('sip.tls.verifyServer is false: outbound TLS accepts any server certificate (labs only)');
   }
 
-  private connKey(address: string, port: number): string {
-    return `${address.replace(/^::ffff:/, '')}:${port}`;
-  }
-
-  private onConnection(conn: TcpSocket): void {
-    const address = (conn.remoteAddress ?? '').replace(/^::ffff:/, '');
-    const port = conn.remotePort ?? 0;
-    this.trackConn(conn, address, port);
-  }
-
-  /** Remember a connection for reuse and feed what it carries, framed, to the message handler. */
-  private trackConn(conn: TcpSocket, address: string, port: number): void {
-    const key = this.connKey(address, port);
-    this.conns.set(key, conn);
-    conn.setNoDelay(true);
-    const framer = new SipStreamFramer();
-    conn.on('data', (chunk: Buffer) => {
-      const { messages, error } = framer.push(chunk);
-      for (const m of messages) this.onData(m, { address, port, transport: 'tcp', conn });
-      if (error) {
-        this.counters.malformed++;
-        this.log.warn({ peer: key, error }, 'SIP TCP stream error: closing connection');
-        conn.destroy();
-      }
-    });
-    conn.on('error', (err) => this.log.debug({ err: err.message, peer: key }, 'SIP TCP connection error'));
-    conn.on('close', () => {
-      if (this.conns.get(key) === conn) this.conns.delete(key);
-    });
+  /**
+   * Open (or reuse) the stream connection an outbound INVITE goes over, within timeoutMs. Rejects
+   * with the cause (refused, timeout, certificate) so a dial fails at once and clearly.
+   */
+  async connectStream(dest: Dest, timeoutMs: number, callId?: string): Promise<StreamSocket> {
+    if (!this.streams || !isStream(dest.transport))
+      throw new GatewayError('invalid_state', 'SIP engine not started', callId);
+    return this.streams[dest.transport].connect(dest, timeoutMs, callId);
   }
 
   ready(): boolean {
@@ -271,7 +272,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   describe(): Record<string, unknown> {
     const where = `${this.opts.host}:${this.port}`;
-    return { engine: 'embedded', udp: where, tcp: where, contact: this.contact, ...this.counters };
+    const tls = this.streams?.tls.listening ? `${this.opts.host}:${this.streams.tls.port}` : undefined;
+    return { engine: 'embedded', udp: where, tcp: where, tls, contact: this.contact, ...this.counters };
   }
 
   async stop(): Promise<void> {
@@ -290,11 +292,12 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     const sock = this.socket;
     this.socket = undefined;
     if (sock) await new Promise<void>((r) => sock.close(() => r()));
-    for (const c of this.conns.values()) c.destroy();
-    this.conns.clear();
-    const tcp = this.tcp;
-    this.tcp = undefined;
-    if (tcp) await new Promise<void>((r) => tcp.close(() => r()));
+    clearTimeout(this.releaseTimer);
+    this.releaseTimer = undefined;
+    this.releaseChecks.clear();
+    const streams = this.streams;
+    this.streams = undefined;
+    if (streams) await Promise.all([streams.tcp.close(), streams.tls.close()]);
   }
 
   /** Active dialogs and pending INVITEs (tests check that calls release their state). */
@@ -308,21 +311,49 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   sendRaw(buf: Buffer, dest: Dest): void {
-    if (dest.transport === 'tcp') return this.sendTcp(buf, dest);
+    if (isStream(dest.transport)) return this.streams?.[dest.transport].send(buf, dest);
     this.socket?.send(buf, dest.port, dest.address, (err) => {
       if (err) this.log.warn({ err: err.message, dest: `${dest.address}:${dest.port}` }, 'SIP send failed');
     });
   }
 
-  /** Over the connection the peer opened if it is still up, else an existing or new one to dest. */
-  private sendTcp(buf: Buffer, dest: Dest): void {
-    if (!this.tcp) return;
-    let conn = dest.conn && !dest.conn.destroyed ? dest.conn : this.conns.get(this.connKey(dest.address, dest.port));
-    if (!conn || conn.destroyed) {
-      conn = createConnection({ host: dest.address, port: dest.port });
-      this.trackConn(conn, dest.address, dest.port);
-    }
-    conn.write(buf);
+  /** The stream socket a dest maps to now (none for UDP). */
+  private socketOf(dest: Dest): StreamSocket | undefined {
+    if (!isStream(dest.transport)) return undefined;
+    return this.streams?.[dest.transport].socketFor(dest);
+  }
+
+  /**
+   * A dialog or transaction over dest is done: once nothing else uses its connection, close it if we
+   * opened it (checked a moment later, so a BYE sent as its dialog ends still holds it).
+   */
+  checkRelease(dest: Dest | undefined): void {
+    const sock = dest ? this.socketOf(dest) : undefined;
+    if (!sock || !this.streams) return;
+    this.releaseChecks.add(sock);
+    this.releaseTimer ??= setTimeout(() => {
+      this.releaseTimer = undefined;
+      const socks = [...this.releaseChecks];
+      this.releaseChecks.clear();
+      for (const s of socks) if (!s.destroyed && !this.inUse(s)) this.releaseSocket(s);
+    }, this.t1);
+  }
+
+  private inUse(sock: StreamSocket): boolean {
+    const uses = (d: Dest | undefined) => !!d && this.socketOf(d) === sock;
+    for (const d of this.dialogs.values()) if (uses(d.origin)) return true;
+    for (const t of this.clientTxs.values()) if (uses(t.dest)) return true;
+    for (const u of this.uacTxs.values()) if (uses(u.dest)) return true;
+    return false;
+  }
+
+  private releaseSocket(sock: StreamSocket): void {
+    for (const st of Object.values(this.streams ?? {})) st.releaseIfOutbound(sock);
+  }
+
+  /** Open stream connections (tests check that outbound ones are closed once their calls are gone). */
+  get streamConnections(): { tcp: number; tls: number } {
+    return { tcp: this.streams?.tcp.connectionCount ?? 0, tls: this.streams?.tls.connectionCount ?? 0 };
   }
 
   private onDatagram(data: Buffer, rinfo: RemoteInfo): void {
@@ -512,13 +543,13 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   removeDialog(d: EmbeddedDialog): void {
     this.dialogs.delete(`${d.callId}|${d.localTag}`);
+    this.checkRelease(d.origin);
   }
 
   /** Send an in-dialog request as a non-INVITE client transaction (timers E and F). */
   request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1, branch = newBranch()): Promise<SipResponse> {
     req.headers.delete('via');
-    const t = dest.transport.toUpperCase();
-    req.headers.prepend('via', `SIP/2.0/${t} ${this.opts.publicAddress}:${this.port};branch=${branch};rport`);
+    req.headers.prepend('via', this.viaFor(dest.transport, branch));
     req.headers.set('max-forwards', '70');
     req.headers.set('user-agent', this.userAgent);
     return new Promise((resolve, reject) => {
@@ -528,7 +559,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   forgetClientTx(branch: string): void {
+    const tx = this.clientTxs.get(branch);
     this.clientTxs.delete(branch);
+    this.checkRelease(tx?.dest);
   }
 }
 
@@ -543,7 +576,7 @@ class ClientTx {
     private readonly engine: EmbeddedSipEngine,
     private readonly branch: string,
     private readonly buf: Buffer,
-    private readonly dest: Dest,
+    readonly dest: Dest,
     timeoutMs: number,
     private readonly resolve: (r: SipResponse) => void,
     private readonly reject: (e: Error) => void,
@@ -642,7 +675,7 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
       this.src,
       status,
       undefined,
-      { contact: this.engine.contactFor(this.src.transport) },
+      { contact: this.engine.contactFor(this.src.transport, isSips(this.req)) },
       this.toTag,
     );
   }
@@ -670,7 +703,7 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
     if (this.final) return Promise.reject(new GatewayError('invalid_state', 'INVITE already answered'));
     this.final = true;
     const res = makeResponse(this.req, 200, 'OK', this.toTag);
-    res.headers.set('contact', this.engine.contactFor(this.src.transport));
+    res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
     res.headers.set('allow', ALLOW);
     res.headers.set('supported', SUPPORTED.join(', '));
     res.headers.set('server', this.engine.userAgent);
@@ -754,8 +787,10 @@ export interface DialogInit {
   remoteSeq: number;
   /** Our last CSeq (the UAC's INVITE); random when unset. */
   localSeq?: number;
-  /** Where the dialog started (fallback target; the TCP connection to reuse). */
+  /** Where the dialog started (fallback target; the stream connection to reuse). */
   src: Dest;
+  /** Set up by a sips: request: our Contact is sips: too (RFC 5630). */
+  secure?: boolean;
 }
 
 /** UAS side (RFC 3261 §12.1.1): from the INVITE we answered. */
@@ -770,8 +805,12 @@ function uasDialogInit(invite: SipRequest, src: Dest, localTag: string): DialogI
     routeSet: invite.headers.getAll('record-route'),
     remoteSeq: parseCSeq(invite.headers.get('cseq'))!.seq,
     src,
+    secure: isSips(invite),
   };
 }
+
+/** A request addressed to a sips: URI: the dialog stays on TLS and our Contact is sips: (RFC 5630). */
+const isSips = (req: SipRequest) => /^sips:/i.test(req.uri);
 
 /** A dialog (UAS side, or UAC side from src/sip/uac.ts) and its in-dialog requests. */
 export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
@@ -785,6 +824,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
   private localSeq: number;
   private remoteSeq: number;
   private readonly src: Dest;
+  private readonly secure: boolean;
   private destroyed = false;
   private byeSent: Promise<void> | undefined;
   private pendingReinvite: { cseq: number; rt: Retransmitter } | undefined;
@@ -804,6 +844,12 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     this.remoteSeq = init.remoteSeq;
     this.localSeq = init.localSeq ?? Math.floor(Math.random() * 10000) + 1;
     this.src = init.src;
+    this.secure = init.secure ?? false;
+  }
+
+  /** Where the dialog was set up (its stream connection, if any, is kept while the dialog lives). */
+  get origin(): Dest {
+    return this.src;
   }
 
   /**
@@ -814,10 +860,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
   buildAck(cseq: number): { buf: Buffer; dest: Dest } {
     const headers = new SipHeaders();
     const t = this.dest();
-    headers.add(
-      'via',
-      `SIP/2.0/${t.transport.toUpperCase()} ${this.engine.publicAddress}:${this.engine.port};branch=${newBranch()};rport`,
-    );
+    headers.add('via', this.engine.viaFor(t.transport, newBranch()));
     headers.add('max-forwards', '70');
     for (const r of this.routeSet) headers.add('route', r);
     headers.add('from', /;\s*tag=/i.test(this.localUri) ? this.localUri : `${this.localUri};tag=${this.localTag}`);
@@ -833,11 +876,13 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     const first = this.routeSet[0] ? parseNameAddr(this.routeSet[0])?.uri : undefined;
     const uri = parseUri(first ?? this.remoteTarget);
     if (!uri || uri.scheme === 'tel' || !uri.host) return this.src;
-    const transport: Transport = (uri.params.transport?.toLowerCase() as Transport | undefined) ?? this.src.transport;
-    // Over TCP, reuse the carrier's own connection while it is up (RFC 3261 §18.1.1).
-    if (transport === 'tcp' && this.src.transport === 'tcp' && this.src.conn && !this.src.conn.destroyed)
-      return this.src;
-    return { address: uri.host, port: uri.port ?? 5060, transport: transport === 'tcp' ? 'tcp' : 'udp' };
+    const wanted = uri.params.transport?.toLowerCase() ?? (uri.scheme === 'sips' ? 'tls' : this.src.transport);
+    const transport: Transport = wanted === 'tcp' || wanted === 'tls' ? wanted : 'udp';
+    // Over TCP/TLS, reuse the connection the dialog was set up over while it is up (RFC 3261
+    // §18.1.1; OpenAI and SBCs expect in-dialog requests both ways on it).
+    if (transport === this.src.transport && this.src.conn && !this.src.conn.destroyed) return this.src;
+    const port = uri.port ?? (transport === 'tls' ? 5061 : 5060);
+    return { address: uri.host, port, transport, serverName: transport === 'tls' ? uri.host : undefined };
   }
 
   private newRequest(method: string, extra: Record<string, string> = {}, body = ''): SipRequest {
@@ -848,7 +893,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     headers.add('to', to);
     headers.add('call-id', this.callId);
     headers.add('cseq', `${++this.localSeq} ${method}`);
-    headers.add('contact', this.engine.contactFor(this.src.transport));
+    headers.add('contact', this.engine.contactFor(this.src.transport, this.secure));
     for (const [k, v] of Object.entries(extra)) headers.set(k, v);
     return { kind: 'request', method, uri: this.remoteTarget, headers, body };
   }
@@ -894,7 +939,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
         answered = true;
         if ('status' in a) return void this.engine.reply(req, src, a.status, a.reason, {}, this.localTag);
         const res = makeResponse(req, 200, 'OK', this.localTag);
-        res.headers.set('contact', this.engine.contactFor(this.src.transport));
+        res.headers.set('contact', this.engine.contactFor(this.src.transport, this.secure));
         res.headers.set('supported', SUPPORTED.join(', '));
         for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);
         res.headers.set('content-type', 'application/sdp');

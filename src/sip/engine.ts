@@ -24,7 +24,7 @@ export type SipEngineEvents = {
 export interface SourceAddress {
   address: string;
   port: number;
-  transport: 'udp' | 'tcp';
+  transport: 'udp' | 'tcp' | 'tls';
 }
 
 export type IncomingInviteEvents = {

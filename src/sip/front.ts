@@ -44,7 +44,7 @@ export function createEngine(ctx: GatewayContext): SipEngine {
     if (!sip.drachtio) throw new GatewayError('config_invalid', 'sip.engine is drachtio but sip.drachtio is not set');
     return new DrachtioEngine({ ...sip.drachtio, log });
   }
-  return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log });
+  return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log, tls: sip.tls });
 }
 
 /**

@@ -37,7 +37,9 @@ export interface InviteOptions {
   /** No final answer within this → CANCEL and reject with a timeout. */
   timeoutMs: number;
   /** Overrides the URI's transport parameter. */
-  transport?: Transport | 'tls';
+  transport?: Transport;
+  /** Stream transports: how long opening the TCP/TLS connection may take (default 5 s, capped by timeoutMs). */
+  connectTimeoutMs?: number;
   /** Aborting before the answer sends CANCEL (the call ended while ringing). */
   signal?: AbortSignal;
   /** The gateway call this INVITE belongs to (errors and logs carry it). */
@@ -59,32 +61,21 @@ export interface InviteResult {
 
 /** What the engine routes responses to (keyed by branch|method). */
 export interface UacTx {
+  /** Where its requests go (the engine keeps that stream connection while the transaction lives). */
+  readonly dest: Dest;
   onResponse(res: SipResponse): void;
   dispose(): void;
 }
 
 const DNS_TIMEOUT_MS = 5000;
+const CONNECT_TIMEOUT_MS = 5000;
 
 /** Resolve the Request-URI to a destination: transport from the URI (or override), host by DNS A record. */
-export async function resolveTarget(
-  uri: string,
-  override: Transport | 'tls' | undefined,
-  callId?: string,
-): Promise<Dest> {
+export async function resolveTarget(uri: string, override: Transport | undefined, callId?: string): Promise<Dest> {
   const u = parseUri(uri);
   if (!u || u.scheme === 'tel' || !u.host) throw new GatewayError('config_invalid', `not a SIP URI: ${uri}`, callId);
   const wanted = (override ?? (u.scheme === 'sips' ? 'tls' : (u.params.transport?.toLowerCase() ?? 'udp'))) as string;
-  if (wanted === 'tls') {
-    // The embedded engine has no TLS transport (it needs a certificate and key to listen for the far
-    // end's in-dialog requests); say so instead of silently falling back to cleartext.
-    throw new GatewayError(
-      'config_invalid',
-      `cannot dial ${uri}: SIP over TLS needs a TLS certificate and key, which the embedded engine has not got; ` +
-        'use a sipUri with ;transport=udp or ;transport=tcp (labs, tests, an SBC in front) or the drachtio engine',
-      callId,
-    );
-  }
-  if (wanted !== 'udp' && wanted !== 'tcp')
+  if (wanted !== 'udp' && wanted !== 'tcp' && wanted !== 'tls')
     throw new GatewayError('config_invalid', `unsupported SIP transport "${wanted}" in ${uri}`, callId);
   let address = u.host;
   if (!isIP(address)) {
@@ -103,7 +94,13 @@ export async function resolveTarget(
       clearTimeout(timer);
     }
   }
-  return { address, port: u.port ?? 5060, transport: wanted };
+  // RFC 3263 §4.2 without SRV: 5061 for TLS, 5060 otherwise. The URI host is the TLS server name.
+  return {
+    address,
+    port: u.port ?? (wanted === 'tls' ? 5061 : 5060),
+    transport: wanted,
+    serverName: wanted === 'tls' && !isIP(u.host) ? u.host : undefined,
+  };
 }
 
 export class SipUac {
@@ -113,6 +110,20 @@ export class SipUac {
     const dest = await resolveTarget(opts.uri, opts.transport, opts.callId);
     if (opts.signal?.aborted) throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
     const e = this.engine;
+    if (dest.transport !== 'udp') {
+      // Connect first: a refused connection or a bad certificate fails the dial at once, with its cause.
+      const ms = Math.min(opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, opts.timeoutMs);
+      dest.conn = await e.connectStream(dest, ms, opts.callId);
+      if (opts.signal?.aborted) {
+        e.checkRelease(dest);
+        throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
+      }
+      if (dest.transport === 'tls' && !e.tlsListening)
+        e.log.info(
+          { callId: opts.callId, uri: opts.uri },
+          'no SIP TLS listener: in-dialog requests from the far end must come over our connection',
+        );
+    }
     const branch = newBranch();
     const fromTag = newTag();
     const sipCallId = `${randomBytes(12).toString('hex')}@${e.publicAddress}`;
@@ -121,13 +132,13 @@ export class SipUac {
     const from = `${fromUri.includes('<') ? fromUri : `<${fromUri}>`};tag=${fromTag}`;
     const to = opts.to ?? `<${opts.uri}>`;
     const headers = new SipHeaders();
-    headers.add('via', `SIP/2.0/${dest.transport.toUpperCase()} ${e.publicAddress}:${e.port};branch=${branch};rport`);
+    headers.add('via', e.viaFor(dest.transport, branch));
     headers.add('max-forwards', '70');
     headers.add('from', from);
     headers.add('to', to);
     headers.add('call-id', sipCallId);
     headers.add('cseq', `${cseq} INVITE`);
-    headers.add('contact', e.contactFor(dest.transport));
+    headers.add('contact', e.contactFor(dest.transport, /^sips:/i.test(opts.uri)));
     headers.add('allow', ALLOW);
     headers.add('supported', SUPPORTED.join(', '));
     headers.add('user-agent', e.userAgent);
@@ -171,7 +182,7 @@ class InviteClientTx implements UacTx {
     private readonly req: SipRequest,
     private readonly branch: string,
     private readonly cseq: number,
-    private readonly dest: Dest,
+    readonly dest: Dest,
     private readonly opts: InviteOptions,
     private readonly resolve: (r: InviteResult) => void,
     private readonly reject: (e: Error) => void,
@@ -339,6 +350,7 @@ class InviteClientTx implements UacTx {
       remoteSeq: 0,
       localSeq: this.cseq,
       src: this.dest,
+      secure: /^sips:/i.test(this.req.uri),
     });
     this.engine.addDialog(dialog);
     return dialog;

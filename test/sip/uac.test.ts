@@ -207,7 +207,7 @@ describe('SIP UAC in the embedded engine (raw UDP peer, T1 = 50 ms)', () => {
     expect(engine.activeState.dialogs).toBe(0);
   });
 
-  it('over TCP the INVITE is not retransmitted; a tls URI fails at once with a clear config error', async () => {
+  it('over TCP the INVITE is not retransmitted; a refused TLS connection fails the dial at once, naming the cause', async () => {
     const { engine } = await setup();
     let stream = '';
     const conns: Socket[] = [];
@@ -227,11 +227,19 @@ describe('SIP UAC in the embedded engine (raw UDP peer, T1 = 50 ms)', () => {
     expect(err.code).toBe('timeout');
     expect(stream.match(/^INVITE /gm)).toHaveLength(1);
     expect(stream).toMatch(/Via: SIP\/2\.0\/TCP /);
+    // Nothing listens on the closed port: the dial fails before any INVITE, with the socket error.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', () => r()));
+    const closedPort = (closed.address() as { port: number }).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    const t0 = performance.now();
     const tls = (await engine
-      .invite({ uri: 'sip:proj_x@sip.api.openai.com;transport=tls', from: 'gw', sdp: OFFER, timeoutMs: 500 })
+      .invite({ uri: `sip:proj_x@127.0.0.1:${closedPort};transport=tls`, from: 'gw', sdp: OFFER, timeoutMs: 5000 })
       .catch((e: unknown) => e)) as GatewayError;
-    expect(tls.code).toBe('config_invalid');
-    expect(tls.message).toMatch(/SIP over TLS needs a TLS certificate and key.*;transport=udp/);
+    expect(tls.code).toBe('upstream');
+    expect(tls.message).toMatch(/SIP tls connection to 127\.0\.0\.1:\d+ failed: .*ECONNREFUSED/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+    expect(engine.streamConnections.tls).toBe(0);
   });
 });
 

@@ -170,7 +170,7 @@ export class OpenAiSipPeer {
     return this.engine.port;
   }
 
-  /** The route's sipUri for this peer (UDP: the embedded engine dials no TLS). */
+  /** The route's sipUri for this peer (UDP keeps the test peer simple; TLS dialing is covered in test/sip/tls.test.ts). */
   uri(projectId = 'proj_test'): string {
     return `sip:${projectId}@127.0.0.1:${this.engine.port};transport=udp`;
   }
