@@ -682,13 +682,17 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
 
   reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
     if (this.final || this.cancelled) return;
+    this.sendFinalError(status, reason ?? REASONS[status], headers);
+  }
+
+  /** A non-2xx final answer, resent (Timer G/H) until the ACK with the same branch arrives. */
+  private sendFinalError(status: number, reason: string | undefined, headers: Record<string, string>): void {
     this.final = true;
-    const res = makeResponse(this.req, status, reason ?? REASONS[status], this.toTag);
+    const res = makeResponse(this.req, status, reason, this.toTag);
     for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
     res.headers.set('server', this.engine.userAgent);
     this.engine.respond(this.req, res, this.src);
     const buf = serialize(res);
-    // Timer G/H: resend the non-2xx until the ACK (same branch) arrives.
     this.retransmitter = new Retransmitter(
       () => this.engine.sendRaw(buf, this.src),
       this.engine.t1,
@@ -752,18 +756,7 @@ class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInv
   onCancel(): void {
     if (this.final) return; // too late: the 200 crossed the CANCEL; the caller will BYE
     this.cancelled = true;
-    this.final = true;
-    const res = makeResponse(this.req, 487, 'Request Terminated', this.toTag);
-    res.headers.set('server', this.engine.userAgent);
-    this.engine.respond(this.req, res, this.src);
-    const buf = serialize(res);
-    this.retransmitter = new Retransmitter(
-      () => this.engine.sendRaw(buf, this.src),
-      this.engine.t1,
-      this.engine.t2,
-      () => this.engine.forgetInvite(this),
-      this.src.transport === 'udp',
-    );
+    this.sendFinalError(487, 'Request Terminated', {});
     this.emit('cancel');
   }
 
