@@ -125,6 +125,8 @@ export const configSchema = z
         rtpPortMin: z.number().int().min(1024).max(65534).default(20000),
         rtpPortMax: z.number().int().min(1025).max(65535).default(20999),
         rtpTimeoutSec: z.number().positive().default(15),
+        /** RFC 4028 Min-SE: shorter Session-Expires get 422. 90 s is the RFC's floor. */
+        minSessionExpiresSec: z.number().int().positive().default(90),
         drachtio: z.object({ host: z.string(), port: z.number().int(), secret: z.string() }).optional(),
         /**
          * SIP over TLS (embedded engine). A listener on `port` when `cert` and `key` (PEM file paths)

@@ -989,6 +989,16 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     if (res.status >= 300) throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason}`);
   }
 
+  async refresh(intervalSec: number, timeoutMs = 8000): Promise<void> {
+    if (this.destroyed) throw new GatewayError('leg_closed', 'dialog is gone');
+    const req = this.newRequest('UPDATE', {
+      'session-expires': `${intervalSec};refresher=uas`,
+      supported: 'timer',
+    });
+    const res = await this.engine.request(req, this.dest(), timeoutMs);
+    if (res.status >= 300) throw new GatewayError('upstream', `session refresh rejected: ${res.status} ${res.reason}`);
+  }
+
   private destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;

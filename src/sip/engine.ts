@@ -76,4 +76,9 @@ export interface SipDialog extends TypedEmitter<SipDialogEvents> {
   bye(reason?: string): Promise<void>;
   /** Send REFER with Refer-To; resolves on 2xx (202), rejects on error response or timeout. */
   refer(target: string, timeoutMs?: number): Promise<void>;
+  /**
+   * RFC 4028 refresh when we are the refresher: an UPDATE without a body (RFC 3311) carrying
+   * Session-Expires. Resolves on 2xx, rejects otherwise. Engines that cannot send it omit it.
+   */
+  refresh?(intervalSec: number, timeoutMs?: number): Promise<void>;
 }

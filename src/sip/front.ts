@@ -15,7 +15,6 @@ import { answerDirection, buildAnswer, readOffer, type AnswerParams } from './sd
 import { toE164, TrunkTable, userOf } from './trunks.js';
 
 /** RFC 4028 §5: we refuse intervals below this with 422. */
-const MIN_SE = 90;
 
 export interface SipFrontOptions {
   engine?: SipEngine;
@@ -172,7 +171,10 @@ export class SipFront implements Front {
       return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
     }
     const timer = this.sessionTimer(inv);
-    if (timer && 'reject' in timer) return inv.reject(422, 'Session Interval Too Small', { 'min-se': String(MIN_SE) });
+    if (timer && 'reject' in timer)
+      return inv.reject(422, 'Session Interval Too Small', {
+        'min-se': String(this.ctx.config.sip.minSessionExpiresSec),
+      });
 
     const to = toE164(userOf(inv.requestUri) || userOf(inv.to), trunk);
     const from = toE164(userOf(inv.from), trunk);
@@ -279,7 +281,34 @@ export class SipFront implements Front {
     dialog.on('bye', () => void call.end({ by: 'remote', cause: 'bye' }));
     dialog.on('modify', (req) => this.onModify(state, req));
     call.transfer = (destination) => this.transfer(state, dialog, destination);
-    if (timer) this.armSessionTimer(state, timer.interval);
+    if (timer?.refresher === 'uas') this.scheduleRefresh(state, dialog, timer.interval);
+    else if (timer) this.armSessionTimer(state, timer.interval);
+  }
+
+  /**
+   * RFC 4028 with us as refresher (the trunk said refresher=uas): refresh at half the interval; a
+   * refresh the trunk refuses or never answers means the session is dead, so we end the call (BYE).
+   */
+  private scheduleRefresh(state: SipCall, dialog: SipDialog, intervalSec: number): void {
+    if (!dialog.refresh) {
+      state.call.log.warn('this SIP engine cannot refresh sessions; relying on RTP timeout instead');
+      return;
+    }
+    clearTimeout(state.sessionTimer);
+    state.sessionTimer = setTimeout(
+      () => {
+        dialog.refresh!(intervalSec)
+          .then(() => {
+            state.call.log.debug({ intervalSec }, 'session refreshed (UPDATE)');
+            if (!state.call.ended) this.scheduleRefresh(state, dialog, intervalSec);
+          })
+          .catch((err: unknown) => {
+            state.call.log.warn({ err: (err as Error).message }, 'session refresh failed');
+            void state.call.end({ by: 'timeout', cause: 'session_expired', detail: (err as Error).message });
+          });
+      },
+      (intervalSec * 1000) / 2,
+    );
   }
 
   /** RFC 4028: echo Session-Expires when the trunk asks; the trunk (uac) refreshes unless it said uas. */
@@ -291,7 +320,7 @@ export class SipFront implements Front {
     const m = /^\s*(\d+)\s*(?:;\s*refresher\s*=\s*(uac|uas))?/i.exec(se);
     if (!m) return undefined;
     const interval = Number(m[1]);
-    if (interval < MIN_SE) return { reject: true };
+    if (interval < this.ctx.config.sip.minSessionExpiresSec) return { reject: true };
     const supported =
       /\btimer\b/i.test(inv.header('supported') ?? '') || /\btimer\b/i.test(inv.header('require') ?? '');
     const refresher = (m[2]?.toLowerCase() as 'uac' | 'uas' | undefined) ?? 'uac';
@@ -330,8 +359,9 @@ export class SipFront implements Front {
       );
       req.respond({ sdp: state.lastSdp });
     }
-    const se = /^\s*(\d+)/.exec(state.invite.header('session-expires') ?? '');
-    if (se && state.sessionTimer) this.armSessionTimer(state, Number(se[1]));
+    const se = /^\s*(\d+)\s*(?:;\s*refresher\s*=\s*(uac|uas))?/i.exec(state.invite.header('session-expires') ?? '');
+    // A trunk-side refresh restarts the expiry clock; when we are the refresher our own schedule runs.
+    if (se && state.sessionTimer && se[2]?.toLowerCase() !== 'uas') this.armSessionTimer(state, Number(se[1]));
   }
 
   private async transfer(state: SipCall, dialog: SipDialog, destination: string): Promise<void> {

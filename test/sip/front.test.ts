@@ -153,3 +153,47 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
     await waitFor(() => udpSockets() <= during - 3, 2000, 'sockets closed');
   });
 });
+
+describe('RFC 4028 with the gateway as refresher', () => {
+  it('refreshes with UPDATE at half the interval, and ends the call (BYE) when a refresh is refused', async () => {
+    h = await startSipHarness({ sip: { minSessionExpiresSec: 2 } });
+    peer = new RawSipPeer();
+    await peer.start();
+    const p = peer;
+    const {
+      callId,
+      ok,
+      call: c,
+    } = await call(h, p, {
+      rtpPort: 4010,
+      extra: ['Session-Expires: 2;refresher=uas', 'Supported: timer'],
+    });
+    expect(ok.headers.get('session-expires')).toBe('2;refresher=uas');
+    const t0 = Date.now();
+    const isUpdate = (n: number) => (m: SipMessage) =>
+      m.kind === 'request' &&
+      m.method === 'UPDATE' &&
+      m.headers.get('call-id') === callId &&
+      !!m.headers.get('cseq')?.startsWith(String(n));
+    const first = await p.waitFor(
+      (m) => m.kind === 'request' && m.method === 'UPDATE' && m.headers.get('call-id') === callId,
+      3000,
+      'first UPDATE',
+    );
+    expect(Date.now() - t0).toBeGreaterThan(700); // ~1 s: half of 2 s
+    expect(first.headers.get('session-expires')).toBe('2;refresher=uas');
+    replyTo(p, h.port, first, 200, 'OK');
+    const firstCseq = Number(first.headers.get('cseq')!.split(' ')[0]);
+    const second = await p.waitFor(isUpdate(firstCseq + 1), 3000, 'second UPDATE');
+    expect(c.ended).toBe(false); // the answered refresh kept the call up
+    replyTo(p, h.port, second, 405, 'Method Not Allowed');
+    const bye = await p.waitFor(
+      (m) => m.kind === 'request' && m.method === 'BYE' && m.headers.get('call-id') === callId,
+      3000,
+      'BYE',
+    );
+    replyTo(p, h.port, bye, 200, 'OK');
+    await waitFor(() => c.ended, 3000, 'call end');
+    expect(c.endReason).toMatchObject({ by: 'timeout', cause: 'session_expired' });
+  });
+});
