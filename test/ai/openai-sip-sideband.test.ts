@@ -120,6 +120,14 @@ describe('OpenAI SIP sideband', () => {
       'turn 1 tone 600 Hz',
     ]);
     expect(conn.appendSizes).toEqual([]); // no audio on the sideband
+
+    // Operator "say" through the REST API reaches OpenAI as a response.create over the sideband.
+    expect((await api(gw)('POST', `/v1/calls/${call.id}/say`, { text: 'Your parcel ships today.' })).status).toBe(200);
+    await rt.until(
+      () => rt.receivedOf('response.create').some((e) => JSON.stringify(e).includes('Your parcel ships today.')),
+      3000,
+      'say over the sideband',
+    );
     expect(rt.violations).toEqual([]);
 
     await call.end({ by: 'remote', cause: 'bye' });

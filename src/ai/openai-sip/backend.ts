@@ -169,6 +169,11 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     // OpenAI runs its own playout and interruption on a SIP call; nothing is queued on our side.
   }
 
+  /** Operator "say": only possible through the sideband (the SIP leg carries audio, not events). */
+  say(text: string): void {
+    if (!this.sideband?.say(text)) this.opts.log.warn('operator say ignored: no OpenAI sideband connected');
+  }
+
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;

@@ -6,6 +6,7 @@ import { TypedEmitter } from '../../core/typed-emitter.js';
 import {
   describeRefusal,
   onUpgradeRefused,
+  sayEvent,
   parseServerEvent,
   type RealtimeClientEvent,
   type RealtimeServerEvent,
@@ -201,6 +202,11 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
       this.retryTimer = undefined;
       this.connect();
     }, RECONNECT_DELAY_MS * this.reconnects);
+  }
+
+  /** Operator "say" over the sideband; false when the sideband is not connected. */
+  say(text: string): boolean {
+    return this.send(sayEvent(text));
   }
 
   private send(ev: RealtimeClientEvent): boolean {

@@ -131,6 +131,14 @@ export function onUpgradeRefused(ws: WebSocket, report: (status: number, body: s
   });
 }
 
+/** Operator "say": ask the model to speak a text verbatim (same event for WebSocket and sideband). */
+export function sayEvent(text: string): RealtimeClientEvent {
+  return {
+    type: 'response.create',
+    response: { instructions: `Say this to the caller, word for word, then stop: "${text}"` },
+  };
+}
+
 export function describeRefusal(status: number, body: string): string {
   let detail = '';
   try {

@@ -12,6 +12,7 @@ import type { AiSession, AiSessionEvents, AiSessionOptions, CallControl, Transcr
 import {
   describeRefusal,
   onUpgradeRefused,
+  sayEvent,
   parseServerEvent,
   realtimeUrl,
   sessionConfig,
@@ -306,10 +307,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       this.saysQueued.push(text);
       return;
     }
-    const sent = this.send({
-      type: 'response.create',
-      response: { instructions: `Say this to the caller, word for word, then stop: "${text}"` },
-    });
+    const sent = this.send(sayEvent(text));
     if (!sent) this.log.warn('operator say ignored: Realtime session not connected');
   }
 
