@@ -16,6 +16,16 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const log = createLogger(process.env.LOG_LEVEL ?? config.logLevel);
+  // A promise someone forgot to catch belongs to one call; Node 20 would kill the process (and every
+  // other call) for it. Log it loudly instead. A synchronous throw that escapes is a real bug: log
+  // it and exit so the supervisor restarts a clean process.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: reason instanceof Error ? reason.message : String(reason) }, 'unhandled promise rejection');
+  });
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err: err.message, stack: err.stack }, 'uncaught exception: exiting');
+    process.exit(70);
+  });
   log.info({ config: configPath }, 'starting voice gateway');
   const gateway = new Gateway(config, log);
   for (const front of buildFronts(gateway.ctx)) gateway.addFront(front);
