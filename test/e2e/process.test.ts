@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallRecordStore } from '../../src/api/records.js';
-import { tagOf, type SipMessage } from '../../src/sip/message.js';
+import { tagOf } from '../../src/sip/message.js';
 import { waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 
@@ -34,20 +34,6 @@ afterEach(() => {
   child?.kill('SIGKILL');
   peer?.close();
 });
-
-/** Answer a BYE from the gateway with 200, as a carrier does. */
-function ok200(p: RawSipPeer, port: number, req: SipMessage): void {
-  p.send(
-    [
-      'SIP/2.0 200 OK',
-      ...['via', 'from', 'to', 'call-id', 'cseq'].map((h) => `${h}: ${req.headers.get(h)}`),
-      'Content-Length: 0',
-      '',
-      '',
-    ].join('\r\n'),
-    port,
-  );
-}
 
 describe('the gateway as `npm start` runs it (real process, real SIP, real API)', () => {
   it('serves a carrier call, hangs it up from the API, and on SIGTERM drains, BYEs and keeps every record', async () => {
@@ -105,7 +91,7 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
         timeoutMs,
         'BYE',
       );
-      ok200(p, sipPort, bye);
+      p.reply(bye, 200, 'OK', sipPort);
       return bye;
     };
 

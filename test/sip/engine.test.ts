@@ -171,23 +171,7 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     const refer = await peer!.waitFor((m) => m.kind === 'request' && m.method === 'REFER');
     expect(refer.headers.get('refer-to')).toBe('<sip:+250788000000@127.0.0.1>');
     expect(refer.kind === 'request' && refer.uri).toBe(`sip:carrier@127.0.0.1:${peer!.port}`);
-    const reply = (req: typeof refer, status: number, reason: string) => {
-      const via = req.headers.get('via')!;
-      peer!.send(
-        [
-          `SIP/2.0 ${status} ${reason}`,
-          `Via: ${via}`,
-          `From: ${req.headers.get('from')}`,
-          `To: ${req.headers.get('to')}`,
-          `Call-ID: ${req.headers.get('call-id')}`,
-          `CSeq: ${req.headers.get('cseq')}`,
-          'Content-Length: 0',
-          '',
-          '',
-        ].join('\r\n'),
-        engine!.port,
-      );
-    };
+    const reply = (req: typeof refer, status: number, reason: string) => peer!.reply(req, status, reason, engine!.port);
     reply(refer, 202, 'Accepted');
     await p1;
     const p2 = dialog.refer('sip:x@127.0.0.1');

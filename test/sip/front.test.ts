@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { tagOf, type SipMessage } from '../../src/sip/message.js';
-import { waitFor } from '../support/gateway.js';
+import { openUdpSockets, waitFor } from '../support/gateway.js';
 import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 
@@ -38,28 +38,6 @@ async function call(h: SipHarness, peer: RawSipPeer, opts: { rtpPort?: number; e
   return { callId, toTag, ok, call: await created };
 }
 
-/** UDP sockets this process holds. */
-function udpSockets(): number {
-  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
-  return handles.filter((x) => x.constructor?.name === 'Socket' && 'addMembership' in x).length;
-}
-
-const replyTo = (peer: RawSipPeer, port: number, req: SipMessage, status: number, reason: string) =>
-  peer.send(
-    [
-      `SIP/2.0 ${status} ${reason}`,
-      `Via: ${req.headers.get('via')}`,
-      `From: ${req.headers.get('from')}`,
-      `To: ${req.headers.get('to')}`,
-      `Call-ID: ${req.headers.get('call-id')}`,
-      `CSeq: ${req.headers.get('cseq')}`,
-      'Content-Length: 0',
-      '',
-      '',
-    ].join('\r\n'),
-    port,
-  );
-
 describe('SIP front policy (raw UDP carrier, real gateway)', () => {
   it('per-trunk call limit: 503 beyond maxCalls, counted from the registry', async () => {
     h = await startSipHarness({
@@ -89,7 +67,7 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
     const result = session.control.transfer('+250788999000');
     const refer = await peer.waitFor((m) => m.kind === 'request' && m.method === 'REFER', 2000, 'REFER');
     expect(refer.headers.get('refer-to')).toBe('<sip:+250788999000@127.0.0.1>');
-    replyTo(peer, h.port, refer, 202, 'Accepted');
+    peer.reply(refer, 202, 'Accepted', h.port);
     await expect(result).resolves.toEqual({ ok: true, detail: 'transferred to +250788999000' });
     // A refused transfer is reported to the AI, the call stays up.
     const r2 = session.control.transfer('sip:desk@example.com');
@@ -98,7 +76,7 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
       2000,
       'REFER 2',
     );
-    replyTo(peer, h.port, refer2, 603, 'Decline');
+    peer.reply(refer2, 603, 'Decline', h.port);
     await expect(r2).resolves.toMatchObject({ ok: false, detail: expect.stringContaining('603') as string });
     expect(c.ended).toBe(false);
   });
@@ -112,7 +90,7 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
     expect(bye.headers.get('call-id')).toBe(callId);
     expect(bye.headers.get('reason')).toContain('rtp_timeout');
     expect(c.endReason).toMatchObject({ by: 'timeout', cause: 'rtp_timeout' });
-    replyTo(peer, h.port, bye, 200, 'OK');
+    peer.reply(bye, 200, 'OK', h.port);
     await waitFor(() => h!.front.ports.used === 0, 2000, 'ports freed');
   });
 
@@ -144,13 +122,13 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
     await peer.start();
     h = await startSipHarness();
     const { callId } = await call(h, peer);
-    const during = udpSockets();
+    const during = openUdpSockets();
     await h.stop();
     h = undefined;
     const bye = await peer.waitFor((m) => m.kind === 'request' && m.method === 'BYE', 2000, 'BYE');
     expect(bye.headers.get('call-id')).toBe(callId);
     // The SIP socket and the call's RTP/RTCP pair are gone (earlier tests' sockets may close too).
-    await waitFor(() => udpSockets() <= during - 3, 2000, 'sockets closed');
+    await waitFor(() => openUdpSockets() <= during - 3, 2000, 'sockets closed');
   });
 });
 
@@ -182,17 +160,17 @@ describe('RFC 4028 with the gateway as refresher', () => {
     );
     expect(Date.now() - t0).toBeGreaterThan(700); // ~1 s: half of 2 s
     expect(first.headers.get('session-expires')).toBe('2;refresher=uas');
-    replyTo(p, h.port, first, 200, 'OK');
+    p.reply(first, 200, 'OK', h.port);
     const firstCseq = Number(first.headers.get('cseq')!.split(' ')[0]);
     const second = await p.waitFor(isUpdate(firstCseq + 1), 3000, 'second UPDATE');
     expect(c.ended).toBe(false); // the answered refresh kept the call up
-    replyTo(p, h.port, second, 405, 'Method Not Allowed');
+    p.reply(second, 405, 'Method Not Allowed', h.port);
     const bye = await p.waitFor(
       (m) => m.kind === 'request' && m.method === 'BYE' && m.headers.get('call-id') === callId,
       3000,
       'BYE',
     );
-    replyTo(p, h.port, bye, 200, 'OK');
+    p.reply(bye, 200, 'OK', h.port);
     await waitFor(() => c.ended, 3000, 'call end');
     expect(c.endReason).toMatchObject({ by: 'timeout', cause: 'session_expired' });
   });

@@ -78,3 +78,9 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'c
     await sleep(20);
   }
 }
+
+/** UDP sockets this process holds (RTP legs, werift ICE sockets): for "nothing left behind" checks. */
+export function openUdpSockets(): number {
+  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
+  return handles.filter((x) => x.constructor?.name === 'Socket' && 'addMembership' in x).length;
+}

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { parse } from 'sdp-transform';
 import { dbfsOf, dominantFrequency, toneLevelDb, tone } from '../support/audio.js';
-import { sleep, waitFor } from '../support/gateway.js';
+import { openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { sdpProblems } from '../peers/whatsapp/graph-stub.js';
 import { speechSource } from '../peers/whatsapp/user.js';
@@ -16,16 +16,10 @@ afterEach(async () => {
 /** A continuous tone source for the user peer, phase-continuous across frames. */
 const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 
-/** UDP sockets this process holds (werift binds one per leg). */
-function udpHandles(): number {
-  const handles = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles();
-  return handles.filter((x) => x.constructor?.name === 'Socket' && 'addMembership' in x).length;
-}
-
 describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)', () => {
   it('answers with a WhatsApp-valid SDP, carries audio both ways, and the terminate webhook frees everything', async () => {
     h = await startHarness({ freqFor: () => 660 });
-    const udpBefore = udpHandles();
+    const udpBefore = openUdpSockets();
     const user = h.user('250788123456');
     await user.call();
 
@@ -89,7 +83,7 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     expect(session.closedWith).toBeDefined();
     await sleep(200);
     expect(h.graph.byAction('terminate')).toHaveLength(0);
-    expect(udpHandles()).toBeLessThanOrEqual(udpBefore);
+    expect(openUdpSockets()).toBeLessThanOrEqual(udpBefore);
     expect(h.gw.ctx.registry.size).toBe(0);
   });
 

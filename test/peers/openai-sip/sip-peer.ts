@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { createCodec, type FrameCodec } from '../../../src/core/audio/codecs.js';
 import { PCMA_8K, PCMU_8K } from '../../../src/core/audio/format.js';
+import { concatPcm } from '../../../src/core/audio/level.js';
 import { testLogger } from '../../../src/core/logger.js';
 import { EmbeddedSipEngine } from '../../../src/sip/embedded.js';
 import type { IncomingInvite, SipDialog } from '../../../src/sip/engine.js';
@@ -89,13 +90,7 @@ export class RtpToneEndpoint {
   /** Everything received so far (from frame `skip` on), decoded to 8 kHz PCM. */
   heard(skip = 0): Int16Array {
     const parts = this.received.slice(skip).map((f) => this.codec.decode(f));
-    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatPcm(parts);
   }
 
   close(): void {

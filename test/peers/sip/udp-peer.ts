@@ -31,6 +31,14 @@ export class RawSipPeer {
     this.sock!.send(Buffer.from(text.replace(/\r?\n/g, '\r\n'), 'latin1'), port, host);
   }
 
+  /** Answer a request from the gateway (BYE, REFER, UPDATE...) with a body-less response. */
+  reply(req: SipMessage, status: number, reason: string, port: number, host = '127.0.0.1'): void {
+    const echo = ['via', 'from', 'to', 'call-id', 'cseq'].flatMap((h) =>
+      req.headers.getAll(h).map((v) => `${h}: ${v}`),
+    );
+    this.send([`SIP/2.0 ${status} ${reason}`, ...echo, 'Content-Length: 0', '', ''].join('\r\n'), port, host);
+  }
+
   async waitFor(pred: (m: SipMessage) => boolean, timeoutMs = 3000, what = 'SIP message'): Promise<SipMessage> {
     const t0 = Date.now();
     for (;;) {

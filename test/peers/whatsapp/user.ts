@@ -1,3 +1,4 @@
+import { concatPcm } from '../../../src/core/audio/level.js';
 import { createHmac, randomBytes } from 'node:crypto';
 import opusModule from '@discordjs/opus';
 import {
@@ -320,13 +321,7 @@ export class WhatsAppUser {
       const pcm = decoder.decode(a.payload);
       return new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2);
     });
-    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatPcm(parts);
   }
 
   /** Largest gap between consecutive received packets after `from` (ms). */
