@@ -23,6 +23,11 @@ export const trunkSchema = z.object({
   maxCalls: z.number().int().positive().default(30),
   route: z.string().optional(),
   /**
+   * Addresses allowed to send RTP/RTCP for this trunk's calls, besides the address in each call's
+   * SDP (RTP from anywhere else is dropped and counted as foreign). Default: `allow`.
+   */
+  mediaAllow: z.array(cidr).optional(),
+  /**
    * Where outbound calls (POST /v1/calls with front sip) go: a SIP URI without user part, e.g.
    * `sip:196.12.0.10:5060;transport=udp`; the called number becomes the user part. Default: the
    * first `allow` address, port 5060, UDP.

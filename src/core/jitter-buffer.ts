@@ -27,6 +27,11 @@ export interface JitterBufferOptions {
   conceal: (last: Buffer | undefined, lost: number) => Buffer;
   minDepthMs?: number;
   maxDepthMs?: number;
+  /**
+   * Most audio held, in ms (default 1 s): a sender skipping sequence numbers in small steps could
+   * otherwise keep every packet alive behind the gaps; the oldest are dropped beyond this.
+   */
+  capacityMs?: number;
 }
 
 /** Conceal at most this many frames in a row; after that the stream is treated as paused. */
@@ -42,8 +47,9 @@ const RESYNC_GAP = 100;
  */
 export class JitterBuffer {
   private readonly frames = new Map<number, Buffer>();
-  private readonly minFrames: number;
+  private minFrames: number;
   private readonly maxFrames: number;
+  private readonly capacity: number;
   private readonly opts: JitterBufferOptions;
   private highest = -1; // highest extended seq seen
   private nextSeq = -1; // extended seq of the next frame to play
@@ -74,6 +80,7 @@ export class JitterBuffer {
     this.opts = opts;
     this.minFrames = Math.max(1, Math.round((opts.minDepthMs ?? 20) / FRAME_MS));
     this.maxFrames = Math.max(this.minFrames, Math.round((opts.maxDepthMs ?? 120) / FRAME_MS));
+    this.capacity = Math.max(this.maxFrames * 2, Math.round((opts.capacityMs ?? 1000) / FRAME_MS));
     this.stats.depthMs = this.minFrames * FRAME_MS;
   }
 
@@ -84,6 +91,12 @@ export class JitterBuffer {
     if (ext - this.highest > 0x8000) ext -= 0x10000;
     else if (this.highest - ext > 0x8000) ext += 0x10000;
     return ext;
+  }
+
+  /** Packets of `ms` arrive at once (ptime above 20 ms): never aim below that much audio. */
+  ensureDepthMs(ms: number): void {
+    const frames = Math.min(this.maxFrames, Math.ceil(ms / FRAME_MS));
+    if (frames > this.minFrames) this.minFrames = frames;
   }
 
   get targetFrames(): number {
@@ -122,6 +135,20 @@ export class JitterBuffer {
     this.frames.set(ext, pkt.payload);
     if (ext > this.highest) this.highest = ext;
     if (this.nextSeq < 0 || (!this.playing && ext < this.nextSeq)) this.nextSeq = ext;
+    this.bound();
+  }
+
+  /** Keep at most `capacity` frames' span (highest back to the oldest held): drop what falls out. */
+  private bound(): void {
+    const floor = this.highest - this.capacity + 1;
+    if (this.nextSeq >= floor && this.frames.size <= this.capacity) return;
+    for (const seq of this.frames.keys()) {
+      if (seq < floor) {
+        this.frames.delete(seq);
+        this.stats.dropped++;
+      }
+    }
+    if (this.nextSeq < floor) this.nextSeq = floor;
   }
 
   private updateJitter(pkt: ReceivedPacket): void {

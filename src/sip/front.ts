@@ -9,9 +9,10 @@ import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
+import { AddressSet } from './media-source.js';
 import { RtpPortPool } from './rtp.js';
 import { RtpLeg } from './rtp-leg.js';
-import { answerDirection, buildAnswer, readOffer, type AnswerParams } from './sdp.js';
+import { answerDirection, answerShape, buildAnswer, readOffer, type AnswerParams } from './sdp.js';
 import { toE164, TrunkTable, userOf } from './trunks.js';
 
 /** RFC 4028 §5: we refuse intervals below this with 422. */
@@ -206,6 +207,11 @@ export class SipFront implements Front {
       await call.end({ by: 'gateway', cause: 'no_rtp_ports' });
       return;
     }
+    if (call.ended) {
+      // CANCELled while the ports were being bound: no leg (and none of its timers) ever starts.
+      await ports.release();
+      return;
+    }
     const offer = offered.offer;
     const answer: AnswerParams = {
       address: this.ctx.config.sip.publicAddress,
@@ -216,6 +222,7 @@ export class SipFront implements Front {
       payloadType: offer.payloadType,
       dtmfPayloadType: offer.dtmfPayloadType,
       direction: answerDirection(offer.direction),
+      ...answerShape(offer),
     };
     const state: SipCall = {
       call,
@@ -235,6 +242,7 @@ export class SipFront implements Front {
       offer,
       direction: answer.direction,
       timeoutMs: this.ctx.config.sip.rtpTimeoutSec * 1000,
+      mediaAllow: new AddressSet(trunk.mediaAllow ?? trunk.allow),
       onClose: (reason) => this.onLegClosed(state, reason),
     });
     this.calls.set(call.id, state);
@@ -242,10 +250,6 @@ export class SipFront implements Front {
       clearTimeout(state.sessionTimer);
       this.calls.delete(call.id);
     });
-    if (call.ended) {
-      await ports.release();
-      return;
-    }
     inv.progress(180);
 
     try {
@@ -349,7 +353,12 @@ export class SipFront implements Front {
       }
       const dir = answerDirection(offered.offer.direction);
       leg.update(offered.offer, dir);
-      const next = { ...answer, direction: dir, dtmfPayloadType: offered.offer.dtmfPayloadType };
+      const next = {
+        ...answer,
+        direction: dir,
+        dtmfPayloadType: offered.offer.dtmfPayloadType,
+        ...answerShape(offered.offer),
+      };
       if (buildAnswer({ ...next, version: answer.version }) !== state.lastSdp) next.version = answer.version + 1;
       state.answer = next;
       state.lastSdp = buildAnswer(next);

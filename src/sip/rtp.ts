@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { GatewayError } from '../core/errors.js';
 
@@ -138,19 +139,17 @@ export interface RtpPorts {
 
 /**
  * Even/odd UDP port pairs (RTP on the even port, RTCP on the next) from a configured range. Owned
- * by one front (no process-wide state); a pair returns to the pool when its leg closes.
+ * by one front (no process-wide state); a pair returns to the pool when its leg closes. The search
+ * starts at a random pair, so a stranger cannot predict the next call's port from the last one.
  */
 export class RtpPortPool {
   private readonly inUse = new Set<number>();
-  private cursor: number;
 
   constructor(
     private readonly host: string,
     private readonly min: number,
     private readonly max: number,
-  ) {
-    this.cursor = min + (min % 2);
-  }
+  ) {}
 
   get used(): number {
     return this.inUse.size;
@@ -158,11 +157,11 @@ export class RtpPortPool {
 
   async allocate(callId?: string): Promise<RtpPorts> {
     const first = this.min + (this.min % 2);
-    const slots = Math.floor((this.max - first) / 2) + 1;
+    const slots = Math.floor((this.max - 1 - first) / 2) + 1;
+    const start = slots > 0 ? randomInt(slots) : 0;
     for (let i = 0; i < slots; i++) {
-      const port = this.cursor;
-      this.cursor = this.cursor + 2 > this.max - 1 ? first : this.cursor + 2;
-      if (this.inUse.has(port) || port + 1 > this.max) continue;
+      const port = first + ((start + i) % slots) * 2;
+      if (this.inUse.has(port)) continue;
       this.inUse.add(port);
       const pair = await this.bindPair(port).catch(() => undefined);
       if (pair) return pair;

@@ -102,3 +102,30 @@ describe('JitterBuffer', () => {
     expect(drain(b, 3)).toEqual([500 & 0x7f, 501 & 0x7f, 502 & 0x7f]);
   });
 });
+
+describe('JitterBuffer under a hostile sender', () => {
+  it('stays bounded when a latched sender skips sequence numbers in small steps', () => {
+    const b = jb();
+    let seq = 1000;
+    for (let i = 0; i < 20_000; i++) {
+      seq += 90; // below the resync gap, so every packet is "the same stream"
+      b.push(pkt(seq, i));
+      if (i % 50 === 0) b.pop();
+    }
+    // Held audio never exceeds its capacity (1 s = 50 frames), whatever the sender does.
+    expect(b.bufferedFrames).toBeLessThanOrEqual(50);
+    expect((b as unknown as { frames: Map<number, Buffer> }).frames.size).toBeLessThanOrEqual(50);
+    expect(b.stats.dropped).toBeGreaterThan(19_000);
+  });
+
+  it('ensureDepthMs: 60 ms packets are buffered at least one packet deep before playing', () => {
+    const b = jb();
+    b.ensureDepthMs(60);
+    expect(b.targetFrames).toBe(3);
+    b.push(pkt(1));
+    b.push(pkt(2));
+    expect(b.pop()).toBeNull();
+    b.push(pkt(3));
+    expect(drain(b, 3)).toEqual([1, 2, 3]);
+  });
+});

@@ -3,10 +3,11 @@ import alawmulaw from 'alawmulaw';
 import { afterEach, describe, expect, it } from 'vitest';
 import { testLogger } from '../../src/core/logger.js';
 import type { HangupReason } from '../../src/core/media-leg.js';
+import { AddressSet } from '../../src/sip/media-source.js';
 import { buildRtp, parseRtp, RtpPortPool } from '../../src/sip/rtp.js';
 import { RtpLeg } from '../../src/sip/rtp-leg.js';
 import type { AudioOffer } from '../../src/sip/sdp.js';
-import { dominantFrequency } from '../support/audio.js';
+import { dominantFrequency, rmsOf } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 
 const base = 23000 + Math.floor(Math.random() * 100) * 40;
@@ -15,16 +16,26 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-async function udp(port = 0): Promise<Socket & { got: Buffer[] }> {
+async function udp(port = 0, ip = '127.0.0.1'): Promise<Socket & { got: Buffer[] }> {
   const s = createSocket('udp4') as Socket & { got: Buffer[] };
   s.got = [];
   s.on('message', (b) => s.got.push(b));
-  await new Promise<void>((r) => s.bind(port, '127.0.0.1', () => r()));
+  await new Promise<void>((r, j) => {
+    s.once('error', j);
+    s.bind(port, ip, () => r());
+  });
   cleanup.push(() => new Promise<void>((r) => s.close(() => r())));
   return s;
 }
 
-async function makeLeg(opts: { sdpPort: number; timeoutMs?: number; rtcpIntervalMs?: number; dtmf?: boolean }) {
+async function makeLeg(opts: {
+  sdpPort: number;
+  timeoutMs?: number;
+  rtcpIntervalMs?: number;
+  dtmf?: boolean;
+  offer?: Partial<AudioOffer>;
+  mediaAllow?: string[];
+}) {
   const pool = new RtpPortPool('127.0.0.1', base, base + 39);
   const ports = await pool.allocate();
   const offer: AudioOffer = {
@@ -35,6 +46,7 @@ async function makeLeg(opts: { sdpPort: number; timeoutMs?: number; rtcpInterval
     payloadType: 8,
     dtmfPayloadType: opts.dtmf === false ? undefined : 101,
     direction: 'sendrecv',
+    ...opts.offer,
   };
   const closed: HangupReason[] = [];
   const leg = new RtpLeg({
@@ -45,20 +57,31 @@ async function makeLeg(opts: { sdpPort: number; timeoutMs?: number; rtcpInterval
     direction: 'sendrecv',
     timeoutMs: opts.timeoutMs ?? 5000,
     rtcpIntervalMs: opts.rtcpIntervalMs,
+    mediaAllow: opts.mediaAllow ? new AddressSet(opts.mediaAllow) : undefined,
     onClose: async (r) => void closed.push(r),
   });
   cleanup.push(() => leg.close({ by: 'gateway', cause: 'test' }));
   return { pool, leg, closed };
 }
 
-const tonePkt = (seq: number, freq = 1000, pt = 8) => {
+const tonePkt = (seq: number, freq = 1000, pt = 8, ssrc = 77) => {
   const pcm = new Int16Array(160);
   for (let i = 0; i < 160; i++) pcm[i] = Math.round(8000 * Math.sin((2 * Math.PI * freq * (seq * 160 + i)) / 8000));
   return buildRtp(
-    { payloadType: pt, marker: false, seq, timestamp: seq * 160, ssrc: 77 },
+    { payloadType: pt, marker: false, seq, timestamp: seq * 160, ssrc },
     Buffer.from(alawmulaw.alaw.encode(pcm)),
   );
 };
+
+/** Every frame the leg has ready, decoded. */
+function readAll(leg: RtpLeg, max = 200): Int16Array {
+  const out: number[] = [];
+  for (let i = 0; i < max; i++) {
+    const f = leg.readFrame();
+    if (f) out.push(...alawmulaw.alaw.decode(f));
+  }
+  return Int16Array.from(out);
+}
 
 describe('RTP leg (G.711 over UDP)', () => {
   it('latches onto the real source, reorders through the jitter buffer, counts and drops bad packets', async () => {
@@ -195,5 +218,114 @@ describe('RTP leg (G.711 over UDP)', () => {
     const c = await pool.allocate();
     expect(c.port).toBe(a.port);
     await Promise.all([b.release(), c.release()]);
+  });
+
+  it('source policy: media from outside the SDP address/mediaAllow never latches; a quiet source can be replaced inside the set', async () => {
+    const carrier = await udp();
+    const stranger = await udp(0, '127.0.0.2');
+    const { leg } = await makeLeg({ sdpPort: carrier.address().port, mediaAllow: ['127.0.0.3/32'] });
+    let started = 0;
+    leg.on('started', () => started++);
+    for (let i = 0; i < 10; i++) stranger.send(tonePkt(i, 3000), leg.localPort, '127.0.0.1');
+    await waitFor(() => leg.counters.foreign === 10, 1000, 'foreign counted');
+    expect(started).toBe(0);
+    expect(leg.readFrame()).toBeNull();
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await sleep(50);
+    expect(stranger.got).toHaveLength(0); // nothing of ours goes to the stranger
+
+    // The carrier latches; a second sender on the carrier's own address cannot take over while it talks.
+    const other = await udp();
+    for (let i = 0; i < 20; i++) {
+      carrier.send(tonePkt(100 + i, 1000), leg.localPort, '127.0.0.1');
+      other.send(tonePkt(500 + i, 3000, 8, 99), leg.localPort, '127.0.0.1');
+    }
+    await waitFor(() => leg.counters.foreign >= 30, 1000, 'contending sender counted');
+    expect(started).toBe(1);
+    await sleep(60);
+    expect(Math.abs(dominantFrequency(readAll(leg), 8000) - 1000)).toBeLessThan(20);
+
+    // Failover: the carrier goes quiet, media comes from another allowed port with a new SSRC.
+    await sleep(400);
+    for (let i = 0; i < 20; i++) other.send(tonePkt(700 + i, 2000, 8, 99), leg.localPort, '127.0.0.1');
+    await waitFor(() => leg.counters.relatched === 1, 1000, 're-latch');
+    await sleep(60);
+    expect(Math.abs(dominantFrequency(readAll(leg), 8000) - 2000)).toBeLessThan(30);
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => other.got.length > 0, 1000, 'our audio follows the re-latch');
+  });
+
+  it('a source on port 65535 (RTCP port 65536) and a=rtcp:0 never make a send throw: RTCP is skipped, the process lives', async () => {
+    let carrier;
+    try {
+      carrier = await udp(65535);
+    } catch {
+      return; // port taken on this machine: nothing to prove here
+    }
+    const { leg } = await makeLeg({ sdpPort: 65535, rtcpIntervalMs: 30, offer: { rtcpPort: 0 } });
+    for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
+    for (let i = 0; i < 5; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => leg.counters.sendSkipped >= 3, 2000, 'RTCP sends skipped');
+    expect(leg.counters.rtcpSent).toBe(0);
+    await waitFor(() => carrier.got.length === 5, 1000, 'RTP still flows to port 65535');
+  });
+
+  it('c=0.0.0.0 hold: nothing sent (RTP or RTCP), no timeout; unhold resumes at the old address', async () => {
+    const carrier = await udp();
+    const carrierRtcp = await udp();
+    const { leg } = await makeLeg({
+      sdpPort: carrier.address().port,
+      timeoutMs: 300,
+      rtcpIntervalMs: 50,
+      offer: { rtcpPort: carrierRtcp.address().port },
+    });
+    const hangups: HangupReason[] = [];
+    leg.on('hangup', (r) => hangups.push(r));
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrier.got.length === 1 && carrierRtcp.got.length > 0, 1000, 'media before hold');
+    const base: AudioOffer = {
+      address: '0.0.0.0',
+      port: carrier.address().port,
+      rtcpPort: carrier.address().port + 1,
+      codec: 'PCMA',
+      payloadType: 8,
+      dtmfPayloadType: 101,
+      direction: 'sendonly',
+      nullAddress: true,
+    };
+    leg.update(base, 'recvonly');
+    const rtcpBefore = carrierRtcp.got.length;
+    for (let i = 0; i < 10; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await sleep(700);
+    expect(hangups).toHaveLength(0);
+    expect(carrier.got).toHaveLength(1);
+    expect(carrierRtcp.got.length).toBe(rtcpBefore);
+    leg.update({ ...base, address: '127.0.0.1', direction: 'sendrecv', nullAddress: false }, 'sendrecv');
+    leg.writeFrame(Buffer.alloc(160, 0xd5));
+    await waitFor(() => carrier.got.length === 2, 1000, 'audio after unhold');
+  });
+
+  it('comfort noise (PT 13) and RTCP keep the call alive; CN plays as quiet noise, not as audio bytes', async () => {
+    const carrier = await udp();
+    const { leg } = await makeLeg({ sdpPort: carrier.address().port, timeoutMs: 300 });
+    const hangups: HangupReason[] = [];
+    leg.on('hangup', (r) => hangups.push(r));
+    for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
+    const cn = (seq: number) =>
+      buildRtp({ payloadType: 13, marker: false, seq, timestamp: 800, ssrc: 77 }, Buffer.from([50]));
+    for (let k = 0; k < 8; k++) {
+      await sleep(100);
+      if (k % 2) carrier.send(cn(5 + k), leg.localPort, '127.0.0.1');
+      else carrier.send(Buffer.from([0x81, 201, 0, 1, 0, 0, 0, 77]), leg.localPort + 1, '127.0.0.1'); // RTCP RR
+    }
+    await waitFor(() => leg.counters.comfortNoise === 4, 1000, 'CN counted');
+    expect(hangups).toHaveLength(0);
+    expect(leg.counters.rtcpReceived).toBe(4);
+    readAll(leg, 20); // the tone, then concealment
+    const noise = readAll(leg, 10);
+    expect(noise.length).toBe(1600);
+    const db = 20 * Math.log10(rmsOf(noise) / 32767);
+    expect(db).toBeGreaterThan(-60);
+    expect(db).toBeLessThan(-40);
   });
 });
