@@ -11,6 +11,7 @@ import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
 import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
+import { negotiateAsUas, SessionTimer, termsFromUacResponse } from './session-timer.js';
 
 const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
 const DTMF_PT = 101;
@@ -47,6 +48,7 @@ export class DialedRtpLeg extends RtpLeg {
     super(opts);
   }
 
+  /** The far end hung up (BYE), or the dialog died (session expired): the call ends with this reason. */
   farEndLeft(reason: HangupReason): void {
     this.emit('hangup', reason);
   }
@@ -168,6 +170,7 @@ export class SipDialer implements LegDialer {
         timeoutMs: this.config.rtpTimeoutSec * 1000,
         onClose: (reason) => {
           this.legs.delete(leg);
+          timer?.stop();
           // The far end's BYE is already answered; otherwise ours goes out now and finishes in the
           // background (an unresponsive far end must not hold the call's teardown).
           if (reason.by !== 'remote') void dialog.bye(reason.cause);
@@ -177,11 +180,23 @@ export class SipDialer implements LegDialer {
       dialog,
     );
     this.legs.add(leg);
+    // RFC 4028 §7.2: the 2xx's Session-Expires says who refreshes; a far end that made us the
+    // refresher hangs up at expiry unless we refresh.
+    const terms = termsFromUacResponse((n) => result.headers.get(n));
+    const refresh = dialog.refresh?.bind(dialog);
+    const timer = terms
+      ? new SessionTimer(terms, {
+          log: call.log,
+          refresh: refresh && ((interval) => refresh(interval, { sdp: buildAnswer(ours) })),
+          expired: (detail) => leg.farEndLeft({ by: 'timeout', cause: 'session_expired', detail }),
+        })
+      : undefined;
+    if (terms) call.log.info({ intervalSec: terms.interval, weRefresh: terms.weRefresh }, 'outbound leg session timer');
     dialog.on('bye', () => {
       call.log.info({ uri: req.uri }, 'outbound leg: far end sent BYE');
       leg.farEndLeft({ by: 'remote', cause: 'bye' });
     });
-    dialog.on('modify', (m) => this.onModify(leg, m, ours, call));
+    dialog.on('modify', (m) => this.onModify(leg, m, ours, call, timer));
     call.log.info(
       { uri: req.uri, sipCallId: dialog.callId, codec: answer.offer.codec, remote: leg.remoteAddress },
       'outbound SIP leg answered',
@@ -190,7 +205,27 @@ export class SipDialer implements LegDialer {
   }
 
   /** Their re-INVITE/UPDATE (hold, new address, refresh): follow it and answer with our current SDP. */
-  private onModify(leg: DialedRtpLeg, req: ModifyRequest, ours: AnswerParams, call: Call): void {
+  private onModify(
+    leg: DialedRtpLeg,
+    req: ModifyRequest,
+    ours: AnswerParams,
+    call: Call,
+    timer: SessionTimer | undefined,
+  ): void {
+    // Their refresh renegotiates the session timer (RFC 4028 §9); our 2xx repeats the terms.
+    const neg = req.header
+      ? negotiateAsUas((n) => req.header!(n), {
+          minSec: this.config.minSessionExpiresSec,
+          canRefresh: !!leg.dialog.refresh,
+          current: timer?.current,
+        })
+      : undefined;
+    if (neg && 'tooSmall' in neg)
+      return req.respond({
+        status: 422,
+        reason: 'Session Interval Too Small',
+        headers: { 'min-se': String(neg.minSe) },
+      });
     if (req.sdp) {
       const offered = readOffer(req.sdp, [ours.codec], ours.dtmfPayloadType !== undefined);
       if (!offered.ok) return req.respond({ status: offered.status, reason: offered.reason });
@@ -199,7 +234,23 @@ export class SipDialer implements LegDialer {
       ours.version++;
       call.log.info({ direction: ours.direction }, 'outbound leg re-INVITE answered');
     }
-    req.respond({ sdp: buildAnswer(ours) });
+    const headers = neg?.headers ?? {};
+    if (!req.sdp && req.method === 'UPDATE')
+      req.respond({ headers }); // RFC 3311: no offer, no answer
+    else
+      req.respond({
+        sdp: buildAnswer(ours),
+        headers,
+        // A body-less re-INVITE: our SDP is an offer and their answer comes in the ACK.
+        onAck: req.sdp
+          ? undefined
+          : (sdp) => {
+              const got = sdp ? readOffer(sdp, [ours.codec], ours.dtmfPayloadType !== undefined) : undefined;
+              if (got?.ok) leg.update(got.offer, answerDirection(got.offer.direction));
+              else call.log.warn('outbound leg: re-INVITE ACK without a usable answer; media unchanged');
+            },
+      });
+    timer?.restart(neg?.terms);
   }
 
   /**

@@ -11,8 +11,9 @@ import {
   SipHeaders,
   tagOf,
   type SipRequest,
+  type SipResponse,
 } from './message.js';
-import { type Dest, isSips, newBranch, Retransmitter, SUPPORTED, type Transport } from './transactions.js';
+import { ALLOW, type Dest, isSips, newBranch, Retransmitter, SUPPORTED, type Transport } from './transactions.js';
 
 /** What a dialog is made of (RFC 3261 §12.1), from whichever side set it up. */
 export interface DialogInit {
@@ -33,7 +34,38 @@ export interface DialogInit {
   src: Dest;
   /** Set up by a sips: request: our Contact is sips: too (RFC 5630). */
   secure?: boolean;
+  /** The far end's Allow (from its INVITE or 2xx): a session refresh is an UPDATE only if it lists UPDATE. */
+  remoteAllow?: string;
 }
+
+/**
+ * Header values that may be comma-separated lists of name-addrs (Record-Route, Route): one entry
+ * each, splitting only on commas outside <...> and quotes.
+ */
+export function splitNameAddrs(values: string[]): string[] {
+  const out: string[] = [];
+  for (const v of values) {
+    let depth = 0;
+    let quoted = false;
+    let start = 0;
+    for (let i = 0; i < v.length; i++) {
+      const c = v[i];
+      if (c === '"' && v[i - 1] !== '\\') quoted = !quoted;
+      else if (!quoted && c === '<') depth++;
+      else if (!quoted && c === '>') depth--;
+      else if (!quoted && depth === 0 && c === ',') {
+        out.push(v.slice(start, i).trim());
+        start = i + 1;
+      }
+    }
+    out.push(v.slice(start).trim());
+  }
+  return out.filter(Boolean);
+}
+
+/** Whether an Allow value lists a method. */
+const allows = (allow: string | undefined, method: string) =>
+  (allow ?? '').split(',').some((m) => m.trim().toUpperCase() === method);
 
 /** UAS side (RFC 3261 §12.1.1): from the INVITE we answered. */
 export function uasDialogInit(invite: SipRequest, src: Dest, localTag: string): DialogInit {
@@ -44,10 +76,11 @@ export function uasDialogInit(invite: SipRequest, src: Dest, localTag: string): 
     localUri: invite.headers.get('to')!,
     remoteUri,
     remoteTarget: parseNameAddr(invite.headers.get('contact') ?? '')?.uri ?? parseNameAddr(remoteUri)!.uri,
-    routeSet: invite.headers.getAll('record-route'),
+    routeSet: splitNameAddrs(invite.headers.getAll('record-route')),
     remoteSeq: parseCSeq(invite.headers.get('cseq'))!.seq,
     src,
     secure: isSips(invite),
+    remoteAllow: invite.headers.getAll('allow').join(', ') || undefined,
   };
 }
 
@@ -66,7 +99,11 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
   private readonly secure: boolean;
   private destroyed = false;
   private byeSent: Promise<void> | undefined;
-  private pendingReinvite: { cseq: number; rt: Retransmitter } | undefined;
+  private pendingReinvite:
+    { cseq: number; rt: Retransmitter; onAck: ((sdp: string | undefined) => void) | undefined } | undefined;
+  private remoteAllow: string | undefined;
+  /** Our re-INVITE in progress (RFC 3261 §14.1: one at a time). */
+  private reinviting = false;
 
   constructor(
     private readonly engine: EmbeddedSipEngine,
@@ -84,6 +121,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     this.localSeq = init.localSeq ?? Math.floor(Math.random() * 10000) + 1;
     this.src = init.src;
     this.secure = init.secure ?? false;
+    this.remoteAllow = init.remoteAllow;
   }
 
   /** Where the dialog was set up (its stream connection, if any, is kept while the dialog lives). */
@@ -96,7 +134,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
    * remote target through the route set, with the INVITE's CSeq number. Returned so the UAC can
    * resend the same bytes for each retransmitted 2xx.
    */
-  buildAck(cseq: number): { buf: Buffer; dest: Dest } {
+  buildAck(cseq: number, sdp?: string): { buf: Buffer; dest: Dest } {
     const headers = new SipHeaders();
     const t = this.dest();
     headers.add('via', this.engine.viaFor(t.transport, newBranch()));
@@ -107,7 +145,9 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     headers.add('call-id', this.callId);
     headers.add('cseq', `${cseq} ACK`);
     headers.add('user-agent', this.engine.userAgent);
-    return { buf: serialize({ kind: 'request', method: 'ACK', uri: this.remoteTarget, headers, body: '' }), dest: t };
+    if (sdp) headers.add('content-type', 'application/sdp');
+    const body = sdp ?? '';
+    return { buf: serialize({ kind: 'request', method: 'ACK', uri: this.remoteTarget, headers, body }), dest: t };
   }
 
   /** Where in-dialog requests go: the first loose route, else the remote target; the source as fallback. */
@@ -169,20 +209,27 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     const isInvite = req.method === 'INVITE';
     if (isInvite && this.pendingReinvite) return void this.engine.reply(req, src, 491);
     const contact = parseNameAddr(req.headers.get('contact') ?? '')?.uri;
-    if (isInvite && contact) this.remoteTarget = contact; // target refresh (RFC 3261 §12.2.2)
+    if (contact) this.remoteTarget = contact; // target refresh (RFC 3261 §12.2.2, RFC 3311 §5.2)
+    const allow = req.headers.getAll('allow').join(', ');
+    if (allow) this.remoteAllow = allow;
     let answered = false;
     const modify: ModifyRequest = {
+      method: isInvite ? 'INVITE' : 'UPDATE',
       sdp: req.body.trim() ? req.body : undefined,
+      header: (name) => req.headers.get(name),
       respond: (a) => {
         if (answered || this.destroyed) return;
         answered = true;
-        if ('status' in a) return void this.engine.reply(req, src, a.status, a.reason, {}, this.localTag);
+        if ('status' in a) return void this.engine.reply(req, src, a.status, a.reason, a.headers ?? {}, this.localTag);
         const res = makeResponse(req, 200, 'OK', this.localTag);
         res.headers.set('contact', this.engine.contactFor(this.src.transport, this.secure));
+        res.headers.set('allow', ALLOW);
         res.headers.set('supported', SUPPORTED.join(', '));
         for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);
-        res.headers.set('content-type', 'application/sdp');
-        res.body = a.sdp;
+        if (a.sdp !== undefined) {
+          res.headers.set('content-type', 'application/sdp');
+          res.body = a.sdp;
+        }
         this.engine.respond(req, res, src);
         if (!isInvite) return;
         const buf = serialize(res);
@@ -192,21 +239,26 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
           this.engine.t1,
           this.engine.t2,
           () => {
+            const onAck = this.pendingReinvite?.onAck;
             this.pendingReinvite = undefined;
             this.engine.log.warn({ sipCallId: this.callId }, 'no ACK for re-INVITE 200');
+            onAck?.(undefined);
           },
         );
-        this.pendingReinvite = { cseq, rt };
+        this.pendingReinvite = { cseq, rt, onAck: a.onAck };
       },
     };
     this.emit('modify', modify);
     if (!answered) modify.respond({ status: 488 });
   }
 
-  onAck(cseq: number): void {
+  /** The ACK to our 2xx for their re-INVITE; its body answers a body-less re-INVITE's offer. */
+  onAck(cseq: number, body: string): void {
     if (this.pendingReinvite && this.pendingReinvite.cseq === cseq) {
-      this.pendingReinvite.rt.stop();
+      const { rt, onAck } = this.pendingReinvite;
+      rt.stop();
       this.pendingReinvite = undefined;
+      onAck?.(body.trim() ? body : undefined);
     }
   }
 
@@ -235,14 +287,45 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     if (res.status >= 300) throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason}`);
   }
 
-  async refresh(intervalSec: number, timeoutMs = 8000): Promise<void> {
+  /**
+   * RFC 4028 §7.4 refresh with us staying the refresher (we are this request's UAC: refresher=uac):
+   * a body-less UPDATE when the far end allows UPDATE, else a re-INVITE with our current SDP.
+   */
+  async refresh(intervalSec: number, opts: { sdp: string; timeoutMs?: number }): Promise<string | undefined> {
     if (this.destroyed) throw new GatewayError('leg_closed', 'dialog is gone');
-    const req = this.newRequest('UPDATE', {
-      'session-expires': `${intervalSec};refresher=uas`,
-      supported: 'timer',
-    });
-    const res = await this.engine.request(req, this.dest(), timeoutMs);
+    const headers = { 'session-expires': `${intervalSec};refresher=uac`, supported: 'timer' };
+    const useUpdate = allows(this.remoteAllow, 'UPDATE');
+    this.engine.log.debug({ sipCallId: this.callId, method: useUpdate ? 'UPDATE' : 'INVITE' }, 'session refresh');
+    const res = useUpdate
+      ? await this.engine.request(this.newRequest('UPDATE', headers), this.dest(), opts.timeoutMs ?? 8000)
+      : await this.reinvite(headers, opts.sdp, opts.timeoutMs ?? 8000);
     if (res.status >= 300) throw new GatewayError('upstream', `session refresh rejected: ${res.status} ${res.reason}`);
+    return res.headers.get('session-expires') ?? res.headers.get('x');
+  }
+
+  /**
+   * A re-INVITE from us (RFC 3261 §14.1) with our SDP as the offer; a 2xx is ACKed from the dialog
+   * (and re-ACKed for each retransmitted 2xx for 64·T1). Answers within the same codec need no
+   * action: the description we offer is the one in use.
+   */
+  private async reinvite(extra: Record<string, string>, sdp: string, timeoutMs: number): Promise<SipResponse> {
+    if (this.reinviting || this.pendingReinvite)
+      throw new GatewayError('invalid_state', 're-INVITE already in progress (glare)');
+    this.reinviting = true;
+    try {
+      const req = this.newRequest('INVITE', { ...extra, allow: ALLOW, 'content-type': 'application/sdp' }, sdp);
+      const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+      const branch = newBranch();
+      const res = await this.engine.request(req, this.dest(), timeoutMs, branch);
+      if (res.status < 300) {
+        const ack = this.buildAck(cseq);
+        this.engine.sendRaw(ack.buf, ack.dest);
+        this.engine.absorb2xx(branch, ack);
+      }
+      return res;
+    } finally {
+      this.reinviting = false;
+    }
   }
 
   private destroy(): void {

@@ -67,6 +67,7 @@ export interface EmbeddedEngineOptions {
 
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'embedded' as const;
+  readonly canRefresh = true;
   private socket: Socket | undefined;
   /** TCP and TLS: one stream transport each, differing only in how sockets are made. */
   private streams: Record<StreamKind, StreamTransport> | undefined;
@@ -448,10 +449,27 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     const callId = req.headers.get('call-id')!;
     const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
     for (const inv of this.invites.values()) {
-      if (inv.callId === callId && inv.cseq === cseq) return inv.onAck();
+      if (inv.callId === callId && inv.cseq === cseq) return inv.onAck(req.body);
     }
     const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
-    dlg?.onAck(cseq);
+    dlg?.onAck(cseq, req.body);
+  }
+
+  /**
+   * After the 2xx to our re-INVITE (dialog.ts) was ACKed: for 64·T1, a retransmission of that 2xx
+   * (our ACK was lost) gets the same ACK again (RFC 3261 §13.2.2.4).
+   */
+  absorb2xx(branch: string, ack: { buf: Buffer; dest: Dest }): void {
+    const key = `${branch}|INVITE`;
+    const timer = setTimeout(() => this.forgetUacTx(key, tx), 64 * this.t1);
+    const tx: UacTx = {
+      dest: ack.dest,
+      onResponse: (res) => {
+        if (res.status >= 200 && res.status < 300) this.sendRaw(ack.buf, ack.dest);
+      },
+      dispose: () => clearTimeout(timer),
+    };
+    this.addUacTx(key, tx);
   }
 
   private onCancel(req: SipRequest, src: Dest): void {

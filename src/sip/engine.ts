@@ -13,6 +13,11 @@ export interface SipEngine extends TypedEmitter<SipEngineEvents> {
   stop(): Promise<void>;
   describe(): Record<string, unknown>;
   ready(): boolean;
+  /**
+   * Whether its dialogs can send RFC 4028 session refreshes (SipDialog.refresh). Without it the
+   * front never makes the gateway the refresher: it leaves the job to the carrier or declines the timer.
+   */
+  readonly canRefresh: boolean;
 }
 
 export type SipEngineEvents = {
@@ -40,12 +45,18 @@ export interface IncomingInvite extends TypedEmitter<IncomingInviteEvents> {
   /** From / To header values as received. */
   readonly from: string;
   readonly to: string;
+  /** The offer; undefined for a delayed offer (RFC 3261 §13.3.1: ours goes in the 200, theirs in the ACK). */
   readonly sdp: string | undefined;
+  /** The SDP the confirming ACK carried (the far end's answer to a delayed offer); set once answer() resolves. */
+  readonly ackSdp?: string;
   header(name: string): string | undefined;
   /** Every header in received order (engines that keep them; names in lower case). */
   headerList?(): { name: string; value: string }[];
   readonly cancelled: boolean;
-  /** 18x without SDP. */
+  /**
+   * 18x without SDP. Sent reliably (RFC 3262: RSeq, retransmitted until PRACK) when the INVITE had
+   * Require or Supported 100rel and the engine supports it; answer() then waits for the PRACK.
+   */
   progress(status: 180 | 183): void;
   reject(status: number, reason?: string, headers?: Record<string, string>): void;
   /**
@@ -55,10 +66,22 @@ export interface IncomingInvite extends TypedEmitter<IncomingInviteEvents> {
   answer(sdp: string, headers?: Record<string, string>): Promise<SipDialog>;
 }
 
-/** The far end's in-dialog offer; `respond` answers it once (sdp = 200 OK, or a status to reject). */
+/**
+ * The far end's in-dialog re-INVITE or UPDATE; `respond` answers it once (200 with or without SDP,
+ * or a status to reject). A body-less re-INVITE asks for our offer in the 200: its answer comes in
+ * the ACK, handed to `onAck` (undefined when the ACK had no body or never came).
+ */
 export interface ModifyRequest {
+  /** Engines that do not say are treated as INVITE. */
+  method?: 'INVITE' | 'UPDATE';
   sdp: string | undefined;
-  respond(answer: { sdp: string; headers?: Record<string, string> } | { status: number; reason?: string }): void;
+  /** A header of the request (Session-Expires, Supported...); engines that cannot read them omit it. */
+  header?(name: string): string | undefined;
+  respond(
+    answer:
+      | { sdp?: string; headers?: Record<string, string>; onAck?: (sdp: string | undefined) => void }
+      | { status: number; reason?: string; headers?: Record<string, string> },
+  ): void;
 }
 
 export type SipDialogEvents = {
@@ -77,8 +100,10 @@ export interface SipDialog extends TypedEmitter<SipDialogEvents> {
   /** Send REFER with Refer-To; resolves on 2xx (202), rejects on error response or timeout. */
   refer(target: string, timeoutMs?: number): Promise<void>;
   /**
-   * RFC 4028 refresh when we are the refresher: an UPDATE without a body (RFC 3311) carrying
-   * Session-Expires. Resolves on 2xx, rejects otherwise. Engines that cannot send it omit it.
+   * RFC 4028 refresh when we are the refresher, carrying Session-Expires (refresher=uac: us): an
+   * UPDATE without a body (RFC 3311) when the far end allows UPDATE, else a re-INVITE with `sdp`
+   * (our current description). Resolves with the 2xx's Session-Expires value, rejects otherwise.
+   * Engines that cannot send it omit it (the front then never makes us the refresher).
    */
-  refresh?(intervalSec: number, timeoutMs?: number): Promise<void>;
+  refresh?(intervalSec: number, opts: { sdp: string; timeoutMs?: number }): Promise<string | undefined>;
 }

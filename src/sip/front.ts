@@ -12,10 +12,18 @@ import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engi
 import { AddressSet } from './media-source.js';
 import { RtpPortPool } from './rtp.js';
 import { RtpLeg } from './rtp-leg.js';
-import { answerDirection, answerShape, buildAnswer, readOffer, type AnswerParams } from './sdp.js';
+import {
+  answerDirection,
+  answerShape,
+  buildAnswer,
+  readOffer,
+  type AnswerParams,
+  type AudioOffer,
+  type Direction,
+  type OfferResult,
+} from './sdp.js';
+import { negotiateAsUas, SessionTimer, type SessionTerms } from './session-timer.js';
 import { toE164, TrunkTable, userOf } from './trunks.js';
-
-/** RFC 4028 §5: we refuse intervals below this with 422. */
 
 export interface SipFrontOptions {
   engine?: SipEngine;
@@ -34,8 +42,22 @@ interface SipCall {
   dialog: Promise<SipDialog> | undefined;
   /** Set once the ACK confirmed the dialog. */
   established: SipDialog | undefined;
-  sessionTimer: NodeJS.Timeout | undefined;
+  sessionTimer: SessionTimer | undefined;
 }
+
+/**
+ * A delayed offer (INVITE without SDP): until the ACK brings the carrier's answer the leg has no
+ * remote address and neither sends nor expects media.
+ */
+const NO_MEDIA_YET: AudioOffer = {
+  address: '0.0.0.0',
+  port: 9,
+  rtcpPort: 10,
+  codec: 'PCMA',
+  payloadType: 8,
+  dtmfPayloadType: undefined,
+  direction: 'inactive',
+};
 
 export function createEngine(ctx: GatewayContext): SipEngine {
   const sip = ctx.config.sip;
@@ -160,8 +182,18 @@ export class SipFront implements Front {
         });
       }
     }
-    if (!inv.sdp) return inv.reject(488, 'Not Acceptable Here (INVITE without SDP offer)');
-    const offered = readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent);
+    // Delayed offer (RFC 3261 §13.3.1): we offer the trunk's preferred codec in the 200; the answer comes in the ACK.
+    const offered: OfferResult = inv.sdp
+      ? readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent)
+      : {
+          ok: true,
+          offer: {
+            ...NO_MEDIA_YET,
+            codec: trunk.codecs[0]!,
+            payloadType: trunk.codecs[0] === 'PCMU' ? 0 : 8,
+            dtmfPayloadType: trunk.telephoneEvent ? 101 : undefined,
+          },
+        };
     if (!offered.ok) {
       log.warn({ trunk: trunk.name, status: offered.status, reason: offered.reason }, 'SDP offer refused');
       return inv.reject(offered.status, offered.reason);
@@ -171,11 +203,12 @@ export class SipFront implements Front {
       log.warn({ trunk: trunk.name, active, max: trunk.maxCalls }, 'trunk call limit reached: 503');
       return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
     }
-    const timer = this.sessionTimer(inv);
-    if (timer && 'reject' in timer)
-      return inv.reject(422, 'Session Interval Too Small', {
-        'min-se': String(this.ctx.config.sip.minSessionExpiresSec),
-      });
+    const timer = negotiateAsUas((n) => inv.header(n), {
+      minSec: this.ctx.config.sip.minSessionExpiresSec,
+      canRefresh: this.engine.canRefresh,
+    });
+    if (timer && 'tooSmall' in timer)
+      return inv.reject(422, 'Session Interval Too Small', { 'min-se': String(timer.minSe) });
 
     const to = toE164(userOf(inv.requestUri) || userOf(inv.to), trunk);
     const from = toE164(userOf(inv.from), trunk);
@@ -188,7 +221,14 @@ export class SipFront implements Front {
       externalId: inv.callId,
     });
     call.log.info(
-      { sipCallId: inv.callId, src, codec: offered.offer.codec, rawFrom: inv.from, rawTo: inv.requestUri },
+      {
+        sipCallId: inv.callId,
+        src,
+        codec: offered.offer.codec,
+        delayedOffer: !inv.sdp,
+        rawFrom: inv.from,
+        rawTo: inv.requestUri,
+      },
       'SIP INVITE accepted',
     );
 
@@ -221,7 +261,8 @@ export class SipFront implements Front {
       codec: offer.codec,
       payloadType: offer.payloadType,
       dtmfPayloadType: offer.dtmfPayloadType,
-      direction: answerDirection(offer.direction),
+      // Our offer in a delayed-offer 200 is sendrecv.
+      direction: inv.sdp ? answerDirection(offer.direction) : 'sendrecv',
       ...answerShape(offer),
     };
     const state: SipCall = {
@@ -240,14 +281,14 @@ export class SipFront implements Front {
       log: call.log,
       ports,
       offer,
-      direction: answer.direction,
+      direction: inv.sdp ? answer.direction : 'inactive',
       timeoutMs: this.ctx.config.sip.rtpTimeoutSec * 1000,
       mediaAllow: new AddressSet(trunk.mediaAllow ?? trunk.allow),
       onClose: (reason) => this.onLegClosed(state, reason),
     });
     this.calls.set(call.id, state);
     call.onEnd(() => {
-      clearTimeout(state.sessionTimer);
+      state.sessionTimer?.stop();
       this.calls.delete(call.id);
     });
     inv.progress(180);
@@ -263,12 +304,7 @@ export class SipFront implements Front {
     }
     if (call.ended) return; // cancelled (487 sent) or ended while the AI connected
 
-    const headers: Record<string, string> = {};
-    if (timer) {
-      headers['session-expires'] = `${timer.interval};refresher=${timer.refresher}`;
-      if (timer.require) headers.require = 'timer';
-    }
-    state.dialog = inv.answer(state.lastSdp, headers);
+    state.dialog = inv.answer(state.lastSdp, timer?.headers ?? {});
     let dialog: SipDialog;
     try {
       dialog = await state.dialog;
@@ -282,95 +318,103 @@ export class SipFront implements Front {
     state.established = dialog;
     call.log.info('ACK received: call established');
     if (call.ended) return void dialog.bye(call.endReason?.cause);
+    if (!inv.sdp && !this.applyAnswer(state, inv.ackSdp, 'ACK')) {
+      const why = inv.ackSdp ? 'unusable SDP answer in ACK' : 'no SDP answer in ACK';
+      await call.end({ by: 'error', cause: 'bad_sdp_answer', detail: `delayed offer: ${why}` });
+      return;
+    }
     dialog.on('bye', () => void call.end({ by: 'remote', cause: 'bye' }));
-    dialog.on('modify', (req) => this.onModify(state, req));
+    dialog.on('modify', (req) => this.onModify(state, dialog, req));
     call.transfer = (destination) => this.transfer(state, dialog, destination);
-    if (timer?.refresher === 'uas') this.scheduleRefresh(state, dialog, timer.interval);
-    else if (timer) this.armSessionTimer(state, timer.interval);
+    if (timer) state.sessionTimer = this.startSessionTimer(state, dialog, timer.terms);
+  }
+
+  /** The carrier's answer to an offer of ours (delayed offer: in the ACK); false when there is none we can use. */
+  private applyAnswer(state: SipCall, sdp: string | undefined, where: string): boolean {
+    const got = sdp ? readOffer(sdp, [state.answer.codec], state.trunk.telephoneEvent) : undefined;
+    if (!got?.ok) {
+      state.call.log.warn({ where, reason: got?.reason ?? 'no SDP' }, 'no usable SDP answer to our offer');
+      return false;
+    }
+    // Their answer's direction is from their side: ours mirrors it.
+    const dir: Direction = answerDirection(got.offer.direction);
+    state.leg.update(got.offer, dir);
+    state.call.log.info({ where, remote: state.leg.remoteAddress, direction: dir }, 'SDP answer applied');
+    return true;
   }
 
   /**
-   * RFC 4028 with us as refresher (the trunk said refresher=uas): refresh at half the interval; a
-   * refresh the trunk refuses or never answers means the session is dead, so we end the call (BYE).
+   * RFC 4028: we refresh (UPDATE, or re-INVITE with our SDP) when we are the refresher; otherwise
+   * the trunk's refreshes keep the session alive. Either way a dead session ends with BYE.
    */
-  private scheduleRefresh(state: SipCall, dialog: SipDialog, intervalSec: number): void {
-    if (!dialog.refresh) {
-      state.call.log.warn('this SIP engine cannot refresh sessions; relying on RTP timeout instead');
-      return;
-    }
-    clearTimeout(state.sessionTimer);
-    state.sessionTimer = setTimeout(
-      () => {
-        dialog.refresh!(intervalSec)
-          .then(() => {
-            state.call.log.debug({ intervalSec }, 'session refreshed (UPDATE)');
-            if (!state.call.ended) this.scheduleRefresh(state, dialog, intervalSec);
-          })
-          .catch((err: unknown) => {
-            state.call.log.warn({ err: (err as Error).message }, 'session refresh failed');
-            void state.call.end({ by: 'timeout', cause: 'session_expired', detail: (err as Error).message });
-          });
-      },
-      (intervalSec * 1000) / 2,
-    );
+  private startSessionTimer(state: SipCall, dialog: SipDialog, terms: SessionTerms): SessionTimer {
+    const refresh = dialog.refresh?.bind(dialog);
+    return new SessionTimer(terms, {
+      log: state.call.log,
+      refresh: refresh && ((interval) => refresh(interval, { sdp: state.lastSdp })),
+      expired: (detail) => void state.call.end({ by: 'timeout', cause: 'session_expired', detail }),
+    });
   }
 
-  /** RFC 4028: echo Session-Expires when the trunk asks; the trunk (uac) refreshes unless it said uas. */
-  private sessionTimer(
-    inv: IncomingInvite,
-  ): { interval: number; refresher: 'uac' | 'uas'; require: boolean } | { reject: true } | undefined {
-    const se = inv.header('session-expires');
-    if (!se) return undefined;
-    const m = /^\s*(\d+)\s*(?:;\s*refresher\s*=\s*(uac|uas))?/i.exec(se);
-    if (!m) return undefined;
-    const interval = Number(m[1]);
-    if (interval < this.ctx.config.sip.minSessionExpiresSec) return { reject: true };
-    const supported =
-      /\btimer\b/i.test(inv.header('supported') ?? '') || /\btimer\b/i.test(inv.header('require') ?? '');
-    const refresher = (m[2]?.toLowerCase() as 'uac' | 'uas' | undefined) ?? 'uac';
-    return { interval, refresher, require: supported };
-  }
-
-  /** Without a refresh (re-INVITE/UPDATE) within the interval the session is dead (RFC 4028 §10). */
-  private armSessionTimer(state: SipCall, intervalSec: number): void {
-    clearTimeout(state.sessionTimer);
-    state.sessionTimer = setTimeout(() => {
-      state.call.log.warn({ intervalSec }, 'session expired without refresh');
-      void state.call.end({ by: 'timeout', cause: 'session_expired' });
-    }, intervalSec * 1000);
-  }
-
-  private onModify(state: SipCall, req: ModifyRequest): void {
+  private onModify(state: SipCall, dialog: SipDialog, req: ModifyRequest): void {
     const { call, leg, answer } = state;
+    // RFC 4028 §9: a re-INVITE/UPDATE is a session refresh and renegotiates the timer.
+    const renegotiated = req.header
+      ? negotiateAsUas((n) => req.header!(n), {
+          minSec: this.ctx.config.sip.minSessionExpiresSec,
+          canRefresh: this.engine.canRefresh && !!dialog.refresh,
+          current: state.sessionTimer?.current,
+        })
+      : undefined;
+    if (renegotiated && 'tooSmall' in renegotiated)
+      return req.respond({
+        status: 422,
+        reason: 'Session Interval Too Small',
+        headers: { 'min-se': String(renegotiated.minSe) },
+      });
+    const headers = renegotiated?.headers ?? {};
+    const refreshed = () => {
+      if (renegotiated) {
+        if (state.sessionTimer) state.sessionTimer.restart(renegotiated.terms);
+        else state.sessionTimer = this.startSessionTimer(state, dialog, renegotiated.terms);
+      } else state.sessionTimer?.restart(); // no Session-Expires: still proof the session is alive
+    };
     if (!req.sdp) {
-      // Session refresh without an offer: our current description stands.
-      req.respond({ sdp: state.lastSdp });
-    } else {
-      const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent);
-      if (!offered.ok) {
-        call.log.warn({ reason: offered.reason }, 're-INVITE offer refused');
-        return req.respond({ status: offered.status, reason: offered.reason });
+      if (req.method === 'UPDATE') {
+        // RFC 3311: an UPDATE without an offer is answered without SDP (a pure session refresh).
+        req.respond({ headers });
+      } else {
+        // A body-less re-INVITE asks for our offer (our current description); the answer comes in the ACK.
+        req.respond({
+          sdp: state.lastSdp,
+          headers,
+          onAck: (sdp) => {
+            if (!call.ended && !this.applyAnswer(state, sdp, 're-INVITE ACK'))
+              call.log.warn('re-INVITE ACK without a usable answer: media unchanged');
+          },
+        });
       }
-      const dir = answerDirection(offered.offer.direction);
-      leg.update(offered.offer, dir);
-      const next = {
-        ...answer,
-        direction: dir,
-        dtmfPayloadType: offered.offer.dtmfPayloadType,
-        ...answerShape(offered.offer),
-      };
-      if (buildAnswer({ ...next, version: answer.version }) !== state.lastSdp) next.version = answer.version + 1;
-      state.answer = next;
-      state.lastSdp = buildAnswer(next);
-      call.log.info(
-        { offered: offered.offer.direction, answered: dir, sdpVersion: next.version },
-        're-INVITE answered',
-      );
-      req.respond({ sdp: state.lastSdp });
+      return refreshed();
     }
-    const se = /^\s*(\d+)\s*(?:;\s*refresher\s*=\s*(uac|uas))?/i.exec(state.invite.header('session-expires') ?? '');
-    // A trunk-side refresh restarts the expiry clock; when we are the refresher our own schedule runs.
-    if (se && state.sessionTimer && se[2]?.toLowerCase() !== 'uas') this.armSessionTimer(state, Number(se[1]));
+    const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent);
+    if (!offered.ok) {
+      call.log.warn({ reason: offered.reason }, 're-INVITE offer refused');
+      return req.respond({ status: offered.status, reason: offered.reason });
+    }
+    const dir = answerDirection(offered.offer.direction);
+    leg.update(offered.offer, dir);
+    const next = {
+      ...answer,
+      direction: dir,
+      dtmfPayloadType: offered.offer.dtmfPayloadType,
+      ...answerShape(offered.offer),
+    };
+    if (buildAnswer({ ...next, version: answer.version }) !== state.lastSdp) next.version = answer.version + 1;
+    state.answer = next;
+    state.lastSdp = buildAnswer(next);
+    call.log.info({ offered: offered.offer.direction, answered: dir, sdpVersion: next.version }, 're-INVITE answered');
+    req.respond({ sdp: state.lastSdp, headers });
+    refreshed();
   }
 
   private async transfer(state: SipCall, dialog: SipDialog, destination: string): Promise<void> {

@@ -292,7 +292,11 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     this.ackFailed?.(err);
   }
 
-  onAck(): void {
+  /** The SDP the ACK carried (a delayed offer's answer, RFC 3261 §13.3.1). */
+  ackSdp: string | undefined;
+
+  onAck(body = ''): void {
+    if (this.acked && body.trim()) this.ackSdp = body;
     this.retransmitter?.stop();
     this.engine.forgetInvite(this);
     if (this.acked) {

@@ -15,6 +15,7 @@ import {
   type Transport,
 } from './embedded.js';
 import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
+import { splitNameAddrs } from './dialog.js';
 
 /**
  * The embedded engine's UAC side: INVITEs we place (OpenAI's SIP endpoint, SIP dial-out). Hand-written
@@ -346,7 +347,8 @@ class InviteClientTx implements UacTx {
       remoteUri: to,
       remoteTarget: contact ?? this.req.uri,
       // The UAC's route set is the 2xx's Record-Route in reverse (RFC 3261 §12.1.2).
-      routeSet: res.headers.getAll('record-route').reverse(),
+      routeSet: splitNameAddrs(res.headers.getAll('record-route')).reverse(),
+      remoteAllow: res.headers.getAll('allow').join(', ') || undefined,
       remoteSeq: 0,
       localSeq: this.cseq,
       src: this.dest,

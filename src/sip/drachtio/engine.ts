@@ -40,6 +40,8 @@ export interface SrfResponseLike {
 
 export interface DialogLike {
   sip: { callId: string };
+  /** The far end's session description (a delayed offer's answer arrives with the ACK). */
+  remote?: { sdp?: string };
   on(event: 'destroy', fn: (msg?: unknown) => void): unknown;
   on(event: 'modify' | 'update', fn: (req: SrfRequestLike, res: SrfResponseLike) => void): unknown;
   destroy(opts?: { headers: Record<string, string> }): Promise<unknown> | void;
@@ -76,6 +78,8 @@ export interface DrachtioEngineOptions {
 
 export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'drachtio' as const;
+  /** No refresh() on its dialogs yet: the carrier stays the session refresher (RFC 4028). */
+  readonly canRefresh = false;
   private readonly srf: SrfLike;
   private readonly log: Logger;
   private connected = false;
@@ -178,6 +182,7 @@ export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implement
   get sdp(): string | undefined {
     return this.req.body?.trim() ? this.req.body : undefined;
   }
+  ackSdp: string | undefined;
   header(name: string): string | undefined {
     return this.req.has(name) ? this.req.get(name) : undefined;
   }
@@ -198,6 +203,7 @@ export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implement
     if (this.final) throw new GatewayError('invalid_state', 'INVITE already answered');
     this.final = true;
     const dialog = await this.srf.createUAS(this.req, this.res, { localSdp: sdp, headers });
+    if (!this.sdp) this.ackSdp = dialog.remote?.sdp?.trim() ? dialog.remote.sdp : undefined;
     return new DrachtioDialog(dialog, this.callId, this.log);
   }
 }
@@ -221,11 +227,15 @@ export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements Sip
     const onModify = (req: SrfRequestLike, res: SrfResponseLike) => {
       let answered = false;
       const m: ModifyRequest = {
+        method: req.method === 'UPDATE' ? 'UPDATE' : 'INVITE',
         sdp: req.body?.trim() ? req.body : undefined,
+        header: (name) => (req.has(name) ? req.get(name) : undefined),
+        // onAck is not called: srf does not hand us the ACK of a re-INVITE.
         respond: (a) => {
           if (answered) return;
           answered = true;
-          if ('status' in a) return void res.send(a.status, a.reason ?? '', {});
+          if ('status' in a) return void res.send(a.status, a.reason ?? '', { headers: a.headers ?? {} });
+          if (a.sdp === undefined) return void res.send(200, { headers: a.headers ?? {} });
           res.send(200, { body: a.sdp, headers: { 'Content-Type': 'application/sdp', ...a.headers } });
         },
       };
