@@ -11,7 +11,15 @@ import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { AddressSet } from './media-source.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
-import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
+import {
+  answerDirection,
+  answerShape,
+  buildAnswer,
+  buildAudioSdp,
+  readOffer,
+  type AnswerParams,
+  type G711,
+} from './sdp.js';
 
 const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
 const DTMF_PT = 101;
@@ -198,6 +206,7 @@ export class SipDialer implements LegDialer {
       const offered = readOffer(req.sdp, [ours.codec], ours.dtmfPayloadType !== undefined);
       if (!offered.ok) return req.respond({ status: offered.status, reason: offered.reason });
       ours.direction = answerDirection(offered.offer.direction);
+      Object.assign(ours, answerShape(offered.offer));
       leg.update(offered.offer, ours.direction);
       ours.version++;
       call.log.info({ direction: ours.direction }, 'outbound leg re-INVITE answered');
