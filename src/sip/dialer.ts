@@ -9,8 +9,17 @@ import type { EmbeddedSipEngine } from './embedded.js';
 import type { ModifyRequest, SipDialog } from './engine.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
+import { AddressSet } from './media-source.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
-import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
+import {
+  answerDirection,
+  answerShape,
+  buildAnswer,
+  buildAudioSdp,
+  readOffer,
+  type AnswerParams,
+  type G711,
+} from './sdp.js';
 import { negotiateAsUas, SessionTimer, termsFromUacResponse } from './session-timer.js';
 
 const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
@@ -97,16 +106,17 @@ export class SipDialer implements LegDialer {
     return (await this.dialLeg(req, true)).leg;
   }
 
-  private async dialLeg(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+  /** `mediaAllow`: a trunk's media CIDRs; without one only the answer's SDP address may send media. */
+  private async dialLeg(req: OutboundLegRequest, telephoneEvent: boolean, mediaAllow?: AddressSet): Promise<DialedLeg> {
     this.pending++;
     try {
-      return await this.place(req, telephoneEvent);
+      return await this.place(req, telephoneEvent, mediaAllow);
     } finally {
       this.pending--;
     }
   }
 
-  private async place(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+  private async place(req: OutboundLegRequest, telephoneEvent: boolean, mediaAllow?: AddressSet): Promise<DialedLeg> {
     const { call } = req;
     if (call.ended) throw new GatewayError('leg_closed', 'call ended before dialing', call.id);
     const ports = await this.ports.allocate(call.id);
@@ -168,6 +178,7 @@ export class SipDialer implements LegDialer {
         offer: answer.offer,
         direction,
         timeoutMs: this.config.rtpTimeoutSec * 1000,
+        mediaAllow,
         onClose: (reason) => {
           this.legs.delete(leg);
           timer?.stop();
@@ -230,6 +241,7 @@ export class SipDialer implements LegDialer {
       const offered = readOffer(req.sdp, [ours.codec], ours.dtmfPayloadType !== undefined);
       if (!offered.ok) return req.respond({ status: offered.status, reason: offered.reason });
       ours.direction = answerDirection(offered.offer.direction);
+      Object.assign(ours, answerShape(offered.offer));
       leg.update(offered.offer, ours.direction);
       ours.version++;
       call.log.info({ direction: ours.direction }, 'outbound leg re-INVITE answered');
@@ -296,6 +308,7 @@ export class SipDialer implements LegDialer {
           timeoutMs: OUTBOUND_RING_MS,
         },
         trunk.telephoneEvent,
+        new AddressSet(trunk.mediaAllow ?? trunk.allow),
       );
     } catch (err) {
       if (call.ended) return;

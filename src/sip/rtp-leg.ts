@@ -184,6 +184,7 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
       else this.counters.short++;
       return;
     }
+    if (!this.latch.allows(rinfo.address)) return this.onForeign(rinfo);
     const p = parsed.pkt;
     const isAudio = p.payloadType === this.offer.payloadType;
     const isDtmf = this.offer.dtmfPayloadType !== undefined && p.payloadType === this.offer.dtmfPayloadType;
@@ -227,13 +228,7 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
     const verdict = this.latch.check(src, performance.now());
     if (verdict === 'current') return true;
     if (verdict === 'foreign') {
-      this.counters.foreign++;
-      const n = this.foreignLog.take(Date.now());
-      if (n !== undefined)
-        this.log.warn(
-          { from: `${src.address}:${src.port}`, latched: this.remoteAddress, packets: n, total: this.counters.foreign },
-          'RTP from a source outside the media policy (or contending with the latched one): dropped',
-        );
+      this.onForeign(rinfo);
       return false;
     }
     if (verdict === 'relatched') {
@@ -247,6 +242,22 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
     this.remoteRtcp = { address: src.address, port: src.port + 1 };
     if (verdict === 'latched') this.emit('started');
     return true;
+  }
+
+  /** Counted always, logged at most once per 10 s per leg (a spray must not flood the logs). */
+  private onForeign(rinfo: RemoteInfo): void {
+    this.counters.foreign++;
+    const n = this.foreignLog.take(Date.now());
+    if (n !== undefined)
+      this.log.warn(
+        {
+          from: `${rinfo.address}:${rinfo.port}`,
+          latched: this.remoteAddress,
+          packets: n,
+          total: this.counters.foreign,
+        },
+        'RTP from a source outside the media policy (or contending with the latched one): dropped',
+      );
   }
 
   private trackSeq(seq: number, ssrc: number): void {
@@ -283,10 +294,7 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
       this.counters.badVersion++;
       return;
     }
-    if (!this.latch.allows(rinfo.address)) {
-      this.counters.foreign++;
-      return;
-    }
+    if (!this.latch.allows(rinfo.address)) return this.onForeign(rinfo);
     this.counters.rtcpReceived++;
     this.lastRxAt = Date.now(); // RTCP says the far end is alive (e.g. silent behind VAD)
     if (rinfo.address === this.remote.address) this.remoteRtcp = { address: rinfo.address, port: rinfo.port };
