@@ -454,11 +454,16 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
         if (!dlg) return void this.reply(req, src, 481);
         return dlg.onRequest(req, src);
       }
+      case 'PRACK': {
+        // RFC 3262: in the early dialog of an INVITE we have not answered finally yet.
+        for (const inv of this.invites.values())
+          if (inv.callId === callId && inv.toTag === toTag) return inv.onPrack(req, src);
+        return void this.reply(req, src, 481);
+      }
       case 'REGISTER':
       case 'SUBSCRIBE':
       case 'MESSAGE':
       case 'PUBLISH':
-      case 'PRACK':
         return void this.reply(req, src, 405, undefined, { allow: ALLOW });
       default:
         return void this.reply(req, src, 501);

@@ -35,6 +35,11 @@ export interface SourceAddress {
 export type IncomingInviteEvents = {
   /** The caller cancelled before we answered; the engine already sent 200 (CANCEL) and 487 (INVITE). */
   cancel: [];
+  /**
+   * The engine gave up on the INVITE itself and sent a final error (e.g. 500: a reliable 18x was
+   * never PRACKed within 64·T1, RFC 3262 §3); the front ends the call.
+   */
+  failed: [why: string];
 };
 
 /** A new INVITE (outside any dialog) the front must answer or reject exactly once. */

@@ -237,6 +237,10 @@ export class SipFront implements Front {
       call.log.info('CANCEL before answer');
       void call.end({ by: 'remote', cause: 'cancel' });
     });
+    inv.on('failed', (why) => {
+      call.log.warn({ why }, 'INVITE abandoned by the SIP engine');
+      void call.end({ by: 'timeout', cause: 'prack_timeout', detail: why });
+    });
 
     let ports;
     try {

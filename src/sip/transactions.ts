@@ -15,6 +15,7 @@ import {
   type SipRequest,
   type SipResponse,
 } from './message.js';
+import { ReliableProvisionals, wants100rel } from './prack.js';
 import type { StreamDest, StreamKind } from './stream-transport.js';
 
 /**
@@ -25,8 +26,8 @@ import type { StreamDest, StreamKind } from './stream-transport.js';
  * transactions (timers E/F). Matching messages to these is the engine's dispatch (embedded.ts).
  */
 
-export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
-export const SUPPORTED = ['timer', 'replaces'];
+export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK, REFER, NOTIFY, INFO';
+export const SUPPORTED = ['timer', 'replaces', '100rel'];
 /** Bodies we take: SDP, alone or as a part of multipart/mixed (SIP-I: SDP + ISUP). */
 export const ACCEPT = 'application/sdp, multipart/mixed';
 /** Headers whose occurrences are one comma list (RFC 3261 §7.3.1): IncomingInvite.header() joins them. */
@@ -225,6 +226,10 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
   private dialog: EmbeddedDialog | undefined;
   /** How many times the 200 OK went out (tests assert the lost-ACK retransmissions). */
   okSends = 1;
+  /** RFC 3262: set when the UAC supports or requires 100rel (our 18x are then reliable). */
+  private readonly reliable: ReliableProvisionals | undefined;
+  /** answer() called while a reliable 18x awaits its PRACK: the 200 goes out after it. */
+  private afterPrack: { go: () => void; fail: (e: Error) => void } | undefined;
 
   constructor(
     private readonly engine: EmbeddedSipEngine,
@@ -238,6 +243,12 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     this.callId = req.headers.get('call-id')!;
     this.cseq = parseCSeq(req.headers.get('cseq'))!.seq;
     this.source = { address: from.address, port: from.port, transport: from.transport };
+    if (wants100rel(req.headers))
+      this.reliable = new ReliableProvisionals(
+        engine.t1,
+        (buf) => engine.sendRaw(buf, src),
+        () => this.onPrackTimeout(),
+      );
   }
 
   get requestUri(): string {
@@ -264,7 +275,14 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
   }
 
   progress(status: 180 | 183): void {
-    if (this.final || this.cancelled) return;
+    if (this.final || this.cancelled || this.afterPrack) return;
+    if (this.reliable) {
+      const res = makeResponse(this.req, status, undefined, this.toTag);
+      res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
+      res.headers.set('allow', ALLOW);
+      res.headers.set('server', this.engine.userAgent);
+      return this.reliable.send18x(res);
+    }
     this.engine.reply(
       this.req,
       this.src,
@@ -275,8 +293,33 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     );
   }
 
+  /** A PRACK in this INVITE's early dialog: 200 when it acknowledges our reliable 18x, else 481. */
+  onPrack(req: SipRequest, src: Dest): void {
+    if (!this.reliable?.onPrack(req, this.cseq))
+      return void this.engine.reply(req, src, 481, 'Call/Transaction Does Not Exist (no such RSeq)', {}, this.toTag);
+    this.engine.reply(req, src, 200, undefined, {}, this.toTag);
+    const next = this.afterPrack;
+    this.afterPrack = undefined;
+    next?.go();
+  }
+
+  private onPrackTimeout(): void {
+    if (this.final || this.cancelled) return;
+    const why = `no PRACK for a reliable provisional response within ${64 * this.engine.t1} ms`;
+    this.engine.log.warn({ sipCallId: this.callId }, why);
+    this.sendFinalError(500, 'Server Internal Error (no PRACK)', {});
+    const waiting = this.afterPrack;
+    this.afterPrack = undefined;
+    waiting?.fail(new GatewayError('timeout', why));
+    this.emit('failed', why);
+  }
+
   reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
     if (this.final || this.cancelled) return;
+    this.reliable?.dispose();
+    const waiting = this.afterPrack;
+    this.afterPrack = undefined;
+    waiting?.fail(new GatewayError('leg_closed', `INVITE rejected (${status})`));
     this.sendFinalError(status, reason ?? REASONS[status], headers);
   }
 
@@ -299,7 +342,19 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
 
   answer(sdp: string, headers: Record<string, string> = {}): Promise<SipDialog> {
     if (this.cancelled) return Promise.reject(new GatewayError('leg_closed', 'INVITE was cancelled'));
-    if (this.final) return Promise.reject(new GatewayError('invalid_state', 'INVITE already answered'));
+    if (this.final || this.afterPrack)
+      return Promise.reject(new GatewayError('invalid_state', 'INVITE already answered'));
+    if (this.reliable?.pending) {
+      // RFC 3262 §3: no 2xx while a reliable 18x is unacknowledged (its offer/answer may be open).
+      return new Promise<SipDialog>((resolve, reject) => {
+        this.afterPrack = { go: () => this.sendOk(sdp, headers).then(resolve, reject), fail: reject };
+      });
+    }
+    return this.sendOk(sdp, headers);
+  }
+
+  private sendOk(sdp: string, headers: Record<string, string>): Promise<SipDialog> {
+    if (this.cancelled) return Promise.reject(new GatewayError('leg_closed', 'INVITE was cancelled'));
     this.final = true;
     const res = makeResponse(this.req, 200, 'OK', this.toTag);
     res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
@@ -354,11 +409,16 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
   onCancel(): void {
     if (this.final) return; // too late: the 200 crossed the CANCEL; the caller will BYE
     this.cancelled = true;
+    this.reliable?.dispose();
+    const waiting = this.afterPrack;
+    this.afterPrack = undefined;
+    waiting?.fail(new GatewayError('leg_closed', 'INVITE was cancelled'));
     this.sendFinalError(487, 'Request Terminated', {});
     this.emit('cancel');
   }
 
   dispose(): void {
+    this.reliable?.dispose();
     this.retransmitter?.stop();
   }
 }

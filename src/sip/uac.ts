@@ -16,6 +16,7 @@ import {
 } from './embedded.js';
 import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
 import { splitNameAddrs } from './dialog.js';
+import { buildPrack } from './prack.js';
 
 /**
  * The embedded engine's UAC side: INVITEs we place (OpenAI's SIP endpoint, SIP dial-out). Hand-written
@@ -176,6 +177,9 @@ class InviteClientTx implements UacTx {
   private readonly log: Logger;
   /** How many times the INVITE went out (tests check timer A). */
   sends = 1;
+  /** RFC 3262: the highest RSeq we PRACKed, and the CSeq of our last request (INVITE or PRACK). */
+  private lastRseq = 0;
+  private lastCseq: number;
   private readonly disposers: (() => void)[] = [];
 
   constructor(
@@ -189,6 +193,7 @@ class InviteClientTx implements UacTx {
     private readonly reject: (e: Error) => void,
   ) {
     this.log = engine.log.child({ sipCallId: req.headers.get('call-id'), callId: opts.callId });
+    this.lastCseq = cseq;
     this.buf = serialize(req);
     this.key = `${branch}|INVITE`;
     engine.addUacTx(this.key, this);
@@ -259,6 +264,7 @@ class InviteClientTx implements UacTx {
     if (this.state !== 'calling' && this.state !== 'proceeding') return;
     this.stopA();
     this.state = 'proceeding';
+    this.prackIfReliable(res);
     if (res.status > 100) {
       this.log.info({ status: res.status, reason: res.reason }, 'INVITE provisional response');
       if (!this.settled) this.opts.onProvisional?.(res.status, res.reason);
@@ -322,6 +328,32 @@ class InviteClientTx implements UacTx {
     );
   }
 
+  /**
+   * RFC 3262 §4: a reliable 18x (Require: 100rel, RSeq) gets a PRACK in its early dialog, once per
+   * RSeq (a retransmitted 18x is not PRACKed again: our PRACK's own transaction retransmits it).
+   */
+  private prackIfReliable(res: SipResponse): void {
+    const rseq = Number(res.headers.get('rseq'));
+    if (!Number.isInteger(rseq) || rseq <= this.lastRseq) return;
+    const prack = buildPrack(this.req, res, this.lastCseq + 1);
+    if (!prack) return;
+    this.lastRseq = rseq;
+    this.lastCseq++;
+    const u = parseUri(prack.target);
+    const first = prack.req.headers.get('route');
+    const hop = first ? parseUri(parseNameAddr(first)?.uri ?? '') : u;
+    const dest: Dest =
+      this.dest.transport === 'udp' && hop?.host && hop.scheme !== 'tel'
+        ? { address: hop.host, port: hop.port ?? 5060, transport: 'udp' }
+        : this.dest;
+    prack.req.headers.set('user-agent', this.engine.userAgent);
+    this.log.info({ rseq, status: res.status }, 'reliable provisional response: sending PRACK');
+    this.engine
+      .request(prack.req, dest)
+      .then((r) => this.log.info({ status: r.status, rseq }, 'PRACK answered'))
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message, rseq }, 'PRACK not answered'));
+  }
+
   /** ACK for a non-2xx final (RFC 3261 §17.1.1.3): same branch and Request-URI, their To tag. */
   private buildNon2xxAck(res: SipResponse): Buffer {
     const h = new SipHeaders();
@@ -350,7 +382,7 @@ class InviteClientTx implements UacTx {
       routeSet: splitNameAddrs(res.headers.getAll('record-route')).reverse(),
       remoteAllow: res.headers.getAll('allow').join(', ') || undefined,
       remoteSeq: 0,
-      localSeq: this.cseq,
+      localSeq: this.lastCseq, // above any PRACK we sent in the early dialog
       src: this.dest,
       secure: /^sips:/i.test(this.req.uri),
     });

@@ -194,11 +194,11 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     const ok = await peer.waitFor((m) => m.kind === 'response' && m.status === 200);
     expect(ok.headers.get('allow')).toContain('REFER');
     peer.send(
-      request({ localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000), extra: ['Require: 100rel'] }),
+      request({ localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000), extra: ['Require: precondition'] }),
       engine.port,
     );
     const bad = await peer.waitFor((m) => m.kind === 'response' && m.status === 420);
-    expect(bad.headers.get('unsupported')).toBe('100rel');
+    expect(bad.headers.get('unsupported')).toBe('precondition');
     peer.send(request({ method: 'REGISTER', localPort: peer.port, targetPort: engine.port }), engine.port);
     await peer.waitFor((m) => m.kind === 'response' && m.status === 405);
   });
