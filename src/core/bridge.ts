@@ -72,10 +72,7 @@ export class Bridge {
   private unsubscribe: (() => void) | undefined;
   private hangupWhenDrained: string | undefined;
   private responseActive = false;
-  /**
-   * Caller audio goes to the AI only once the call is answered (the connector closes it while the
-   * call rings), so pre-answer noise cannot start a turn before the greeting.
-   */
+  /** Caller audio goes to the AI while this is true; a front may hold it shut until it answers. */
   uplinkOpen = true;
   private readonly latency: TurnLatency;
 

@@ -85,7 +85,6 @@ export class CallConnector {
     call.onEnd(() => live.bridge?.stop());
     const attach = (session: AiSession): Bridge => {
       const b = new Bridge(call, leg, session, this.deps.clock, this.deps.hooks);
-      b.uplinkOpen = false; // until answered()
       live.session = session;
       live.bridge = b;
       call.media = { bridge: b, session };
