@@ -1,5 +1,6 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { benchAiTurns } from './ai-turns.js';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchRealtime } from './realtime.js';
 import { benchSip } from './sip.js';
@@ -16,6 +17,7 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   whatsapp: benchWhatsapp,
   realtime: benchRealtime,
   sip: benchSip,
+  turns: benchAiTurns,
 };
 
 const DOC = 'docs/performance.md';

@@ -1,3 +1,4 @@
+import { routeSchema } from '../src/config/schema.js';
 import { createSocket } from 'node:dgram';
 import type { AiBackend, AiSession, AiSessionEvents } from '../src/ai/session.js';
 import { createCodec } from '../src/core/audio/codecs.js';
@@ -63,7 +64,7 @@ async function runStep(calls: number, aiFormat: AudioFormat): Promise<StepResult
   const backend: AiBackend = { kind: 'bench', open: () => new BenchAi(aiFormat) };
   const connector = new CallConnector({
     router: new Router({
-      routes: { b: { kind: 'local', greeting: '' } },
+      routes: { b: routeSchema.parse({ kind: 'local', greeting: '' }) },
       routing: { default: 'b', rules: [] },
       trunks: [],
     }),

@@ -95,6 +95,8 @@ export class Gateway {
         onUplinkLatency: (ms) => metrics.uplinkLatencyMs.observe(ms),
         onBargeIn: (ms) => metrics.bargeInMs.observe(ms),
         onAiError: (route) => metrics.aiErrors.inc({ route }),
+        onResponseFailed: (route, reason) => metrics.responseFailures.inc({ route, reason }),
+        onLatency: (sample) => metrics.observeLatency(sample),
       },
     });
     const records = new CallRecordStore(config.records.path);

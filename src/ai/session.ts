@@ -31,9 +31,17 @@ export type AiSessionEvents = {
   /** Audio for the caller, in the session's outputFormat, any length. */
   audio: [chunk: Buffer, itemId: string | undefined];
   speech_started: [];
-  speech_stopped: [];
+  /**
+   * The caller finished a turn. `endedAt` (performance.now() clock) is when the end of the
+   * caller's speech passed through the gateway to the AI, when the backend can tell; else now.
+   * `handedAt` is when the AI was asked to answer, when that is later (manual turns: the gateway's
+   * VAD waited for silence, then committed).
+   */
+  speech_stopped: [endedAt?: number, handedAt?: number];
   response_started: [responseId: string];
   response_done: [responseId: string];
+  /** A response ended `failed`/`incomplete` (quota, rate limit, content filter...); `reason` is a short code. */
+  response_failed: [reason: string];
   transcript: [entry: TranscriptEntry];
   tool_call: [record: ToolCallRecord];
   error: [err: Error];
@@ -53,6 +61,12 @@ export interface AiSession extends TypedEmitter<AiSessionEvents> {
   sendAudio(frame: Buffer): void;
   /** The bridge cleared playout for barge-in; `mark` says how much of the item the caller heard. */
   playoutCleared(mark: PlayedMark): void;
+  /**
+   * The caller can hear us now (answered): take the route's first turn (greet, say a text, or
+   * wait). Called once by the core; before it the session is ready but silent. Returns true when
+   * the AI was asked to speak (the core then times answer → first audio).
+   */
+  startFirstTurn?(): boolean;
   /** Ask the AI to say something (operator "say"). */
   say?(text: string): void;
   close(reason: string): Promise<void>;

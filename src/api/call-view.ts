@@ -34,6 +34,8 @@ export function callView(call: Call) {
           stats: media.bridge.stats,
         }
       : null,
+    /** Answer → first AI audio and caller turn → AI reply, gateway and AI shares (ms). */
+    latency: call.latency.view(),
     transcript: call.transcript,
     toolCalls: call.toolCalls,
   };

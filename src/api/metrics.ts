@@ -1,6 +1,7 @@
 import client from 'prom-client';
 import type { Call } from '../core/call.js';
 import type { CallRegistry } from '../core/registry.js';
+import type { LatencySample } from '../core/turn-latency.js';
 
 /**
  * Prometheus metrics for one gateway. Uses its own Registry (not prom-client's global default),
@@ -16,6 +17,9 @@ export class GatewayMetrics {
   readonly bargeInMs: client.Histogram;
   readonly aiErrors: client.Counter<'route'>;
   readonly webhookRejections: client.Counter<'source' | 'reason'>;
+  readonly answerToAudioMs: client.Histogram<'share'>;
+  readonly turnLatencyMs: client.Histogram<'share'>;
+  readonly responseFailures: client.Counter<'route' | 'reason'>;
 
   constructor(registry: CallRegistry) {
     const r = this.registry;
@@ -81,7 +85,36 @@ export class GatewayMetrics {
       labelNames: ['source', 'reason'],
       registers: [r],
     });
+    const latencyBuckets = [50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000];
+    this.answerToAudioMs = new client.Histogram({
+      name: 'gateway_answer_to_first_ai_audio_ms',
+      help: 'Call answered → first AI audio written to the caller; share = total | gateway | ai',
+      labelNames: ['share'],
+      buckets: latencyBuckets,
+      registers: [r],
+    });
+    this.turnLatencyMs = new client.Histogram({
+      name: 'gateway_turn_latency_ms',
+      help: "Caller's end of speech → first AI audio written to the caller; share = total | gateway | ai",
+      labelNames: ['share'],
+      buckets: latencyBuckets,
+      registers: [r],
+    });
+    this.responseFailures = new client.Counter({
+      name: 'gateway_ai_response_failures_total',
+      help: 'AI responses that ended failed or incomplete, by route and reason (rate_limit_exceeded, content_filter, ...)',
+      labelNames: ['route', 'reason'],
+      registers: [r],
+    });
     registry.on('created', (call) => this.watch(call));
+  }
+
+  /** One latency sample from a bridge (src/core/turn-latency.ts). */
+  observeLatency(sample: LatencySample): void {
+    const h = sample.kind === 'answer' ? this.answerToAudioMs : this.turnLatencyMs;
+    h.observe({ share: 'total' }, sample.totalMs);
+    h.observe({ share: 'gateway' }, sample.gatewayMs);
+    h.observe({ share: 'ai' }, sample.aiMs);
   }
 
   private watch(call: Call): void {

@@ -75,6 +75,12 @@ export const openApiDocument = {
             nullable: true,
             description: 'AI formats, passthrough, mute, live levels, bridge stats',
           },
+          latency: {
+            type: 'object',
+            description:
+              'answerToFirstAudio {totalMs, gatewayMs, aiMs} (null until the AI spoke after answer, or firstTurn none); ' +
+              'turns {count, p50TotalMs, p95TotalMs, samples}: caller end of speech → first AI audio at the leg',
+          },
           transcript: { type: 'array', items: { $ref: '#/components/schemas/TranscriptEntry' } },
           toolCalls: { type: 'array', items: { type: 'object' } },
         },

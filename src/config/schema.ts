@@ -57,9 +57,55 @@ export const httpToolSchema = z.object({
   timeoutMs: z.number().int().positive().default(5000),
 });
 
+// ---- AI turns (issue 13): first turn, AI availability, manual turns, failed responses ----
+
+/** What happens when the caller is connected: the model greets (`ai`), says `text` verbatim, or waits (`none`). */
+const firstTurn = z
+  .object({
+    mode: z.enum(['ai', 'text', 'none']).default('ai'),
+    /** mode `text`: what the model says, word for word. */
+    text: z.string().min(1).max(2000).optional(),
+    /** mode `ai`: instructions for the greeting response only (default: the route's instructions). */
+    instructions: z.string().min(1).max(8000).optional(),
+  })
+  .refine((t) => t.mode !== 'text' || t.text !== undefined, {
+    message: 'firstTurn.text is required when firstTurn.mode is "text"',
+    path: ['text'],
+  });
+
+/** Shared by every AI route kind: greeting, what to do when the AI is unreachable, failed responses. */
+const aiTurnFields = {
+  firstTurn: firstTurn.prefault({}),
+  /**
+   * The AI cannot be reached or refuses (401/429/timeout) before the call is answered: `reject`
+   * the call (SIP 503 + Retry-After, WhatsApp reject) so a carrier can fail over, or `apologise`:
+   * answer, speak `apologyText` (local TTS) and hang up.
+   */
+  onAiUnavailable: z.enum(['reject', 'apologise']).default('reject'),
+  /** Retry-After (seconds) sent with the 503 when the AI is unavailable. */
+  retryAfterSec: z.number().int().min(0).max(86400).default(30),
+  apologyText: z
+    .string()
+    .min(1)
+    .max(500)
+    .default('Sorry, the assistant is not available right now. Please call again later.'),
+  /** Consecutive failed/incomplete responses before the caller hears the apology and the call ends. */
+  maxFailedResponses: z.number().int().min(1).max(100).default(3),
+};
+
+/** The gateway's own energy VAD, used for manual turns (`turnDetection: null`). */
+const gatewayVad = z
+  .object({
+    thresholdDbfs: z.number().min(-90).max(0).default(-40),
+    minSpeechMs: z.number().int().min(20).max(2000).default(100),
+    silenceMs: z.number().int().min(100).max(5000).default(600),
+  })
+  .prefault({});
+
 const localRoute = z.object({
   kind: z.literal('local'),
   greeting: z.string().default('Hello, you are connected to the voice gateway. Say something and I will repeat it.'),
+  ...aiTurnFields,
 });
 
 const realtimeRoute = z.object({
@@ -79,6 +125,8 @@ const realtimeRoute = z.object({
   transferTarget: z.string().optional(),
   tools: z.array(httpToolSchema).default([]),
   connectTimeoutMs: z.number().int().positive().default(10000),
+  gatewayVad,
+  ...aiTurnFields,
 });
 
 const openaiSipRoute = z.object({
@@ -98,8 +146,12 @@ const openaiSipRoute = z.object({
   transcription: z.boolean().default(true),
   transferTarget: z.string().optional(),
   tools: z.array(httpToolSchema).default([]),
-  /** Sideband connect timeout; a sideband that never comes up leaves the call running without it. */
+  /**
+   * Bounds reaching OpenAI (dial + accept) before the caller is answered, and the sideband's
+   * connect; a sideband that never comes up leaves the call running without it.
+   */
   connectTimeoutMs: z.number().int().positive().default(10000),
+  ...aiTurnFields,
 });
 
 export const routeSchema = z.discriminatedUnion('kind', [localRoute, realtimeRoute, openaiSipRoute]);
@@ -224,3 +276,7 @@ export type LocalRouteConfig = z.infer<typeof localRoute>;
 export type OpenAiSipRouteConfig = z.infer<typeof openaiSipRoute>;
 export type HttpToolConfig = z.infer<typeof httpToolSchema>;
 export type RoutingRule = z.infer<typeof ruleSchema>;
+export type FirstTurnConfig = z.infer<typeof firstTurn>;
+/** The AI-turn settings every route kind carries (greeting, unavailability, failed responses). */
+export type AiTurnConfig = { [K in keyof typeof aiTurnFields]: z.infer<(typeof aiTurnFields)[K]> };
+export type GatewayVadConfig = z.infer<typeof gatewayVad>;

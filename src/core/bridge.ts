@@ -8,6 +8,7 @@ import { GatewayError } from './errors.js';
 import type { FrameClock } from './frame-clock.js';
 import type { MediaLeg } from './media-leg.js';
 import { PlayoutBuffer } from './playout.js';
+import { type LatencySample, TurnLatency } from './turn-latency.js';
 
 export interface BridgeStats {
   framesToAi: number;
@@ -24,7 +25,14 @@ export interface BridgeHooks {
   onUplinkLatency?: (ms: number) => void;
   onBargeIn?: (ms: number) => void;
   onAiError?: (route: string) => void;
+  /** A response ended failed/incomplete; `reason` is a short code (rate_limit_exceeded, content_filter...). */
+  onResponseFailed?: (route: string, reason: string) => void;
+  /** Answer → first AI audio, or caller turn → AI reply (see turn-latency.ts). */
+  onLatency?: (sample: LatencySample) => void;
 }
+
+/** AI audio quieter than this is not "the AI speaking" (OpenAI SIP sends silence between turns). */
+const AUDIBLE_DBFS = -45;
 
 const LEVEL_EVERY = 10; // 5 meter updates a second
 
@@ -64,6 +72,9 @@ export class Bridge {
   private unsubscribe: (() => void) | undefined;
   private hangupWhenDrained: string | undefined;
   private responseActive = false;
+  /** Caller audio goes to the AI while this is true; a front may hold it shut until it answers. */
+  uplinkOpen = true;
+  private readonly latency: TurnLatency;
 
   constructor(
     private readonly call: Call,
@@ -93,8 +104,24 @@ export class Bridge {
       },
       'bridge formats',
     );
-    ai.on('audio', (chunk, itemId) => this.playout.push(chunk, itemId));
-    ai.on('speech_started', () => this.bargeIn());
+    this.latency = new TurnLatency((sample) => {
+      call.latency.add(sample);
+      call.log.debug(sample, sample.kind === 'answer' ? 'answer → first AI audio' : 'caller turn → AI audio');
+      hooks.onLatency?.(sample);
+    });
+    ai.on('audio', (chunk, itemId) => {
+      if (this.latency.waitingForAudio && this.audible(chunk)) this.latency.aiAudio(performance.now());
+      this.playout.push(chunk, itemId);
+    });
+    ai.on('speech_started', () => {
+      this.latency.callerSpeaking();
+      this.bargeIn();
+    });
+    ai.on('speech_stopped', (endedAt, handedAt) => {
+      const now = performance.now();
+      this.latency.callerTurnEnded(endedAt ?? now, handedAt ?? endedAt ?? now);
+    });
+    ai.on('response_failed', (reason) => hooks.onResponseFailed?.(call.route ?? '', reason));
     ai.on('response_started', () => (this.responseActive = true));
     ai.on('response_done', () => (this.responseActive = false));
     ai.on('transcript', (entry) => call.addTranscript(entry));
@@ -118,6 +145,26 @@ export class Bridge {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
     this.playout.clear();
+  }
+
+  /**
+   * The caller is connected (the front answered): open the uplink, let the AI take its first turn
+   * and start the answer → first-audio clock.
+   */
+  answered(): void {
+    const at = performance.now();
+    this.uplinkOpen = true;
+    const asked = this.ai.startFirstTurn?.() ?? false;
+    if (asked) this.latency.answered(at, performance.now());
+  }
+
+  /** Whether a chunk of AI output is louder than silence (only checked while a latency clock runs). */
+  private audible(chunk: Buffer): boolean {
+    const frame = this.playout.frameSize;
+    for (let o = 0; o + frame <= chunk.length; o += frame) {
+      if (dbfs(this.aiOutCodec.decode(chunk.subarray(o, o + frame))) > AUDIBLE_DBFS) return true;
+    }
+    return false;
   }
 
   /** Hang up once everything the AI has said so far has been played to the caller. */
@@ -144,7 +191,7 @@ export class Bridge {
     let tapOut: Int16Array | null = null;
     try {
       const inbound = this.leg.readFrame();
-      if (inbound && !this.muted) {
+      if (inbound && !this.muted && this.uplinkOpen) {
         const t0 = performance.now();
         const frame = this.toAi.convert(inbound);
         this.ai.sendAudio(frame);
@@ -166,10 +213,13 @@ export class Bridge {
       if (out) {
         this.leg.writeFrame(this.toLeg.convert(out));
         this.stats.framesToLeg++;
-        if (sampleLevel || this.tap) {
+        const timing = this.latency.waiting;
+        if (sampleLevel || this.tap || timing) {
           const pcm = this.aiOutCodec.decode(out);
-          if (sampleLevel) this.levels.aiDb = Math.round(dbfs(pcm));
-          tapOut = pcm;
+          const db = dbfs(pcm);
+          if (sampleLevel) this.levels.aiDb = Math.round(db);
+          if (timing && db > AUDIBLE_DBFS) this.latency.played(performance.now());
+          if (this.tap) tapOut = pcm;
         }
       } else {
         if (sampleLevel) this.levels.aiDb = -120;

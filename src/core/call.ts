@@ -4,6 +4,7 @@ import type { Bridge } from './bridge.js';
 import { GatewayError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { HangupReason, LegQuality, MediaLeg } from './media-leg.js';
+import { CallLatency } from './turn-latency.js';
 import { TypedEmitter } from './typed-emitter.js';
 
 export type CallState = 'ringing' | 'answered' | 'bridged' | 'ended';
@@ -50,6 +51,8 @@ export class Call extends TypedEmitter<CallEvents> {
   readonly legs: MediaLeg[] = [];
   /** Last quality snapshot per leg, kept after the legs close for the call record. */
   readonly quality: Record<string, LegQuality> = {};
+  /** Answer → first AI audio and caller turn → AI reply, measured by the bridge. */
+  readonly latency = new CallLatency();
   /** The bridge and AI session once connected (operator mute/say, live levels). */
   media: { bridge: Bridge; session: AiSession } | undefined;
   /** Set by fronts that can transfer (SIP REFER); absent means the front cannot. */

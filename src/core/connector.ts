@@ -1,4 +1,5 @@
 import type { AiBackend, AiSession, CallControl } from '../ai/session.js';
+import { ApologySession } from './apology-session.js';
 import { Bridge, type BridgeHooks } from './bridge.js';
 import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
@@ -18,28 +19,56 @@ export interface Connected {
   bridge: Bridge;
   session: AiSession;
   route: ResolvedRoute;
+  /**
+   * The AI could not be reached and the route says `onAiUnavailable: apologise`: `session` is the
+   * spoken apology. The front answers as usual; the call hangs up after the apology.
+   */
+  apology: boolean;
+  /**
+   * The caller can hear us (SIP 200 sent, WhatsApp accept done, callee answered): the call goes
+   * answered → bridged, caller audio starts flowing to the AI and the AI takes its first turn
+   * (route `firstTurn`). Idempotent; a no-op once the call has ended.
+   */
+  answered(): void;
 }
 
+/** Used when a route kind has no connectTimeoutMs (local agent): still never wait forever. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
 /**
- * Connects an answered call's leg to the AI its route names. Every front goes through here, so
- * routing, format choice, cleanup order and the AI's control over the call are the same for
- * SIP, WhatsApp and API-originated calls.
+ * Connects a call's leg to the AI its route names. Every front goes through here, so routing,
+ * format choice, cleanup order, the AI's control over the call and what happens when the AI is
+ * unavailable are the same for SIP, WhatsApp and API-originated calls.
+ *
+ * Two phases, so the AI is ready before anyone is answered:
+ * - `prepare()` while the call rings: opens and configures the AI session, bounded by the route's
+ *   `connectTimeoutMs`. When the AI cannot be reached or refuses, either the call ends with
+ *   cause `ai_connect_failed` and `retryAfterSec` set (the front refuses: SIP 503 + Retry-After,
+ *   WhatsApp reject) and prepare() rejects, or (`onAiUnavailable: apologise`) it resolves with a
+ *   spoken apology in place of the AI.
+ * - `answered()` on the result once the front has answered: the first turn starts.
+ * `connect()` does both at once, for calls that are already answered when they reach the core.
  */
 export class CallConnector {
   constructor(private readonly deps: ConnectorDeps) {}
 
   async connect(call: Call, leg: MediaLeg, routeName?: string): Promise<Connected> {
+    const connected = await this.prepare(call, leg, routeName);
+    connected.answered();
+    return connected;
+  }
+
+  async prepare(call: Call, leg: MediaLeg, routeName?: string): Promise<Connected> {
     const route = routeName
       ? { name: routeName, config: this.requireRoute(routeName, call.id), because: 'requested' }
       : this.deps.router.resolve(call.info, call.id);
     call.route = route.name;
     call.log.info({ route: route.name, kind: route.config.kind, because: route.because }, 'route chosen');
     call.addLeg(leg);
-    // The session needs call control before the bridge exists; control reaches the bridge through this ref.
-    const ref: { bridge?: Bridge } = {};
+    const live: { session?: AiSession; bridge?: Bridge } = {};
     const control: CallControl = {
       hangupAfterPlayout: (reason) => {
-        if (ref.bridge) ref.bridge.hangupAfterPlayout(reason);
+        if (live.bridge) live.bridge.hangupAfterPlayout(reason);
         else void call.end({ by: 'ai', cause: reason });
       },
       transfer: async (destination) => {
@@ -52,29 +81,62 @@ export class CallConnector {
         }
       },
     };
+    call.onEnd(() => live.session?.close(call.endReason?.cause ?? 'ended'));
+    call.onEnd(() => live.bridge?.stop());
+    const attach = (session: AiSession): Bridge => {
+      const b = new Bridge(call, leg, session, this.deps.clock, this.deps.hooks);
+      live.session = session;
+      live.bridge = b;
+      call.media = { bridge: b, session };
+      session.on('closed', (reason) => {
+        if (live.session === session && !call.ended) void call.end({ by: 'ai', cause: 'ai_closed', detail: reason });
+      });
+      b.start();
+      return b;
+    };
+
+    let apology = false;
     const session = this.deps
       .backendFor(route)
       .open({ callId: call.id, legFormat: leg.format, log: call.log, control });
-    const b = new Bridge(call, leg, session, this.deps.clock, this.deps.hooks);
-    ref.bridge = b;
-    call.media = { bridge: b, session };
-    call.onEnd(() => session.close(call.endReason?.cause ?? 'ended'));
-    call.onEnd(() => b.stop());
-    session.on('closed', (reason) => {
-      if (!call.ended) void call.end({ by: 'ai', cause: 'ai_closed', detail: reason });
-    });
-    b.start();
+    attach(session);
+    const cfg = route.config;
+    const timeoutMs = 'connectTimeoutMs' in cfg ? cfg.connectTimeoutMs : DEFAULT_CONNECT_TIMEOUT_MS;
     try {
-      await session.start();
+      await startWithin(session, timeoutMs, call.id);
     } catch (err) {
       const detail = (err as Error).message;
-      call.log.error({ err: detail }, 'AI session failed to start');
-      await call.end({ by: 'error', cause: 'ai_connect_failed', detail });
-      throw err instanceof GatewayError ? err : new GatewayError('ai_connect_failed', detail, call.id, { cause: err });
+      if (call.ended) throw asGatewayError(err, call.id);
+      call.log.error({ err: detail, route: route.name, policy: cfg.onAiUnavailable }, 'AI unavailable before answer');
+      if (cfg.onAiUnavailable !== 'apologise') {
+        await call.end({ by: 'error', cause: 'ai_connect_failed', detail, retryAfterSec: cfg.retryAfterSec });
+        throw asGatewayError(err, call.id);
+      }
+      // Replace the AI with the spoken apology; the failed session is detached first so its close
+      // does not end the call.
+      live.bridge!.stop();
+      live.session = undefined;
+      await session.close('ai_unavailable');
+      const stand = new ApologySession(leg.format, cfg.apologyText, control, call.log);
+      attach(stand);
+      await stand.start();
+      apology = true;
     }
-    if (call.state === 'ringing') call.transition('answered');
-    if (!call.ended) call.transition('bridged');
-    return { bridge: b, session, route };
+    const bridge = live.bridge!;
+    let done = false;
+    return {
+      bridge,
+      session: live.session!,
+      route,
+      apology,
+      answered: () => {
+        if (done || call.ended) return;
+        done = true;
+        if (call.state === 'ringing') call.transition('answered');
+        call.transition('bridged');
+        bridge.answered();
+      },
+    };
   }
 
   private requireRoute(name: string, callId: string) {
@@ -82,4 +144,28 @@ export class CallConnector {
     if (!cfg) throw new GatewayError('not_found', `route "${name}" is not configured`, callId);
     return cfg;
   }
+}
+
+/** session.start(), bounded: a backend that hangs (DNS, TCP, an upgrade never answered) is given up on. */
+async function startWithin(session: AiSession, timeoutMs: number, callId: string): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new GatewayError('ai_connect_failed', `AI not ready within ${timeoutMs} ms`, callId)),
+      timeoutMs,
+    );
+  });
+  const started = session.start();
+  started.catch(() => {}); // a failure after the timeout has nobody left to tell
+  try {
+    await Promise.race([started, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function asGatewayError(err: unknown, callId: string): GatewayError {
+  return err instanceof GatewayError
+    ? err
+    : new GatewayError('ai_connect_failed', (err as Error).message, callId, { cause: err });
 }

@@ -9,6 +9,11 @@ export interface HangupReason {
   /** Short machine-readable cause, e.g. `bye`, `cancel`, `rtp_timeout`, `terminate`. */
   cause: string;
   detail?: string;
+  /**
+   * Set when the call is refused because a service (the AI) is temporarily unavailable: a front
+   * refusing before answer tells the network when to retry (SIP 503 + Retry-After) so it can fail over.
+   */
+  retryAfterSec?: number;
 }
 
 export interface LegQuality {

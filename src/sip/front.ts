@@ -297,11 +297,13 @@ export class SipFront implements Front {
     });
     inv.progress(180);
 
+    let connected;
     try {
-      await this.ctx.connector.connect(call, state.leg);
+      // The AI is opened and configured while the caller hears ringing; 200 only once it is ready.
+      connected = await this.ctx.connector.prepare(call, state.leg);
     } catch (err) {
+      // The connector has ended the call; the leg's close answered 503 + Retry-After (onLegClosed).
       call.log.error({ err: (err as Error).message }, 'could not connect the call to its AI route');
-      inv.reject(503, 'Service Unavailable (AI unavailable)');
       await call.end({ by: 'error', cause: 'connect_failed', detail: (err as Error).message });
       await state.leg.close({ by: 'error', cause: 'connect_failed' }); // if the connector never took the leg
       return;
@@ -309,6 +311,7 @@ export class SipFront implements Front {
     if (call.ended) return; // cancelled (487 sent) or ended while the AI connected
 
     state.dialog = inv.answer(state.lastSdp, timer?.headers ?? {});
+    connected.answered(); // the 200 is out: the AI greets (route firstTurn)
     let dialog: SipDialog;
     try {
       dialog = await state.dialog;
@@ -435,7 +438,10 @@ export class SipFront implements Front {
     if (reason.by === 'remote') return; // BYE/CANCEL came from the trunk: already answered
     const { invite } = state;
     if (!state.dialog) {
-      invite.reject(reason.by === 'timeout' ? 408 : 480, undefined);
+      // A temporarily unavailable AI: 503 + Retry-After so the carrier can fail over (RFC 3261 §21.5.4).
+      if (reason.retryAfterSec !== undefined)
+        invite.reject(503, 'Service Unavailable (AI unavailable)', { 'retry-after': String(reason.retryAfterSec) });
+      else invite.reject(reason.by === 'timeout' ? 408 : 480, undefined);
       return;
     }
     // The BYE goes out now; its transaction finishes in the background (a dead carrier must not

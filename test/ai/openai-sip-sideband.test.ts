@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
+import type { OpenAiSipRouteConfig } from '../../src/config/schema.js';
 import type { Call } from '../../src/core/call.js';
 import type { Gateway } from '../../src/gateway.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
@@ -49,6 +50,7 @@ beforeEach(async () => {
         apiBaseUrl,
         realtimeUrl: rt.url,
         connectTimeoutMs: 2000,
+        firstTurn: { mode: 'none' }, // these tests count answers from the caller's first turn
         tools: [
           {
             name: 'lookup_order',
@@ -226,6 +228,35 @@ describe('OpenAI SIP sideband', () => {
     expect(Math.abs(dominantFrequency(heardByCaller, 8000) - 440)).toBeLessThan(9);
     await call.end({ by: 'remote', cause: 'bye' });
     expect(openai.closedWith?.cause).toBe('bye');
+  });
+
+  it('firstTurn: after answer the greeting is asked for over the sideband, once, after its configuration', async () => {
+    const route = gw.ctx.config.routes.openai_sip as OpenAiSipRouteConfig;
+    route.firstTurn = { mode: 'text', text: 'Hello from Acme.' };
+    const { call } = await placeCall();
+    const conn = await sidebandUp();
+    await rt.until(() => rt.receivedOf('response.create').length === 1, 3000, 'first turn over the sideband');
+    expect(conn.received.map((r) => r.type)).toEqual(['session.update', 'response.create']);
+    expect(rt.receivedOf('response.create')[0]!.response?.instructions).toContain('"Hello from Acme."');
+    await rt.until(() => conn.answers[0]?.status === 'completed', 5000, 'greeting generated');
+    expect(standIn.requests.find((r) => r.action === 'accept')).toBeDefined();
+    await sleep(300);
+    expect(rt.receivedOf('response.create')).toHaveLength(1);
+    expect(call.state).toBe('bridged');
+    expect(rt.violations).toEqual([]);
+  });
+
+  it('without a sideband the first turn rides in the accept instructions', async () => {
+    const route = gw.ctx.config.routes.openai_sip as OpenAiSipRouteConfig;
+    route.sideband = false;
+    route.firstTurn = { mode: 'text', text: 'Hello from Acme.' };
+    await placeCall();
+    const accept = standIn.requests.find((r) => r.action === 'accept')!;
+    expect((accept.body as { instructions: string }).instructions).toMatch(
+      /Begin the call by saying exactly: "Hello from Acme."$/,
+    );
+    await sleep(300);
+    expect(rt.connections).toHaveLength(0);
   });
 
   it('a dropped sideband is re-established without touching the call', async () => {

@@ -59,6 +59,7 @@ async function harness(opts: RealtimeTestServerOptions = {}, routeExtra: Record<
     url: server.url,
     apiKey: 'sk-test-0123456789',
     connectTimeoutMs: 3000,
+    firstTurn: { mode: 'none' }, // these tests count turns from the caller's first; greetings: ai-turns.test.ts
     ...routeExtra,
   }) as RealtimeRouteConfig;
   const clock = new FrameClock();

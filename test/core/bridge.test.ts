@@ -1,3 +1,4 @@
+import { routeSchema } from '../../src/config/schema.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LocalAgentBackend } from '../../src/ai/local/agent.js';
 import { createCodec } from '../../src/core/audio/codecs.js';
@@ -17,7 +18,7 @@ function setup() {
   const clock = new FrameClock();
   const registry = new CallRegistry(log);
   const router = new Router({
-    routes: { local: { kind: 'local', greeting: 'Hello caller.' } },
+    routes: { local: routeSchema.parse({ kind: 'local', greeting: 'Hello caller.' }) },
     routing: { default: 'local', rules: [] },
     trunks: [],
   });

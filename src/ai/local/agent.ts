@@ -27,6 +27,10 @@ export class LocalAgentSession extends TypedEmitter<AiSessionEvents> implements 
   private preRoll: Buffer[] = [];
   private turn = 0;
   private closed = false;
+  /** The greeting, synthesised while the call rings; played by startFirstTurn(). */
+  private greeting: { text: string; pcm: Int16Array } | undefined;
+  private greeted = false;
+  private lastLoudAt = 0;
 
   constructor(
     private readonly route: LocalRouteConfig,
@@ -40,19 +44,32 @@ export class LocalAgentSession extends TypedEmitter<AiSessionEvents> implements 
     this.log = opts.log.child({ ai: 'local' });
   }
 
+  /** Ready once the greeting (route `firstTurn`: `ai` → `greeting`, `text` → its text) is synthesised. */
   async start(): Promise<void> {
+    const ft = this.route.firstTurn;
+    const text = ft.mode === 'text' ? ft.text : ft.mode === 'ai' ? this.route.greeting : undefined;
+    if (text) this.greeting = { text, pcm: await this.synthesise(text) };
     this.emit('ready');
-    await this.speakText(this.route.greeting, 'greeting');
+  }
+
+  startFirstTurn(): boolean {
+    if (this.greeted || !this.greeting || this.closed) return false;
+    this.greeted = true;
+    this.respond('greeting', pcmBuffer(this.greeting.pcm), this.greeting.text);
+    return true;
+  }
+
+  private async synthesise(text: string): Promise<Int16Array> {
+    try {
+      return await speak(text, this.outputFormat.sampleRate);
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'espeak-ng failed; playing a chime instead');
+      return chime(this.outputFormat.sampleRate);
+    }
   }
 
   private async speakText(text: string, itemId: string): Promise<void> {
-    let pcm: Int16Array;
-    try {
-      pcm = await speak(text, this.outputFormat.sampleRate);
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'espeak-ng failed; playing a chime instead');
-      pcm = chime(this.outputFormat.sampleRate);
-    }
+    const pcm = await this.synthesise(text);
     if (this.closed) return;
     this.respond(itemId, pcmBuffer(pcm), text);
   }
@@ -67,6 +84,7 @@ export class LocalAgentSession extends TypedEmitter<AiSessionEvents> implements 
   sendAudio(frame: Buffer): void {
     if (this.closed) return;
     const ev = this.vad.process(pcmView(frame));
+    if (this.vad.loud) this.lastLoudAt = performance.now();
     if (ev === 'start') {
       this.utterance = [...this.preRoll];
       this.emit('speech_started');
@@ -78,7 +96,7 @@ export class LocalAgentSession extends TypedEmitter<AiSessionEvents> implements 
       if (this.preRoll.length > PRE_ROLL_FRAMES) this.preRoll.shift();
     }
     if (ev === 'stop') {
-      this.emit('speech_stopped');
+      this.emit('speech_stopped', this.lastLoudAt);
       const audio = Buffer.concat(this.utterance);
       this.utterance = [];
       const turn = ++this.turn;

@@ -8,6 +8,7 @@ import type { LegDialer } from '../../core/leg-dialer.js';
 import type { Logger } from '../../core/logger.js';
 import type { MediaLeg } from '../../core/media-leg.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
+import { firstTurnEvent, type RealtimeClientEvent } from '../realtime/protocol.js';
 import type { AiBackend, AiSession, AiSessionEvents, AiSessionOptions } from '../session.js';
 import { type AcceptSession, OpenAiCallsApi } from './calls-api.js';
 import { OpenAiSideband } from './sideband.js';
@@ -46,6 +47,8 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
   /** A pending end_call: hang up once OpenAI has finished speaking. */
   private drain: { reason: string; since: number; quietSince: number | undefined; codec: FrameCodec } | undefined;
   openAiCallId: string | undefined;
+  /** The first turn, once the caller is answered (sent over the sideband). */
+  private firstTurn: RealtimeClientEvent | undefined;
 
   constructor(
     private readonly backend: OpenAiSipBackend,
@@ -125,6 +128,7 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     sideband.on('transcript', (entry) => this.emit('transcript', entry));
     sideband.on('tool_call', (record) => this.emit('tool_call', record));
     this.sideband = sideband;
+    if (this.firstTurn) sideband.requestFirstTurn(this.firstTurn);
     sideband.start();
   }
 
@@ -167,6 +171,21 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
 
   playoutCleared(): void {
     // OpenAI runs its own playout and interruption on a SIP call; nothing is queued on our side.
+  }
+
+  /**
+   * The caller is answered: OpenAI takes the first turn, asked for over the sideband (a SIP call
+   * carries no events). Without a sideband the gateway cannot ask; the accept's instructions then
+   * carry the wish (see acceptSession) and the model speaks once the caller has.
+   */
+  startFirstTurn(): boolean {
+    const route = this.backend.route;
+    const ev = firstTurnEvent(route.firstTurn, route.instructions);
+    if (!ev || !route.sideband) return false;
+    // The accept (and so the sideband) may still be on its way when OpenAI's 200 reaches us.
+    this.firstTurn = ev;
+    this.sideband?.requestFirstTurn(ev);
+    return true;
   }
 
   /** Operator "say": only possible through the sideband (the SIP leg carries audio, not events). */
@@ -223,9 +242,21 @@ export class OpenAiSipBackend implements AiBackend {
     return {
       type: 'realtime',
       model: this.route.model,
-      instructions: this.route.instructions,
+      instructions: this.acceptInstructions(),
       audio: { output: { voice: this.route.voice } },
     };
+  }
+
+  /**
+   * The route's instructions; without a sideband (no way to send response.create) the first turn's
+   * wish goes here too, so the model at least opens with it when it first speaks.
+   */
+  private acceptInstructions(): string {
+    const { instructions, firstTurn, sideband } = this.route;
+    if (sideband || firstTurn.mode === 'none') return instructions;
+    if (firstTurn.mode === 'text')
+      return `${instructions}\n\nBegin the call by saying exactly: "${firstTurn.text ?? ''}"`;
+    return firstTurn.instructions ? `${instructions}\n\nFor your first turn: ${firstTurn.instructions}` : instructions;
   }
 
   /** `realtime.call.incoming`: accept it if it is one of ours (matched by our header only), else reject. */

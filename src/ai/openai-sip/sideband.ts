@@ -78,6 +78,8 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
   /** The response being generated (response.created … response.done): one at a time. */
   private responseId: string | undefined;
   private respondAfterDone = false;
+  /** The route's first turn, asked for once the call is answered; sent when the socket is up. */
+  private firstTurn: { event: RealtimeClientEvent; sent: boolean } | undefined;
 
   constructor(private readonly opts: SidebandOptions) {
     super();
@@ -151,6 +153,7 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
       clearTimeout(timer);
       this.log.info({ reconnects: this.reconnects }, 'OpenAI sideband connected');
       this.configure();
+      this.sendFirstTurn();
     });
     ws.on('message', (data: WebSocket.RawData) => {
       if (ws === this.ws) this.onMessage(data);
@@ -204,6 +207,25 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
     }, RECONNECT_DELAY_MS * this.reconnects);
   }
 
+  /**
+   * The caller is connected: ask OpenAI for the route's first turn (a greeting, a fixed text), now
+   * or as soon as the sideband is up. Sent once; a reconnect does not greet again.
+   */
+  requestFirstTurn(event: RealtimeClientEvent): void {
+    if (this.firstTurn) return;
+    this.firstTurn = { event, sent: false };
+    this.sendFirstTurn();
+  }
+
+  private sendFirstTurn(): void {
+    const ft = this.firstTurn;
+    if (!ft || ft.sent || this.responseId) return;
+    if (this.send(ft.event)) {
+      ft.sent = true;
+      this.log.info('first turn requested over the sideband');
+    }
+  }
+
   /** Operator "say" over the sideband; false when the sideband is not connected. */
   say(text: string): boolean {
     return this.send(sayEvent(text));
@@ -252,7 +274,7 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
         if (this.respondAfterDone) {
           this.respondAfterDone = false;
           this.send({ type: 'response.create' });
-        }
+        } else this.sendFirstTurn();
         return;
       case 'output_audio_buffer.started':
         this.speaking = true;

@@ -13,8 +13,9 @@ import type {
   RealtimeServerEvent,
   RealtimeSessionCreateRequest,
 } from 'openai/resources/realtime/realtime';
-import type { RealtimeRouteConfig } from '../../config/schema.js';
+import type { FirstTurnConfig, RealtimeRouteConfig } from '../../config/schema.js';
 import { type AudioFormat, l16, PCMA_8K, PCMU_8K } from '../../core/audio/format.js';
+import type { TranscriptEntry } from '../session.js';
 
 export type {
   RealtimeAudioFormats,
@@ -156,4 +157,72 @@ export function describeRefusal(status: number, body: string): string {
           ? 'HTTP 429 Too Many Requests (rate limit or quota exceeded)'
           : `HTTP ${status}`;
   return `OpenAI Realtime refused the connection: ${why}${detail}`;
+}
+
+/**
+ * The first turn as a client event (WebSocket and sideband alike), or undefined for `none`.
+ * `ai`: a plain response.create, so the model greets under the session's instructions (with
+ * `firstTurn.instructions` added for this one response: response-level instructions replace the
+ * session's, so both are sent). `text`: the model is told to say the text verbatim — the Realtime
+ * API has no verbatim TTS mode; response-level instructions are how OpenAI's guides do it.
+ */
+export function firstTurnEvent(
+  firstTurn: FirstTurnConfig,
+  sessionInstructions: string,
+): RealtimeClientEvent | undefined {
+  if (firstTurn.mode === 'none') return undefined;
+  if (firstTurn.mode === 'text') {
+    return {
+      type: 'response.create',
+      response: {
+        instructions: `Start the call by saying exactly this to the caller, word for word, and nothing else: "${firstTurn.text ?? ''}"`,
+      },
+    };
+  }
+  if (!firstTurn.instructions) return { type: 'response.create' };
+  return {
+    type: 'response.create',
+    response: { instructions: `${sessionInstructions}\n\nFor this first turn of the call: ${firstTurn.instructions}` },
+  };
+}
+
+/**
+ * Why a `response.done` is a failure, as a short code for logs and a metric label, or undefined
+ * when it is not one (`completed`, or `cancelled` by barge-in). `failed` carries OpenAI's error
+ * code (rate_limit_exceeded, insufficient_quota, ...); `incomplete` its reason (content_filter,
+ * max_output_tokens).
+ */
+export function responseFailure(response: ServerEventOf<'response.done'>['response']): string | undefined {
+  const status = response.status;
+  if (status !== 'failed' && status !== 'incomplete') return undefined;
+  const d = response.status_details;
+  const raw = status === 'failed' ? (d?.error?.code ?? d?.error?.type ?? 'failed') : (d?.reason ?? 'incomplete');
+  // Bounded label values: whatever the far end sends, the metric cannot grow without limit.
+  return typeof raw === 'string' && /^[a-z0-9_.-]{1,48}$/i.test(raw) ? raw.toLowerCase() : `${status}_other`;
+}
+
+/** The conversation so far (newest last, at most `maxChars`) for a session re-established mid-call. */
+export function seedEvent(transcript: readonly TranscriptEntry[], maxChars: number): RealtimeClientEvent {
+  const lines: string[] = [];
+  let chars = 0;
+  for (let i = transcript.length - 1; i >= 0; i--) {
+    const t = transcript[i]!;
+    const line = `${t.role === 'caller' ? 'Caller' : 'You'}: ${t.text}`;
+    if (chars + line.length > maxChars) break;
+    lines.unshift(line);
+    chars += line.length;
+  }
+  return {
+    type: 'conversation.item.create',
+    item: {
+      type: 'message',
+      role: 'system',
+      content: [
+        {
+          type: 'input_text',
+          text: `The line to you dropped and was re-established mid-call. The conversation so far:\n${lines.join('\n')}\nContinue from here; do not greet the caller again.`,
+        },
+      ],
+    },
+  };
 }

@@ -1,16 +1,19 @@
 import WebSocket from 'ws';
 import type { RealtimeRouteConfig } from '../../config/schema.js';
-import { createCodec } from '../../core/audio/codecs.js';
 import { type AudioFormat, durationMs } from '../../core/audio/format.js';
-import { pcmBuffer } from '../../core/audio/level.js';
+import { spokenPrompt } from '../../core/audio/speech.js';
 import { GatewayError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import type { PlayedMark } from '../../core/playout.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
-import { chime, speak } from '../local/tts.js';
 import type { AiSession, AiSessionEvents, AiSessionOptions, CallControl, TranscriptEntry } from '../session.js';
+import { AppendClock } from './append-clock.js';
+import { ManualTurns } from './manual-turns.js';
 import {
   describeRefusal,
+  firstTurnEvent,
+  responseFailure,
+  seedEvent,
   onUpgradeRefused,
   sayEvent,
   parseServerEvent,
@@ -32,7 +35,6 @@ export interface RealtimeHooks {
   deltaReceived?(callId: string, itemId: string, receivedAt: number): void;
 }
 
-const APOLOGY = 'Sorry, the assistant is not available right now. Please call again later.';
 /** A long call may outlive several server-side session caps; more drops than this means the service is sick. */
 const MAX_RECONNECTS = 3;
 /** Stop queueing caller audio when the socket stalls (the bytes would be stale anyway). */
@@ -48,6 +50,7 @@ export interface RealtimeStats {
   deltas: number;
   reconnects: number;
   errors: number;
+  failedResponses: number;
 }
 
 interface Pending {
@@ -63,7 +66,14 @@ interface Pending {
 export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements AiSession {
   readonly inputFormat: AudioFormat;
   readonly outputFormat: AudioFormat;
-  readonly stats: RealtimeStats = { appends: 0, droppedFrames: 0, deltas: 0, reconnects: 0, errors: 0 };
+  readonly stats: RealtimeStats = {
+    appends: 0,
+    droppedFrames: 0,
+    deltas: 0,
+    reconnects: 0,
+    errors: 0,
+    failedResponses: 0,
+  };
   private readonly formats: WireFormats;
   private readonly tools: ToolRegistry;
   private readonly log: Logger;
@@ -85,7 +95,15 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   private speechAt: number | undefined;
   private readonly transcript: TranscriptEntry[] = [];
   private bufferedWarned = false;
-
+  /** The gateway's own VAD, when the route turns server turn detection off. */
+  private readonly manual: ManualTurns | undefined;
+  /** startFirstTurn() was called; the first turn goes out as soon as the session is ready. */
+  private firstTurnWanted = false;
+  private firstTurnSent = false;
+  /** Failed/incomplete responses in a row; reset by a completed one. */
+  private failedInARow = 0;
+  private giveUp = false;
+  private readonly appendClock = new AppendClock();
   constructor(
     private readonly route: RealtimeRouteConfig,
     opts: AiSessionOptions,
@@ -99,6 +117,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     this.callId = opts.callId;
     this.control = opts.control;
     this.log = opts.log.child({ ai: 'realtime', model: route.model });
+    if (route.turnDetection === null) this.manual = new ManualTurns(this.inputFormat, route.gatewayVad);
   }
 
   async start(): Promise<void> {
@@ -121,6 +140,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       });
       this.ws = ws;
       this.ready = false;
+      this.appendClock.reset();
       let settled = false;
       const finish = (err?: Error) => {
         if (settled) return;
@@ -164,29 +184,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
 
   /** Re-seed a fresh session with what was said so far, so the model can carry on. */
   private sendSeed(): void {
-    if (this.transcript.length === 0) return;
-    const lines: string[] = [];
-    let chars = 0;
-    for (let i = this.transcript.length - 1; i >= 0; i--) {
-      const t = this.transcript[i]!;
-      const line = `${t.role === 'caller' ? 'Caller' : 'You'}: ${t.text}`;
-      if (chars + line.length > MAX_SEED_CHARS) break;
-      lines.unshift(line);
-      chars += line.length;
-    }
-    this.send({
-      type: 'conversation.item.create',
-      item: {
-        type: 'message',
-        role: 'system',
-        content: [
-          {
-            type: 'input_text',
-            text: `The line to you dropped and was re-established mid-call. The conversation so far:\n${lines.join('\n')}\nContinue from here; do not greet the caller again.`,
-          },
-        ],
-      },
-    });
+    if (this.transcript.length > 0) this.send(seedEvent(this.transcript, MAX_SEED_CHARS));
   }
 
   private async onDropped(code: number, reason: string): Promise<void> {
@@ -216,34 +214,18 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
 
   /** The AI is gone for good: apologise with the local TTS and hang up once it has played. */
   private async unavailable(err: Error): Promise<void> {
+    if (this.giveUp) return;
+    this.giveUp = true;
     this.stats.errors++;
     this.emit('error', err);
-    const rate = this.outputFormat.sampleRate;
-    let pcm: Int16Array;
-    try {
-      pcm = await speak(APOLOGY, rate, { timeoutMs: 3000 });
-    } catch {
-      pcm = chime(rate);
-    }
+    const text = this.route.apologyText;
+    const audio = await spokenPrompt(text, this.outputFormat);
     if (this.closed) return;
     this.emit('response_started', 'apology');
-    this.emit('audio', this.encodeOutput(pcm), 'apology');
-    this.emit('transcript', { role: 'ai', text: APOLOGY, at: Date.now(), itemId: 'apology' });
+    this.emit('audio', audio, 'apology');
+    this.emit('transcript', { role: 'ai', text, at: Date.now(), itemId: 'apology' });
     this.emit('response_done', 'apology');
     this.control.hangupAfterPlayout('ai_unavailable');
-  }
-
-  /** PCM at the output rate → the session's output format (G.711 encoded with the core codecs). */
-  private encodeOutput(pcm: Int16Array): Buffer {
-    if (this.outputFormat.codec === 'l16') return pcmBuffer(pcm);
-    const codec = createCodec(this.outputFormat, undefined, this.callId);
-    const frames: Buffer[] = [];
-    for (let i = 0; i < pcm.length; i += 160) {
-      const f = new Int16Array(160);
-      f.set(pcm.subarray(i, Math.min(i + 160, pcm.length)));
-      frames.push(codec.encode(f));
-    }
-    return Buffer.concat(frames);
   }
 
   private send(ev: RealtimeClientEvent, cb?: (err?: Error) => void): boolean {
@@ -257,10 +239,30 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
 
   sendAudio(frame: Buffer): void {
     const ws = this.ws;
-    if (!this.ready || !ws || ws.readyState !== WebSocket.OPEN) {
+    if (!this.ready || !ws || ws.readyState !== WebSocket.OPEN || this.giveUp) {
       this.stats.droppedFrames++;
       return;
     }
+    if (!this.manual) return this.append(ws, frame);
+    const { append, event } = this.manual.push(frame);
+    if (event === 'start') {
+      this.speechAt = performance.now();
+      this.emit('speech_started'); // barge-in: the bridge clears playout and calls playoutCleared()
+    }
+    for (const f of append) this.append(ws, f);
+    if (event === 'stop') this.endManualTurn();
+  }
+
+  /** Manual turns: the gateway's VAD heard the caller stop; commit the turn and ask for the answer. */
+  private endManualTurn(): void {
+    this.send({ type: 'input_audio_buffer.commit' });
+    // A cancelled response may not have reported done yet: answer right after it.
+    if (this.responseId) this.respondAfterDone = true;
+    else this.send({ type: 'response.create' });
+    this.emit('speech_stopped', this.manual!.lastLoudAt, performance.now());
+  }
+
+  private append(ws: WebSocket, frame: Buffer): void {
     if (ws.bufferedAmount > MAX_BUFFERED_BYTES) {
       this.stats.droppedFrames++;
       if (!this.bufferedWarned)
@@ -270,6 +272,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     }
     this.bufferedWarned = false;
     this.stats.appends++;
+    this.appendClock.mark();
     const hook = this.hooks.appendWritten;
     this.send(
       { type: 'input_audio_buffer.append', audio: frame.toString('base64') },
@@ -300,6 +303,22 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       { item, playedMs: mark.playedMs, truncatedAt, gatewayMs: gatewayMs?.toFixed(2) },
       interrupted ? 'caller barged in; playout cleared' : 'caller started speaking',
     );
+  }
+
+  startFirstTurn(): boolean {
+    if (this.firstTurnWanted || this.route.firstTurn.mode === 'none') return false;
+    this.firstTurnWanted = true;
+    if (this.ready) this.sendFirstTurn();
+    return true;
+  }
+
+  private sendFirstTurn(): void {
+    if (this.firstTurnSent) return;
+    const ev = firstTurnEvent(this.route.firstTurn, this.route.instructions);
+    if (!ev) return;
+    this.firstTurnSent = true;
+    this.log.info({ mode: this.route.firstTurn.mode }, 'asking the AI for its first turn');
+    this.send(ev);
   }
 
   say(text: string): void {
@@ -361,15 +380,22 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
         if (!this.ready) {
           this.ready = true;
           this.pending?.resolve();
+          if (this.firstTurnWanted) this.sendFirstTurn();
         }
         return;
       case 'input_audio_buffer.speech_started':
         this.speechAt = receivedAt;
         this.emit('speech_started'); // the bridge clears playout and calls playoutCleared() synchronously
         return;
-      case 'input_audio_buffer.speech_stopped':
-        this.emit('speech_stopped');
+      case 'input_audio_buffer.speech_stopped': {
+        const td = this.route.turnDetection;
+        const endedAt = this.appendClock.endOfSpeech(
+          ev.audio_end_ms,
+          td?.type === 'server_vad' ? td.silenceDurationMs : 0,
+        );
+        this.emit('speech_stopped', endedAt, endedAt);
         return;
+      }
       case 'conversation.item.input_audio_transcription.completed':
         this.addTranscript({ role: 'caller', text: ev.transcript, at: Date.now(), itemId: ev.item_id });
         return;
@@ -415,11 +441,27 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
 
   private onResponseDone(ev: ServerEventOf<'response.done'>): void {
     const id = ev.response.id ?? this.responseId ?? 'unknown';
-    if (ev.response.status && ev.response.status !== 'completed') {
+    const failure = responseFailure(ev.response);
+    this.responseId = undefined;
+    if (failure) {
+      this.stats.failedResponses++;
+      this.failedInARow++;
+      this.log.warn(
+        { response: id, status: ev.response.status, reason: failure, inARow: this.failedInARow },
+        'AI response failed: the caller heard no answer to this turn',
+      );
+      this.emit('response_failed', failure);
+    } else if (ev.response.status === 'completed') {
+      this.failedInARow = 0;
+    } else if (ev.response.status) {
       this.log.debug({ response: id, status: ev.response.status }, 'response ended early');
     }
-    this.responseId = undefined;
     this.emit('response_done', id);
+    if (failure && this.failedInARow >= this.route.maxFailedResponses) {
+      const why = `${this.failedInARow} responses in a row failed (last: ${failure})`;
+      void this.unavailable(new GatewayError('upstream', why, this.callId));
+      return;
+    }
     if (this.respondAfterDone) {
       this.respondAfterDone = false;
       this.send({ type: 'response.create' });

@@ -24,6 +24,8 @@ export class EnergyVad {
   private loudRun = 0;
   private quietRun = 0;
   speaking = false;
+  /** Whether the last frame processed was above the threshold. */
+  loud = false;
 
   constructor(opts: VadOptions = {}) {
     const frameMs = opts.frameMs ?? 20;
@@ -34,6 +36,7 @@ export class EnergyVad {
 
   process(frame: Int16Array): VadEvent {
     const loud = dbfs(frame) > this.threshold;
+    this.loud = loud;
     if (loud) {
       this.loudRun++;
       this.quietRun = 0;

@@ -31,7 +31,8 @@ export class RtpToneEndpoint {
 
   constructor(
     readonly toneHz: number,
-    private readonly amplitude = 8000,
+    /** Set to 0 mid-call to send silence (a carrier keeps sending RTP when the caller is quiet). */
+    public amplitude = 8000,
   ) {}
 
   async start(host = '127.0.0.1'): Promise<number> {

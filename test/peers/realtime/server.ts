@@ -51,6 +51,19 @@ export interface RealtimeTestServerOptions {
   chunkMs?: number;
   /** Energy VAD threshold on the caller audio; default -40 dBFS. */
   vadThresholdDbfs?: number;
+  /**
+   * Fail responses the way OpenAI does on quota, rate limit or the content filter: response.created
+   * then at once response.done with this status and details, and no audio. `count` (default all)
+   * limits it to the first N responses on each connection.
+   */
+  failResponses?: {
+    status: 'failed' | 'incomplete';
+    /** failed: status_details.error.code (e.g. rate_limit_exceeded, insufficient_quota). */
+    code?: string;
+    /** incomplete: status_details.reason (content_filter, max_output_tokens). */
+    reason?: 'content_filter' | 'max_output_tokens';
+    count?: number;
+  };
 }
 
 export interface ReceivedEvent {
@@ -68,7 +81,7 @@ export interface AnswerRecord {
   audioMs: number;
   firstDeltaAt: number | undefined;
   lastDeltaAt: number | undefined;
-  status: 'in_progress' | 'completed' | 'cancelled';
+  status: 'in_progress' | 'completed' | 'cancelled' | 'failed' | 'incomplete';
   instructions: string | undefined;
   toolCallId: string | undefined;
 }
@@ -510,7 +523,10 @@ export class RealtimeTestServer {
       c.audioMs += 20;
       c.uncommittedMs += 20;
       const td = c.rec.session.audio?.input?.turn_detection;
-      if (!td) continue; // manual turns: the client commits
+      if (!td) {
+        c.utterance.push(f.slice()); // manual turns: the client commits (and is answered on response.create)
+        continue;
+      }
       const ev = c.vad.process(f);
       if (c.vad.speaking || ev === 'stop') c.utterance.push(f.slice());
       if (ev === 'start') this.speechStarted(c, td.interrupt_response !== false);
@@ -631,6 +647,36 @@ export class RealtimeTestServer {
 
   // ---- responses ----------------------------------------------------------------------------
 
+  /** A response that ends at once as failed/incomplete, with no audio (quota, rate limit, filter). */
+  private failResponse(
+    c: Conn,
+    answer: AnswerRecord,
+    fail: NonNullable<RealtimeTestServerOptions['failResponses']>,
+  ): void {
+    answer.status = fail.status;
+    const response = {
+      id: answer.responseId,
+      object: 'realtime.response' as const,
+      output: [],
+      output_modalities: ['audio' as const],
+    };
+    this.send(c, { type: 'response.created', event_id: '', response: { ...response, status: 'in_progress' } });
+    const status_details =
+      fail.status === 'failed'
+        ? {
+            type: 'failed' as const,
+            error: { type: 'invalid_request_error', code: fail.code ?? 'rate_limit_exceeded' },
+          }
+        : { type: 'incomplete' as const, reason: fail.reason ?? 'content_filter' };
+    this.later(c, 20, () =>
+      this.send(c, {
+        type: 'response.done',
+        event_id: '',
+        response: { ...response, status: fail.status, status_details },
+      }),
+    );
+  }
+
   /** One response: a tone (unless the script calls a tool straight away), then the scripted tool call. */
   private respond(c: Conn, tool: ScriptedToolCall | undefined, instructions?: string): void {
     const n = c.rec.answers.length + 1;
@@ -650,6 +696,9 @@ export class RealtimeTestServer {
       toolCallId: undefined,
     };
     c.rec.answers.push(answer);
+    const fail = this.opts.failResponses;
+    if (fail && (fail.count === undefined || c.rec.answers.length <= fail.count))
+      return this.failResponse(c, answer, fail);
     const output: ConversationItem[] = [];
     const transcript = instructions ?? `turn ${n} tone ${freq} Hz`;
     this.send(c, {
