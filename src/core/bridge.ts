@@ -64,6 +64,8 @@ export class Bridge {
   private unsubscribe: (() => void) | undefined;
   private hangupWhenDrained: string | undefined;
   private responseActive = false;
+  /** Before answer: the leg gets silence, caller audio is dropped, AI audio waits in the playout. */
+  private held = false;
 
   constructor(
     private readonly call: Call,
@@ -114,6 +116,15 @@ export class Bridge {
     this.unsubscribe = this.clock.subscribe(() => this.tick());
   }
 
+  /** Keep the leg fed with silence but carry nothing yet (the call is not answered). */
+  hold(): void {
+    this.held = true;
+  }
+
+  release(): void {
+    this.held = false;
+  }
+
   stop(): void {
     this.unsubscribe?.();
     this.unsubscribe = undefined;
@@ -139,6 +150,7 @@ export class Bridge {
 
   /** One 20 ms step in each direction. Never throws: a bad frame is counted and skipped. */
   tick(): void {
+    if (this.held) return this.tickHeld();
     const sampleLevel = ++this.ticks % LEVEL_EVERY === 0;
     let tapIn: Int16Array | null = null;
     let tapOut: Int16Array | null = null;
@@ -185,6 +197,16 @@ export class Bridge {
       this.countBad(err);
     }
     this.tap?.(tapIn, tapOut);
+  }
+
+  private tickHeld(): void {
+    try {
+      this.leg.readFrame(); // drained so nothing stale reaches the AI at answer
+      this.leg.writeFrame(this.legSilence);
+      this.stats.silenceToLeg++;
+    } catch (err) {
+      this.countBad(err);
+    }
   }
 
   private countBad(err: unknown): void {

@@ -20,6 +20,12 @@ export interface Connected {
   route: ResolvedRoute;
 }
 
+/** An AI session that is ready, on a bridge that is held until the call is answered. */
+export interface Prepared extends Connected {
+  /** The call is answered: play the AI's audio to the leg and the caller's audio to the AI. */
+  release(): void;
+}
+
 /**
  * Connects an answered call's leg to the AI its route names. Every front goes through here, so
  * routing, format choice, cleanup order and the AI's control over the call are the same for
@@ -29,9 +35,32 @@ export class CallConnector {
   constructor(private readonly deps: ConnectorDeps) {}
 
   async connect(call: Call, leg: MediaLeg, routeName?: string): Promise<Connected> {
-    const route = routeName
-      ? { name: routeName, config: this.requireRoute(routeName, call.id), because: 'requested' }
-      : this.deps.router.resolve(call.info, call.id);
+    let prepared: Prepared;
+    try {
+      prepared = await this.prepare(call, leg, routeName);
+    } catch (err) {
+      if (err instanceof GatewayError && err.code === 'ai_connect_failed' && !call.ended) {
+        await call.end({ by: 'error', cause: 'ai_connect_failed', detail: err.message });
+      }
+      throw err;
+    }
+    prepared.release();
+    return prepared;
+  }
+
+  /**
+   * AI first, then answer: opens the route's AI session and waits until it is ready, with the bridge
+   * running but held (the leg gets silence, the AI's first words wait in the playout buffer). The
+   * front answers its call, then calls `release()`. When the AI cannot be reached this throws
+   * `ai_connect_failed` and leaves the call up, so the front can refuse or apologise its own way.
+   */
+  async prepare(call: Call, leg: MediaLeg, routeName?: string | ResolvedRoute): Promise<Prepared> {
+    const route =
+      typeof routeName === 'object'
+        ? routeName
+        : routeName
+          ? { name: routeName, config: this.requireRoute(routeName, call.id), because: 'requested' }
+          : this.deps.router.resolve(call.info, call.id);
     call.route = route.name;
     call.log.info({ route: route.name, kind: route.config.kind, because: route.because }, 'route chosen');
     call.addLeg(leg);
@@ -60,21 +89,35 @@ export class CallConnector {
     call.media = { bridge: b, session };
     call.onEnd(() => session.close(call.endReason?.cause ?? 'ended'));
     call.onEnd(() => b.stop());
+    let failed = false;
     session.on('closed', (reason) => {
-      if (!call.ended) void call.end({ by: 'ai', cause: 'ai_closed', detail: reason });
+      if (!call.ended && !failed) void call.end({ by: 'ai', cause: 'ai_closed', detail: reason });
     });
+    b.hold();
     b.start();
     try {
       await session.start();
     } catch (err) {
+      failed = true;
       const detail = (err as Error).message;
       call.log.error({ err: detail }, 'AI session failed to start');
-      await call.end({ by: 'error', cause: 'ai_connect_failed', detail });
-      throw err instanceof GatewayError ? err : new GatewayError('ai_connect_failed', detail, call.id, { cause: err });
+      b.stop();
+      call.media = undefined;
+      await session.close('ai_connect_failed');
+      throw err instanceof GatewayError && err.code === 'ai_connect_failed'
+        ? err
+        : new GatewayError('ai_connect_failed', detail, call.id, { cause: err });
     }
-    if (call.state === 'ringing') call.transition('answered');
-    if (!call.ended) call.transition('bridged');
-    return { bridge: b, session, route };
+    return {
+      bridge: b,
+      session,
+      route,
+      release: () => {
+        b.release();
+        if (call.state === 'ringing') call.transition('answered');
+        if (!call.ended) call.transition('bridged');
+      },
+    };
   }
 
   private requireRoute(name: string, callId: string) {
