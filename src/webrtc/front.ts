@@ -278,9 +278,6 @@ export class WhatsAppFront implements Front {
     ref.entry = entry;
     this.active.set(waCallId, entry);
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
-    // The AI connects while Meta sets up media: both must be ready before the caller is answered.
-    const ai = this.ctx.connector.prepare(call, leg, route);
-    ai.catch(() => {}); // settled below
     try {
       await graph.preAccept(waCallId, answerSdp, call.id);
     } catch (err) {
@@ -289,11 +286,19 @@ export class WhatsAppFront implements Front {
       call.log.warn({ err: err.message }, 'pre_accept outcome unknown: carrying on');
     }
     entry.signalled = true;
-    const [media, prepared] = await Promise.allSettled([this.waitMedia(entry), ai]);
-    if (call.ended || media.status === 'rejected' || !media.value) return;
-    if (prepared.status === 'rejected') return this.aiUnavailable(entry, route, answerSdp, prepared.reason);
+    // The AI connects while ICE/DTLS set up: both must be ready before the caller is answered. A
+    // refusing AI is answered at once with reject; media is only needed to apologise.
+    const media = this.waitMedia(entry);
+    let prepared: Prepared;
+    try {
+      prepared = await this.ctx.connector.prepare(call, leg, route);
+    } catch (err) {
+      if (call.ended) return;
+      return this.aiUnavailable(entry, route, answerSdp, err, media);
+    }
+    if (!(await media) || call.ended) return;
     if (!(await this.accept(entry, answerSdp))) return;
-    prepared.value.release();
+    prepared.release();
   }
 
   /**
@@ -317,12 +322,18 @@ export class WhatsAppFront implements Front {
   }
 
   /** The route's AI could not be reached: refuse the call, or answer, apologise and hang up. */
-  private async aiUnavailable(a: Active, route: ResolvedRoute, answerSdp: string, err: unknown): Promise<void> {
+  private async aiUnavailable(
+    a: Active,
+    route: ResolvedRoute,
+    answerSdp: string,
+    err: unknown,
+    media: Promise<boolean>,
+  ): Promise<void> {
     const detail = (err as Error).message;
     const mode = 'onAiUnavailable' in route.config ? route.config.onAiUnavailable : 'reject';
     a.call.log.warn({ err: detail, route: route.name, onAiUnavailable: mode }, 'AI unavailable for WhatsApp call');
     if (mode === 'apologise') {
-      if (!(await this.accept(a, answerSdp))) return;
+      if (!(await media) || a.call.ended || !(await this.accept(a, answerSdp))) return;
       await playApology(a.leg, this.ctx.clock, a.call.log);
       await a.call.end({ by: 'gateway', cause: 'ai_unavailable', detail });
       return;

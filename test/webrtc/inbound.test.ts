@@ -162,6 +162,13 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     // Greeting ("Hello caller.") arrives as speech energy within the first 2 s.
     await sleep(2000);
     expect(dbfsOf(user.decodeReceived(t0, t0 + 2000))).toBeGreaterThan(-40);
+    // The agent was ready before the accept: its greeting was held until then (none of it played into
+    // the unanswered call), and starts within a second of it.
+    const accept = await h.graph.waitFor('accept', user.waCallId);
+    const loud = user.loudArrivals();
+    expect(loud.filter((t) => t < accept.perfAt)).toEqual([]);
+    expect(loud.length).toBeGreaterThan(25);
+    expect(loud[0]! - accept.perfAt).toBeLessThan(1000);
     const speech = await speechSource('one two three four');
     const sentAt = performance.now();
     user.startSending(speech.source);

@@ -8,6 +8,8 @@ import { parse } from 'sdp-transform';
 /** One request the gateway made to the Graph API, with what was wrong with it (if anything). */
 export interface GraphRequest {
   at: number;
+  /** performance.now() at arrival, comparable with the user peer's arrival times. */
+  perfAt: number;
   path: string;
   auth: string | undefined;
   action: string;
@@ -182,6 +184,7 @@ export class GraphStub extends EventEmitter {
     }
     const record: GraphRequest = {
       at: Date.now(),
+      perfAt: performance.now(),
       path: req.path,
       auth: req.get('authorization'),
       action,

@@ -340,6 +340,21 @@ export class WhatsAppUser {
     return concatPcm(parts);
   }
 
+  /** Arrival times of the Opus frames received with audible content (decoded level above the threshold). */
+  loudArrivals(thresholdDbfs = -35): number[] {
+    const decoder = new OpusEncoder(48000, 1);
+    return this.arrivals
+      .filter((a) => a.payloadType === OPUS_PT)
+      .filter((a) => {
+        const pcm = decoder.decode(a.payload);
+        const s = new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2);
+        let sum = 0;
+        for (const v of s) sum += v * v;
+        return 10 * Math.log10(sum / Math.max(1, s.length) / 32768 ** 2 + 1e-12) > thresholdDbfs;
+      })
+      .map((a) => a.at);
+  }
+
   /** Largest gap between consecutive received packets after `from` (ms). */
   maxGapMs(from = 0): number {
     const times = this.arrivals.filter((a) => a.at >= from).map((a) => a.at);
