@@ -76,7 +76,7 @@ export class GraphStub extends EventEmitter {
   readonly calls = new Map<string, { state: StubCallState; phoneNumberId: string }>();
   /** Business numbers (phone-number IDs) this "app" may act for. */
   readonly numbers: Set<string>;
-  private readonly errors = new Map<string, InjectedError>();
+  readonly errors = new Map<string, InjectedError>();
   private readonly faults = new Map<string, Fault>();
   private server: Server | undefined;
 
