@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 
 /** IPv4/IPv6 address or CIDR; validated structurally here, parsed by the SIP front. */
@@ -152,6 +153,20 @@ const openaiSipRoute = z.object({
    */
   connectTimeoutMs: z.number().int().positive().default(10000),
   ...aiTurnFields,
+  /**
+   * A `realtime.call.incoming` we did not dial (another gateway, a carrier trunk pointed at the
+   * project): `ignore` acknowledges it and leaves it to whoever placed it; `reject` refuses it (603).
+   * Routes on one project must agree.
+   */
+  unmatched: z.enum(['ignore', 'reject']).default('ignore'),
+});
+
+export const whatsappNumberSchema = z.object({
+  phoneNumberId: z.string().regex(/^\d+$/, 'the numeric phone-number ID from the WhatsApp Manager'),
+  /** The business number itself (digits or E.164): `from` on outbound calls. */
+  displayNumber: z.string().regex(/^\+?\d{6,15}$/, 'a phone number like +15550783881'),
+  /** Route for this number's calls when no routing rule matches (instead of routing.default). */
+  route: z.string().optional(),
 });
 
 export const routeSchema = z.discriminatedUnion('kind', [localRoute, realtimeRoute, openaiSipRoute]);
@@ -207,7 +222,12 @@ export const configSchema = z
     whatsapp: z
       .object({
         enabled: z.boolean().default(false),
+        /** Single-number form (kept for existing configs); `numbers` is the general one. */
         phoneNumberId: z.string().default(''),
+        /** The single number's own number (digits or E.164), used as `from` on outbound calls. */
+        displayNumber: z.string().default(''),
+        /** Business numbers served by this gateway; webhooks for other numbers are ignored. */
+        numbers: z.array(whatsappNumberSchema).default([]),
         accessToken: z.string().default(''),
         appSecret: z.string().default(''),
         verifyToken: z.string().default(''),
@@ -216,7 +236,10 @@ export const configSchema = z
           .string()
           .regex(/^v\d+\.\d+$/)
           .default('v23.0'),
-        publicIp: z.string().default('127.0.0.1'),
+        /** One Graph request's deadline; connect/accept are not repeated after it (see graph.ts). */
+        graphTimeoutMs: z.number().int().positive().default(8000),
+        /** The address Meta reaches our ICE candidates on (this host's public IP). Required when enabled. */
+        publicIp: z.string().default(''),
         udpPortMin: z.number().int().default(30000),
         udpPortMax: z.number().int().default(30999),
         mediaTimeoutSec: z.number().positive().default(15),
@@ -260,13 +283,76 @@ export const configSchema = z
         input: cfg.sip.rtpPortMax,
       });
     }
-    if (cfg.whatsapp.enabled) {
-      for (const k of ['phoneNumberId', 'accessToken', 'appSecret', 'verifyToken'] as const) {
-        if (!cfg.whatsapp[k])
-          ctx.addIssue({ code: 'custom', path: ['whatsapp', k], message: 'required when whatsapp.enabled', input: '' });
-      }
-    }
+    if (cfg.whatsapp.enabled) checkWhatsApp(cfg.whatsapp, ctx);
+    cfg.whatsapp.numbers.forEach((n, i) => check(n.route, ['whatsapp', 'numbers', i, 'route']));
+    checkOpenAiProjects(cfg.routes, ctx);
   });
+
+interface WhatsAppRequired {
+  accessToken: string;
+  appSecret: string;
+  verifyToken: string;
+  publicIp: string;
+  phoneNumberId: string;
+  numbers: { phoneNumberId: string }[];
+}
+
+function checkWhatsApp(wa: WhatsAppRequired, ctx: z.RefinementCtx): void {
+  const required = (k: 'accessToken' | 'appSecret' | 'verifyToken' | 'publicIp', why: string) => {
+    if (!wa[k]) ctx.addIssue({ code: 'custom', path: ['whatsapp', k], message: why, input: '' });
+  };
+  required('accessToken', 'required when whatsapp.enabled');
+  required('appSecret', 'required when whatsapp.enabled');
+  required('verifyToken', 'required when whatsapp.enabled');
+  required(
+    'publicIp',
+    "required when whatsapp.enabled: this host's public IP address, written into every ICE candidate Meta must reach",
+  );
+  if (wa.publicIp && (!isIP(wa.publicIp) || /^(0\.0\.0\.0|::)$/.test(wa.publicIp))) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['whatsapp', 'publicIp'],
+      message: 'a unicast IPv4 or IPv6 address Meta can reach',
+      input: wa.publicIp,
+    });
+  }
+  if (!wa.phoneNumberId && wa.numbers.length === 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['whatsapp', 'numbers'],
+      message: 'at least one business number ({ phoneNumberId, displayNumber }) when whatsapp.enabled',
+      input: [],
+    });
+  }
+  const ids = [...wa.numbers.map((n) => n.phoneNumberId), ...(wa.phoneNumberId ? [wa.phoneNumberId] : [])];
+  const dup = ids.find((id, i) => ids.indexOf(id) !== i);
+  if (dup) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['whatsapp', 'numbers'],
+      message: `phoneNumberId ${dup} listed twice`,
+      input: dup,
+    });
+  }
+}
+
+/** Routes on one OpenAI project share its webhook endpoint, so they must agree on unmatched calls. */
+function checkOpenAiProjects(routes: Record<string, RouteConfig>, ctx: z.RefinementCtx): void {
+  const byProject = new Map<string, { name: string; unmatched: string }>();
+  for (const [name, r] of Object.entries(routes)) {
+    if (r.kind !== 'openai-sip') continue;
+    const first = byProject.get(r.projectId);
+    if (!first) byProject.set(r.projectId, { name, unmatched: r.unmatched });
+    else if (first.unmatched !== r.unmatched) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes', name, 'unmatched'],
+        message: `"${first.unmatched}" like route ${first.name}, which shares OpenAI project ${r.projectId}`,
+        input: r.unmatched,
+      });
+    }
+  }
+}
 
 export type GatewayConfig = z.infer<typeof configSchema>;
 export type TrunkConfig = z.infer<typeof trunkSchema>;
@@ -280,3 +366,4 @@ export type FirstTurnConfig = z.infer<typeof firstTurn>;
 /** The AI-turn settings every route kind carries (greeting, unavailability, failed responses). */
 export type AiTurnConfig = { [K in keyof typeof aiTurnFields]: z.infer<(typeof aiTurnFields)[K]> };
 export type GatewayVadConfig = z.infer<typeof gatewayVad>;
+export type WhatsAppNumberConfig = z.infer<typeof whatsappNumberSchema>;

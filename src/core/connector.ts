@@ -58,10 +58,19 @@ export class CallConnector {
     return connected;
   }
 
-  async prepare(call: Call, leg: MediaLeg, routeName?: string): Promise<Connected> {
-    const route = routeName
+  /** `route`: a route name, or a route the front already resolved (e.g. a WhatsApp number's own). */
+  async prepare(call: Call, leg: MediaLeg, route?: string | ResolvedRoute): Promise<Connected> {
+    const resolved = typeof route === 'object' ? route : this.resolveRoute(call, route);
+    return this.prepareOn(call, leg, resolved);
+  }
+
+  private resolveRoute(call: Call, routeName: string | undefined): ResolvedRoute {
+    return routeName
       ? { name: routeName, config: this.requireRoute(routeName, call.id), because: 'requested' }
       : this.deps.router.resolve(call.info, call.id);
+  }
+
+  private async prepareOn(call: Call, leg: MediaLeg, route: ResolvedRoute): Promise<Connected> {
     call.route = route.name;
     call.log.info({ route: route.name, kind: route.config.kind, because: route.because }, 'route chosen');
     call.addLeg(leg);

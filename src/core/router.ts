@@ -21,11 +21,14 @@ function ruleMatches(rule: RoutingRule, info: CallInfo): boolean {
   );
 }
 
-/** Picks the AI route for a call: first matching rule, then the trunk's own route, then the default. */
+/**
+ * Picks the AI route for a call: first matching rule, then the trunk's own route, then `fallback`
+ * (a front's own default, e.g. a WhatsApp business number's route), then routing.default.
+ */
 export class Router {
   constructor(private readonly config: Pick<GatewayConfig, 'routes' | 'routing' | 'trunks'>) {}
 
-  resolve(info: CallInfo, callId?: string): ResolvedRoute {
+  resolve(info: CallInfo, callId?: string, fallback?: string): ResolvedRoute {
     const rules = this.config.routing.rules;
     const idx = rules.findIndex((r) => ruleMatches(r, info));
     let name: string;
@@ -35,8 +38,8 @@ export class Router {
       because = `rule ${idx}`;
     } else {
       const trunkRoute = info.trunk ? this.config.trunks.find((t) => t.name === info.trunk)?.route : undefined;
-      name = trunkRoute ?? this.config.routing.default;
-      because = trunkRoute ? `trunk ${info.trunk}` : 'default';
+      name = trunkRoute ?? fallback ?? this.config.routing.default;
+      because = trunkRoute ? `trunk ${info.trunk}` : fallback ? 'front default' : 'default';
     }
     const config = this.config.routes[name];
     if (!config) throw new GatewayError('not_found', `route "${name}" is not configured`, callId);

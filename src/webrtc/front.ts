@@ -1,8 +1,12 @@
 import type { Call } from '../core/call.js';
+import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { HangupReason } from '../core/media-leg.js';
+import type { ResolvedRoute } from '../core/router.js';
 import type { Front, GatewayContext, MediaSessionRequest } from '../gateway.js';
-import { GraphClient, GraphError } from './graph.js';
+import { GraphClient, GraphError, type NumberCalls } from './graph.js';
+import { BusinessNumbers, type BusinessNumber } from './numbers.js';
+import { OutboundAttempts } from './outbound-attempts.js';
 import { whatsappWebhookRouter, type CallEvent } from './webhook.js';
 import { WebRtcLeg, type WebRtcLegOptions } from './webrtc-leg.js';
 
@@ -15,16 +19,28 @@ interface Active {
   call: Call;
   leg: WebRtcLeg;
   direction: 'inbound' | 'outbound';
+  /** Meta's call id; unknown for a business call whose `connect` response was lost. */
+  waCallId: string | undefined;
+  /** Graph control for the business number the call belongs to (absent in media-only mode). */
+  graph: NumberCalls | undefined;
   /** Meta knows the call is live (pre_accept/accept/connect succeeded): end it with terminate. */
   signalled: boolean;
-  route: string | undefined;
+  /** Meta has already been told how this call ends (a reject sent on purpose): send nothing more. */
+  graphDone?: boolean;
+  /** Outbound: the AI, ready before the user could answer. */
+  prepared?: Connected;
+  /** Graph accept was sent (inbound): from then on the call ends with terminate, before it with reject. */
+  accepted?: boolean;
   /** Media-only session: an external handler owns the WhatsApp signalling, we send none. */
   mediaOnly?: boolean;
+  route?: string;
 }
 
 export interface OutboundCallRequest {
   to: string;
   route?: string;
+  /** Which business number calls (display number or phone-number ID); default the first. */
+  from?: string;
 }
 
 const e164 = (n: string) => (n ? (n.startsWith('+') ? n : `+${n}`) : n);
@@ -32,13 +48,16 @@ const digits = (n: string) => n.replace(/^\+/, '');
 
 /**
  * WhatsApp Business Calling front: Meta's `calls` webhooks in, Graph API call control out, one
- * werift WebRTC leg per call. Inbound: offer → answer → pre_accept → ICE+DTLS connected → accept →
- * bridge to the AI. Outbound: our offer via Graph `connect` → answer by webhook → media → bridge.
+ * werift WebRTC leg per call. Inbound: offer → answer → pre_accept → (ICE+DTLS connected and the AI
+ * ready) → accept → bridge. Outbound: AI ready → our offer via Graph `connect` → answer by webhook →
+ * media → bridge. Either way the caller is never "connected" to an AI that is not there.
  */
 export class WhatsAppFront implements Front {
   readonly name = 'whatsapp';
   readonly graph: GraphClient;
+  readonly numbers: BusinessNumbers;
   private readonly active = new Map<string, Active>();
+  private readonly unconfirmed = new OutboundAttempts<Active>();
   private started = false;
   private draining = false;
 
@@ -47,13 +66,14 @@ export class WhatsAppFront implements Front {
     graph?: GraphClient,
   ) {
     const wa = ctx.config.whatsapp;
+    this.numbers = new BusinessNumbers(wa);
     this.graph =
       graph ??
       new GraphClient({
         baseUrl: wa.graphBaseUrl,
         version: wa.graphVersion,
-        phoneNumberId: wa.phoneNumberId,
         accessToken: wa.accessToken,
+        timeoutMs: wa.graphTimeoutMs,
         log: ctx.log.child({ front: 'whatsapp', component: 'graph' }),
       });
   }
@@ -61,6 +81,13 @@ export class WhatsAppFront implements Front {
   start(): Promise<void> {
     const wa = this.ctx.config.whatsapp;
     const log = this.ctx.log.child({ front: 'whatsapp' });
+    for (const n of this.numbers.list()) {
+      if (!n.displayNumber)
+        log.warn(
+          { phoneNumberId: n.phoneNumberId },
+          'no displayNumber configured for this WhatsApp number: outbound calls show it once a webhook names it',
+        );
+    }
     this.ctx.app.use(
       WEBHOOK_PATH,
       whatsappWebhookRouter({
@@ -70,7 +97,7 @@ export class WhatsAppFront implements Front {
         onEvent: (ev) => this.onEvent(ev),
       }),
     );
-    this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route }));
+    this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route, from: req.from }));
     this.ctx.mediaSessions = {
       start: (req) => this.startMediaSession(req),
       stop: (id) => this.stopMediaSession(id),
@@ -87,6 +114,7 @@ export class WhatsAppFront implements Front {
     this.started = false;
     this.ctx.dialers.delete('whatsapp');
     await Promise.all([...this.active.values()].map((a) => a.call.end({ by: 'gateway', cause: 'shutdown' })));
+    this.graph.close();
   }
 
   describe(): Record<string, unknown> {
@@ -94,6 +122,7 @@ export class WhatsAppFront implements Front {
     return {
       webhook: WEBHOOK_PATH,
       graph: `${wa.graphBaseUrl}/${wa.graphVersion}`,
+      numbers: this.numbers.list().map((n) => `${n.displayNumber || '?'} (${n.phoneNumberId})`),
       publicIp: wa.publicIp,
       udp: `${wa.udpPortMin}-${wa.udpPortMax}`,
     };
@@ -109,17 +138,30 @@ export class WhatsAppFront implements Front {
   }
 
   get activeCount(): number {
-    return this.active.size;
+    return this.active.size + this.unconfirmed.size;
   }
 
   private async onEvent(ev: CallEvent): Promise<void> {
     if (!this.started) return;
+    const number = this.numbers.get(ev.phoneNumberId);
+    if (!number) {
+      this.ctx.log.debug(
+        { waCallId: ev.waCallId, phoneNumberId: ev.phoneNumberId, kind: ev.kind },
+        'WhatsApp webhook for a business number this gateway does not serve: ignored',
+      );
+      return;
+    }
+    this.numbers.learn(number.phoneNumberId, ev.displayNumber);
+    if (ev.kind === 'connect' && ev.sdpType === 'offer') return this.onOffer(ev, number);
+    const a = this.active.get(ev.waCallId) ?? this.confirm(ev);
+    if (!a) {
+      this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
+      return;
+    }
     switch (ev.kind) {
       case 'connect':
-        if (ev.sdpType === 'offer') return this.onOffer(ev);
-        return this.onAnswer(ev.waCallId, ev.sdp);
+        return this.onAnswer(a, ev.sdp);
       case 'terminate': {
-        const a = this.active.get(ev.waCallId);
         const detail = [
           ev.status,
           ev.durationSec !== undefined ? `${ev.durationSec}s` : '',
@@ -127,66 +169,85 @@ export class WhatsAppFront implements Front {
         ]
           .filter(Boolean)
           .join(' ');
-        if (!a) {
-          this.ctx.log.debug({ waCallId: ev.waCallId, status: ev.status }, 'terminate for unknown WhatsApp call');
-          return;
-        }
-        a.call.log.info(
-          { status: ev.status, durationSec: ev.durationSec, errors: ev.errors },
-          'WhatsApp terminate webhook',
-        );
+        a.call.log.info({ status: ev.status, durationSec: ev.durationSec, errors: ev.errors }, 'WhatsApp terminate');
         await a.call.end({ by: 'remote', cause: 'terminate', detail });
         return;
       }
-      case 'status': {
-        const a = this.active.get(ev.waCallId);
-        if (!a) return;
+      case 'status':
         a.call.log.info({ status: ev.status, errors: ev.errors }, 'WhatsApp call status');
         if (ev.status === 'REJECTED')
           await a.call.end({ by: 'remote', cause: 'rejected', detail: ev.errors[0]?.message });
-        return;
-      }
     }
   }
 
-  private newLeg(callId: string, call: Call, waCallId: () => string | undefined): WebRtcLegOptions {
+  /** A webhook for a business call whose `connect` response we never got: adopt Meta's call id. */
+  private confirm(ev: CallEvent): Active | undefined {
+    const user = ev.kind === 'connect' ? ev.to : ev.user;
+    const a = this.unconfirmed.claim({ phoneNumberId: ev.phoneNumberId, opaque: ev.opaque, user });
+    if (!a) return undefined;
+    a.waCallId = ev.waCallId;
+    a.signalled = true;
+    a.call.info.externalId = ev.waCallId;
+    this.active.set(ev.waCallId, a);
+    a.call.log.info(
+      { waCallId: ev.waCallId, by: ev.opaque ? 'opaque data' : 'user number' },
+      'WhatsApp call id learned',
+    );
+    return a;
+  }
+
+  private legOptions(call: Call, entry: () => Active | undefined): WebRtcLegOptions {
     const wa = this.ctx.config.whatsapp;
     return {
-      callId,
+      callId: call.id,
       log: call.log,
       publicIp: wa.publicIp,
       portRange: [wa.udpPortMin, wa.udpPortMax],
       inactivityMs: wa.rtpTimeoutSec * 1000,
-      onClose: (reason) => this.signalEnd(waCallId(), reason),
+      onClose: (reason) => this.signalEnd(entry(), reason),
     };
   }
 
   /** The leg closed: tell Meta unless Meta ended it (or the call belongs to an external handler). */
-  private async signalEnd(waCallId: string | undefined, reason: HangupReason): Promise<void> {
-    if (!waCallId) return;
-    const a = this.active.get(waCallId);
-    this.active.delete(waCallId);
-    if (!a || a.mediaOnly || reason.by === 'remote') return;
+  private async signalEnd(a: Active | undefined, reason: HangupReason): Promise<void> {
+    if (!a) return;
+    if (a.waCallId) this.active.delete(a.waCallId);
+    this.unconfirmed.delete(a.call.id);
+    if (a.mediaOnly || a.graphDone || reason.by === 'remote' || !a.graph) return;
+    if (!a.waCallId) {
+      a.call.log.warn({ reason }, "ending a WhatsApp call whose id Meta never gave us: it can't be terminated");
+      return;
+    }
     try {
-      if (a.signalled) {
+      if (a.signalled && (a.direction === 'outbound' || a.accepted)) {
         a.call.log.info({ reason }, 'terminating WhatsApp call via Graph');
-        await this.graph.terminate(waCallId, a.call.id);
+        await a.graph.terminate(a.waCallId, a.call.id);
       } else if (a.direction === 'inbound') {
         a.call.log.info({ reason }, 'rejecting WhatsApp call via Graph');
-        await this.graph.reject(waCallId, a.call.id);
+        await a.graph.reject(a.waCallId, a.call.id);
       }
     } catch (err) {
       a.call.log.warn({ err: (err as Error).message }, 'Graph terminate failed');
     }
   }
 
-  private async onOffer(ev: Extract<CallEvent, { kind: 'connect' }>): Promise<void> {
+  private routeFor(call: Call, number: BusinessNumber | undefined, requested?: string): ResolvedRoute {
+    if (requested) {
+      const config = this.ctx.router.routeConfig(requested);
+      if (!config) throw new GatewayError('not_found', `route "${requested}" is not configured`, call.id);
+      return { name: requested, config, because: 'requested' };
+    }
+    return this.ctx.router.resolve(call.info, call.id, number?.route);
+  }
+
+  private async onOffer(ev: Extract<CallEvent, { kind: 'connect' }>, number: BusinessNumber): Promise<void> {
     const { waCallId } = ev;
     if (this.active.has(waCallId) || this.ctx.registry.findByExternalId(waCallId)) return;
+    const graph = this.graph.forNumber(number.phoneNumberId);
     const log = this.ctx.log.child({ front: 'whatsapp', waCallId });
     if (this.draining || this.ctx.draining) {
       log.info('draining: rejecting WhatsApp call');
-      await this.graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
+      await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
       return;
     }
     const call = this.ctx.registry.create({
@@ -196,52 +257,85 @@ export class WhatsAppFront implements Front {
       direction: 'inbound',
       externalId: waCallId,
     });
-    call.log.info({ waCallId, caller: ev.callerName }, 'WhatsApp call offered');
+    call.log.info({ waCallId, caller: ev.callerName, phoneNumberId: number.phoneNumberId }, 'WhatsApp call offered');
+    const ref: { entry?: Active } = {};
     let leg: WebRtcLeg;
     let answerSdp: string;
+    let route: ResolvedRoute;
     try {
+      route = this.routeFor(call, number);
       ({ leg, answerSdp } = await WebRtcLeg.answer(
         ev.sdp,
-        this.newLeg(call.id, call, () => waCallId),
+        this.legOptions(call, () => ref.entry),
       ));
     } catch (err) {
       const detail = (err as Error).message;
       call.log.warn({ err: detail }, 'cannot answer WhatsApp offer: rejecting');
-      await this.graph.reject(waCallId, call.id).catch(() => {});
+      await graph.reject(waCallId, call.id).catch(() => {});
       await call.end({ by: 'error', cause: 'bad_offer', detail });
       return;
     }
-    const entry: Active = { call, leg, direction: 'inbound', signalled: false, route: undefined };
+    const entry: Active = { call, leg, direction: 'inbound', waCallId, graph, signalled: false };
+    ref.entry = entry;
     this.active.set(waCallId, entry);
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
     try {
-      await this.graph.preAccept(waCallId, answerSdp, call.id);
-      entry.signalled = true;
-      await this.mediaThenBridge(entry, async () => {
-        await this.graph.accept(waCallId, answerSdp, call.id);
-        call.transition('answered');
-      });
+      await graph.preAccept(waCallId, answerSdp, call.id);
     } catch (err) {
-      await this.failCall(call, err);
+      // pre_accept only speeds media up; when its outcome is unknown, accept still decides.
+      if (!(err instanceof GraphError && err.outcome === 'unknown')) return this.failCall(call, err);
+      call.log.warn({ err: err.message }, 'pre_accept outcome unknown: carrying on');
     }
+    entry.signalled = true;
+    // The AI connects while ICE/DTLS set up: both must be ready before the caller is answered. A
+    // refusing AI ends the call in the connector (route onAiUnavailable: reject), and signalEnd then
+    // sends Graph reject since nothing was accepted; `apologise` resolves with a spoken apology.
+    const media = this.waitMedia(entry);
+    let prepared: Connected;
+    try {
+      prepared = await this.ctx.connector.prepare(call, leg, route);
+    } catch (err) {
+      call.log.warn({ err: (err as Error).message, route: route.name }, 'AI unavailable for WhatsApp call');
+      return;
+    }
+    if (!(await media) || call.ended) return;
+    if (!(await this.accept(entry, answerSdp))) return;
+    prepared.answered();
   }
 
-  /** Wait for ICE+DTLS (bounded by mediaTimeoutSec), run `beforeBridge`, then hand the leg to the AI. */
-  private async mediaThenBridge(a: Active, beforeBridge?: () => Promise<void>): Promise<void> {
-    const timeoutMs = this.ctx.config.whatsapp.mediaTimeoutSec * 1000;
+  /**
+   * accept, sent once. An accept whose outcome is unknown (timeout, reset, 5xx) is not repeated —
+   * it may have answered the call, and Meta refuses a second one — so the call carries on: if Meta
+   * did not take it, its terminate webhook (or the media timeout) ends the call.
+   */
+  private async accept(a: Active, answerSdp: string): Promise<boolean> {
     try {
-      await a.leg.waitConnected(timeoutMs);
+      a.accepted = true; // from here on, terminate (an unknown outcome may have answered the call)
+      await a.graph!.accept(a.waCallId!, answerSdp, a.call.id);
     } catch (err) {
-      if (a.call.ended) return;
+      if (!(err instanceof GraphError && err.outcome === 'unknown')) {
+        await this.failCall(a.call, err);
+        return false;
+      }
+      a.call.log.warn({ err: err.message }, 'accept outcome unknown: not repeating it, carrying on');
+    }
+    if (a.call.ended) return false;
+    a.call.transition('answered');
+    return true;
+  }
+
+  /** ICE+DTLS connected within mediaTimeoutSec; false (call ended) otherwise. */
+  private async waitMedia(a: Active): Promise<boolean> {
+    try {
+      await a.leg.waitConnected(this.ctx.config.whatsapp.mediaTimeoutSec * 1000);
+      return true;
+    } catch (err) {
+      if (a.call.ended) return false;
       const detail = (err as Error).message;
       a.call.log.warn({ detail }, 'WhatsApp media never connected: terminating call');
       await a.call.end({ by: 'timeout', cause: 'media_timeout', detail });
-      return;
+      return false;
     }
-    if (a.call.ended) return;
-    await beforeBridge?.();
-    if (a.call.ended) return;
-    await this.ctx.connector.connect(a.call, a.leg, a.route);
   }
 
   private async failCall(call: Call, err: unknown): Promise<void> {
@@ -257,57 +351,82 @@ export class WhatsAppFront implements Front {
   }
 
   /**
-   * Business-initiated call: send our offer with Graph `connect`; the user's answer arrives by
-   * webhook. Resolves with the ringing call once Meta accepted the request; Meta's permission
-   * errors (e.g. 138006, no call permission) reject with a GraphError carrying Meta's fields.
+   * Business-initiated call: the AI is made ready first (a user who answers at once must hear it),
+   * then our offer goes out with Graph `connect`; the user's answer arrives by webhook. Resolves with
+   * the ringing call once Meta took the request — or may have: a `connect` whose response was lost
+   * is never sent again, and the call's webhooks are matched to it instead. Meta's errors (e.g.
+   * 138006, no call permission) reject with a GraphError carrying Meta's fields.
    */
   async startOutboundCall(req: OutboundCallRequest): Promise<Call> {
     if (this.draining || this.ctx.draining) throw new GatewayError('limit_reached', 'draining: no new calls');
     if (req.route && !this.ctx.router.routeConfig(req.route)) {
       throw new GatewayError('not_found', `route "${req.route}" is not configured`);
     }
+    const number = this.numbers.pick(req.from);
+    if (!number) throw new GatewayError('not_found', `"${req.from}" is not a WhatsApp business number of this gateway`);
+    const graph = this.graph.forNumber(number.phoneNumberId);
     const call = this.ctx.registry.create({
       front: 'whatsapp',
-      from: e164(this.ctx.config.whatsapp.phoneNumberId),
+      from: e164(number.displayNumber),
       to: e164(req.to),
       direction: 'outbound',
     });
-    let waCallId: string | undefined;
-    const { leg, offerSdp } = await WebRtcLeg.offer(this.newLeg(call.id, call, () => waCallId));
+    const ref: { entry?: Active } = {};
+    const { leg, offerSdp } = await WebRtcLeg.offer(this.legOptions(call, () => ref.entry));
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
+    const entry: Active = { call, leg, direction: 'outbound', waCallId: undefined, graph, signalled: false };
+    ref.entry = entry;
     try {
-      waCallId = await this.graph.connect(digits(req.to), offerSdp, call.id, call.id);
+      entry.prepared = await this.ctx.connector.prepare(call, leg, this.routeFor(call, number, req.route));
+    } catch (err) {
+      await call.end({ by: 'error', cause: 'ai_unavailable', detail: (err as Error).message });
+      throw err;
+    }
+    if (call.ended) throw new GatewayError('invalid_state', 'call ended before it was placed', call.id);
+    try {
+      entry.waCallId = await graph.connect(digits(req.to), offerSdp, call.id, call.id);
     } catch (err) {
       const e = err as GraphError;
+      if (e instanceof GraphError && e.outcome === 'unknown') {
+        call.log.warn({ err: e.message }, 'connect outcome unknown: not repeating it; waiting for its webhooks');
+        this.unconfirmed.add({ callId: call.id, phoneNumberId: number.phoneNumberId, user: digits(req.to) }, entry);
+        this.ringTimeout(call);
+        return call;
+      }
       call.log.warn({ err: e.message, meta: e.meta }, 'WhatsApp business-initiated call refused by Meta');
       await call.end({
         by: 'error',
-        cause: e.isPermissionError ? 'no_call_permission' : 'graph_error',
+        cause: e instanceof GraphError && e.isPermissionError ? 'no_call_permission' : 'graph_error',
         detail: e.message,
       });
       throw err;
     }
-    call.info.externalId = waCallId;
-    this.active.set(waCallId, { call, leg, direction: 'outbound', signalled: true, route: req.route });
-    call.log.info({ waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
+    entry.signalled = true;
+    call.info.externalId = entry.waCallId;
+    this.active.set(entry.waCallId, entry);
+    call.log.info({ waCallId: entry.waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
+    this.ringTimeout(call);
+    return call;
+  }
+
+  private ringTimeout(call: Call): void {
     const ring = setTimeout(() => {
       if (call.state === 'ringing')
         void call.end({ by: 'timeout', cause: 'no_answer', detail: `no answer in ${RING_TIMEOUT_MS} ms` });
     }, RING_TIMEOUT_MS);
     call.onEnd(() => clearTimeout(ring));
-    return call;
   }
 
-  private async onAnswer(waCallId: string, sdp: string): Promise<void> {
-    const a = this.active.get(waCallId);
-    if (!a || a.direction !== 'outbound') {
-      this.ctx.log.debug({ waCallId }, 'SDP answer for unknown WhatsApp call');
+  private async onAnswer(a: Active, sdp: string): Promise<void> {
+    if (a.direction !== 'outbound' || !a.prepared) {
+      a.call.log.debug('SDP answer for a call we did not place: ignored');
       return;
     }
     try {
       await a.leg.acceptAnswer(sdp);
       a.call.log.info('WhatsApp user answered; connecting media');
-      await this.mediaThenBridge(a, async () => a.call.transition('answered'));
+      if (!(await this.waitMedia(a)) || a.call.ended) return;
+      a.prepared.answered();
     } catch (err) {
       await this.failCall(a.call, err);
     }
@@ -323,17 +442,28 @@ export class WhatsAppFront implements Front {
       direction: 'inbound',
       externalId: req.callId,
     });
+    const ref: { entry?: Active } = {};
     try {
       const { leg, answerSdp } = await WebRtcLeg.answer(
         req.sdpOffer,
-        this.newLeg(call.id, call, () => req.callId),
+        this.legOptions(call, () => ref.entry),
       );
-      const entry: Active = { call, leg, direction: 'inbound', signalled: false, route: req.route, mediaOnly: true };
+      const entry: Active = {
+        call,
+        leg,
+        direction: 'inbound',
+        waCallId: req.callId,
+        graph: undefined,
+        signalled: false,
+        mediaOnly: true,
+        route: req.route,
+      };
+      ref.entry = entry;
       this.active.set(req.callId, entry);
       call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
-      void this.mediaThenBridge(entry, async () => call.transition('answered')).catch((err) =>
-        this.failCall(call, err),
-      );
+      void (async () => {
+        if (await this.waitMedia(entry)) await this.ctx.connector.connect(call, leg, req.route);
+      })().catch((err) => this.failCall(call, err));
       return { sdpAnswer: answerSdp, call };
     } catch (err) {
       await call.end({ by: 'error', cause: 'bad_offer', detail: (err as Error).message });

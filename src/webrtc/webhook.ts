@@ -2,27 +2,38 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import express from 'express';
 import type { Logger } from '../core/logger.js';
 
+/** Which business number a delivery is for (`metadata`), and what we asked Meta to echo back. */
+export interface EventContext {
+  phoneNumberId: string | undefined;
+  displayNumber: string | undefined;
+  /** `biz_opaque_callback_data` from our connect/accept, when Meta echoes it. */
+  opaque: string | undefined;
+}
+
 /** One thing Meta told us about a call, already parsed out of the webhook envelope. */
-export type CallEvent =
-  | {
-      kind: 'connect';
-      waCallId: string;
-      from: string;
-      to: string;
-      direction: 'USER_INITIATED' | 'BUSINESS_INITIATED' | string;
-      sdpType: 'offer' | 'answer';
-      sdp: string;
-      phoneNumberId: string | undefined;
-      callerName: string | undefined;
-    }
-  | {
-      kind: 'terminate';
-      waCallId: string;
-      status: string;
-      durationSec: number | undefined;
-      errors: WebhookError[];
-    }
-  | { kind: 'status'; waCallId: string; status: string; errors: WebhookError[] };
+export type CallEvent = EventContext &
+  (
+    | {
+        kind: 'connect';
+        waCallId: string;
+        from: string;
+        to: string;
+        direction: 'USER_INITIATED' | 'BUSINESS_INITIATED' | string;
+        sdpType: 'offer' | 'answer';
+        sdp: string;
+        callerName: string | undefined;
+      }
+    | {
+        kind: 'terminate';
+        waCallId: string;
+        /** The user's number (the other party), for matching a business call whose id we never got. */
+        user: string | undefined;
+        status: string;
+        durationSec: number | undefined;
+        errors: WebhookError[];
+      }
+    | { kind: 'status'; waCallId: string; user: string | undefined; status: string; errors: WebhookError[] }
+  );
 
 export interface WebhookError {
   code: number | undefined;
@@ -63,17 +74,28 @@ export function parseCallEvents(body: unknown): CallEvent[] {
     for (const change of changes as { field?: unknown; value?: Record<string, unknown> }[]) {
       if (change?.field !== 'calls' || !change.value || typeof change.value !== 'object') continue;
       const value = change.value;
-      const phoneNumberId = str((value.metadata as Record<string, unknown> | undefined)?.phone_number_id);
+      const metadata = value.metadata as Record<string, unknown> | undefined;
+      const phoneNumberId = str(metadata?.phone_number_id);
+      const displayNumber = str(metadata?.display_phone_number);
       const contacts = Array.isArray(value.contacts) ? (value.contacts as Record<string, unknown>[]) : [];
       for (const c of Array.isArray(value.calls) ? (value.calls as Record<string, unknown>[]) : []) {
-        const ev = parseCall(c, phoneNumberId, contacts);
-        if (ev) out.push(ev);
+        const ev = parseCall(c, contacts);
+        if (ev) out.push({ ...ev, phoneNumberId, displayNumber, opaque: str(c?.biz_opaque_callback_data) });
       }
       for (const s of Array.isArray(value.statuses) ? (value.statuses as Record<string, unknown>[]) : []) {
         const waCallId = str(s?.id);
         const status = str(s?.status);
         if (waCallId && status && (s.type === undefined || s.type === 'call')) {
-          out.push({ kind: 'status', waCallId, status: status.toUpperCase(), errors: parseErrors(s.errors) });
+          out.push({
+            kind: 'status',
+            waCallId,
+            user: str(s.recipient_id),
+            status: status.toUpperCase(),
+            errors: parseErrors(s.errors),
+            phoneNumberId,
+            displayNumber,
+            opaque: str(s.biz_opaque_callback_data),
+          });
         }
       }
     }
@@ -81,7 +103,7 @@ export function parseCallEvents(body: unknown): CallEvent[] {
   return out;
 }
 
-function parseCall(c: Record<string, unknown>, phoneNumberId: string | undefined, contacts: Record<string, unknown>[]) {
+function parseCall(c: Record<string, unknown>, contacts: Record<string, unknown>[]) {
   const waCallId = str(c?.id);
   const event = str(c?.event);
   if (!waCallId || !event) return undefined;
@@ -103,16 +125,17 @@ function parseCall(c: Record<string, unknown>, phoneNumberId: string | undefined
       direction,
       sdpType: sdpType as 'offer' | 'answer',
       sdp,
-      phoneNumberId,
       callerName: str((contact?.profile as Record<string, unknown> | undefined)?.name),
     };
   }
   if (event === 'terminate') {
     const raw = Array.isArray(c.status) ? c.status[0] : c.status;
     const duration = Number(c.duration);
+    const business = c.direction === 'BUSINESS_INITIATED';
     return {
       kind: 'terminate' as const,
       waCallId,
+      user: str(business ? c.to : c.from),
       status: (str(raw) ?? 'COMPLETED').toUpperCase(),
       durationSec: Number.isFinite(duration) ? duration : undefined,
       errors: parseErrors(c.errors),

@@ -194,8 +194,10 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
       this.inactivityTimer = setInterval(() => this.checkInactivity(), 1000);
       this.emit('started');
     } else if (state === 'failed' && this.connected && !this.closing) {
-      // After connecting, `failed` means consent to send expired: the far end has gone.
-      this.emit('hangup', { by: 'remote', cause: 'ice_failed', detail: 'ICE consent expired' });
+      // After connecting, `failed` means consent to send expired (RFC 7675): our media path is dead,
+      // whatever the far end thinks, so the gateway ends the call and Meta must be told (terminate).
+      this.log.warn({ consent: this.consentStats() }, 'ICE consent expired: ending call');
+      this.emit('hangup', { by: 'error', cause: 'ice_consent_failed', detail: 'ICE consent to send expired' });
     }
   }
 

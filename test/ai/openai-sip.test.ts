@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { OPUS_48K, PCMU_8K } from '../../src/core/audio/format.js';
+import { parseConfig } from '../../src/config/load.js';
 import type { Gateway } from '../../src/gateway.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { startTestGateway, sleep, waitFor } from '../support/gateway.js';
@@ -16,6 +17,7 @@ let gw: Gateway;
 let standIn: OpenAiApiStandIn;
 let dialer: FakeOpenAiSipDialer;
 const webhookUrl = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/openai_sip`;
+const projectUrl = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/proj_test`;
 
 beforeEach(async () => {
   standIn = new OpenAiApiStandIn(API_KEY);
@@ -107,7 +109,7 @@ describe('OpenAI SIP route', () => {
     expect(caller.closedWith?.cause).toBe('ai_closed');
   });
 
-  it('refuses bad, missing, expired and replayed signatures with 401 and acts on none', async () => {
+  it('refuses bad, missing and expired signatures with 401; a redelivery is acknowledged and not acted on', async () => {
     const ev = incomingCallEvent('rtc_forged', [{ name: 'X-Gateway-Call-Id', value: 'x' }]);
     expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { badSignature: true })).toBe(401);
     expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { omitSignature: true })).toBe(401);
@@ -116,20 +118,35 @@ describe('OpenAI SIP route', () => {
       401,
     );
     expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { id: 'wh_same' })).toBe(200);
-    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { id: 'wh_same' })).toBe(401);
+    expect(await postSignedWebhook(webhookUrl(), SECRET, ev, { id: 'wh_same' })).toBe(200);
     await sleep(200);
-    // Only the one valid delivery was acted on (an unknown call: rejected once).
-    expect(standIn.requests.map((r) => r.action)).toEqual(['reject']);
+    // Nothing was acted on: a call we did not dial is left alone by default, and only once.
+    expect(standIn.requests).toEqual([]);
     const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
     expect(metrics).toMatch(/gateway_webhook_rejections_total\{source="openai",reason="signature check failed"\} 3/);
   });
 
-  it('a webhook for a call we did not place is rejected through the API', async () => {
+  it('a call we did not place is acknowledged and left alone, on the project URL and the route URL', async () => {
     const ev = incomingCallEvent('rtc_stranger', [{ name: 'From', value: '<sip:+1555@x>' }]);
+    expect(await postSignedWebhook(projectUrl(), SECRET, ev)).toBe(200);
     expect(await postSignedWebhook(webhookUrl(), SECRET, ev)).toBe(200);
-    const rej = await standIn.waitFor((r) => r.callId === 'rtc_stranger', 2000);
-    expect(rej.action).toBe('reject');
-    expect(rej.problems).toEqual([]);
+    await sleep(300);
+    expect(standIn.requests).toEqual([]);
+  });
+
+  it('a redelivered incoming-call event (same webhook-id) gets 200 and the call is accepted once', async () => {
+    dialer = new FakeOpenAiSipDialer(projectUrl, SECRET, standIn, 440, 3);
+    gw.ctx.legDialer = dialer;
+    const call = gw.ctx.registry.create({ front: 'sip', from: '+250788000007', to: '+250700000111' });
+    const caller = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
+    await gw.ctx.connector.connect(call, caller);
+    expect(dialer.statuses).toEqual([200, 200, 200]);
+    await sleep(300);
+    expect(standIn.requests.map((r) => r.action)).toEqual(['accept']);
+    await sleep(500);
+    const heard = concat(caller.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
+    expect(Math.abs(dominantFrequency(heard, 8000) - 440)).toBeLessThan(9);
+    await call.end({ by: 'remote', cause: 'bye' });
   });
 
   it('one routing table sends one number to the local agent and another to OpenAI SIP in the same run', async () => {
@@ -139,5 +156,73 @@ describe('OpenAI SIP route', () => {
     const rb = await gw.ctx.connector.connect(b, new MemoryLeg(b.id, PCMU_8K, pcmu.silence()));
     expect([ra.route.name, rb.route.name]).toEqual(['local', 'openai_sip']);
     expect(dialer.invites.length).toBe(1);
+  });
+});
+
+describe('OpenAI SIP routes sharing one project', () => {
+  it('two routes on one project both get their calls through the project webhook; unmatched: reject refuses strangers', async () => {
+    const other = `whsec_${Buffer.from('second-endpoint-secret-0123456789').toString('base64')}`;
+    await gw.stop('test_done', 0);
+    const common = {
+      kind: 'openai-sip',
+      projectId: 'proj_shared',
+      apiKey: API_KEY,
+      sideband: false,
+      unmatched: 'reject',
+    };
+    gw = await startTestGateway({
+      routes: {
+        local: { kind: 'local' },
+        sales: { ...common, webhookSecret: SECRET, apiBaseUrl: standIn.baseUrl, instructions: 'You sell.' },
+        support: { ...common, webhookSecret: other, apiBaseUrl: standIn.baseUrl, instructions: 'You help.' },
+      },
+      routing: {
+        default: 'local',
+        rules: [
+          { to: '+250700000001', route: 'sales' },
+          { to: '+250700000002', route: 'support' },
+        ],
+      },
+    });
+    const url = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/proj_shared`;
+    // OpenAI signs with the secret of the endpoint it delivers to: one dialer per secret, one URL.
+    const salesDialer = new FakeOpenAiSipDialer(url, SECRET, standIn, 500);
+    const supportDialer = new FakeOpenAiSipDialer(url, other, standIn, 700);
+    const routed: Record<string, FakeOpenAiSipDialer> = {
+      '+250700000001': salesDialer,
+      '+250700000002': supportDialer,
+    };
+    gw.ctx.legDialer = { dial: (req) => routed[req.call.info.to]!.dial(req) };
+    const place = async (to: string) => {
+      const call = gw.ctx.registry.create({ front: 'sip', from: '+250788000009', to });
+      const leg = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
+      const { route } = await gw.ctx.connector.connect(call, leg);
+      return { call, leg, route: route.name };
+    };
+    const [a, b] = await Promise.all([place('+250700000001'), place('+250700000002')]);
+    expect([a.route, b.route]).toEqual(['sales', 'support']);
+    const accepts = standIn.requests.filter((r) => r.action === 'accept');
+    expect(accepts.map((r) => r.body.instructions).sort()).toEqual(['You help.', 'You sell.']);
+    await sleep(600);
+    const freq = (leg: MemoryLeg) =>
+      dominantFrequency(concat(leg.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30)), 8000);
+    expect(Math.abs(freq(a.leg) - 500)).toBeLessThan(10);
+    expect(Math.abs(freq(b.leg) - 700)).toBeLessThan(10);
+    // With unmatched: reject, a call nobody here dialed is refused (603) — once, however often it is announced.
+    const stranger = incomingCallEvent('rtc_stranger2', []);
+    expect(await postSignedWebhook(url(), other, stranger)).toBe(200);
+    expect(await postSignedWebhook(url(), SECRET, stranger)).toBe(200);
+    const rej = await standIn.waitFor((r) => r.callId === 'rtc_stranger2', 2000);
+    expect(rej).toMatchObject({ action: 'reject', body: { status_code: 603 } });
+    await sleep(200);
+    expect(standIn.requests.filter((r) => r.callId === 'rtc_stranger2')).toHaveLength(1);
+    await Promise.all([a.call.end({ by: 'remote', cause: 'bye' }), b.call.end({ by: 'remote', cause: 'bye' })]);
+  });
+
+  it('routes on one project that disagree about unmatched calls are a config error naming the key', () => {
+    const base = { kind: 'openai-sip', projectId: 'p1', webhookSecret: SECRET, apiKey: API_KEY };
+    expect(() =>
+      parseConfig({ routes: { a: { ...base }, b: { ...base, unmatched: 'reject' } }, routing: { default: 'a' } }, {}),
+    ).toThrow(/routes\.b\.unmatched: got "reject", expected "ignore" like route a/);
   });
 });

@@ -71,6 +71,7 @@ beforeEach(async () => {
           sipUri: peer.uri('proj_test'),
           instructions: 'You answer test calls.',
           sideband: false,
+          unmatched: 'reject',
         },
       },
       routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },
@@ -234,7 +235,7 @@ describe('OpenAI SIP route over real SIP: carrier → gateway → OpenAI SIP pee
     await waitFor(() => gw.ctx.registry.size === 0, 3000, 'calls ended');
     await waitFor(() => front.ports.used === 0 && front.dialer!.activeCount === 0, 3000, 'ports released');
 
-    // A webhook for a call the gateway never placed is rejected through the API.
+    // A webhook for a call the gateway never placed is rejected through the API (unmatched: reject).
     expect(await postSignedWebhook(webhookUrl(), SECRET, incomingCallEvent('rtc_stranger', []))).toBe(200);
     const rej = await standIn.waitFor((r) => r.callId === 'rtc_stranger', 2000);
     expect(rej.action).toBe('reject');

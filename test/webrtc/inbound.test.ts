@@ -87,7 +87,7 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     expect(h.gw.ctx.registry.size).toBe(0);
   });
 
-  it('terminates via Graph with a logged reason when media never connects', async () => {
+  it('declines via Graph reject (never accepted, so nothing to terminate) when media never connects', async () => {
     h = await startHarness({ mediaTimeoutSec: 1.5 });
     const user = h.user('250788000002');
     const sdp = await user.createOffer();
@@ -96,9 +96,10 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     await h.graph.waitFor('pre_accept', user.waCallId);
     const ended: Call[] = [];
     h.gw.ctx.registry.on('ended', (c) => ended.push(c));
-    const term = await h.graph.waitFor('terminate', user.waCallId, 6000);
-    expect(term.problems).toEqual([]);
+    const rej = await h.graph.waitFor('reject', user.waCallId, 6000);
+    expect(rej.problems).toEqual([]);
     expect(h.graph.byAction('accept', user.waCallId)).toHaveLength(0);
+    expect(h.graph.byAction('terminate', user.waCallId)).toHaveLength(0);
     await waitFor(() => ended.length === 1, 3000, 'call ended');
     expect(ended[0]!.endReason).toMatchObject({ by: 'timeout', cause: 'media_timeout' });
     expect(ended[0]!.endReason!.detail).toMatch(/media not connected after 1500 ms/);
@@ -162,6 +163,13 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     // Greeting ("Hello caller.") arrives as speech energy within the first 2 s.
     await sleep(2000);
     expect(dbfsOf(user.decodeReceived(t0, t0 + 2000))).toBeGreaterThan(-40);
+    // The agent was ready before the accept: its greeting was held until then (none of it played into
+    // the unanswered call), and starts within a second of it.
+    const accept = await h.graph.waitFor('accept', user.waCallId);
+    const loud = user.loudArrivals();
+    expect(loud.filter((t) => t < accept.perfAt)).toEqual([]);
+    expect(loud.length).toBeGreaterThan(25);
+    expect(loud[0]! - accept.perfAt).toBeLessThan(1000);
     const speech = await speechSource('one two three four');
     const sentAt = performance.now();
     user.startSending(speech.source);

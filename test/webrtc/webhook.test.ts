@@ -139,18 +139,19 @@ describe('Graph API client', () => {
     new GraphClient({
       baseUrl: h.graph.baseUrl,
       version: h.graph.version,
-      phoneNumberId: h.graph.phoneNumberId,
       accessToken: h.graph.accessToken,
       log: testLogger(),
       attempts,
       backoffMs: 20,
       timeoutMs,
-    });
+    }).forNumber(h.graph.phoneNumberId);
 
   it('retries 5xx and 429 with backoff, then succeeds', async () => {
     h.graph.inject('terminate', { status: 503, code: 2, message: 'Service temporarily unavailable', times: 1 });
     h.graph.inject('reject', { status: 429, code: 80007, message: 'Rate limit', times: 2 });
     const n0 = h.graph.requests.length;
+    h.graph.offered('wacid.retry1');
+    h.graph.offered('wacid.retry2');
     await client().terminate('wacid.retry1');
     await client().reject('wacid.retry2');
     const made = h.graph.requests.slice(n0).map((r) => r.action);
@@ -186,13 +187,12 @@ describe('Graph API client', () => {
     const slow = new GraphClient({
       baseUrl: `http://127.0.0.1:${(hang.address() as AddressInfo).port}`,
       version: 'v23.0',
-      phoneNumberId: '1',
       accessToken: 't',
       log: testLogger(),
       attempts: 2,
       backoffMs: 10,
       timeoutMs: 300,
-    });
+    }).forNumber('1');
     const t0 = Date.now();
     const err = (await slow.terminate('wacid.x', 'call-1').catch((e: unknown) => e)) as GraphError;
     expect(err).toBeInstanceOf(GraphError);

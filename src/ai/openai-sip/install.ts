@@ -1,36 +1,75 @@
 import type { OpenAiSipRouteConfig } from '../../config/schema.js';
 import type { GatewayContext } from '../../gateway.js';
 import { OpenAiSipBackend } from './backend.js';
-import { openAiWebhookRouter } from './webhook.js';
+import { MemoryOnceStore, type OnceStore } from './once-store.js';
+import { DELIVERY_MEMORY_MS, openAiWebhookRouter, type RealtimeCallIncoming } from './webhook.js';
 
 /**
- * Sets up every `openai-sip` route: its backend (dialing through ctx.legDialer) and its webhook at
- * /webhooks/openai/<route>, which is the URL to configure in the OpenAI project's webhook settings.
- * A `realtime.call.incoming` that matches none of our pending calls is rejected.
+ * Finds which of this gateway's calls an OpenAI incoming call belongs to, and accepts it. In one
+ * process that is asking each route's backend (matched by our X- header); gateways sharing a project
+ * would implement it over shared state (the dialing gateway registers its call id, the receiving one
+ * forwards the event to it).
  */
-export function installOpenAiSip(ctx: GatewayContext): void {
+export interface IncomingCallMatcher {
+  /** True when a call of ours took the event; false when nobody here dialed it. */
+  deliver(event: RealtimeCallIncoming): Promise<boolean>;
+}
+
+/**
+ * Sets up every `openai-sip` route's backend (dialing through ctx.legDialer), and one webhook per
+ * OpenAI project at /webhooks/openai/<projectId> — OpenAI sends a project's events to every endpoint
+ * of the project, so routes on one project share one endpoint and one matcher. Each route's own
+ * /webhooks/openai/<route> stays mounted on its project's endpoint so existing settings keep working.
+ * An incoming call we did not dial is left alone (`unmatched: ignore`) or refused (`reject`).
+ */
+export function installOpenAiSip(ctx: GatewayContext, deliveries: OnceStore = new MemoryOnceStore()): void {
+  const projects = new Map<string, { names: string[]; routes: OpenAiSipRouteConfig[]; backends: OpenAiSipBackend[] }>();
   for (const [name, route] of Object.entries(ctx.config.routes)) {
     if (route.kind !== 'openai-sip') continue;
-    const log = ctx.log.child({ route: name });
     const backend = new OpenAiSipBackend(
-      route as OpenAiSipRouteConfig,
-      { clock: ctx.clock, log, dialer: () => ctx.legDialer },
+      route,
+      { clock: ctx.clock, log: ctx.log.child({ route: name }), dialer: () => ctx.legDialer },
       (id) => ctx.registry.get(id),
     );
     ctx.backends.bind(name, backend);
-    ctx.app.use(
-      `/webhooks/openai/${name}`,
-      openAiWebhookRouter({
-        secret: route.webhookSecret,
-        log,
-        onRejected: (reason) => ctx.metrics.webhookRejections.inc({ source: 'openai', reason: reason.split(':')[0]! }),
-        onIncoming: async (event) => {
-          if (await backend.handleIncoming(event)) return;
-          log.warn({ openAiCallId: event.data.call_id }, 'OpenAI call matches no pending call: rejecting');
-          await backend.api.reject(event.data.call_id, 603);
-        },
-      }),
-    );
-    log.info({ webhook: `/webhooks/openai/${name}`, sipUri: backend.sipUri }, 'OpenAI SIP route ready');
+    const p = projects.get(route.projectId) ?? { names: [], routes: [], backends: [] };
+    p.names.push(name);
+    p.routes.push(route);
+    p.backends.push(backend);
+    projects.set(route.projectId, p);
+  }
+  for (const [projectId, p] of projects) {
+    const log = ctx.log.child({ openaiProject: projectId });
+    const matcher: IncomingCallMatcher = {
+      deliver: async (event) => {
+        for (const b of p.backends) if (await b.handleIncoming(event)) return true;
+        return false;
+      },
+    };
+    const unmatched = p.routes[0]!.unmatched;
+    const router = openAiWebhookRouter({
+      secrets: p.routes.map((r) => r.webhookSecret),
+      log,
+      deliveries,
+      onRejected: (reason) => ctx.metrics.webhookRejections.inc({ source: 'openai', reason: reason.split(':')[0]! }),
+      onIncoming: async (event) => {
+        const openAiCallId = event.data.call_id;
+        // The same call announced twice (two endpoints of the project, fresh webhook ids): act once.
+        if (!(await deliveries.claim(`openai-call:${openAiCallId}`, DELIVERY_MEMORY_MS))) {
+          log.info({ openAiCallId }, 'OpenAI call already handled: event ignored');
+          return;
+        }
+        if (await matcher.deliver(event)) return;
+        if (unmatched === 'ignore') {
+          log.info({ openAiCallId }, 'OpenAI call matches no call of this gateway: left alone');
+          return;
+        }
+        log.warn({ openAiCallId }, 'OpenAI call matches no call of this gateway: rejecting');
+        await p.backends[0]!.api.reject(openAiCallId, 603);
+      },
+    });
+    const paths = [...new Set([projectId, ...p.names])].map((n) => `/webhooks/openai/${n}`);
+    for (const path of paths) ctx.app.use(path, router);
+    log.info({ webhook: paths[0], aliases: paths.slice(1), routes: p.names, unmatched }, 'OpenAI SIP project ready');
   }
 }

@@ -21,6 +21,10 @@ export class OpenAiApiStandIn {
 
   constructor(private readonly apiKey: string) {}
 
+  get baseUrl(): string {
+    return `http://127.0.0.1:${(this.server!.address() as AddressInfo).port}/v1`;
+  }
+
   async start(): Promise<string> {
     const app = express();
     app.use(express.json());

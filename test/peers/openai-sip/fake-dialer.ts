@@ -17,12 +17,16 @@ import { incomingCallEvent, postSignedWebhook } from './webhook-signer.js';
 export class FakeOpenAiSipDialer implements LegDialer {
   readonly legs: MemoryLeg[] = [];
   readonly invites: OutboundLegRequest[] = [];
+  /** HTTP status of every webhook delivery made. */
+  readonly statuses: number[] = [];
 
   constructor(
     private readonly webhookUrl: () => string,
     private readonly secret: string,
     private readonly api: OpenAiApiStandIn,
     private readonly toneHz = 440,
+    /** Deliver each incoming-call event this many times with one webhook-id (OpenAI retrying). */
+    private readonly deliveries = 1,
   ) {}
 
   async dial(req: OutboundLegRequest): Promise<MemoryLeg> {
@@ -34,8 +38,13 @@ export class FakeOpenAiSipDialer implements LegDialer {
       { name: 'Call-ID', value: `${randomUUID()}@gateway.example` },
       ...Object.entries(req.headers).map(([name, value]) => ({ name, value })),
     ];
-    const status = await postSignedWebhook(this.webhookUrl(), this.secret, incomingCallEvent(openAiCallId, sipHeaders));
-    if (status !== 200) throw new GatewayError('upstream', `webhook refused with ${status}`, req.call.id);
+    const event = incomingCallEvent(openAiCallId, sipHeaders);
+    const webhookId = `wh_${randomUUID().replace(/-/g, '')}`;
+    for (let i = 0; i < this.deliveries; i++) {
+      const status = await postSignedWebhook(this.webhookUrl(), this.secret, event, { id: webhookId });
+      this.statuses.push(status);
+      if (status !== 200) throw new GatewayError('upstream', `webhook refused with ${status}`, req.call.id);
+    }
     const decision = await this.api.waitFor((r) => r.callId === openAiCallId, req.timeoutMs);
     if (decision.action !== 'accept')
       throw new GatewayError('upstream', `OpenAI call ${decision.action}ed`, req.call.id);

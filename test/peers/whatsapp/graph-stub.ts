@@ -8,6 +8,8 @@ import { parse } from 'sdp-transform';
 /** One request the gateway made to the Graph API, with what was wrong with it (if anything). */
 export interface GraphRequest {
   at: number;
+  /** performance.now() at arrival, comparable with the user peer's arrival times. */
+  perfAt: number;
   path: string;
   auth: string | undefined;
   action: string;
@@ -51,22 +53,56 @@ export function sdpProblems(sdp: unknown, expectType: 'offer' | 'answer'): strin
   return out;
 }
 
+/** Where a call stands at "Meta", as far as the gateway's Graph actions are concerned. */
+export type StubCallState = 'offered' | 'pre_accepted' | 'accepted' | 'ringing' | 'rejected' | 'terminated';
+
+/** How the stand-in misbehaves on the next request(s) of one action, after acting on it. */
+export interface Fault {
+  /** Answer this late (the action has already taken effect). */
+  delayMs?: number;
+  /** Act on the request, then drop the connection without answering. */
+  loseResponse?: boolean;
+  times?: number;
+}
+
 /**
  * Stand-in for graph.facebook.com's calling endpoint: POST /<version>/<phone-number-id>/calls.
  * Records every request, checks its shape the way Meta does (400 code 100 on a bad SDP), and
- * answers like Meta. Errors can be injected per action.
+ * answers like Meta. Keeps each call's state, so actions on unknown calls or on calls already
+ * accepted/ended get an error. Errors and faults (late or lost responses) can be injected per action.
  */
 export class GraphStub extends EventEmitter {
   readonly requests: GraphRequest[] = [];
-  private readonly errors = new Map<string, InjectedError>();
+  readonly calls = new Map<string, { state: StubCallState; phoneNumberId: string }>();
+  /** Business numbers (phone-number IDs) this "app" may act for. */
+  readonly numbers: Set<string>;
+  readonly errors = new Map<string, InjectedError>();
+  private readonly faults = new Map<string, Fault>();
   private server: Server | undefined;
 
   constructor(
     readonly accessToken = 'test-access-token',
     readonly phoneNumberId = '106540352242922',
     readonly version = 'v23.0',
+    otherNumbers: string[] = [],
   ) {
     super();
+    this.numbers = new Set([phoneNumberId, ...otherNumbers]);
+  }
+
+  /** A user's call reached "Meta" (the user posts the connect webhook): Graph actions may name it. */
+  offered(waCallId: string, phoneNumberId = this.phoneNumberId): void {
+    this.calls.set(waCallId, { state: 'offered', phoneNumberId });
+  }
+
+  /** The user picked up a business-initiated call. */
+  answered(waCallId: string): void {
+    const c = this.calls.get(waCallId);
+    if (c) c.state = 'accepted';
+  }
+
+  fault(action: string, f: Fault): void {
+    this.faults.set(action, { times: 1, ...f });
   }
 
   get baseUrl(): string {
@@ -121,7 +157,7 @@ export class GraphStub extends EventEmitter {
     const action = String(body.action ?? '');
     const problems: string[] = [];
     if (req.params.version !== this.version) problems.push(`version ${req.params.version}`);
-    if (req.params.phone !== this.phoneNumberId) problems.push(`phone number id ${req.params.phone}`);
+    if (!this.numbers.has(String(req.params.phone))) problems.push(`phone number id ${req.params.phone}`);
     if (req.get('authorization') !== `Bearer ${this.accessToken}`) problems.push('bad Authorization header');
     if (body.messaging_product !== 'whatsapp') problems.push('messaging_product must be "whatsapp"');
     const session = body.session as { sdp_type?: unknown; sdp?: unknown } | undefined;
@@ -148,6 +184,7 @@ export class GraphStub extends EventEmitter {
     }
     const record: GraphRequest = {
       at: Date.now(),
+      perfAt: performance.now(),
       path: req.path,
       auth: req.get('authorization'),
       action,
@@ -170,23 +207,76 @@ export class GraphStub extends EventEmitter {
       this.emit('request', record);
       return;
     }
-    if (problems.length) {
-      res.status(400).json({
-        error: {
-          message: '(#100) Invalid parameter',
-          type: 'OAuthException',
-          code: 100,
-          error_data: { messaging_product: 'whatsapp', details: problems.join('; ') },
-          fbtrace_id: 'Atest',
-        },
-      });
-    } else if (action === 'connect') {
+    if (problems.length) return this.fail(res, record, 400, 100, '(#100) Invalid parameter', problems.join('; '));
+    const stateError = this.transition(action, body, String(req.params.phone));
+    if (stateError) return this.fail(res, record, 400, stateError.code, stateError.message, stateError.details);
+    const fault = this.faults.get(action);
+    if (fault && (!fault.times || --fault.times <= 0)) this.faults.delete(action);
+    const reply = () => {
+      if (fault?.loseResponse) {
+        req.socket.destroy();
+      } else if (action === 'connect') {
+        res.json({ messaging_product: 'whatsapp', calls: [{ id: record.body.assigned_call_id }] });
+      } else {
+        res.json({ messaging_product: 'whatsapp', success: true });
+      }
+      this.emit('request', record);
+    };
+    if (fault?.delayMs) setTimeout(reply, fault.delayMs);
+    else reply();
+  }
+
+  /**
+   * Apply an action to the call's state; Meta's error when the call is unknown or past the action.
+   * (Codes: 100 "Invalid parameter" as Meta answers for a call id it does not know or a call in the
+   * wrong state; the exact subcodes Meta uses are not documented, so none are sent.)
+   */
+  private transition(
+    action: string,
+    body: Record<string, unknown>,
+    phone: string,
+  ): { code: number; message: string; details: string } | undefined {
+    if (action === 'connect') {
       const id = `wacid.${randomBytes(12).toString('base64url')}`;
-      record.body.assigned_call_id = id;
-      res.json({ messaging_product: 'whatsapp', calls: [{ id }] });
-    } else {
-      res.json({ messaging_product: 'whatsapp', success: true });
+      body.assigned_call_id = id;
+      this.calls.set(id, { state: 'ringing', phoneNumberId: phone });
+      return undefined;
     }
+    const id = String(body.call_id);
+    const call = this.calls.get(id);
+    const bad = (details: string) => ({ code: 100, message: '(#100) Invalid parameter', details });
+    if (!call || call.phoneNumberId !== phone) return bad(`Call ${id} not found`);
+    const allowed: Record<string, StubCallState[]> = {
+      pre_accept: ['offered'],
+      // pre_accept is optional (Meta's user-initiated call guide): accept straight from offered is fine.
+      accept: ['offered', 'pre_accepted'],
+      reject: ['offered', 'pre_accepted'],
+      terminate: ['offered', 'pre_accepted', 'accepted', 'ringing'],
+    };
+    if (!allowed[action]?.includes(call.state)) return bad(`Cannot ${action} call ${id}: call is ${call.state}`);
+    call.state = (
+      { pre_accept: 'pre_accepted', accept: 'accepted', reject: 'rejected', terminate: 'terminated' } as const
+    )[action as 'pre_accept'];
+    return undefined;
+  }
+
+  private fail(
+    res: express.Response,
+    record: GraphRequest,
+    status: number,
+    code: number,
+    message: string,
+    details: string,
+  ): void {
+    res.status(status).json({
+      error: {
+        message,
+        type: 'OAuthException',
+        code,
+        error_data: { messaging_product: 'whatsapp', details },
+        fbtrace_id: 'Atest',
+      },
+    });
     this.emit('request', record);
   }
 }

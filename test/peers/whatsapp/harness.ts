@@ -38,9 +38,14 @@ export async function startHarness(
     realAgent?: boolean;
     mediaTimeoutSec?: number;
     whatsapp?: Record<string, unknown>;
+    /** Extra routes next to `local` (the tone AI), and routing. */
+    routes?: Record<string, unknown>;
+    routing?: Record<string, unknown>;
+    /** More business numbers (phone-number IDs) the Graph stand-in serves. */
+    graphNumbers?: string[];
   } = {},
 ): Promise<Harness> {
-  const graph = new GraphStub();
+  const graph = new GraphStub(undefined, undefined, undefined, opts.graphNumbers);
   await graph.start();
   const config = parseConfig(
     {
@@ -49,7 +54,8 @@ export async function startHarness(
       sip: { enabled: false },
       records: { path: ':memory:' },
       shutdown: { drainSec: 0 },
-      routes: { local: { kind: 'local', greeting: 'Hello caller.' } },
+      routes: { local: { kind: 'local', greeting: 'Hello caller.' }, ...opts.routes },
+      ...(opts.routing ? { routing: opts.routing } : {}),
       whatsapp: {
         enabled: true,
         phoneNumberId: graph.phoneNumberId,

@@ -23,6 +23,8 @@ export interface UserOptions {
   number: string;
   /** The business number the user calls. */
   businessNumber?: string;
+  /** Its phone-number ID (metadata.phone_number_id); default the Graph stand-in's first number. */
+  phoneNumberId?: string;
   name?: string;
 }
 
@@ -104,6 +106,8 @@ export class WhatsAppUser {
   private seq = Math.floor(Math.random() * 0xffff);
   private ts = Math.floor(Math.random() * 0xffffffff);
   sentPackets = 0;
+  /** While false the user answers no STUN checks: the gateway's ICE consent expires (RFC 7675). */
+  private consent = true;
   private transceiver: RTCRtpTransceiver | undefined;
 
   constructor(readonly opts: UserOptions) {
@@ -131,7 +135,7 @@ export class WhatsAppUser {
       iceAdditionalHostAddresses: ['127.0.0.1'],
       iceFilterStunResponse: () => {
         this.stunRequests.push(Date.now());
-        return true;
+        return this.consent;
       },
     });
     this.pc.onTrack.subscribe((t) =>
@@ -150,6 +154,15 @@ export class WhatsAppUser {
 
   get business(): string {
     return this.opts.businessNumber ?? '15550783881';
+  }
+
+  get phoneNumberId(): string {
+    return this.opts.phoneNumberId ?? this.opts.graph.phoneNumberId;
+  }
+
+  /** Stop answering the gateway's consent checks, media still flowing (a NAT binding gone one way). */
+  withdrawConsent(): void {
+    this.consent = false;
   }
 
   /** POST a signed body to the gateway's webhook. */
@@ -175,8 +188,9 @@ export class WhatsAppUser {
   }
 
   connectWebhook(sdp: string, opts: { timestamp?: string } = {}): Record<string, unknown> {
+    this.opts.graph.offered(this.waCallId, this.phoneNumberId);
     return callsEnvelope(
-      this.opts.graph.phoneNumberId,
+      this.phoneNumberId,
       this.business,
       [
         {
@@ -205,7 +219,8 @@ export class WhatsAppUser {
   }
 
   /** Business-initiated: answer the gateway's offer and post the `connect` webhook with our answer. */
-  async answerBusinessCall(offerSdp: string, waCallId: string): Promise<void> {
+  async answerBusinessCall(offerSdp: string, waCallId: string, extra: Record<string, unknown> = {}): Promise<void> {
+    this.opts.graph.answered(waCallId);
     await this.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
     this.transceiver = this.pc.getTransceivers()[0];
     this.transceiver!.setDirection('sendrecv');
@@ -220,9 +235,10 @@ export class WhatsAppUser {
         timestamp: String(Math.floor(Date.now() / 1000)),
         direction: 'BUSINESS_INITIATED',
         session: { sdp_type: 'answer', sdp: this.pc.localDescription!.sdp },
+        ...extra,
       },
     ];
-    await this.postWebhook(callsEnvelope(this.opts.graph.phoneNumberId, this.business, calls));
+    await this.postWebhook(callsEnvelope(this.phoneNumberId, this.business, calls));
   }
 
   /** A business-initiated call status webhook (RINGING / ACCEPTED / REJECTED). */
@@ -236,7 +252,7 @@ export class WhatsAppUser {
         recipient_id: this.opts.number,
       },
     ];
-    return this.postWebhook(callsEnvelope(this.opts.graph.phoneNumberId, this.business, [], { statuses }));
+    return this.postWebhook(callsEnvelope(this.phoneNumberId, this.business, [], { statuses }));
   }
 
   waitConnected(timeoutMs: number): Promise<void> {
@@ -324,6 +340,21 @@ export class WhatsAppUser {
     return concatPcm(parts);
   }
 
+  /** Arrival times of the Opus frames received with audible content (decoded level above the threshold). */
+  loudArrivals(thresholdDbfs = -35): number[] {
+    const decoder = new OpusEncoder(48000, 1);
+    return this.arrivals
+      .filter((a) => a.payloadType === OPUS_PT)
+      .filter((a) => {
+        const pcm = decoder.decode(a.payload);
+        const s = new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2);
+        let sum = 0;
+        for (const v of s) sum += v * v;
+        return 10 * Math.log10(sum / Math.max(1, s.length) / 32768 ** 2 + 1e-12) > thresholdDbfs;
+      })
+      .map((a) => a.at);
+  }
+
   /** Largest gap between consecutive received packets after `from` (ms). */
   maxGapMs(from = 0): number {
     const times = this.arrivals.filter((a) => a.at >= from).map((a) => a.at);
@@ -336,7 +367,9 @@ export class WhatsAppUser {
   async hangup(durationSec = 1): Promise<number> {
     this.stopSending();
     const now = Math.floor(Date.now() / 1000);
-    const body = callsEnvelope(this.opts.graph.phoneNumberId, this.business, [
+    const call = this.opts.graph.calls.get(this.waCallId);
+    if (call) call.state = 'terminated';
+    const body = callsEnvelope(this.phoneNumberId, this.business, [
       {
         id: this.waCallId,
         from: this.opts.number,
