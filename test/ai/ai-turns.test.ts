@@ -13,7 +13,7 @@ import type { LatencySample } from '../../src/core/turn-latency.js';
 import { type RealtimeTestServerOptions, RealtimeTestServer } from '../peers/realtime/server.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { MemoryLeg } from '../support/memory-leg.js';
-import { sleep, waitFor } from '../support/gateway.js';
+import { api, simulatedCall, sleep, startTestGateway, waitFor } from '../support/gateway.js';
 
 const log = testLogger();
 const pcmu = createCodec(PCMU_8K);
@@ -254,5 +254,37 @@ describe('failed responses', () => {
     await server.until(() => server.connections[0]!.answers[1]?.status === 'completed', 5000, 'second answer');
     await waitFor(() => loud(leg).length >= 10, 5000, 'second answer heard');
     expect(call.ended).toBe(false);
+  });
+});
+
+describe('latency figures through the gateway: call view, call record and Prometheus', () => {
+  it('GET /v1/calls/:id and the stored record carry answer and turn latency; /metrics has both histograms', async () => {
+    const server = new RealtimeTestServer();
+    await server.start();
+    cleanups.push(() => server.stop());
+    const gw = await startTestGateway({
+      routes: { openai: { kind: 'realtime', url: server.url, apiKey: 'sk-test-0123456789', connectTimeoutMs: 3000 } },
+      routing: { default: 'openai', rules: [] },
+    });
+    cleanups.push(() => gw.stop('test_done', 0));
+    const { call, leg } = await simulatedCall(gw);
+    await waitFor(() => call.latency.answer !== undefined, 5000, 'greeting timed');
+    await waitFor(() => call.media!.bridge.playout.empty, 5000, 'greeting played');
+    leg.feed(ulawFrames(CALLER_TONE));
+    await waitFor(() => call.latency.turnCount === 1, 6000, 'turn timed');
+    const live = await api(gw)('GET', `/v1/calls/${call.id}`);
+    const latency = live.body.latency as ReturnType<Call['latency']['view']>;
+    expect(latency.answerToFirstAudio).toMatchObject({ kind: 'answer' });
+    expect(latency.turns.count).toBe(1);
+    expect(latency.turns.samples[0]!.aiMs).toBeGreaterThan(0);
+    await call.end({ by: 'remote', cause: 'bye' });
+    const stored = gw.ctx.records.get(call.id)!;
+    expect(stored.latency.turns.count).toBe(1);
+    expect(stored.latency.answerToFirstAudio!.totalMs).toBe(latency.answerToFirstAudio!.totalMs);
+    const text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    for (const share of ['total', 'gateway', 'ai']) {
+      expect(text).toContain(`gateway_answer_to_first_ai_audio_ms_count{share="${share}"} 1`);
+      expect(text).toContain(`gateway_turn_latency_ms_count{share="${share}"} 1`);
+    }
   });
 });
