@@ -74,7 +74,9 @@ export class SipFront implements Front {
     this.trunks = new TrunkTable(ctx.config.trunks);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;
-    this.ports = new RtpPortPool(rtpHost, sip.rtpPortMin, sip.rtpPortMax);
+    // IPv6 media (IN IP6 offers) only when an IPv6 address for our SDP is configured.
+    const rtpHost6 = sip.publicAddress6 ? (sip.host.includes(':') ? sip.host : '::') : undefined;
+    this.ports = new RtpPortPool(rtpHost, sip.rtpPortMin, sip.rtpPortMax, rtpHost6);
   }
 
   async start(): Promise<void> {
@@ -161,7 +163,8 @@ export class SipFront implements Front {
       }
     }
     if (!inv.sdp) return inv.reject(488, 'Not Acceptable Here (INVITE without SDP offer)');
-    const offered = readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent);
+    const families: (4 | 6)[] = this.ctx.config.sip.publicAddress6 ? [4, 6] : [4];
+    const offered = readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent, families);
     if (!offered.ok) {
       log.warn({ trunk: trunk.name, status: offered.status, reason: offered.reason }, 'SDP offer refused');
       return inv.reject(offered.status, offered.reason);
@@ -200,7 +203,7 @@ export class SipFront implements Front {
 
     let ports;
     try {
-      ports = await this.ports.allocate(call.id);
+      ports = await this.ports.allocate(call.id, offered.offer.family);
     } catch (err) {
       call.log.error({ err: (err as Error).message }, 'no RTP ports: 503');
       inv.reject(503, 'Service Unavailable (no media ports)');
@@ -214,7 +217,7 @@ export class SipFront implements Front {
     }
     const offer = offered.offer;
     const answer: AnswerParams = {
-      address: this.ctx.config.sip.publicAddress,
+      address: (offer.family === 6 && this.ctx.config.sip.publicAddress6) || this.ctx.config.sip.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 1,
@@ -346,7 +349,8 @@ export class SipFront implements Front {
       // Session refresh without an offer: our current description stands.
       req.respond({ sdp: state.lastSdp });
     } else {
-      const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent);
+      const family = answer.address.includes(':') ? 6 : 4; // the leg's sockets cannot change IP version
+      const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent, [family]);
       if (!offered.ok) {
         call.log.warn({ reason: offered.reason }, 're-INVITE offer refused');
         return req.respond({ status: offered.status, reason: offered.reason });
