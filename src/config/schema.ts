@@ -194,6 +194,8 @@ export const configSchema = z
         port: z.number().int().min(0).max(65535).default(5060),
         /** Address written into Contact/SDP; the public IP when behind NAT. */
         publicAddress: z.string().default('127.0.0.1'),
+        /** IPv6 address for our SDP when a carrier offers IPv6 media (IN IP6); unset: such offers get 488. */
+        publicAddress6: z.string().regex(/:/, 'an IPv6 address').optional(),
         rtpPortMin: z.number().int().min(1024).max(65534).default(20000),
         rtpPortMax: z.number().int().min(1025).max(65535).default(20999),
         rtpTimeoutSec: z.number().positive().default(15),

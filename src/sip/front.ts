@@ -96,7 +96,9 @@ export class SipFront implements Front {
     this.trunks = new TrunkTable(ctx.config.trunks);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;
-    this.ports = new RtpPortPool(rtpHost, sip.rtpPortMin, sip.rtpPortMax);
+    // IPv6 media (IN IP6 offers) only when an IPv6 address for our SDP is configured.
+    const rtpHost6 = sip.publicAddress6 ? (sip.host.includes(':') ? sip.host : '::') : undefined;
+    this.ports = new RtpPortPool(rtpHost, sip.rtpPortMin, sip.rtpPortMax, rtpHost6);
   }
 
   async start(): Promise<void> {
@@ -183,8 +185,9 @@ export class SipFront implements Front {
       }
     }
     // Delayed offer (RFC 3261 §13.3.1): we offer the trunk's preferred codec in the 200; the answer comes in the ACK.
+    const families: (4 | 6)[] = this.ctx.config.sip.publicAddress6 ? [4, 6] : [4];
     const offered: OfferResult = inv.sdp
-      ? readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent)
+      ? readOffer(inv.sdp, trunk.codecs, trunk.telephoneEvent, families)
       : {
           ok: true,
           offer: {
@@ -244,7 +247,7 @@ export class SipFront implements Front {
 
     let ports;
     try {
-      ports = await this.ports.allocate(call.id);
+      ports = await this.ports.allocate(call.id, offered.offer.family);
     } catch (err) {
       call.log.error({ err: (err as Error).message }, 'no RTP ports: 503');
       inv.reject(503, 'Service Unavailable (no media ports)');
@@ -258,7 +261,7 @@ export class SipFront implements Front {
     }
     const offer = offered.offer;
     const answer: AnswerParams = {
-      address: this.ctx.config.sip.publicAddress,
+      address: (offer.family === 6 && this.ctx.config.sip.publicAddress6) || this.ctx.config.sip.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 1,
@@ -403,7 +406,8 @@ export class SipFront implements Front {
       }
       return refreshed();
     }
-    const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent);
+    const family = answer.address.includes(':') ? 6 : 4; // the leg's sockets cannot change IP version
+    const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent, [family]);
     if (!offered.ok) {
       call.log.warn({ reason: offered.reason }, 're-INVITE offer refused');
       return req.respond({ status: offered.status, reason: offered.reason });

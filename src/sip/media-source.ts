@@ -51,12 +51,15 @@ export const RELATCH_AFTER_MS = 250;
 export class SourceLatch {
   private current: Endpoint | undefined;
   private lastSeen = 0;
+  private sdp: AddressSet; // a set, so IPv6 spellings (case, zero compression) compare equal
 
   constructor(
     private readonly allowed: AddressSet,
-    private sdpAddress: string,
+    sdpAddress: string,
     private readonly relatchAfterMs = RELATCH_AFTER_MS,
-  ) {}
+  ) {
+    this.sdp = new AddressSet([sdpAddress]);
+  }
 
   get latched(): Endpoint | undefined {
     return this.current;
@@ -64,13 +67,13 @@ export class SourceLatch {
 
   /** A re-INVITE named a new media address: it becomes allowed, and the next allowed sender latches. */
   follow(sdpAddress: string): void {
-    this.sdpAddress = sdpAddress;
+    this.sdp = new AddressSet([sdpAddress]);
     this.current = undefined;
   }
 
   /** May this address send us media (or RTCP) at all? */
   allows(address: string): boolean {
-    return plain(address) === plain(this.sdpAddress) || this.allowed.has(address);
+    return this.sdp.has(address) || this.allowed.has(address);
   }
 
   check(src: Endpoint, now: number): SourceVerdict {

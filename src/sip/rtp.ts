@@ -145,17 +145,20 @@ export interface RtpPorts {
 export class RtpPortPool {
   private readonly inUse = new Set<number>();
 
+  /** `host6`: where IPv6 media binds (IN IP6 offers); without it only IPv4 pairs are handed out. */
   constructor(
     private readonly host: string,
     private readonly min: number,
     private readonly max: number,
+    private readonly host6?: string,
   ) {}
 
   get used(): number {
     return this.inUse.size;
   }
 
-  async allocate(callId?: string): Promise<RtpPorts> {
+  async allocate(callId?: string, family: 4 | 6 = 4): Promise<RtpPorts> {
+    if (family === 6 && !this.host6) throw new GatewayError('config_invalid', 'no IPv6 address for media', callId);
     const first = this.min + (this.min % 2);
     const slots = Math.floor((this.max - 1 - first) / 2) + 1;
     const start = slots > 0 ? randomInt(slots) : 0;
@@ -163,22 +166,23 @@ export class RtpPortPool {
       const port = first + ((start + i) % slots) * 2;
       if (this.inUse.has(port)) continue;
       this.inUse.add(port);
-      const pair = await this.bindPair(port).catch(() => undefined);
+      const pair = await this.bindPair(port, family).catch(() => undefined);
       if (pair) return pair;
       this.inUse.delete(port); // taken by another process: try the next pair
     }
     throw new GatewayError('limit_reached', `no free RTP port pair in ${this.min}-${this.max}`, callId);
   }
 
-  private async bindPair(port: number): Promise<RtpPorts> {
+  private async bindPair(port: number, family: 4 | 6): Promise<RtpPorts> {
+    const host = family === 6 ? this.host6! : this.host;
     const bind = (p: number) =>
       new Promise<Socket>((resolve, reject) => {
-        const s = createSocket('udp4');
+        const s = createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 });
         s.once('error', (e) => {
           s.close();
           reject(e);
         });
-        s.bind(p, this.host, () => {
+        s.bind(p, host, () => {
           s.removeAllListeners('error');
           resolve(s);
         });

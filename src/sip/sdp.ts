@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { parse, write, type SessionDescription } from 'sdp-transform';
 import { PCMA_8K, PCMU_8K, type AudioFormat } from '../core/audio/format.js';
 
@@ -27,6 +28,8 @@ export interface AudioOffer {
   /** a=ptime / a=maxptime (ms), when the peer stated them. */
   ptime?: number;
   maxptime?: number;
+  /** IP version of the media address (IN IP4 / IN IP6). */
+  family?: 4 | 6;
   /** c=0.0.0.0: RFC 2543 hold ("do not send to me"); `direction` already says we must not send. */
   nullAddress?: boolean;
   /** Every m-line of the offer in order, and the index of the one we took (RFC 3264 §6). */
@@ -51,9 +54,14 @@ export const isNullAddress = (a: string): boolean => a === '0.0.0.0' || /^[0:]+$
  * Pick what we bridge from an offer: the first audio m-line we can use (RTP/AVP with a codec the
  * trunk allows); in it the first codec in the offer's order (the offerer's preference wins,
  * RFC 3264 §6.1), plus telephone-event/8000 and CN when offered. The other m-lines are kept so the
- * answer can refuse them in place (port 0).
+ * answer can refuse them in place (port 0). `families`: the IP versions we have media sockets for.
  */
-export function readOffer(sdp: string, allowed: readonly G711[], telephoneEvent: boolean): OfferResult {
+export function readOffer(
+  sdp: string,
+  allowed: readonly G711[],
+  telephoneEvent: boolean,
+  families: readonly (4 | 6)[] = [4],
+): OfferResult {
   let s: SessionDescription;
   try {
     s = parse(sdp);
@@ -65,7 +73,7 @@ export function readOffer(sdp: string, allowed: readonly G711[], telephoneEvent:
   let refusal: StreamResult | undefined;
   for (const [i, m] of media.entries()) {
     if (m.type !== 'audio' || m.port === 0) continue;
-    const r = readAudioStream(s, m, allowed, telephoneEvent);
+    const r = readAudioStream(s, m, allowed, telephoneEvent, families);
     if (r.ok) return { ok: true, offer: { ...r.offer, streams, mediaIndex: i } };
     refusal ??= r;
   }
@@ -77,6 +85,7 @@ function readAudioStream(
   m: SessionDescription['media'][number],
   allowed: readonly G711[],
   telephoneEvent: boolean,
+  families: readonly (4 | 6)[],
 ): StreamResult {
   if (!/^RTP\/AVP$/i.test(m.protocol))
     return { ok: false, status: 488, reason: `Not Acceptable Here (${m.protocol} not supported)` };
@@ -86,8 +95,15 @@ function readAudioStream(
     return { ok: false, status: 488, reason: `Not Acceptable Here (a=rtcp port ${m.rtcp.port} out of range)` };
   const connection = m.connection ?? s.connection;
   if (!connection?.ip) return { ok: false, status: 400, reason: 'Bad Request (SDP without c= line)' };
-  if (connection.version !== 4)
-    return { ok: false, status: 488, reason: 'Not Acceptable Here (IPv6 media not supported)' };
+  const family = isIP(connection.ip);
+  if ((family !== 4 && family !== 6) || family !== connection.version)
+    return {
+      ok: false,
+      status: 488,
+      reason: `Not Acceptable Here (media address ${connection.ip} is not an IP address)`,
+    };
+  if (!families.includes(family))
+    return { ok: false, status: 488, reason: `Not Acceptable Here (IPv${family} media not available)` };
   const pts = String(m.payloads ?? '')
     .split(/\s+/)
     .filter(Boolean)
@@ -129,6 +145,7 @@ function readAudioStream(
       direction,
       ptime: ms(m.ptime),
       maxptime: ms(m.maxptime),
+      family,
       nullAddress,
     },
   };
@@ -198,6 +215,7 @@ export interface AudioSdpParams {
 
 export function buildAudioSdp(p: AudioSdpParams): string {
   const rtp = p.codecs.map((c) => ({ payload: c.payloadType, codec: c.codec, rate: 8000 }));
+  const ipVersion = isIP(p.address) === 6 ? 6 : 4;
   if (p.cnPayloadType !== undefined) rtp.push({ payload: p.cnPayloadType, codec: 'CN', rate: 8000 });
   const fmtp: { payload: number; config: string }[] = [];
   if (p.dtmfPayloadType !== undefined) {
@@ -211,11 +229,11 @@ export function buildAudioSdp(p: AudioSdpParams): string {
       sessionId: p.sessionId,
       sessionVersion: p.version,
       netType: 'IN',
-      ipVer: 4,
+      ipVer: ipVersion,
       address: p.address,
     },
     name: 'voice-gateway',
-    connection: { version: 4, ip: p.address },
+    connection: { version: ipVersion, ip: p.address },
     timing: { start: 0, stop: 0 },
     media: [],
   };

@@ -32,7 +32,7 @@ interface RtpSocket {
 }
 
 async function rtpSocket(ip = '127.0.0.1', port = 0): Promise<RtpSocket> {
-  const sock = createSocket('udp4');
+  const sock = createSocket(ip.includes(':') ? 'udp6' : 'udp4');
   const got: ParsedRtp[] = [];
   sock.on('message', (b) => {
     const p = parseRtp(b);
@@ -47,11 +47,12 @@ async function rtpSocket(ip = '127.0.0.1', port = 0): Promise<RtpSocket> {
 }
 
 function offerSdp(rtpPort: number, opts: { ptime?: number; address?: string; extra?: string[]; codecs?: string } = {}) {
+  const ip = opts.address?.includes(':') ? 'IP6' : 'IP4';
   return [
     'v=0',
     'o=carrier 1 1 IN IP4 127.0.0.1',
     's=-',
-    `c=IN IP4 ${opts.address ?? '127.0.0.1'}`,
+    `c=IN ${ip} ${opts.address ?? '127.0.0.1'}`,
     't=0 0',
     `m=audio ${rtpPort} RTP/AVP ${opts.codecs ?? '8 101 13'}`,
     'a=rtpmap:8 PCMA/8000',
@@ -109,7 +110,13 @@ async function reinvite(d: Dialog, sdp: string): Promise<string> {
 }
 
 /** PCMA packets of a continuous tone at `ptimeMs`, paced in real time, until stopped. */
-function playTone(from: RtpSocket, to: number, ptimeMs: number, freq: number, opts: { ssrc?: number } = {}) {
+function playTone(
+  from: RtpSocket,
+  to: number,
+  ptimeMs: number,
+  freq: number,
+  opts: { ssrc?: number; host?: string } = {},
+) {
   const bytes = ptimeMs * 8;
   let n = 0;
   const timer = setInterval(() => {
@@ -125,7 +132,7 @@ function playTone(from: RtpSocket, to: number, ptimeMs: number, freq: number, op
       },
       Buffer.from(alawmulaw.alaw.encode(pcm)),
     );
-    from.sock.send(pkt, to, '127.0.0.1');
+    from.sock.send(pkt, to, opts.host ?? '127.0.0.1');
     n++;
   }, ptimeMs);
   return { stop: () => clearInterval(timer), sent: () => n };
@@ -358,5 +365,54 @@ describe('leaks (issue 12)', () => {
     await sleep(100);
     expect(live.size).toBe(0); // no leg interval (inactivity check, RTCP) left running
     expect(pool.used).toBe(0);
+  });
+});
+
+describe('IPv6 media', () => {
+  it('an IN IP6 offer over IPv4 signalling: answered IN IP6, audio both ways over udp6; without sip.publicAddress6 a precise 488', async () => {
+    h = await startSipHarness({ sip: { publicAddress6: '::1' } });
+    peer = new RawSipPeer();
+    await peer.start();
+    const rtp = await rtpSocket('::1');
+    const d = await placeCall(offerSdp(rtp.port, { address: '::1' }));
+    expect(d.answer).toContain('c=IN IP6 ::1');
+    const tone = playTone(rtp, d.gwRtpPort, 20, 1000, { host: '::1' });
+    await waitFor(() => tone.sent() >= 60 && rtp.got.length >= 40, 5000, 'audio both ways over IPv6');
+    tone.stop();
+    expect(Math.abs(dominantFrequency(h.sessions.get(d.call.id)!.heardPcm(10), 8000) - 1000)).toBeLessThan(20);
+    expect(Math.abs(dominantFrequency(decode(rtp.got.slice(5)), 8000) - 440)).toBeLessThan(10);
+    // A re-INVITE may not move the call's media to IPv4: its sockets are IPv6.
+    d.cseq++;
+    peer.send(
+      request({
+        callId: d.callId,
+        cseq: d.cseq,
+        toTag: d.toTag,
+        localPort: peer.port,
+        targetPort: h.port,
+        sdp: offerSdp(rtp.port),
+      }),
+      h.port,
+    );
+    const r = await peer.waitFor(
+      (m) => m.kind === 'response' && m.status >= 300 && m.headers.get('cseq') === `${d.cseq} INVITE`,
+    );
+    expect(r.kind === 'response' && `${r.status} ${r.reason}`).toBe(
+      '488 Not Acceptable Here (IPv4 media not available)',
+    );
+    await h.stop();
+
+    h = await startSipHarness();
+    const callId = newId();
+    peer.send(
+      request({ callId, localPort: peer.port, targetPort: h.port, sdp: offerSdp(4000, { address: '::1' }) }),
+      h.port,
+    );
+    const refused = await peer.waitFor(
+      (m) => m.kind === 'response' && m.status >= 300 && m.headers.get('call-id') === callId,
+    );
+    expect(refused.kind === 'response' && `${refused.status} ${refused.reason}`).toBe(
+      '488 Not Acceptable Here (IPv6 media not available)',
+    );
   });
 });

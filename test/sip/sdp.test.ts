@@ -76,11 +76,33 @@ describe('SDP hostile and unusual values', () => {
     });
   });
 
-  it('IPv6 media is refused precisely (not yet supported)', () => {
-    const v6 = ['v=0', 'o=- 1 1 IN IP6 ::1', 's=-', 'c=IN IP6 2001:db8::1', 't=0 0', 'm=audio 4000 RTP/AVP 8', ''];
-    expect(readOffer(v6.join('\r\n'), ['PCMA'], true)).toMatchObject({
+  it('IPv6 media (IN IP6): taken when we have IPv6 media, else a precise 488; the answer is IN IP6', () => {
+    const v6 = ['v=0', 'o=- 1 1 IN IP6 ::1', 's=-', 'c=IN IP6 2001:db8::1', 't=0 0', 'm=audio 4000 RTP/AVP 8', ''].join(
+      '\r\n',
+    );
+    expect(readOffer(v6, ['PCMA'], true)).toMatchObject({
       status: 488,
-      reason: expect.stringContaining('IPv6') as string,
+      reason: 'Not Acceptable Here (IPv6 media not available)',
+    });
+    const r = readOffer(v6, ['PCMA'], true, [4, 6]);
+    expect(r).toMatchObject({ ok: true, offer: { address: '2001:db8::1', family: 6 } });
+    const a = buildAnswer({
+      address: '2001:db8::2',
+      port: 20000,
+      sessionId: 1,
+      version: 1,
+      codec: 'PCMA',
+      payloadType: 8,
+      dtmfPayloadType: undefined,
+      direction: 'sendrecv',
+    });
+    expect(a).toContain('c=IN IP6 2001:db8::2');
+    expect(a).toContain('o=- 1 1 IN IP6 2001:db8::2');
+    expect(
+      readOffer(sdp('m=audio 4000 RTP/AVP 8').replace('c=IN IP4 10.0.0.1', 'c=IN IP4 sbc.example'), ['PCMA'], true),
+    ).toMatchObject({
+      status: 488,
+      reason: 'Not Acceptable Here (media address sbc.example is not an IP address)',
     });
   });
 

@@ -11,10 +11,12 @@ import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 let h: SipHarness | undefined;
 let dir: string;
 let pcap: string;
+const pcapAt = (ptime: number) => join(dir, `pcma-1000-${ptime}ms.pcap`);
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
   pcap = join(dir, 'pcma-1000.pcap');
   writePcap(pcap, toneRtp('PCMA', 1000, 1500));
+  for (const ptime of [10, 30, 40]) writePcap(pcapAt(ptime), toneRtp('PCMA', 1000, 1500, 8000, ptime));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 afterEach(async () => {
@@ -23,13 +25,13 @@ afterEach(async () => {
 });
 
 /** A sipp call with these m-lines; the 200's body must match `expect`; the audio stream carries a tone. */
-async function multiLineCall(media: string[], expectShape: string): Promise<Call> {
+async function multiLineCall(media: string[], expectShape: string, audio = pcap): Promise<Call> {
   h = await startSipHarness();
   const created = new Promise<Call>((r) => h!.gw.ctx.registry.once('created', r));
   const res = await runSipp({
     scenario: 'uac-mlines.xml',
     target: `127.0.0.1:${h.port}`,
-    vars: { MEDIA: media.join('\n      '), EXPECT: expectShape, PCAP: pcap },
+    vars: { MEDIA: media.join('\n      '), EXPECT: expectShape, PCAP: audio },
   });
   expect(res.code, res.errors + res.stderr + res.messages.slice(-3000)).toBe(0);
   const call = await created;
@@ -65,4 +67,17 @@ describe('SDP answer shape against sipp (RFC 3264 §6)', () => {
       'm=image 0 udptl t38(.|\r|\n)*m=audio [1-9][0-9]* RTP/AVP 8',
     );
   });
+});
+
+describe('packetisation against sipp', () => {
+  it.each([10, 30, 40])(
+    'a=ptime:%i from sipp: answered with that ptime, and its packets reach the AI as the tone',
+    async (ptime) => {
+      await multiLineCall(
+        ['m=audio [media_port] RTP/AVP 8', 'a=rtpmap:8 PCMA/8000', `a=ptime:${ptime}`],
+        `a=ptime:${ptime}`,
+        pcapAt(ptime),
+      );
+    },
+  );
 });

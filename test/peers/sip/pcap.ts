@@ -66,17 +66,24 @@ function rtp(pt: number, seq: number, ts: number, marker: boolean, payload: Buff
   return b;
 }
 
-/** 20 ms G.711 packets of a continuous sine (`codec` PCMA pt 8 or PCMU pt 0). */
-export function toneRtp(codec: 'PCMA' | 'PCMU', freq: number, ms: number, amplitude = 8000): PcapPacket[] {
+/** `ptimeMs` (default 20) G.711 packets of a continuous sine (`codec` PCMA pt 8 or PCMU pt 0). */
+export function toneRtp(
+  codec: 'PCMA' | 'PCMU',
+  freq: number,
+  ms: number,
+  amplitude = 8000,
+  ptimeMs = 20,
+): PcapPacket[] {
   const pt = codec === 'PCMA' ? 8 : 0;
-  const n = Math.floor(ms / 20);
+  const per = ptimeMs * 8;
+  const n = Math.floor(ms / ptimeMs);
   const out: PcapPacket[] = [];
   for (let f = 0; f < n; f++) {
-    const pcm = new Int16Array(160);
-    for (let i = 0; i < 160; i++)
-      pcm[i] = Math.round(amplitude * Math.sin((2 * Math.PI * freq * (f * 160 + i)) / 8000));
+    const pcm = new Int16Array(per);
+    for (let i = 0; i < per; i++)
+      pcm[i] = Math.round(amplitude * Math.sin((2 * Math.PI * freq * (f * per + i)) / 8000));
     const enc = codec === 'PCMA' ? alawmulaw.alaw.encode(pcm) : alawmulaw.mulaw.encode(pcm);
-    out.push({ tsUs: f * 20_000, payload: rtp(pt, 1000 + f, 160_000 + f * 160, f === 0, Buffer.from(enc)) });
+    out.push({ tsUs: f * ptimeMs * 1000, payload: rtp(pt, 1000 + f, 160_000 + f * per, f === 0, Buffer.from(enc)) });
   }
   return out;
 }
