@@ -5,10 +5,10 @@ import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext, OutboundRequest } from '../gateway.js';
-import type { EmbeddedSipEngine } from './embedded.js';
 import type { ModifyRequest, SipDialog } from './engine.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
+import type { InviteOptions } from './uac.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
 import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
 
@@ -63,6 +63,11 @@ export function trunkTarget(trunk: TrunkConfig, to: string): string {
   return `sip:${user}@${host.includes(':') ? `[${host}]` : host}`;
 }
 
+/** What the dialer needs from an engine (embedded or drachtio): an INVITE answered with a dialog and SDP. */
+export interface OutboundInviter {
+  invite(opts: InviteOptions): Promise<{ dialog: SipDialog; sdp: string }>;
+}
+
 interface DialedLeg {
   leg: DialedRtpLeg;
   dialog: SipDialog;
@@ -70,7 +75,7 @@ interface DialedLeg {
 }
 
 /**
- * Outbound SIP legs on the embedded engine: an RTP port pair, our G.711 offer, the INVITE (with
+ * Outbound SIP legs on either engine: an RTP port pair, our G.711 offer, the INVITE (with
  * CANCEL when the call ends while it rings), and on 2xx an RtpLeg wired to the dialog — their BYE is
  * the leg's hangup, the leg's close (the gateway ending the call) is our BYE. Used as ctx.legDialer
  * (OpenAI SIP route) and for POST /v1/calls with front `sip`.
@@ -80,7 +85,7 @@ export class SipDialer implements LegDialer {
   private pending = 0;
 
   constructor(
-    private readonly engine: EmbeddedSipEngine,
+    private readonly engine: OutboundInviter,
     private readonly ports: RtpPortPool,
     private readonly config: GatewayConfig['sip'],
     private readonly log: Logger,
@@ -177,9 +182,9 @@ export class SipDialer implements LegDialer {
       dialog,
     );
     this.legs.add(leg);
-    dialog.on('bye', () => {
-      call.log.info({ uri: req.uri }, 'outbound leg: far end sent BYE');
-      leg.farEndLeft({ by: 'remote', cause: 'bye' });
+    dialog.on('bye', (reason) => {
+      call.log.info({ uri: req.uri, reason }, 'outbound leg: far end sent BYE');
+      leg.farEndLeft(reason ?? { by: 'remote', cause: 'bye' });
     });
     dialog.on('modify', (m) => this.onModify(leg, m, ours, call));
     call.log.info(

@@ -60,7 +60,7 @@ export class SipFront implements Front {
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
   private draining = false;
-  /** Outbound legs and calls (embedded engine only); set once the engine is listening. */
+  /** Outbound legs and calls; set once the engine is started. */
   dialer: SipDialer | undefined;
 
   constructor(
@@ -85,8 +85,10 @@ export class SipFront implements Front {
     });
     this.engine.on('error', (err) => this.log.error({ err: err.message }, 'SIP engine error'));
     await this.engine.start();
-    if (this.engine instanceof EmbeddedSipEngine) {
-      const dialer = new SipDialer(this.engine, this.ports, this.ctx.config.sip, this.log);
+    const inviter =
+      this.engine instanceof EmbeddedSipEngine || this.engine instanceof DrachtioEngine ? this.engine : undefined;
+    if (inviter) {
+      const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log);
       this.dialer = dialer;
       this.ctx.legDialer = dialer;
       this.ctx.dialers.set('sip', (req) => {
@@ -278,9 +280,10 @@ export class SipFront implements Front {
     state.established = dialog;
     call.log.info('ACK received: call established');
     if (call.ended) return void dialog.bye(call.endReason?.cause);
-    dialog.on('bye', () => void call.end({ by: 'remote', cause: 'bye' }));
+    dialog.on('bye', (reason) => void call.end(reason ?? { by: 'remote', cause: 'bye' }));
     dialog.on('modify', (req) => this.onModify(state, req));
     call.transfer = (destination) => this.transfer(state, dialog, destination);
+    if (this.engine.sessionTimers === 'engine') return; // its SIP stack refreshes and expires sessions
     if (timer?.refresher === 'uas') this.scheduleRefresh(state, dialog, timer.interval);
     else if (timer) this.armSessionTimer(state, timer.interval);
   }

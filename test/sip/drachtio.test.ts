@@ -46,7 +46,9 @@ class FakeRes implements SrfResponseLike {
 }
 
 class FakeDialog extends EventEmitter implements DialogLike {
+  id = 'stack-dlg-1';
   sip = { callId: 'dlg-1' };
+  remote = { sdp: '' };
   destroyed: unknown[] = [];
   requests: { method: string; headers?: Record<string, string> }[] = [];
   referStatus = 202;
@@ -80,7 +82,11 @@ class FakeSrf extends EventEmitter implements SrfLike {
   createUAS(_req: SrfRequestLike, _res: SrfResponseLike, opts: { localSdp: string; headers?: Record<string, string> }) {
     const dialog = new FakeDialog();
     this.uas.push({ sdp: opts.localSdp, headers: opts.headers, dialog });
+    setImmediate(() => dialog.emit('ack'));
     return Promise.resolve(dialog);
+  }
+  createUAC(): Promise<DialogLike> {
+    return Promise.reject(new Error('not used'));
   }
 }
 
@@ -136,7 +142,12 @@ describe('drachtio engine: drachtio-srf requests and dialogs mapped onto gateway
   it('connects with the configured server and answers OPTIONS', async () => {
     const srf = new FakeSrf();
     const front = await start(srf);
-    expect(srf.connectedWith).toEqual({ host: '10.0.0.5', port: 9022, secret: 'cymru' });
+    expect(srf.connectedWith).toEqual({
+      host: '10.0.0.5',
+      port: 9022,
+      secret: 'cymru',
+      reconnect: { retryMaxDelay: 5000 },
+    });
     await waitFor(() => front.ready(), 1000, 'connected');
     expect(front.describe()).toMatchObject({ engine: 'drachtio', connected: true });
     const res = new FakeRes();
