@@ -229,4 +229,18 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
     await sleep(100);
     await waitFor(() => h.front.ports.used === 0, 3000, 'ports freed');
   }, 60_000);
+
+  it('session timer with refresher=uas: drachtio-server sends the refreshing re-INVITE before half the interval; the call lives on', async () => {
+    const h = await start({ sip: { rtpTimeoutSec: 120 } }); // sipp sends no RTP here
+    const created = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-refresher-uas.xml', target: h.target, vars: NUMS, timeoutSec: 70 });
+    expect(res.code, res.errors).toBe(0);
+    // The refresh carried our current SDP (same o= version: no change) and Session-Expires.
+    const refresh = /INVITE sip:sipp@[^\n]*\n[\s\S]*?(?=\n-{10})/.exec(res.messages)?.[0] ?? '';
+    expect(refresh).toMatch(/Session-Expires: 90/);
+    expect(refresh).toMatch(/m=audio \d+ RTP\/AVP 8 101/);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
+  }, 90_000);
 });
