@@ -170,6 +170,19 @@ describe('drachtio engine: cases a real drachtio-server cannot provoke on demand
     await expect(call.transfer!('+250788000111')).rejects.toThrow(/480/);
   });
 
+  it('INVITEs are reported with their real transport (tls, wss → tls; tcp, ws → tcp)', async () => {
+    const srf = new FakeSrf();
+    const front = await start(srf);
+    const seen: string[] = [];
+    front.engine.on('invite', (inv) => seen.push(inv.source.transport));
+    for (const protocol of ['tls', 'wss', 'tcp', 'ws', 'udp']) {
+      const req = invite('192.0.2.9'); // unknown source: 403 right away, nothing else happens
+      req.protocol = protocol;
+      srf.inviteHandler!(req, new FakeRes());
+    }
+    expect(seen).toEqual(['tls', 'tls', 'tcp', 'tcp', 'udp']);
+  });
+
   it('its own BYE for an expired session (Reason "Session timer expired") ends the call session_expired', async () => {
     const srf = new FakeSrf();
     const front = await start(srf);

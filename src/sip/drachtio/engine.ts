@@ -198,7 +198,12 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
   stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.graceTimer);
-    this.srf.disconnect();
+    try {
+      this.srf.disconnect();
+    } catch (err) {
+      // drachtio-srf throws when it never had a connection (server unreachable since start).
+      this.log.debug({ err: (err as Error).message }, 'drachtio disconnect without a connection');
+    }
     this.connected = false;
     return Promise.resolve();
   }

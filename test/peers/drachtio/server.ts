@@ -84,6 +84,15 @@ function portAccepts(port: number): Promise<boolean> {
   });
 }
 
+const TLS_UNSUPPORTED = /transport=tls\)?: Protocol not supported|Error adding additional transport/;
+
+/** This drachtio-server build has no SIP over TLS (sofia-sip built without OpenSSL). */
+export class DrachtioTlsUnsupported extends Error {
+  constructor() {
+    super('this drachtio-server build cannot open a TLS contact (sofia-sip without TLS): "Protocol not supported"');
+  }
+}
+
 export interface DrachtioServerOptions {
   /** PEM files: adds a TLS contact on its own free port. */
   tls?: { cert: string; key: string };
@@ -132,6 +141,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
     );
     const deadline = Date.now() + 15_000;
     while (!(await portAccepts(adminPort))) {
+      if (gone && tlsPort && TLS_UNSUPPORTED.test(out)) throw new DrachtioTlsUnsupported();
       if (gone) throw new Error(`drachtio-server exited at start:\n${out.slice(-3000)}`);
       if (Date.now() > deadline) {
         c.kill('SIGKILL');
@@ -153,7 +163,21 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
     clearTimeout(kill);
   };
 
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  if (tlsPort) {
+    // Its SIP stack reports a TLS contact it cannot open right after starting the UDP/TCP ones.
+    await new Promise((r) => setTimeout(r, 300));
+    if (TLS_UNSUPPORTED.test(out)) {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+      throw new DrachtioTlsUnsupported();
+    }
+  }
   return {
     adminPort,
     sipPort,
