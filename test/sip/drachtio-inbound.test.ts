@@ -171,6 +171,31 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
     await waitFor(() => h.front.ports.used === 0, 4000, 'ports freed');
   });
 
+  it('digest auth from the trunk config: 401 challenge through drachtio, then the call with the right credentials', async () => {
+    const h = await start({
+      trunks: [
+        {
+          name: 'go-malta',
+          allow: ['127.0.0.0/8'],
+          countryCode: '356',
+          auth: { realm: 'gw.example', username: 'go', password: 'trunk-secret' },
+        },
+      ],
+    });
+    const created = nextCall(h);
+    const res = await runSipp({
+      scenario: 'uac-auth.xml',
+      target: h.target,
+      vars: { FROM: '21234567', TO: '21000000', USER: 'go', PASS: 'trunk-secret' },
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/WWW-Authenticate: Digest realm="gw\.example", nonce="[^"]+"/);
+    expect(res.messages.match(/SIP\/2\.0 401 Unauthorized/g)).toHaveLength(1); // our ACK matched it
+    const call = await created;
+    expect(call.info).toMatchObject({ trunk: 'go-malta', from: '+35621234567', to: '+35621000000' });
+    await waitFor(() => call.ended, 3000, 'call end');
+  });
+
   it('OPTIONS is answered 200 with our Allow', async () => {
     const h = await start();
     const res = await runSipp({ scenario: 'options.xml', target: h.target });
