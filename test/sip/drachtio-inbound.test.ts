@@ -196,6 +196,19 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
     await waitFor(() => call.ended, 3000, 'call end');
   });
 
+  it('transfer: REFER goes to the carrier through drachtio, 202 resolves it; the call then ends with our BYE', async () => {
+    const h = await start();
+    const created = nextCall(h);
+    const sipp = runSipp({ scenario: 'uac-refer-accept.xml', target: h.target, vars: NUMS });
+    const call = await Promise.race([created, sipp.then((r) => Promise.reject(new Error(r.errors + r.stderr)))]);
+    await waitFor(() => !!call.transfer, 10_000, 'established');
+    await call.transfer!('+250788000111');
+    await call.end({ by: 'ai', cause: 'transferred' });
+    const res = await sipp;
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/BYE sip:sipp@[^\n]*\n[\s\S]*?Reason: [^\n]*transferred/);
+  });
+
   it('OPTIONS is answered 200 with our Allow', async () => {
     const h = await start();
     const res = await runSipp({ scenario: 'options.xml', target: h.target });

@@ -6,6 +6,9 @@ import type { InviteOptions } from '../uac.js';
 import { DrachtioDialog, type DialogHost } from './dialog.js';
 import type { SrfSentRequest, SrfSipError } from './srf-types.js';
 
+/** After our CANCEL, drachtio-server needs at most 64·T1 to end the INVITE transaction. */
+const DRACHTIO_TX_SLACK_MS = 40_000;
+
 export interface PlacedInvite {
   dialog: SipDialog;
   /** The far end's SDP answer from the 2xx. */
@@ -56,8 +59,18 @@ export async function placeInvite(host: DialogHost, opts: InviteOptions, log: Lo
   );
   const onAbort = () => cancel(new GatewayError('leg_closed', 'dial aborted (CANCEL sent)', callId));
   opts.signal?.addEventListener('abort', onAbort);
+  // drachtio-server ends the transaction itself (timer B/C, 487 after our CANCEL); this only
+  // guards against an answer that can never come because the control connection died mid-dial.
+  let deadline: NodeJS.Timeout | undefined;
+  let pastDeadline = false;
+  const lost = new Promise<never>((_, reject) => {
+    deadline = setTimeout(() => {
+      pastDeadline = true;
+      reject(new GatewayError('timeout', `no final answer from drachtio-server for ${opts.uri}`, callId));
+    }, opts.timeoutMs + DRACHTIO_TX_SLACK_MS);
+  });
   try {
-    const dialog = await host.srf.createUAC(
+    const placed = host.srf.createUAC(
       uri,
       { localSdp: opts.sdp, headers },
       {
@@ -69,6 +82,9 @@ export async function placeInvite(host: DialogHost, opts: InviteOptions, log: Lo
         cbProvisional: (res) => opts.onProvisional?.(res.status, res.reason ?? ''),
       },
     );
+    // An answer after we gave up: hang that dialog up rather than leave it in drachtio-server.
+    placed.then((d) => pastDeadline && void d.destroy().catch(() => {})).catch(() => {});
+    const dialog = await Promise.race([placed, lost]);
     const sipCallId = dialog.sip.callId;
     const ours = new DrachtioDialog(dialog, sipCallId, host, log.child({ callId, sipCallId }));
     if (giveUp) {
@@ -93,6 +109,7 @@ export async function placeInvite(host: DialogHost, opts: InviteOptions, log: Lo
     });
   } finally {
     clearTimeout(timer);
+    clearTimeout(deadline);
     opts.signal?.removeEventListener('abort', onAbort);
   }
 }
