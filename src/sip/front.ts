@@ -41,6 +41,11 @@ export function createEngine(ctx: GatewayContext): SipEngine {
   const log = ctx.log.child({ front: 'sip' });
   if (sip.engine === 'drachtio') {
     if (!sip.drachtio) throw new GatewayError('config_invalid', 'sip.engine is drachtio but sip.drachtio is not set');
+    if (sip.tls)
+      throw new GatewayError(
+        'config_invalid',
+        "sip.tls is the embedded engine's TLS listener; with sip.engine drachtio put the TLS contact and certificate in drachtio-server's config",
+      );
     return new DrachtioEngine({ ...sip.drachtio, log });
   }
   return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log, tls: sip.tls });

@@ -11,7 +11,7 @@ import {
   type SrfRequestLike,
   type SrfResponseLike,
 } from '../../src/sip/drachtio/engine.js';
-import { SipFront } from '../../src/sip/front.js';
+import { createEngine, SipFront } from '../../src/sip/front.js';
 import { sdpOffer } from '../peers/sip/udp-peer.js';
 import { waitFor } from '../support/gateway.js';
 
@@ -160,6 +160,22 @@ async function answeredCall(srf: FakeSrf): Promise<{ call: Call; dialog: FakeDia
 // What the real drachtio-server cannot be made to do on demand in a test; everything else is in
 // test/sip/drachtio-*.test.ts against the real server.
 describe('drachtio engine: cases a real drachtio-server cannot provoke on demand (fake srf)', () => {
+  it('start-up: sip.tls with the drachtio engine is refused with where TLS belongs instead', () => {
+    const config = parseConfig(
+      {
+        records: { path: ':memory:' },
+        sip: {
+          engine: 'drachtio',
+          drachtio: { host: '127.0.0.1', port: 9022, secret: 'cymru' },
+          tls: { cert: '/x.pem', key: '/x.key' },
+        },
+      },
+      {},
+    );
+    gw = new Gateway(config, testLogger());
+    expect(() => createEngine(gw!.ctx)).toThrow(/TLS contact and certificate in drachtio-server's config/);
+  });
+
   it('REFER: 202 resolves the transfer, 480 rejects it with the status', async () => {
     const srf = new FakeSrf();
     await start(srf);
