@@ -201,7 +201,18 @@ export const configSchema = z
         rtpTimeoutSec: z.number().positive().default(15),
         /** RFC 4028 Min-SE: shorter Session-Expires get 422. 90 s is the RFC's floor. */
         minSessionExpiresSec: z.number().int().positive().default(90),
-        drachtio: z.object({ host: z.string(), port: z.number().int(), secret: z.string() }).optional(),
+        /**
+         * sip.engine drachtio: the drachtio-server control connection (admin port and secret). Calls
+         * in progress keep their media for linkGraceSec while that connection is down, then end.
+         */
+        drachtio: z
+          .object({
+            host: z.string(),
+            port: z.number().int(),
+            secret: z.string(),
+            linkGraceSec: z.number().positive().default(30),
+          })
+          .optional(),
         /**
          * SIP over TLS (embedded engine). A listener on `port` when `cert` and `key` (PEM file paths)
          * are set; dialing `transport=tls`/`sips:` URIs (OpenAI's SIP endpoint) works without them.

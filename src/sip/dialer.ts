@@ -5,11 +5,11 @@ import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext, OutboundRequest } from '../gateway.js';
-import type { EmbeddedSipEngine } from './embedded.js';
 import type { ModifyRequest, SipDialog } from './engine.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { AddressSet } from './media-source.js';
+import type { InviteOptions } from './uac.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
 import {
   answerDirection,
@@ -74,6 +74,14 @@ export function trunkTarget(trunk: TrunkConfig, to: string): string {
   return `sip:${user}@${host.includes(':') ? `[${host}]` : host}`;
 }
 
+/** What the dialer needs from an engine (embedded or drachtio): an INVITE answered with a dialog and SDP. */
+export interface OutboundInviter {
+  /** `headers`: the 2xx's, where the engine exposes them (RFC 4028 terms are read from them). */
+  invite(
+    opts: InviteOptions,
+  ): Promise<{ dialog: SipDialog; sdp: string; headers?: { get(name: string): string | undefined } }>;
+}
+
 interface DialedLeg {
   leg: DialedRtpLeg;
   dialog: SipDialog;
@@ -81,7 +89,7 @@ interface DialedLeg {
 }
 
 /**
- * Outbound SIP legs on the embedded engine: an RTP port pair, our G.711 offer, the INVITE (with
+ * Outbound SIP legs on either engine: an RTP port pair, our G.711 offer, the INVITE (with
  * CANCEL when the call ends while it rings), and on 2xx an RtpLeg wired to the dialog — their BYE is
  * the leg's hangup, the leg's close (the gateway ending the call) is our BYE. Used as ctx.legDialer
  * (OpenAI SIP route) and for POST /v1/calls with front `sip`.
@@ -91,7 +99,7 @@ export class SipDialer implements LegDialer {
   private pending = 0;
 
   constructor(
-    private readonly engine: EmbeddedSipEngine,
+    private readonly engine: OutboundInviter,
     private readonly ports: RtpPortPool,
     private readonly config: GatewayConfig['sip'],
     private readonly log: Logger,
@@ -193,7 +201,7 @@ export class SipDialer implements LegDialer {
     this.legs.add(leg);
     // RFC 4028 §7.2: the 2xx's Session-Expires says who refreshes; a far end that made us the
     // refresher hangs up at expiry unless we refresh.
-    const terms = termsFromUacResponse((n) => result.headers.get(n));
+    const terms = result.headers ? termsFromUacResponse((n) => result.headers!.get(n)) : undefined;
     const refresh = dialog.refresh?.bind(dialog);
     const timer = terms
       ? new SessionTimer(terms, {
@@ -203,9 +211,9 @@ export class SipDialer implements LegDialer {
         })
       : undefined;
     if (terms) call.log.info({ intervalSec: terms.interval, weRefresh: terms.weRefresh }, 'outbound leg session timer');
-    dialog.on('bye', () => {
-      call.log.info({ uri: req.uri }, 'outbound leg: far end sent BYE');
-      leg.farEndLeft({ by: 'remote', cause: 'bye' });
+    dialog.on('bye', (reason) => {
+      call.log.info({ uri: req.uri, reason }, 'outbound leg: far end sent BYE');
+      leg.farEndLeft(reason ?? { by: 'remote', cause: 'bye' });
     });
     dialog.on('modify', (m) => this.onModify(leg, m, ours, call, timer));
     call.log.info(

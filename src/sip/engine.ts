@@ -1,3 +1,4 @@
+import type { HangupReason } from '../core/media-leg.js';
 import type { TypedEmitter } from '../core/typed-emitter.js';
 
 /**
@@ -18,6 +19,11 @@ export interface SipEngine extends TypedEmitter<SipEngineEvents> {
    * front never makes the gateway the refresher: it leaves the job to the carrier or declines the timer.
    */
   readonly canRefresh: boolean;
+  /**
+   * Who runs RFC 4028 session timers: the front (default) or the engine's own SIP stack
+   * (drachtio-server refreshes and expires sessions itself; the front must not do it twice).
+   */
+  readonly sessionTimers?: 'front' | 'engine';
 }
 
 export type SipEngineEvents = {
@@ -90,8 +96,11 @@ export interface ModifyRequest {
 }
 
 export type SipDialogEvents = {
-  /** The far end sent BYE (already answered 200). */
-  bye: [];
+  /**
+   * The far end sent BYE (already answered 200). An engine that ends a dialog on its own (ACK or
+   * session timeout, lost link) passes why; without a reason it is the far end's hangup.
+   */
+  bye: [reason?: HangupReason];
   /** re-INVITE or UPDATE (hold/unhold/session refresh). */
   modify: [req: ModifyRequest];
   /** The dialog is gone (after BYE either way, or a failure). */

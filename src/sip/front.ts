@@ -64,6 +64,11 @@ export function createEngine(ctx: GatewayContext): SipEngine {
   const log = ctx.log.child({ front: 'sip' });
   if (sip.engine === 'drachtio') {
     if (!sip.drachtio) throw new GatewayError('config_invalid', 'sip.engine is drachtio but sip.drachtio is not set');
+    if (sip.tls)
+      throw new GatewayError(
+        'config_invalid',
+        "sip.tls is the embedded engine's TLS listener; with sip.engine drachtio put the TLS contact and certificate in drachtio-server's config",
+      );
     return new DrachtioEngine({ ...sip.drachtio, log });
   }
   return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log, tls: sip.tls });
@@ -83,7 +88,7 @@ export class SipFront implements Front {
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
   private draining = false;
-  /** Outbound legs and calls (embedded engine only); set once the engine is listening. */
+  /** Outbound legs and calls; set once the engine is started. */
   dialer: SipDialer | undefined;
 
   constructor(
@@ -110,8 +115,10 @@ export class SipFront implements Front {
     });
     this.engine.on('error', (err) => this.log.error({ err: err.message }, 'SIP engine error'));
     await this.engine.start();
-    if (this.engine instanceof EmbeddedSipEngine) {
-      const dialer = new SipDialer(this.engine, this.ports, this.ctx.config.sip, this.log);
+    const inviter =
+      this.engine instanceof EmbeddedSipEngine || this.engine instanceof DrachtioEngine ? this.engine : undefined;
+    if (inviter) {
+      const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log);
       this.dialer = dialer;
       this.ctx.legDialer = dialer;
       this.ctx.dialers.set('sip', (req) => {
@@ -333,9 +340,10 @@ export class SipFront implements Front {
       await call.end({ by: 'error', cause: 'bad_sdp_answer', detail: `delayed offer: ${why}` });
       return;
     }
-    dialog.on('bye', () => void call.end({ by: 'remote', cause: 'bye' }));
+    dialog.on('bye', (reason) => void call.end(reason ?? { by: 'remote', cause: 'bye' }));
     dialog.on('modify', (req) => this.onModify(state, dialog, req));
     call.transfer = (destination) => this.transfer(state, dialog, destination);
+    if (this.engine.sessionTimers === 'engine') return; // its SIP stack refreshes and expires sessions
     if (timer) state.sessionTimer = this.startSessionTimer(state, dialog, timer.terms);
   }
 

@@ -11,7 +11,7 @@ import {
   type SrfRequestLike,
   type SrfResponseLike,
 } from '../../src/sip/drachtio/engine.js';
-import { SipFront } from '../../src/sip/front.js';
+import { createEngine, SipFront } from '../../src/sip/front.js';
 import { sdpOffer } from '../peers/sip/udp-peer.js';
 import { waitFor } from '../support/gateway.js';
 
@@ -46,7 +46,9 @@ class FakeRes implements SrfResponseLike {
 }
 
 class FakeDialog extends EventEmitter implements DialogLike {
+  id = 'stack-dlg-1';
   sip = { callId: 'dlg-1' };
+  remote = { sdp: '' };
   destroyed: unknown[] = [];
   requests: { method: string; headers?: Record<string, string> }[] = [];
   referStatus = 202;
@@ -71,6 +73,16 @@ class FakeSrf extends EventEmitter implements SrfLike {
     setImmediate(() => this.emit('connect', null, '127.0.0.1:5060'));
   }
   disconnect() {}
+  inDialog: { id: string; method: string; headers: Record<string, string> }[] = [];
+  knownDialogs = new Set<string>();
+  requestInDialog(id: string, method: string, headers: Record<string, string>) {
+    this.inDialog.push({ id, method, headers });
+    if (!this.knownDialogs.has(id)) {
+      const err = Object.assign(new Error('unable to find dialog'), { code: 'ENODIALOG' });
+      return Promise.reject(err);
+    }
+    return Promise.resolve(200);
+  }
   invite(fn: (req: SrfRequestLike, res: SrfResponseLike) => void) {
     this.inviteHandler = fn;
   }
@@ -80,7 +92,11 @@ class FakeSrf extends EventEmitter implements SrfLike {
   createUAS(_req: SrfRequestLike, _res: SrfResponseLike, opts: { localSdp: string; headers?: Record<string, string> }) {
     const dialog = new FakeDialog();
     this.uas.push({ sdp: opts.localSdp, headers: opts.headers, dialog });
+    setImmediate(() => dialog.emit('ack'));
     return Promise.resolve(dialog);
+  }
+  createUAC(): Promise<DialogLike> {
+    return Promise.reject(new Error('not used'));
   }
 }
 
@@ -90,7 +106,7 @@ afterEach(async () => {
   gw = undefined;
 });
 
-async function start(srf: FakeSrf): Promise<SipFront> {
+async function start(srf: FakeSrf, linkGraceSec = 30): Promise<SipFront> {
   const rtpMin = 26000 + Math.floor(Math.random() * 50) * 20;
   const config = parseConfig(
     {
@@ -104,7 +120,7 @@ async function start(srf: FakeSrf): Promise<SipFront> {
         publicAddress: '127.0.0.1',
         rtpPortMin: rtpMin,
         rtpPortMax: rtpMin + 19,
-        drachtio: { host: '10.0.0.5', port: 9022, secret: 'cymru' },
+        drachtio: { host: '10.0.0.5', port: 9022, secret: 'cymru', linkGraceSec },
       },
       trunks: [{ name: 'mtn', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', auth: undefined }],
       routes: { local: { kind: 'local', greeting: '' } },
@@ -132,82 +148,98 @@ const invite = (src = '127.0.0.1', extra: Record<string, string> = {}) =>
     src,
   );
 
-describe('drachtio engine: drachtio-srf requests and dialogs mapped onto gateway calls (fake srf)', () => {
-  it('connects with the configured server and answers OPTIONS', async () => {
-    const srf = new FakeSrf();
-    const front = await start(srf);
-    expect(srf.connectedWith).toEqual({ host: '10.0.0.5', port: 9022, secret: 'cymru' });
-    await waitFor(() => front.ready(), 1000, 'connected');
-    expect(front.describe()).toMatchObject({ engine: 'drachtio', connected: true });
-    const res = new FakeRes();
-    srf.optionsHandler!(invite(), res);
-    expect(res.sent[0]?.status).toBe(200);
+/** An answered call on the fake: resolves with the gateway call and the srf dialog behind it. */
+async function answeredCall(srf: FakeSrf): Promise<{ call: Call; dialog: FakeDialog }> {
+  const created = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
+  srf.inviteHandler!(invite(), new FakeRes());
+  const call = await created;
+  await waitFor(() => srf.uas.length > 0 && !!call.transfer, 3000, 'answered');
+  return { call, dialog: srf.uas.at(-1)!.dialog };
+}
+
+// What the real drachtio-server cannot be made to do on demand in a test; everything else is in
+// test/sip/drachtio-*.test.ts against the real server.
+describe('drachtio engine: cases a real drachtio-server cannot provoke on demand (fake srf)', () => {
+  it('start-up: sip.tls with the drachtio engine is refused with where TLS belongs instead', () => {
+    const config = parseConfig(
+      {
+        records: { path: ':memory:' },
+        sip: {
+          engine: 'drachtio',
+          drachtio: { host: '127.0.0.1', port: 9022, secret: 'cymru' },
+          tls: { cert: '/x.pem', key: '/x.key' },
+        },
+      },
+      {},
+    );
+    gw = new Gateway(config, testLogger());
+    expect(() => createEngine(gw!.ctx)).toThrow(/TLS contact and certificate in drachtio-server's config/);
   });
 
-  it('INVITE → 180, createUAS with our SDP answer; BYE (destroy) ends the call; re-INVITE hold answered recvonly', async () => {
+  it('REFER: 202 resolves the transfer, 480 rejects it with the status', async () => {
     const srf = new FakeSrf();
     await start(srf);
-    const created = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
-    const res = new FakeRes();
-    srf.inviteHandler!(invite('127.0.0.1', { 'Session-Expires': '600', Supported: 'timer' }), res);
-    const call = await created;
-    expect(call.info).toMatchObject({
-      front: 'sip',
-      from: '+250788123456',
-      to: '+250700000001',
-      trunk: 'mtn',
-      externalId: 'abc@carrier',
-    });
-    await waitFor(() => srf.uas.length === 1, 3000, 'createUAS');
-    expect(res.sent.map((s) => s.status)).toEqual([180]);
-    const { sdp, headers, dialog } = srf.uas[0]!;
-    expect(sdp).toMatch(/m=audio \d+ RTP\/AVP 8 101/);
-    expect(headers).toMatchObject({ 'session-expires': '600;refresher=uac', require: 'timer' });
-    await waitFor(() => call.state === 'bridged' && !!call.transfer, 2000, 'bridged');
-
-    const reRes = new FakeRes();
-    dialog.emit('modify', new FakeReq('sip:gw', sdpOffer(4100, 'sendonly'), {}), reRes);
-    expect(reRes.sent[0]?.status).toBe(200);
-    expect((reRes.sent[0]?.opts as { body: string }).body).toContain('a=recvonly');
-
+    const { call, dialog } = await answeredCall(srf);
     await call.transfer!('+250788000111');
     expect(dialog.requests[0]).toEqual({ method: 'REFER', headers: { 'Refer-To': '<sip:+250788000111@127.0.0.1>' } });
     dialog.referStatus = 480;
     await expect(call.transfer!('+250788000111')).rejects.toThrow(/480/);
-
-    dialog.emit('destroy');
-    await waitFor(() => call.ended, 2000, 'ended');
-    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
-    expect(dialog.destroyed).toHaveLength(0); // the far end hung up: we send no BYE of our own
   });
 
-  it('gateway-side hangup destroys the dialog (BYE); CANCEL maps to a cancelled call; unknown source → 403', async () => {
+  it('INVITEs are reported with their real transport (tls, wss → tls; tcp, ws → tcp)', async () => {
     const srf = new FakeSrf();
-    await start(srf);
-    const created = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
-    srf.inviteHandler!(invite(), new FakeRes());
-    const call = await created;
-    await waitFor(() => srf.uas.length === 1 && !!call.transfer, 3000, 'answered');
-    await call.end({ by: 'ai', cause: 'goodbye' });
-    expect(srf.uas[0]!.dialog.destroyed[0]).toMatchObject({
-      headers: { Reason: expect.stringContaining('goodbye') as string },
-    });
+    const front = await start(srf);
+    const seen: string[] = [];
+    front.engine.on('invite', (inv) => seen.push(inv.source.transport));
+    for (const protocol of ['tls', 'wss', 'tcp', 'ws', 'udp']) {
+      const req = invite('192.0.2.9'); // unknown source: 403 right away, nothing else happens
+      req.protocol = protocol;
+      srf.inviteHandler!(req, new FakeRes());
+    }
+    expect(seen).toEqual(['tls', 'tls', 'tcp', 'tcp', 'udp']);
+  });
 
-    const res403 = new FakeRes();
-    srf.inviteHandler!(invite('192.0.2.9'), res403);
-    await waitFor(() => res403.sent.length > 0, 1000, '403');
-    expect(res403.sent[0]).toMatchObject({ status: 403, reason: 'Forbidden (unknown source address)' });
+  it('its own BYE for an expired session (Reason "Session timer expired") ends the call session_expired', async () => {
+    const srf = new FakeSrf();
+    const front = await start(srf);
+    const { call, dialog } = await answeredCall(srf);
+    dialog.emit('destroy', {}, 'Session timer expired');
+    await waitFor(() => call.ended, 2000, 'ended');
+    expect(call.endReason).toMatchObject({ by: 'timeout', cause: 'session_expired' });
+    expect(dialog.destroyed).toHaveLength(0); // drachtio-server already sent the BYE
+    expect(front.ready()).toBe(true);
+  });
 
-    // CANCEL arriving while the front is still setting up: the call ends as cancelled, no createUAS.
-    const req = invite();
-    const c2p = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
-    srf.inviteHandler!(req, new FakeRes());
-    const c2 = await c2p;
-    req.emit('cancel');
-    await waitFor(() => c2.ended, 2000, 'cancelled');
-    expect(c2.endReason).toMatchObject({ by: 'remote', cause: 'cancel' });
-    await new Promise((r) => setTimeout(r, 300));
-    expect(srf.uas).toHaveLength(1);
-    expect(gw!.ctx.registry.size).toBe(0);
+  it('link down past the grace period: the call ends sip_link_lost; its BYE goes out once the link is back', async () => {
+    const srf = new FakeSrf();
+    const front = await start(srf, 0.3);
+    await waitFor(() => front.ready(), 1000, 'connected');
+    const { call, dialog } = await answeredCall(srf);
+    srf.knownDialogs.add(dialog.id);
+    srf.emit('close');
+    expect(front.ready()).toBe(false);
+    await waitFor(() => call.ended, 2000, 'ended after the grace');
+    expect(call.endReason).toMatchObject({ by: 'error', cause: 'sip_link_lost' });
+    expect(srf.inDialog).toHaveLength(0); // nothing can go out while the link is down
+    srf.emit('connect', null, '127.0.0.1:5060');
+    await waitFor(() => srf.inDialog.length === 1, 1000, 'late BYE');
+    expect(srf.inDialog[0]).toMatchObject({ id: dialog.id, method: 'BYE' });
+    expect(srf.inDialog[0]!.headers.Reason).toMatch(/sip_link_lost/);
+    expect(dialog.destroyed).toHaveLength(0);
+  });
+
+  it('link back within the grace: a call whose dialog the server still knows lives on', async () => {
+    const srf = new FakeSrf();
+    const front = await start(srf, 5);
+    await waitFor(() => front.ready(), 1000, 'connected');
+    const { call, dialog } = await answeredCall(srf);
+    srf.knownDialogs.add(dialog.id);
+    srf.emit('close');
+    srf.emit('connect', null, '127.0.0.1:5060');
+    await waitFor(() => srf.inDialog.length === 1, 1000, 'dialog probe');
+    expect(srf.inDialog[0]).toMatchObject({ id: dialog.id, method: 'OPTIONS' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(call.ended).toBe(false);
+    expect(front.ready()).toBe(true);
   });
 });

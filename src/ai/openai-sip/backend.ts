@@ -63,7 +63,11 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
   async start(): Promise<void> {
     const dialer = this.backend.deps.dialer();
     if (!dialer)
-      throw new GatewayError('ai_connect_failed', 'OpenAI SIP route needs the SIP front enabled', this.opts.callId);
+      throw new GatewayError(
+        'ai_connect_failed',
+        'OpenAI SIP route cannot dial: no SIP front is running (sip.enabled is false or it has not started)',
+        this.opts.callId,
+      );
     const call = this.backend.pendingCall(this);
     try {
       const law = this.inputFormat.codec === 'pcma' ? 'PCMA' : 'PCMU';

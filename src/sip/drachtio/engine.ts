@@ -1,126 +1,186 @@
 import Srf from 'drachtio-srf';
-import { GatewayError } from '../../core/errors.js';
 import type { Logger } from '../../core/logger.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
-import type {
-  IncomingInvite,
-  IncomingInviteEvents,
-  ModifyRequest,
-  SipDialog,
-  SipDialogEvents,
-  SipEngine,
-  SipEngineEvents,
-  SourceAddress,
-} from '../engine.js';
+import type { SipEngine, SipEngineEvents } from '../engine.js';
+import type { InviteOptions } from '../uac.js';
+import { DrachtioDialog, type DialogHost } from './dialog.js';
+import type { SrfLike } from './srf-types.js';
+import { placeInvite, type PlacedInvite } from './uac.js';
+import { DrachtioInvite } from './uas.js';
 
-/**
- * The drachtio engine: a drachtio-server owns the SIP sockets and transactions (retransmissions,
- * ACK timeouts, CANCEL → 487, TCP/TLS) and we drive it through drachtio-srf over its control
- * connection. Everything above SIP (trunks, media, AI) is the same front as the embedded engine.
- *
- * Only the slice of drachtio-srf we use is typed here (SrfLike, DialogLike) so the mapping can be
- * unit-tested with fakes: no drachtio-server can run in CI.
- */
-export interface SrfRequestLike {
-  method: string;
-  uri: string;
-  body: string;
-  source_address: string;
-  source_port: string | number;
-  protocol: string;
-  get(name: string): string | undefined;
-  has(name: string): boolean;
-  on(event: 'cancel', fn: () => void): void;
-}
+export type { DialogLike, SrfLike, SrfRequestLike, SrfResponseLike } from './srf-types.js';
+export { DrachtioDialog } from './dialog.js';
+export { DrachtioInvite } from './uas.js';
 
-export interface SrfResponseLike {
-  send(status: number, reasonOrOpts?: string | object, opts?: object): void;
-  finalResponseSent?: boolean;
-}
-
-export interface DialogLike {
-  sip: { callId: string };
-  /** The far end's session description (a delayed offer's answer arrives with the ACK). */
-  remote?: { sdp?: string };
-  on(event: 'destroy', fn: (msg?: unknown) => void): unknown;
-  on(event: 'modify' | 'update', fn: (req: SrfRequestLike, res: SrfResponseLike) => void): unknown;
-  destroy(opts?: { headers: Record<string, string> }): Promise<unknown> | void;
-  request(opts: {
-    method: string;
-    headers?: Record<string, string>;
-    body?: string;
-  }): Promise<{ status: number; reason?: string }>;
-}
-
-export interface SrfLike {
-  connect(opts: { host: string; port: number; secret: string }): unknown;
-  disconnect(): void;
-  on(event: 'connect', fn: (err: Error | null, hostPort: string) => void): unknown;
-  on(event: 'error', fn: (err: Error) => void): unknown;
-  on(event: 'disconnect', fn: () => void): unknown;
-  invite(fn: (req: SrfRequestLike, res: SrfResponseLike) => void): void;
-  options(fn: (req: SrfRequestLike, res: SrfResponseLike) => void): void;
-  createUAS(
-    req: SrfRequestLike,
-    res: SrfResponseLike,
-    opts: { localSdp: string; headers?: Record<string, string> },
-  ): Promise<DialogLike>;
-}
+const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY';
+/** drachtio-srf's reconnect backoff starts at 150 ms and grows ×1.7; never wait longer than this. */
+const RECONNECT_MAX_DELAY_MS = 5000;
 
 export interface DrachtioEngineOptions {
   host: string;
   port: number;
   secret: string;
+  /** How long calls in progress outlive a lost control connection before they are ended. */
+  linkGraceSec?: number;
   log: Logger;
   /** Tests pass a fake; production uses drachtio-srf. */
   srf?: SrfLike;
 }
 
-export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
+/** drachtio-srf with an in-dialog request that uses the current control connection. */
+function realSrf(): SrfLike {
+  const srf = new Srf() as unknown as SrfLike & {
+    app: { request(opts: object, cb: (err: Error | null, req?: RequestWithResponse) => void): void };
+  };
+  srf.requestInDialog = (stackDialogId, method, headers) =>
+    new Promise<number>((resolve, reject) => {
+      srf.app.request({ method, stackDialogId, headers }, (err, req) => {
+        if (err || !req) return reject(err ?? new Error(`${method} not sent`));
+        req.on('response', (res) => resolve(res.status));
+      });
+    });
+  return srf;
+}
+interface RequestWithResponse {
+  on(event: 'response', fn: (res: { status: number }) => void): void;
+}
+
+/**
+ * The drachtio engine: a drachtio-server owns the SIP sockets and transactions (retransmissions,
+ * ACK timeouts, CANCEL → 487, TCP/TLS, RFC 4028 refreshes) and we drive it through drachtio-srf
+ * over its control connection. Everything above SIP (trunks, media, AI) is the same front as the
+ * embedded engine.
+ *
+ * The control connection can drop (drachtio-server restarted, network): we are not ready while it
+ * is down, drachtio-srf reconnects with backoff, and calls in progress keep their media (RTP is
+ * ours). If it stays down past the grace period they end (BYE sent once it is back); when it comes
+ * back, calls whose dialog drachtio-server no longer knows (it restarted) end at once.
+ */
+export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements SipEngine, DialogHost {
   readonly name = 'drachtio' as const;
-  /** No refresh() on its dialogs yet: the carrier stays the session refresher (RFC 4028). */
+  /** drachtio-server runs RFC 4028 itself (sessionTimers: 'engine'): the front never refreshes. */
   readonly canRefresh = false;
-  private readonly srf: SrfLike;
+  readonly srf: SrfLike;
   private readonly log: Logger;
   private connected = false;
+  private stopped = false;
   private hostPort = '';
+  private readonly dialogs = new Set<DrachtioDialog>();
+  private readonly pendingByes = new Map<string, Record<string, string>>();
+  private graceTimer: NodeJS.Timeout | undefined;
+  private downSince: number | undefined;
+  /** The RFC 4028 timer runs in drachtio-server: the front neither refreshes nor expires sessions. */
+  readonly sessionTimers = 'engine' as const;
 
   constructor(private readonly opts: DrachtioEngineOptions) {
     super();
     this.log = opts.log.child({ component: 'sip-drachtio' });
-    this.srf = opts.srf ?? (new Srf() as unknown as SrfLike);
+    this.srf = opts.srf ?? realSrf();
   }
 
   start(): Promise<void> {
     const { srf } = this;
     srf.on('connect', (err, hostPort) => {
-      if (err) return this.log.error({ err: err.message }, 'drachtio connect failed');
-      this.connected = true;
-      this.hostPort = hostPort;
-      this.log.info({ hostPort }, 'connected to drachtio-server');
+      if (err) return this.log.error({ err: err.message }, 'drachtio-server refused the connection (check the secret)');
+      this.onLinkUp(hostPort);
     });
     srf.on('error', (err) => {
-      // drachtio-srf reconnects by itself; an operator needs to see that SIP is down meanwhile.
-      this.connected = false;
-      this.log.error({ err: err.message }, 'drachtio connection error');
+      this.log.error({ err: err.message, server: this.server }, 'drachtio connection error');
+      this.onLinkDown();
     });
-    srf.on('disconnect', () => {
-      this.connected = false;
-      this.log.warn('disconnected from drachtio-server');
+    srf.on('close', () => {
+      if (this.connected) this.log.warn({ server: this.server }, 'connection to drachtio-server closed');
+      this.onLinkDown();
     });
+    srf.on('reconnecting', (info) =>
+      this.log.info(
+        { server: this.server, attempt: info.attempt, delayMs: info.delay },
+        'reconnecting to drachtio-server',
+      ),
+    );
     srf.invite((req, res) => {
       try {
-        this.emit('invite', new DrachtioInvite(srf, req, res, this.log));
+        this.emit('invite', new DrachtioInvite(this, req, res, this.log));
       } catch (err) {
         this.log.error({ err: (err as Error).message }, 'INVITE handling failed');
         res.send(500);
       }
     });
-    srf.options((_req, res) =>
-      res.send(200, { headers: { Allow: 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY' } }),
-    );
-    srf.connect({ host: this.opts.host, port: this.opts.port, secret: this.opts.secret });
+    srf.options((_req, res) => res.send(200, { headers: { Allow: ALLOW, Accept: 'application/sdp' } }));
+    srf.connect({
+      host: this.opts.host,
+      port: this.opts.port,
+      secret: this.opts.secret,
+      reconnect: { retryMaxDelay: RECONNECT_MAX_DELAY_MS },
+    });
     return Promise.resolve();
+  }
+
+  private get server(): string {
+    return `${this.opts.host}:${this.opts.port}`;
+  }
+
+  private onLinkUp(hostPort: string): void {
+    const wasDown = this.downSince !== undefined;
+    this.connected = true;
+    this.hostPort = hostPort;
+    clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+    this.log.info(
+      { hostPort, server: this.server, downMs: wasDown ? Date.now() - this.downSince! : undefined },
+      wasDown ? 'reconnected to drachtio-server' : 'connected to drachtio-server',
+    );
+    this.downSince = undefined;
+    if (wasDown) void this.afterReconnect();
+  }
+
+  private onLinkDown(): void {
+    this.connected = false;
+    if (this.stopped || this.downSince !== undefined) return;
+    this.downSince = Date.now();
+    const graceMs = (this.opts.linkGraceSec ?? 30) * 1000;
+    if (this.dialogs.size > 0)
+      this.log.warn({ calls: this.dialogs.size, graceMs }, 'calls keep their media while drachtio-server is away');
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined;
+      if (this.connected || this.dialogs.size === 0) return;
+      this.log.error({ calls: this.dialogs.size, graceMs }, 'drachtio-server still unreachable: ending calls');
+      for (const d of [...this.dialogs]) d.linkLost();
+    }, graceMs);
+  }
+
+  /** BYEs for calls that ended while the link was down, then drop calls the server no longer knows. */
+  private async afterReconnect(): Promise<void> {
+    const byes = [...this.pendingByes];
+    this.pendingByes.clear();
+    for (const [id, headers] of byes)
+      await this.srf.requestInDialog?.(id, 'BYE', headers).catch((err: unknown) => {
+        this.log.info({ stackDialogId: id, err: (err as Error).message }, 'late BYE not sent (dialog gone)');
+      });
+    for (const d of [...this.dialogs]) {
+      if (await d.stillKnown()) continue;
+      this.log.warn({ sipCallId: d.callId }, 'drachtio-server no longer knows this dialog (it restarted): ending call');
+      d.forget();
+    }
+  }
+
+  linkUp(): boolean {
+    return this.connected;
+  }
+  track(d: DrachtioDialog): void {
+    this.dialogs.add(d);
+  }
+  untrack(d: DrachtioDialog): void {
+    this.dialogs.delete(d);
+  }
+  byeWhenBack(stackDialogId: string, headers: Record<string, string>): void {
+    // Bounded by the calls we had: one entry per dialog, dropped once sent.
+    this.pendingByes.set(stackDialogId, headers);
+  }
+
+  /** An outbound INVITE through drachtio-server (OpenAI SIP route, API dial-out). */
+  invite(opts: InviteOptions): Promise<PlacedInvite> {
+    return placeInvite(this, opts, this.log);
   }
 
   ready(): boolean {
@@ -130,151 +190,23 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
   describe(): Record<string, unknown> {
     return {
       engine: 'drachtio',
-      server: `${this.opts.host}:${this.opts.port}`,
+      server: this.server,
       connected: this.connected,
       sip: this.hostPort,
+      calls: this.dialogs.size,
     };
   }
 
   stop(): Promise<void> {
-    this.srf.disconnect();
+    this.stopped = true;
+    clearTimeout(this.graceTimer);
+    try {
+      this.srf.disconnect();
+    } catch (err) {
+      // drachtio-srf throws when it never had a connection (server unreachable since start).
+      this.log.debug({ err: (err as Error).message }, 'drachtio disconnect without a connection');
+    }
     this.connected = false;
     return Promise.resolve();
-  }
-}
-
-export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implements IncomingInvite {
-  readonly callId: string;
-  readonly source: SourceAddress;
-  cancelled = false;
-  private final = false;
-
-  constructor(
-    private readonly srf: SrfLike,
-    private readonly req: SrfRequestLike,
-    private readonly res: SrfResponseLike,
-    private readonly log: Logger,
-  ) {
-    super();
-    this.callId = req.get('Call-ID') ?? '';
-    this.source = {
-      address: req.source_address,
-      port: Number(req.source_port),
-      transport: req.protocol?.toLowerCase() === 'tcp' ? 'tcp' : 'udp',
-    };
-    // drachtio-server already answered the CANCEL with 200 and the INVITE with 487.
-    req.on('cancel', () => {
-      this.cancelled = true;
-      this.final = true;
-      this.emit('cancel');
-    });
-  }
-
-  get requestUri(): string {
-    return this.req.uri;
-  }
-  get from(): string {
-    return this.req.get('From') ?? '';
-  }
-  get to(): string {
-    return this.req.get('To') ?? '';
-  }
-  get sdp(): string | undefined {
-    return this.req.body?.trim() ? this.req.body : undefined;
-  }
-  ackSdp: string | undefined;
-  header(name: string): string | undefined {
-    return this.req.has(name) ? this.req.get(name) : undefined;
-  }
-
-  progress(status: 180 | 183): void {
-    if (!this.final) this.res.send(status);
-  }
-
-  reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
-    if (this.final) return;
-    this.final = true;
-    if (reason) this.res.send(status, reason, { headers });
-    else this.res.send(status, { headers });
-  }
-
-  async answer(sdp: string, headers: Record<string, string> = {}): Promise<SipDialog> {
-    if (this.cancelled) throw new GatewayError('leg_closed', 'INVITE was cancelled');
-    if (this.final) throw new GatewayError('invalid_state', 'INVITE already answered');
-    this.final = true;
-    const dialog = await this.srf.createUAS(this.req, this.res, { localSdp: sdp, headers });
-    if (!this.sdp) this.ackSdp = dialog.remote?.sdp?.trim() ? dialog.remote.sdp : undefined;
-    return new DrachtioDialog(dialog, this.callId, this.log);
-  }
-}
-
-export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
-  private gone = false;
-
-  constructor(
-    private readonly dialog: DialogLike,
-    readonly callId: string,
-    private readonly log: Logger,
-  ) {
-    super();
-    // 'destroy' is drachtio's "the far end sent BYE" (our own destroy() does not emit it).
-    dialog.on('destroy', () => {
-      if (this.gone) return;
-      this.gone = true;
-      this.emit('bye');
-      this.emit('destroyed');
-    });
-    const onModify = (req: SrfRequestLike, res: SrfResponseLike) => {
-      let answered = false;
-      const m: ModifyRequest = {
-        method: req.method === 'UPDATE' ? 'UPDATE' : 'INVITE',
-        sdp: req.body?.trim() ? req.body : undefined,
-        header: (name) => (req.has(name) ? req.get(name) : undefined),
-        // onAck is not called: srf does not hand us the ACK of a re-INVITE.
-        respond: (a) => {
-          if (answered) return;
-          answered = true;
-          if ('status' in a) return void res.send(a.status, a.reason ?? '', { headers: a.headers ?? {} });
-          if (a.sdp === undefined) return void res.send(200, { headers: a.headers ?? {} });
-          res.send(200, { body: a.sdp, headers: { 'Content-Type': 'application/sdp', ...a.headers } });
-        },
-      };
-      this.emit('modify', m);
-      if (!answered) m.respond({ status: 488 });
-    };
-    dialog.on('modify', onModify);
-    dialog.on('update', onModify);
-  }
-
-  async bye(reason = 'normal'): Promise<void> {
-    if (this.gone) return;
-    this.gone = true;
-    try {
-      await this.dialog.destroy({ headers: { Reason: `Q.850;cause=16;text="${reason.replace(/"/g, '')}"` } });
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'BYE via drachtio failed');
-    }
-    this.emit('destroyed');
-  }
-
-  async refer(target: string, timeoutMs = 8000): Promise<void> {
-    if (this.gone) throw new GatewayError('leg_closed', 'dialog is gone');
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new GatewayError('timeout', `no answer to REFER within ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-    });
-    try {
-      const res = await Promise.race([
-        this.dialog.request({ method: 'REFER', headers: { 'Refer-To': `<${target}>` } }),
-        timeout,
-      ]);
-      if (res.status >= 300)
-        throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason ?? ''}`.trim());
-    } finally {
-      clearTimeout(timer);
-    }
   }
 }

@@ -33,6 +33,8 @@ export interface SipHarnessOptions {
   /** Extra routes (e.g. a realtime route to a RealtimeTestServer) and routing; `local` stays the tone AI. */
   routes?: Record<string, unknown>;
   routing?: Record<string, unknown>;
+  /** Further top-level config sections (e.g. api: { token }). */
+  config?: Record<string, unknown>;
 }
 
 let portBase = 21000 + Math.floor(Math.random() * 200) * 100;
@@ -61,6 +63,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
       ],
       routes: { local: { kind: 'local', greeting: 'Hello caller.' }, ...opts.routes },
       ...(opts.routing ? { routing: opts.routing } : {}),
+      ...opts.config,
     },
     {},
   );
