@@ -213,10 +213,14 @@ export class SipFront implements Front {
       log.warn({ trunk: trunk.name, active, max: trunk.maxCalls }, 'trunk call limit reached: 503');
       return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
     }
-    const timer = negotiateAsUas((n) => inv.header(n), {
-      minSec: this.ctx.config.sip.minSessionExpiresSec,
-      canRefresh: this.engine.canRefresh,
-    });
+    // An engine whose SIP stack runs RFC 4028 itself (drachtio-server) negotiates the timer too.
+    const frontTimers = this.engine.sessionTimers !== 'engine';
+    const timer = frontTimers
+      ? negotiateAsUas((n) => inv.header(n), {
+          minSec: this.ctx.config.sip.minSessionExpiresSec,
+          canRefresh: this.engine.canRefresh,
+        })
+      : undefined;
     if (timer && 'tooSmall' in timer)
       return inv.reject(422, 'Session Interval Too Small', { 'min-se': String(timer.minSe) });
 
@@ -377,13 +381,14 @@ export class SipFront implements Front {
   private onModify(state: SipCall, dialog: SipDialog, req: ModifyRequest): void {
     const { call, leg, answer } = state;
     // RFC 4028 §9: a re-INVITE/UPDATE is a session refresh and renegotiates the timer.
-    const renegotiated = req.header
-      ? negotiateAsUas((n) => req.header!(n), {
-          minSec: this.ctx.config.sip.minSessionExpiresSec,
-          canRefresh: this.engine.canRefresh && !!dialog.refresh,
-          current: state.sessionTimer?.current,
-        })
-      : undefined;
+    const renegotiated =
+      req.header && this.engine.sessionTimers !== 'engine'
+        ? negotiateAsUas((n) => req.header!(n), {
+            minSec: this.ctx.config.sip.minSessionExpiresSec,
+            canRefresh: this.engine.canRefresh && !!dialog.refresh,
+            current: state.sessionTimer?.current,
+          })
+        : undefined;
     if (renegotiated && 'tooSmall' in renegotiated)
       return req.respond({
         status: 422,

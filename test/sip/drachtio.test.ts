@@ -132,6 +132,8 @@ async function start(srf: FakeSrf, linkGraceSec = 30): Promise<SipFront> {
   const front = new SipFront(gw.ctx, { engine });
   gw.addFront(front);
   await gw.start();
+  // A real drachtio-server delivers INVITEs only over a live control link.
+  await waitFor(() => front.ready(), 1000, 'connected');
   return front;
 }
 

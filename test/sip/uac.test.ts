@@ -74,15 +74,16 @@ describe('SIP UAC in the embedded engine (raw UDP peer, T1 = 50 ms)', () => {
     expect(err.code).toBe('timeout');
     expect(err.message).toMatch(/no response to INVITE within 3200 ms/);
     expect(elapsed).toBeGreaterThan(64 * T1 - 20);
-    expect(elapsed).toBeLessThan(64 * T1 + 500);
+    expect(elapsed).toBeLessThan(64 * T1 + 2000); // generous: a loaded CI box delays timers, never hastens them
     const invites = requests(peer, 'INVITE');
     // Sent at 0, 50, 150, 350, 750, 1550, 3150 ms: timer A doubles with no T2 cap.
     expect(invites.length).toBeGreaterThanOrEqual(6);
     expect(invites.length).toBeLessThanOrEqual(7);
-    const gaps = invites.slice(1).map((r, i) => r.at - invites[i]!.at);
-    gaps.slice(0, 5).forEach((g, i) => {
-      expect(g).toBeGreaterThan(T1 * 2 ** i * 0.8);
-      expect(g).toBeLessThan(T1 * 2 ** i * 1.5 + 30);
+    // Timer A doubles: the k-th retransmission leaves no earlier than (2^k − 1)·T1 after the first
+    // send. Arrival times can only lag a send, so only the lower bound holds on a loaded machine;
+    // the count above bounds the schedule from the other side.
+    invites.slice(1).forEach((r, i) => {
+      expect(r.at - t0).toBeGreaterThanOrEqual(T1 * (2 ** (i + 1) - 1) - 5);
     });
     // The same transaction each time; nothing else sent (no CANCEL before a provisional).
     expect(new Set(invites.map((r) => branchOf(r.msg))).size).toBe(1);
