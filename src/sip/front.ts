@@ -1,3 +1,4 @@
+import client from 'prom-client';
 import type { TrunkConfig } from '../config/schema.js';
 import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
@@ -71,7 +72,36 @@ export function createEngine(ctx: GatewayContext): SipEngine {
       );
     return new DrachtioEngine({ ...sip.drachtio, log });
   }
-  return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log, tls: sip.tls });
+  // The trunk check runs in the engine, before any transaction state (flood resistance).
+  const trunks = new TrunkTable(ctx.config.trunks);
+  const rejected = sipRejectionCounter(ctx.metrics.registry);
+  return new EmbeddedSipEngine({
+    host: sip.host,
+    port: sip.port,
+    publicAddress: sip.publicAddress,
+    log,
+    tls: sip.tls,
+    isKnownSource: (address) => trunks.match(address) !== undefined,
+    unknownSource: sip.unknownSource,
+    limits: sip.limits,
+    onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),
+  });
+}
+
+/** Method label values (a stranger's method names must not grow the label set). */
+const METHODS = new Set(['INVITE', 'REGISTER', 'OPTIONS', 'ACK', 'CANCEL', 'BYE']);
+
+function sipRejectionCounter(registry: client.Registry): client.Counter<'reason' | 'method'> {
+  const name = 'gateway_sip_requests_rejected_total';
+  return (
+    (registry.getSingleMetric(name) as client.Counter<'reason' | 'method'> | undefined) ??
+    new client.Counter({
+      name,
+      help: 'SIP requests refused before any state: unknown_source, rate_limited (per source) or overload (caps)',
+      labelNames: ['reason', 'method'],
+      registers: [registry],
+    })
+  );
 }
 
 /**
@@ -179,15 +209,22 @@ export class SipFront implements Front {
     }
     if (trunk.auth) {
       const auth = inv.header('authorization') ?? inv.header('proxy-authorization');
-      const r = this.digest.verify(auth, 'INVITE', trunk.auth);
+      const r = this.digest.verify(auth, 'INVITE', trunk.auth, inv.requestUri);
       if (!r.ok) {
+        if (r.why === 'uri_mismatch') {
+          log.warn({ trunk: trunk.name }, 'digest uri is not the Request-URI: 400');
+          return inv.reject(400, 'Bad Request (digest uri does not match the Request-URI)');
+        }
+        // A replayed nc: the credentials were right once, so a fresh nonce (stale) lets a real
+        // client retry at once while the replay gets nothing.
+        const stale = r.why === 'stale' || r.why === 'replay';
         (r.why === 'missing' || r.why === 'stale' ? log.info : log.warn).call(
           log,
           { trunk: trunk.name, why: r.why },
           'digest challenge: 401',
         );
         return inv.reject(401, 'Unauthorized', {
-          'www-authenticate': this.digest.challenge(trunk.auth.realm, r.why === 'stale'),
+          'www-authenticate': this.digest.challenge(trunk.auth.realm, stale),
         });
       }
     }
