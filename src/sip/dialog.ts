@@ -7,13 +7,23 @@ import {
   parseCSeq,
   parseNameAddr,
   parseUri,
+  sdpOf,
   serialize,
   SipHeaders,
   tagOf,
   type SipRequest,
   type SipResponse,
 } from './message.js';
-import { ALLOW, type Dest, isSips, newBranch, Retransmitter, SUPPORTED, type Transport } from './transactions.js';
+import {
+  ACCEPT,
+  ALLOW,
+  type Dest,
+  isSips,
+  newBranch,
+  Retransmitter,
+  SUPPORTED,
+  type Transport,
+} from './transactions.js';
 
 /** What a dialog is made of (RFC 3261 §12.1), from whichever side set it up. */
 export interface DialogInit {
@@ -212,11 +222,14 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     if (contact) this.remoteTarget = contact; // target refresh (RFC 3261 §12.2.2, RFC 3311 §5.2)
     const allow = req.headers.getAll('allow').join(', ');
     if (allow) this.remoteAllow = allow;
+    const body = sdpOf(req);
+    if (!body.ok)
+      return void this.engine.reply(req, src, 415, `Unsupported Media Type (${body.reason})`, { accept: ACCEPT });
     let answered = false;
     const modify: ModifyRequest = {
       method: isInvite ? 'INVITE' : 'UPDATE',
-      sdp: req.body.trim() ? req.body : undefined,
-      header: (name) => req.headers.get(name),
+      sdp: body.sdp,
+      header: (name) => req.headers.getAll(name).join(', ') || undefined,
       respond: (a) => {
         if (answered || this.destroyed) return;
         answered = true;
@@ -226,7 +239,9 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
         res.headers.set('allow', ALLOW);
         res.headers.set('supported', SUPPORTED.join(', '));
         for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);
-        if (a.sdp !== undefined) {
+        // RFC 3311 §5.2: an UPDATE without an offer is answered without an answer (a session
+        // refresh); a body-less re-INVITE gets our offer (RFC 3261 §14.2).
+        if (a.sdp !== undefined && (isInvite || body.sdp)) {
           res.headers.set('content-type', 'application/sdp');
           res.body = a.sdp;
         }
