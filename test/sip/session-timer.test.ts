@@ -162,3 +162,65 @@ describe('RFC 4028 on the wire (raw UDP carrier, real gateway)', () => {
     expect(c.ended).toBe(false);
   });
 });
+
+describe('RFC 4028 on outbound legs (dial-out / OpenAI SIP route share the SIP dialer)', () => {
+  async function dialOut(se: string) {
+    peer = new RawSipPeer();
+    await peer.start();
+    const p = peer;
+    h = await startSipHarness({
+      trunks: [
+        {
+          name: 'out',
+          allow: ['127.0.0.1/32'],
+          countryCode: '250',
+          nationalPrefix: '0',
+          dialUri: `sip:127.0.0.1:${p.port};transport=udp`,
+        },
+      ],
+    });
+    const call = await h.gw.ctx.dialers.get('sip')!({ front: 'sip', to: '+250788123456', trunk: 'out' });
+    const inv = await p.waitFor((m) => m.kind === 'request' && m.method === 'INVITE', 3000, 'INVITE');
+    const callId = inv.headers.get('call-id')!;
+    const echo = ['via', 'from', 'call-id', 'cseq'].map((n) => `${n}: ${inv.headers.get(n)}`);
+    const body = sdpOffer(4030);
+    p.send(
+      [
+        'SIP/2.0 200 OK',
+        ...echo,
+        `To: ${inv.headers.get('to')};tag=far`,
+        `Contact: <sip:phone@127.0.0.1:${p.port}>`,
+        'Allow: INVITE, ACK, BYE, UPDATE',
+        `Session-Expires: ${se}`,
+        'Require: timer',
+        'Content-Type: application/sdp',
+        `Content-Length: ${body.length}`,
+        '',
+        body,
+      ].join('\r\n'),
+      h.port,
+    );
+    await p.waitFor(isReq('ACK', callId), 2000, 'ACK');
+    return { call, callId, p };
+  }
+
+  it('the far end makes us the refresher (refresher=uac in its 2xx): we refresh with UPDATE at half the interval', async () => {
+    const { call, callId, p } = await dialOut('2;refresher=uac');
+    const t0 = Date.now();
+    const first = await p.waitFor(isReq('UPDATE', callId), 3000, 'first UPDATE');
+    expect(Date.now() - t0).toBeGreaterThan(700);
+    expect(first.headers.get('session-expires')).toBe('2;refresher=uac');
+    p.reply(first, 200, 'OK', h!.port);
+    await p.waitFor((m) => isReq('UPDATE', callId)(m) && m !== first, 3000, 'second UPDATE');
+    expect(call.ended).toBe(false);
+  });
+
+  it('the far end refreshes (refresher=uas) but stops: we BYE before expiry, the call ends as session_expired', async () => {
+    const { call, callId, p } = await dialOut('2;refresher=uas');
+    const bye = await p.waitFor(isReq('BYE', callId), 4000, 'BYE');
+    expect(bye.headers.get('reason')).toContain('session_expired');
+    p.reply(bye, 200, 'OK', h!.port);
+    await waitFor(() => call.ended, 2000, 'ended');
+    expect(call.endReason).toMatchObject({ by: 'timeout', cause: 'session_expired' });
+  });
+});
