@@ -508,23 +508,6 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     dlg?.onAck(cseq, ackSdp(req));
   }
 
-  /**
-   * After the 2xx to our re-INVITE (dialog.ts) was ACKed: for 64·T1, a retransmission of that 2xx
-   * (our ACK was lost) gets the same ACK again (RFC 3261 §13.2.2.4).
-   */
-  absorb2xx(branch: string, ack: { buf: Buffer; dest: Dest }): void {
-    const key = `${branch}|INVITE`;
-    const timer = setTimeout(() => this.forgetUacTx(key, tx), 64 * this.t1);
-    const tx: UacTx = {
-      dest: ack.dest,
-      onResponse: (res) => {
-        if (res.status >= 200 && res.status < 300) this.sendRaw(ack.buf, ack.dest);
-      },
-      dispose: () => clearTimeout(timer),
-    };
-    this.addUacTx(key, tx);
-  }
-
   private onCancel(req: SipRequest, src: Dest): void {
     const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
     const inv = this.invites.get(branch);
