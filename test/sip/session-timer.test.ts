@@ -84,21 +84,22 @@ describe('RFC 4028 on the wire (raw UDP carrier, real gateway)', () => {
     // 200 with our SDP answer, echoing the request's headers plus a Contact.
     const echo = ['via', 'from', 'to', 'call-id', 'cseq'].map((n) => `${n}: ${reinvite.headers.get(n)}`);
     const body = sdpOffer(4020);
-    peer.send(
-      [
-        'SIP/2.0 200 OK',
-        ...echo,
-        `Contact: <sip:carrier@127.0.0.1:${peer.port}>`,
-        'Session-Expires: 2;refresher=uac',
-        'Content-Type: application/sdp',
-        `Content-Length: ${body.length}`,
-        '',
-        body,
-      ].join('\r\n'),
-      h.port,
-    );
+    const ok200 = [
+      'SIP/2.0 200 OK',
+      ...echo,
+      `Contact: <sip:carrier@127.0.0.1:${peer.port}>`,
+      'Session-Expires: 2;refresher=uac',
+      'Content-Type: application/sdp',
+      `Content-Length: ${body.length}`,
+      '',
+      body,
+    ].join('\r\n');
+    peer.send(ok200, h.port);
     const ack = await peer.waitFor(isReq('ACK', callId), 2000, 'ACK for the re-INVITE 200');
     expect(ack.headers.get('cseq')).toBe(`${cseq} ACK`);
+    // Our ACK "lost": the retransmitted 200 is ACKed again (RFC 3261 §13.2.2.4).
+    peer.send(ok200, h.port);
+    await waitFor(() => peer!.received.filter((r) => isReq('ACK', callId)(r.msg)).length === 2, 2000, 'second ACK');
     // The next refresh comes on schedule: the call stays up.
     await peer.waitFor(
       (m) => isReq('INVITE', callId)(m) && m.headers.get('cseq') === `${cseq + 1} INVITE`,
