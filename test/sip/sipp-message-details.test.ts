@@ -64,4 +64,31 @@ describe('carrier message details against sipp (real gateway, embedded engine)',
     expect(h.gw.ctx.registry.size).toBe(0);
     expect(h.front.describe()).toMatchObject({ badRequests: 1 });
   });
+
+  it('digest auth with a ;user=phone Request-URI: the quoted uri keeps its ";" and the call is accepted', async () => {
+    h = await startSipHarness({
+      trunks: [
+        {
+          name: 'mtn-rwanda',
+          allow: ['127.0.0.0/8'],
+          countryCode: '250',
+          nationalPrefix: '0',
+          auth: { realm: 'gw.example', username: 'mtn', password: 'trunk-secret' },
+        },
+      ],
+    });
+    const created = nextCall(h);
+    const res = await runSipp({
+      scenario: 'uac-auth-user-phone.xml',
+      target: target(h),
+      vars: { ...NUMS, USER: 'mtn', PASS: 'trunk-secret' },
+      // sipp's digest uri is remote_ip:remote_port unless told: make it the Request-URI, as carriers do.
+      args: ['-auth_uri', `0700000001@127.0.0.1:${h.port};user=phone`],
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/Authorization: Digest [^\n]*uri="sip:0700000001@127\.0\.0\.1:\d+;user=phone"/);
+    const call = await created;
+    expect(call.info).toMatchObject({ trunk: 'mtn-rwanda', from: '+250788123456', to: '+250700000001' });
+    await waitFor(() => call.ended, 3000, 'call end');
+  });
 });
