@@ -2,6 +2,7 @@ import { GatewayError } from '../core/errors.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
 import type { ModifyRequest, SipDialog, SipDialogEvents } from './engine.js';
 import type { EmbeddedSipEngine } from './embedded.js';
+import type { UacTx } from './uac.js';
 import {
   makeResponse,
   parseCSeq,
@@ -229,7 +230,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     const modify: ModifyRequest = {
       method: isInvite ? 'INVITE' : 'UPDATE',
       sdp: body.sdp,
-      header: (name) => req.headers.get(name),
+      header: (name) => req.headers.getAll(name).join(', ') || undefined,
       respond: (a) => {
         if (answered || this.destroyed) return;
         answered = true;
@@ -344,12 +345,29 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
       if (res.status < 300) {
         const ack = this.buildAck(cseq);
         this.engine.sendRaw(ack.buf, ack.dest);
-        this.engine.absorb2xx(branch, ack);
+        this.absorb2xx(branch, ack);
       }
       return res;
     } finally {
       this.reinviting = false;
     }
+  }
+
+  /**
+   * After our re-INVITE's 2xx was ACKed: for 64·T1, a retransmission of that 2xx (our ACK was
+   * lost) gets the same ACK again (RFC 3261 §13.2.2.4).
+   */
+  private absorb2xx(branch: string, ack: { buf: Buffer; dest: Dest }): void {
+    const key = `${branch}|INVITE`;
+    const tx: UacTx = {
+      dest: ack.dest,
+      onResponse: (res) => {
+        if (res.status >= 200 && res.status < 300) this.engine.sendRaw(ack.buf, ack.dest);
+      },
+      dispose: () => clearTimeout(timer),
+    };
+    const timer = setTimeout(() => this.engine.forgetUacTx(key, tx), 64 * this.engine.t1);
+    this.engine.addUacTx(key, tx);
   }
 
   private destroy(): void {

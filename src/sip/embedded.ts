@@ -78,6 +78,12 @@ export interface EmbeddedEngineOptions {
   onReject?: (reason: RejectReason, method: string) => void;
 }
 
+/** The SDP an ACK carries (a delayed offer's answer), '' when none or not usable. */
+function ackSdp(req: SipRequest): string {
+  const body = sdpOf(req);
+  return body.ok ? (body.sdp ?? '') : '';
+}
+
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'embedded' as const;
   readonly canRefresh = true;
@@ -506,8 +512,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       }
       case 'PRACK': {
         // RFC 3262: in the early dialog of an INVITE we have not answered finally yet.
-        for (const inv of this.invites.values())
-          if (inv.callId === callId && inv.toTag === toTag) return inv.onPrack(req, src);
+        const inv = toTag ? this.invitesByTag.get(`${callId}|${toTag}`) : undefined;
+        if (inv) return inv.onPrack(req, src);
         return void this.reply(req, src, 481);
       }
       case 'REGISTER':
@@ -547,26 +553,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     const byBranch = this.invites.get(branch);
     const inv =
       byBranch?.callId === callId ? byBranch : toTag ? this.invitesByTag.get(`${callId}|${toTag}`) : undefined;
-    if (inv && inv.cseq === cseq && inv.final) return inv.onAck(req.body);
+    if (inv && inv.cseq === cseq && inv.final) return inv.onAck(ackSdp(req));
     const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
-    dlg?.onAck(cseq, req.body);
-  }
-
-  /**
-   * After the 2xx to our re-INVITE (dialog.ts) was ACKed: for 64·T1, a retransmission of that 2xx
-   * (our ACK was lost) gets the same ACK again (RFC 3261 §13.2.2.4).
-   */
-  absorb2xx(branch: string, ack: { buf: Buffer; dest: Dest }): void {
-    const key = `${branch}|INVITE`;
-    const timer = setTimeout(() => this.forgetUacTx(key, tx), 64 * this.t1);
-    const tx: UacTx = {
-      dest: ack.dest,
-      onResponse: (res) => {
-        if (res.status >= 200 && res.status < 300) this.sendRaw(ack.buf, ack.dest);
-      },
-      dispose: () => clearTimeout(timer),
-    };
-    this.addUacTx(key, tx);
+    dlg?.onAck(cseq, ackSdp(req));
   }
 
   private onCancel(req: SipRequest, src: Dest): void {

@@ -84,21 +84,22 @@ describe('RFC 4028 on the wire (raw UDP carrier, real gateway)', () => {
     // 200 with our SDP answer, echoing the request's headers plus a Contact.
     const echo = ['via', 'from', 'to', 'call-id', 'cseq'].map((n) => `${n}: ${reinvite.headers.get(n)}`);
     const body = sdpOffer(4020);
-    peer.send(
-      [
-        'SIP/2.0 200 OK',
-        ...echo,
-        `Contact: <sip:carrier@127.0.0.1:${peer.port}>`,
-        'Session-Expires: 2;refresher=uac',
-        'Content-Type: application/sdp',
-        `Content-Length: ${body.length}`,
-        '',
-        body,
-      ].join('\r\n'),
-      h.port,
-    );
+    const ok200 = [
+      'SIP/2.0 200 OK',
+      ...echo,
+      `Contact: <sip:carrier@127.0.0.1:${peer.port}>`,
+      'Session-Expires: 2;refresher=uac',
+      'Content-Type: application/sdp',
+      `Content-Length: ${body.length}`,
+      '',
+      body,
+    ].join('\r\n');
+    peer.send(ok200, h.port);
     const ack = await peer.waitFor(isReq('ACK', callId), 2000, 'ACK for the re-INVITE 200');
     expect(ack.headers.get('cseq')).toBe(`${cseq} ACK`);
+    // Our ACK "lost": the retransmitted 200 is ACKed again (RFC 3261 §13.2.2.4).
+    peer.send(ok200, h.port);
+    await waitFor(() => peer!.received.filter((r) => isReq('ACK', callId)(r.msg)).length === 2, 2000, 'second ACK');
     // The next refresh comes on schedule: the call stays up.
     await peer.waitFor(
       (m) => isReq('INVITE', callId)(m) && m.headers.get('cseq') === `${cseq + 1} INVITE`,
@@ -160,5 +161,67 @@ describe('RFC 4028 on the wire (raw UDP carrier, real gateway)', () => {
     expect(ok.headers.get('session-expires')).toBe(`${MAX_SESSION_EXPIRES_SEC};refresher=uac`);
     await new Promise((r) => setTimeout(r, 500));
     expect(c.ended).toBe(false);
+  });
+});
+
+describe('RFC 4028 on outbound legs (dial-out / OpenAI SIP route share the SIP dialer)', () => {
+  async function dialOut(se: string) {
+    peer = new RawSipPeer();
+    await peer.start();
+    const p = peer;
+    h = await startSipHarness({
+      trunks: [
+        {
+          name: 'out',
+          allow: ['127.0.0.1/32'],
+          countryCode: '250',
+          nationalPrefix: '0',
+          dialUri: `sip:127.0.0.1:${p.port};transport=udp`,
+        },
+      ],
+    });
+    const call = await h.gw.ctx.dialers.get('sip')!({ front: 'sip', to: '+250788123456', trunk: 'out' });
+    const inv = await p.waitFor((m) => m.kind === 'request' && m.method === 'INVITE', 3000, 'INVITE');
+    const callId = inv.headers.get('call-id')!;
+    const echo = ['via', 'from', 'call-id', 'cseq'].map((n) => `${n}: ${inv.headers.get(n)}`);
+    const body = sdpOffer(4030);
+    p.send(
+      [
+        'SIP/2.0 200 OK',
+        ...echo,
+        `To: ${inv.headers.get('to')};tag=far`,
+        `Contact: <sip:phone@127.0.0.1:${p.port}>`,
+        'Allow: INVITE, ACK, BYE, UPDATE',
+        `Session-Expires: ${se}`,
+        'Require: timer',
+        'Content-Type: application/sdp',
+        `Content-Length: ${body.length}`,
+        '',
+        body,
+      ].join('\r\n'),
+      h.port,
+    );
+    await p.waitFor(isReq('ACK', callId), 2000, 'ACK');
+    return { call, callId, p };
+  }
+
+  it('the far end makes us the refresher (refresher=uac in its 2xx): we refresh with UPDATE at half the interval', async () => {
+    const { call, callId, p } = await dialOut('2;refresher=uac');
+    const t0 = Date.now();
+    const first = await p.waitFor(isReq('UPDATE', callId), 3000, 'first UPDATE');
+    expect(Date.now() - t0).toBeGreaterThan(700);
+    expect(first.headers.get('session-expires')).toBe('2;refresher=uac');
+    p.reply(first, 200, 'OK', h!.port);
+    await p.waitFor((m) => isReq('UPDATE', callId)(m) && m !== first, 3000, 'second UPDATE');
+    expect(call.ended).toBe(false);
+  });
+
+  it('the far end refreshes (refresher=uas) but stops: we BYE before expiry, the call ends as session_expired', async () => {
+    const { call, callId, p } = await dialOut('2;refresher=uas');
+    const bye = await p.waitFor(isReq('BYE', callId), 4000, 'BYE');
+    expect(bye.headers.get('reason')).toContain('session_expired');
+    p.reply(bye, 200, 'OK', h!.port);
+    await waitFor(() => call.ended, 2000, 'ended');
+    expect(call.endReason).toMatchObject({ by: 'timeout', cause: 'session_expired' });
   });
 });
