@@ -286,18 +286,18 @@ export class WhatsAppFront implements Front {
       call.log.warn({ err: err.message }, 'pre_accept outcome unknown: carrying on');
     }
     entry.signalled = true;
-    // The AI connects while ICE/DTLS set up: both must be ready before the caller is answered. A
-    // refusing AI is answered at once with reject; media is only needed to apologise.
-    const media = this.waitMedia(entry);
+    // Media first, then the AI, then accept: the caller keeps ringing until both are ready. Not in
+    // parallel: AI set-up work during the DTLS handshake can delay it past werift's 500 ms
+    // retransmit, and werift 0.24 fails a handshake that sees a repeated HelloVerifyRequest.
+    if (!(await this.waitMedia(entry)) || call.ended) return;
     let prepared: Prepared;
     try {
       prepared = await this.ctx.connector.prepare(call, leg, route);
     } catch (err) {
       if (call.ended) return;
-      return this.aiUnavailable(entry, route, answerSdp, err, media);
+      return this.aiUnavailable(entry, route, answerSdp, err);
     }
-    if (!(await media) || call.ended) return;
-    if (!(await this.accept(entry, answerSdp))) return;
+    if (call.ended || !(await this.accept(entry, answerSdp))) return;
     prepared.release();
   }
 
@@ -322,18 +322,12 @@ export class WhatsAppFront implements Front {
   }
 
   /** The route's AI could not be reached: refuse the call, or answer, apologise and hang up. */
-  private async aiUnavailable(
-    a: Active,
-    route: ResolvedRoute,
-    answerSdp: string,
-    err: unknown,
-    media: Promise<boolean>,
-  ): Promise<void> {
+  private async aiUnavailable(a: Active, route: ResolvedRoute, answerSdp: string, err: unknown): Promise<void> {
     const detail = (err as Error).message;
     const mode = 'onAiUnavailable' in route.config ? route.config.onAiUnavailable : 'reject';
     a.call.log.warn({ err: detail, route: route.name, onAiUnavailable: mode }, 'AI unavailable for WhatsApp call');
     if (mode === 'apologise') {
-      if (!(await media) || a.call.ended || !(await this.accept(a, answerSdp))) return;
+      if (!(await this.accept(a, answerSdp))) return;
       await playApology(a.leg, this.ctx.clock, a.call.log);
       await a.call.end({ by: 'gateway', cause: 'ai_unavailable', detail });
       return;
