@@ -287,10 +287,12 @@ export class WhatsAppFront implements Front {
       call.log.warn({ err: err.message }, 'pre_accept outcome unknown: carrying on');
     }
     entry.signalled = true;
-    // The AI connects while ICE/DTLS set up: both must be ready before the caller is answered. A
-    // refusing AI ends the call in the connector (route onAiUnavailable: reject), and signalEnd then
-    // sends Graph reject since nothing was accepted; `apologise` resolves with a spoken apology.
-    const media = this.waitMedia(entry);
+    // Media first, then the AI, then accept: the caller keeps ringing until both are ready. Not in
+    // parallel: AI set-up work during the DTLS handshake can delay it past werift's 500 ms
+    // retransmit, and werift 0.24 fails a handshake that sees a repeated HelloVerifyRequest.
+    // A refusing AI ends the call in the connector (route onAiUnavailable: reject), and signalEnd
+    // then sends Graph reject since nothing was accepted; `apologise` resolves with a spoken apology.
+    if (!(await this.waitMedia(entry)) || call.ended) return;
     let prepared: Connected;
     try {
       prepared = await this.ctx.connector.prepare(call, leg, route);
@@ -298,8 +300,7 @@ export class WhatsAppFront implements Front {
       call.log.warn({ err: (err as Error).message, route: route.name }, 'AI unavailable for WhatsApp call');
       return;
     }
-    if (!(await media) || call.ended) return;
-    if (!(await this.accept(entry, answerSdp))) return;
+    if (call.ended || !(await this.accept(entry, answerSdp))) return;
     prepared.answered();
   }
 

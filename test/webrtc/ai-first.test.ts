@@ -32,7 +32,7 @@ describe('WhatsApp: the AI is ready before the caller is answered', () => {
     const { rt, h } = await realtimeHarness();
     rt.configure({ rejectWith: 401 });
     const user = h.user('250788100002');
-    expect(await user.postWebhook(user.connectWebhook(await user.createOffer()))).toBe(200);
+    await user.call();
     const rej = await h.graph.waitFor('reject', user.waCallId, 8000);
     expect(rej.problems).toEqual([]);
     await waitFor(() => h.gw.ctx.registry.size === 0, 3000, 'call ended');
