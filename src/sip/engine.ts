@@ -3,7 +3,7 @@ import type { TypedEmitter } from '../core/typed-emitter.js';
 /**
  * What the SIP front needs from a SIP stack: incoming INVITEs it can answer or reject, and the
  * resulting dialogs (BYE, re-INVITE, REFER). Two engines implement it: the embedded UDP stack
- * (src/sip/embedded.ts, the default: no other server) and drachtio (src/sip/drachtio/, a
+ * (src/sip/embedded.ts and its transactions/dialog modules, the default: no other server) and drachtio (src/sip/drachtio/, a
  * drachtio-server does the SIP and we drive it over its control socket). The front (call
  * policy, trunks, media) is the same for both.
  */

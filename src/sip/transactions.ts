@@ -1,0 +1,318 @@
+import { randomBytes } from 'node:crypto';
+import type { Socket as StreamSocket } from 'node:net';
+import { GatewayError } from '../core/errors.js';
+import { TypedEmitter } from '../core/typed-emitter.js';
+import type { IncomingInvite, IncomingInviteEvents, SipDialog, SourceAddress } from './engine.js';
+import type { EmbeddedDialog } from './dialog.js';
+import type { EmbeddedSipEngine } from './embedded.js';
+import { makeResponse, parseCSeq, REASONS, serialize, type SipRequest, type SipResponse } from './message.js';
+import type { StreamDest, StreamKind } from './stream-transport.js';
+
+/**
+ * The embedded engine's transaction layer (RFC 3261 §17) and its timers: the server transaction
+ * table that absorbs retransmitted requests by resending the last response, the final-response
+ * retransmitter (2xx until ACK by the UAS core, §13.3.1.4; non-2xx until ACK, timers G/H), the
+ * server INVITE transaction the front sees as an IncomingInvite, and non-INVITE client
+ * transactions (timers E/F). Matching messages to these is the engine's dispatch (embedded.ts).
+ */
+
+export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
+export const SUPPORTED = ['timer', 'replaces'];
+export const newTag = () => randomBytes(6).toString('hex');
+export const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
+
+export type Transport = 'udp' | StreamKind;
+
+export interface Dest extends StreamDest {
+  transport: Transport;
+  /** The stream connection a request came in on or a dialog was set up over (reused while up). */
+  conn?: StreamSocket;
+}
+
+export const isStream = (t: Transport): t is StreamKind => t !== 'udp';
+
+/** A server transaction we keep after responding, to absorb retransmissions of its request. */
+interface ServerTx {
+  last: Buffer | undefined;
+  dest: Dest;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * Server transactions by key (branch|method|Call-ID): the last response sent for each, so a
+ * retransmitted request gets it again; kept 64·T1 after a final response (timer J / the window
+ * after a 2xx).
+ */
+export class ServerTransactions {
+  private readonly txs = new Map<string, ServerTx>();
+
+  constructor(private readonly t1: number) {}
+
+  /** The last response sent on this transaction, or undefined when the transaction is new. */
+  lookup(key: string): ServerTx | undefined {
+    return this.txs.get(key);
+  }
+
+  /** Remember `buf` as the transaction's last response; a final one starts the absorption window. */
+  record(key: string, buf: Buffer, dest: Dest, final: boolean): void {
+    let tx = this.txs.get(key);
+    if (!tx) {
+      tx = { last: undefined, dest, timer: undefined };
+      this.txs.set(key, tx);
+    }
+    tx.last = buf;
+    if (final) {
+      clearTimeout(tx.timer);
+      // Timer J / after-2xx absorption window: 64·T1 (32 s by default) for UDP.
+      tx.timer = setTimeout(() => this.txs.delete(key), 64 * this.t1);
+      tx.timer.unref();
+    }
+  }
+
+  get size(): number {
+    return this.txs.size;
+  }
+
+  clear(): void {
+    for (const tx of this.txs.values()) clearTimeout(tx.timer);
+    this.txs.clear();
+  }
+}
+
+/** Final-response retransmitter shared by INVITE 2xx (until ACK) and non-2xx (until ACK). */
+export class Retransmitter {
+  private timer: NodeJS.Timeout | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly send: () => void,
+    private readonly t1: number,
+    private readonly t2: number,
+    onGiveUp: () => void,
+    /** False over TCP for non-2xx finals (timer G is for unreliable transports only). */
+    repeat = true,
+  ) {
+    // The first transmission went out with respond(); this only repeats it.
+    if (repeat) this.schedule(t1);
+    this.deadline = setTimeout(() => {
+      this.stop();
+      onGiveUp();
+    }, 64 * t1);
+  }
+
+  private schedule(interval: number): void {
+    this.timer = setTimeout(() => {
+      this.send();
+      this.schedule(Math.min(interval * 2, this.t2));
+    }, interval);
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+    clearTimeout(this.deadline);
+    this.timer = undefined;
+    this.deadline = undefined;
+  }
+}
+
+/** Non-INVITE client transaction: retransmit T1, 2·T1, … capped at T2 until a final response. */
+export class ClientTx {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly deadline: NodeJS.Timeout;
+  private interval: number;
+  private done = false;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    private readonly branch: string,
+    private readonly buf: Buffer,
+    readonly dest: Dest,
+    timeoutMs: number,
+    private readonly resolve: (r: SipResponse) => void,
+    private readonly reject: (e: Error) => void,
+  ) {
+    this.interval = engine.t1;
+    engine.sendRaw(buf, dest);
+    if (dest.transport === 'udp') this.schedule(); // timer E is for unreliable transports only
+    this.deadline = setTimeout(
+      () => this.fail(new GatewayError('timeout', `no final response within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+  }
+
+  private schedule(): void {
+    this.timer = setTimeout(() => {
+      this.engine.sendRaw(this.buf, this.dest);
+      this.interval = Math.min(this.interval * 2, this.engine.t2);
+      this.schedule();
+    }, this.interval);
+  }
+
+  onResponse(res: SipResponse): void {
+    if (this.done) return;
+    if (res.status < 200) {
+      this.interval = this.engine.t2; // timer E continues at T2 once proceeding
+      return;
+    }
+    this.finish();
+    this.resolve(res);
+  }
+
+  fail(err: Error): void {
+    if (this.done) return;
+    this.finish();
+    this.reject(err);
+  }
+
+  private finish(): void {
+    this.done = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.deadline);
+    this.engine.forgetClientTx(this.branch);
+  }
+}
+
+/** Server INVITE transaction plus the UAS core's 2xx handling, exposed to the front as IncomingInvite. */
+export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements IncomingInvite {
+  readonly callId: string;
+  readonly cseq: number;
+  readonly toTag = newTag();
+  readonly source: SourceAddress;
+  cancelled = false;
+  private final = false;
+  private retransmitter: Retransmitter | undefined;
+  private acked: (() => void) | undefined;
+  private ackFailed: ((e: Error) => void) | undefined;
+  private dialog: EmbeddedDialog | undefined;
+  /** How many times the 200 OK went out (tests assert the lost-ACK retransmissions). */
+  okSends = 1;
+
+  constructor(
+    private readonly engine: EmbeddedSipEngine,
+    readonly req: SipRequest,
+    readonly src: Dest,
+    readonly branch: string,
+  ) {
+    super();
+    this.callId = req.headers.get('call-id')!;
+    this.cseq = parseCSeq(req.headers.get('cseq'))!.seq;
+    this.source = { address: src.address, port: src.port, transport: src.transport };
+  }
+
+  get requestUri(): string {
+    return this.req.uri;
+  }
+  get from(): string {
+    return this.req.headers.get('from')!;
+  }
+  get to(): string {
+    return this.req.headers.get('to')!;
+  }
+  get sdp(): string | undefined {
+    return this.req.body.trim() ? this.req.body : undefined;
+  }
+  header(name: string): string | undefined {
+    return this.req.headers.get(name);
+  }
+  headerList(): { name: string; value: string }[] {
+    return this.req.headers.list().map(([name, value]) => ({ name, value }));
+  }
+
+  progress(status: 180 | 183): void {
+    if (this.final || this.cancelled) return;
+    this.engine.reply(
+      this.req,
+      this.src,
+      status,
+      undefined,
+      { contact: this.engine.contactFor(this.src.transport, isSips(this.req)) },
+      this.toTag,
+    );
+  }
+
+  reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
+    if (this.final || this.cancelled) return;
+    this.sendFinalError(status, reason ?? REASONS[status], headers);
+  }
+
+  /** A non-2xx final answer, resent (Timer G/H) until the ACK with the same branch arrives. */
+  private sendFinalError(status: number, reason: string | undefined, headers: Record<string, string>): void {
+    this.final = true;
+    const res = makeResponse(this.req, status, reason, this.toTag);
+    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+    res.headers.set('server', this.engine.userAgent);
+    this.engine.respond(this.req, res, this.src);
+    const buf = serialize(res);
+    this.retransmitter = new Retransmitter(
+      () => this.engine.sendRaw(buf, this.src),
+      this.engine.t1,
+      this.engine.t2,
+      () => this.engine.forgetInvite(this),
+      this.src.transport === 'udp',
+    );
+  }
+
+  answer(sdp: string, headers: Record<string, string> = {}): Promise<SipDialog> {
+    if (this.cancelled) return Promise.reject(new GatewayError('leg_closed', 'INVITE was cancelled'));
+    if (this.final) return Promise.reject(new GatewayError('invalid_state', 'INVITE already answered'));
+    this.final = true;
+    const res = makeResponse(this.req, 200, 'OK', this.toTag);
+    res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
+    res.headers.set('allow', ALLOW);
+    res.headers.set('supported', SUPPORTED.join(', '));
+    res.headers.set('server', this.engine.userAgent);
+    for (const [k, v] of Object.entries(headers)) res.headers.set(k, v);
+    res.headers.set('content-type', 'application/sdp');
+    res.body = sdp;
+    this.engine.respond(this.req, res, this.src);
+    const buf = serialize(res);
+    const dialog = this.engine.addUasDialog(this.req, this.src, this.toTag);
+    this.dialog = dialog;
+    return new Promise<SipDialog>((resolve, reject) => {
+      this.acked = () => resolve(dialog);
+      this.ackFailed = reject;
+      // RFC 3261 §13.3.1.4: the UAS core retransmits the 2xx itself (T1 doubling to T2) until ACK.
+      this.retransmitter = new Retransmitter(
+        () => {
+          this.okSends++;
+          this.engine.sendRaw(buf, this.src);
+        },
+        this.engine.t1,
+        this.engine.t2,
+        () => this.onAckTimeout(),
+      );
+    });
+  }
+
+  private onAckTimeout(): void {
+    this.engine.forgetInvite(this);
+    this.engine.log.warn({ sipCallId: this.callId, sent: this.okSends }, 'no ACK for 200 OK within 64*T1; sending BYE');
+    const err = new GatewayError('timeout', `no ACK for 200 OK after ${this.okSends} transmissions`);
+    void this.dialog?.bye('ack_timeout');
+    this.ackFailed?.(err);
+  }
+
+  onAck(): void {
+    this.retransmitter?.stop();
+    this.engine.forgetInvite(this);
+    if (this.acked) {
+      const done = this.acked;
+      this.acked = undefined;
+      done();
+    }
+  }
+
+  onCancel(): void {
+    if (this.final) return; // too late: the 200 crossed the CANCEL; the caller will BYE
+    this.cancelled = true;
+    this.sendFinalError(487, 'Request Terminated', {});
+    this.emit('cancel');
+  }
+
+  dispose(): void {
+    this.retransmitter?.stop();
+  }
+}
+
+/** A request addressed to a sips: URI: the dialog stays on TLS and our Contact is sips: (RFC 5630). */
+export const isSips = (req: SipRequest) => /^sips:/i.test(req.uri);
