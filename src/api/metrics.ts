@@ -16,6 +16,8 @@ export class GatewayMetrics {
   readonly bargeInMs: client.Histogram;
   readonly aiErrors: client.Counter<'route'>;
   readonly webhookRejections: client.Counter<'source' | 'reason'>;
+  readonly registrationUp: client.Gauge<'trunk'>;
+  readonly registrationFailures: client.Counter<'trunk' | 'code'>;
 
   constructor(registry: CallRegistry) {
     const r = this.registry;
@@ -79,6 +81,18 @@ export class GatewayMetrics {
       name: 'gateway_webhook_rejections_total',
       help: 'Webhook deliveries refused (bad signature, stale, replay, malformed)',
       labelNames: ['source', 'reason'],
+      registers: [r],
+    });
+    this.registrationUp = new client.Gauge({
+      name: 'gateway_trunk_registration_up',
+      help: 'Registration trunks: 1 while the registrar holds our binding, 0 otherwise',
+      labelNames: ['trunk'],
+      registers: [r],
+    });
+    this.registrationFailures = new client.Counter({
+      name: 'gateway_trunk_registration_failures_total',
+      help: 'Failed REGISTER attempts by trunk and SIP status (408: no answer)',
+      labelNames: ['trunk', 'code'],
       registers: [r],
     });
     registry.on('created', (call) => this.watch(call));

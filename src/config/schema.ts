@@ -195,8 +195,11 @@ export const configSchema = z
         engine: z.enum(['embedded', 'drachtio']).default('embedded'),
         host: z.string().default('0.0.0.0'),
         port: z.number().int().min(0).max(65535).default(5060),
-        /** Address written into Contact/SDP; the public IP when behind NAT. */
-        publicAddress: z.string().default('127.0.0.1'),
+        /**
+         * Address written into Contact/SDP; the public IP when behind NAT. Unset: learnt from a
+         * registration trunk's registrar (Via received, RFC 3581), else 127.0.0.1.
+         */
+        publicAddress: z.string().optional(),
         rtpPortMin: z.number().int().min(1024).max(65534).default(20000),
         rtpPortMax: z.number().int().min(1025).max(65535).default(20999),
         rtpTimeoutSec: z.number().positive().default(15),

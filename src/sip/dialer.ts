@@ -112,7 +112,7 @@ export class SipDialer implements LegDialer {
     // The call ending while this rings cancels the INVITE.
     call.onEnd(() => abort.abort());
     const offer = buildOffer({
-      address: this.config.publicAddress,
+      address: this.engine.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       codecs: req.codecs,
@@ -149,7 +149,7 @@ export class SipDialer implements LegDialer {
     }
     const direction = answerDirection(answer.offer.direction);
     const ours: AnswerParams = {
-      address: this.config.publicAddress,
+      address: this.engine.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 2,

@@ -3,12 +3,13 @@ import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
-import type { Front, GatewayContext } from '../gateway.js';
+import type { Front, GatewayContext, TrunkView } from '../gateway.js';
 import { DigestAuthenticator } from './digest.js';
 import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
+import { TrunkRegistrations } from './registrations.js';
 import { RtpPortPool } from './rtp.js';
 import { RtpLeg } from './rtp-leg.js';
 import { answerDirection, buildAnswer, readOffer, type AnswerParams } from './sdp.js';
@@ -62,6 +63,9 @@ export class SipFront implements Front {
   private draining = false;
   /** Outbound legs and calls (embedded engine only); set once the engine is listening. */
   dialer: SipDialer | undefined;
+  /** Registration trunks (embedded engine only); set once the engine is listening. */
+  registrations: TrunkRegistrations | undefined;
+  private unregistering: Promise<void> | undefined;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -85,6 +89,8 @@ export class SipFront implements Front {
     });
     this.engine.on('error', (err) => this.log.error({ err: err.message }, 'SIP engine error'));
     await this.engine.start();
+    this.startRegistrations();
+    this.ctx.trunks = () => this.trunkViews();
     if (this.engine instanceof EmbeddedSipEngine) {
       const dialer = new SipDialer(this.engine, this.ports, this.ctx.config.sip, this.log);
       this.dialer = dialer;
@@ -98,9 +104,45 @@ export class SipFront implements Front {
 
   drain(): void {
     this.draining = true;
+    // Un-REGISTER now: the carrier stops sending new calls while the ones in progress finish.
+    this.unregistering ??= this.registrations?.stop();
+  }
+
+  private startRegistrations(): void {
+    const trunks = this.ctx.config.trunks;
+    const { metrics } = this.ctx;
+    if (!trunks.some((t) => t.register)) return;
+    if (!(this.engine instanceof EmbeddedSipEngine)) {
+      throw new GatewayError(
+        'config_invalid',
+        'trunks[].register needs sip.engine embedded (drachtio registers itself)',
+      );
+    }
+    const regs = new TrunkRegistrations(this.engine, trunks, this.log, {
+      onStateChange: (s) => metrics.registrationUp.set({ trunk: s.trunk }, s.state === 'registered' ? 1 : 0),
+      onFailure: (trunk, status) => metrics.registrationFailures.inc({ trunk, code: String(status) }),
+    });
+    this.registrations = regs;
+    for (const t of trunks) if (t.register) metrics.registrationUp.set({ trunk: t.name }, 0);
+    regs.start();
+  }
+
+  /** Each trunk as ops see it (GET /v1/trunks, /readyz details, dashboard). */
+  trunkViews(): TrunkView[] {
+    return this.ctx.config.trunks.map((t) => ({
+      name: t.name,
+      kind: t.register ? 'registration' : 'ip',
+      match: t.match ?? (t.register ? 'both' : 'ip'),
+      allow: t.allow,
+      activeCalls: this.ctx.registry.countActive((c) => c.info.front === 'sip' && c.info.trunk === t.name),
+      maxCalls: t.maxCalls,
+      registration: this.registrations?.status(t.name),
+    }));
   }
 
   async stop(): Promise<void> {
+    this.unregistering ??= this.registrations?.stop();
+    await this.unregistering;
     await Promise.all([...this.calls.values()].map((c) => c.call.end({ by: 'gateway', cause: 'shutdown' })));
     if (this.dialer) {
       if (this.ctx.legDialer === this.dialer) this.ctx.legDialer = undefined;
@@ -123,6 +165,12 @@ export class SipFront implements Front {
     return this.engine.ready();
   }
 
+  /** The address for our SDP: configured, or learnt by the engine from a registrar. */
+  private get advertisedAddress(): string {
+    if (this.engine instanceof EmbeddedSipEngine) return this.engine.publicAddress;
+    return this.ctx.config.sip.publicAddress ?? '127.0.0.1';
+  }
+
   get activeCount(): number {
     return this.calls.size;
   }
@@ -140,7 +188,9 @@ export class SipFront implements Front {
       log.info('INVITE while draining: 503');
       return inv.reject(503, 'Service Unavailable (shutting down)', { 'retry-after': '60' });
     }
-    const trunk = this.trunks.match(inv.source.address);
+    const trunk =
+      this.trunks.match(inv.source.address) ??
+      this.registrations?.matchInvite(userOf(inv.requestUri), inv.source.address, this.ctx.config.trunks);
     if (!trunk) {
       log.warn({ from: inv.from, to: inv.to }, 'INVITE from an address no trunk allows: 403');
       return inv.reject(403, 'Forbidden (unknown source address)');
@@ -208,7 +258,7 @@ export class SipFront implements Front {
     }
     const offer = offered.offer;
     const answer: AnswerParams = {
-      address: this.ctx.config.sip.publicAddress,
+      address: this.advertisedAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 1,

@@ -111,6 +111,7 @@ export class TrunkRegistration {
   private keepAlive: NodeJS.Timeout | undefined;
   private flow: { release(): void } | undefined;
   private target: SipTarget | undefined;
+  private resolved = new Set<string>();
   /** The Contact we registered (to remove on un-REGISTER or when the address changes). */
   private boundContact: string | undefined;
   private running: Promise<void> | undefined;
@@ -166,9 +167,9 @@ export class TrunkRegistration {
     return this.cfg.username;
   }
 
-  /** The registrar's resolved addresses (for `requireRegistrarSource`). */
-  get registrarAddress(): string | undefined {
-    return this.target?.address;
+  /** The registrar's addresses as last resolved (for `requireRegistrarSource`). */
+  get registrarAddresses(): ReadonlySet<string> {
+    return this.resolved;
   }
 
   snapshot(): RegistrationStatus {
@@ -269,6 +270,7 @@ export class TrunkRegistration {
     let targets: SipTarget[];
     try {
       targets = await this.link.resolve(this.registrarUri, this.cfg.transport);
+      this.resolved = new Set(targets.map((t) => t.address));
     } catch (err) {
       this.status.lastReason = (err as Error).message;
       return undefined;
