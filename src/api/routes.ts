@@ -61,20 +61,18 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     const r = ready();
     // Registration state is a detail, not a readiness gate: one carrier's registrar being down must
     // not take the gateway (and its other trunks) out of the load balancer.
-    const registrations = ctx
-      .trunks?.()
-      .flatMap((t) =>
-        t.registration
-          ? [
-              {
-                trunk: t.name,
-                state: t.registration.state,
-                lastStatus: t.registration.lastStatus,
-                nextAttemptAt: t.registration.nextAttemptAt,
-              },
-            ]
-          : [],
-      );
+    const registrations = ctx.trunks?.().flatMap((t) =>
+      t.registration
+        ? [
+            {
+              trunk: t.name,
+              state: t.registration.state,
+              lastStatus: t.registration.lastStatus,
+              nextAttemptAt: t.registration.nextAttemptAt,
+            },
+          ]
+        : [],
+    );
     res
       .status(r.ok && !ctx.draining ? 200 : 503)
       .json({ ...r, draining: ctx.draining, ...(registrations?.length ? { registrations } : {}) });
