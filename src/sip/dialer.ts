@@ -10,6 +10,8 @@ import type { ModifyRequest, SipDialog } from './engine.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
+import type { DigestClientCredentials } from './digest-client.js';
+import { formatNumber, outboundIdentity } from './identity.js';
 import { answerDirection, buildAnswer, buildAudioSdp, readOffer, type AnswerParams, type G711 } from './sdp.js';
 
 const STATIC_PT: Record<G711, number> = { PCMU: 0, PCMA: 8 };
@@ -52,12 +54,24 @@ export class DialedRtpLeg extends RtpLeg {
   }
 }
 
-/** The request URI for calling `to` over a trunk: its dialUri, else its first allowed address. */
+/**
+ * The request URI for calling `to` over a trunk: its dialUri, else its registrar (registration
+ * trunks: the carrier's proxy; no port → RFC 3263 SRV), else its first allowed address. The number
+ * is written in the trunk's format.
+ */
 export function trunkTarget(trunk: TrunkConfig, to: string): string {
-  const user = to.replace(/[^\d+*#]/g, '');
+  const user = formatNumber(to, trunk).replace(/[^\d+*#]/g, '');
   if (trunk.dialUri) {
     const m = /^(sips?):(.*)$/i.exec(trunk.dialUri)!;
     return `${m[1]!.toLowerCase()}:${user}@${m[2]!}`;
+  }
+  if (trunk.register) {
+    const r = trunk.register.registrar;
+    const m = /^(sips?):(.*)$/i.exec(r);
+    const rest = m ? m[2]! : r;
+    const params =
+      trunk.register.transport !== 'udp' && !/;transport=/i.test(rest) ? `;transport=${trunk.register.transport}` : '';
+    return `${m ? m[1]!.toLowerCase() : 'sip'}:${user}@${rest}${params}`;
   }
   const host = trunk.allow[0]!.split('/')[0]!;
   return `sip:${user}@${host.includes(':') ? `[${host}]` : host}`;
@@ -95,16 +109,24 @@ export class SipDialer implements LegDialer {
     return (await this.dialLeg(req, true)).leg;
   }
 
-  private async dialLeg(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+  private async dialLeg(
+    req: OutboundLegRequest,
+    telephoneEvent: boolean,
+    credentials?: DigestClientCredentials,
+  ): Promise<DialedLeg> {
     this.pending++;
     try {
-      return await this.place(req, telephoneEvent);
+      return await this.place(req, telephoneEvent, credentials);
     } finally {
       this.pending--;
     }
   }
 
-  private async place(req: OutboundLegRequest, telephoneEvent: boolean): Promise<DialedLeg> {
+  private async place(
+    req: OutboundLegRequest,
+    telephoneEvent: boolean,
+    credentials: DigestClientCredentials | undefined,
+  ): Promise<DialedLeg> {
     const { call } = req;
     if (call.ended) throw new GatewayError('leg_closed', 'call ended before dialing', call.id);
     const ports = await this.ports.allocate(call.id);
@@ -128,6 +150,7 @@ export class SipDialer implements LegDialer {
         timeoutMs: req.timeoutMs,
         signal: abort.signal,
         callId: call.id,
+        credentials,
         onProvisional: (status) => call.log.info({ status, uri: req.uri }, 'outbound leg ringing'),
       });
     } catch (err) {
@@ -234,17 +257,19 @@ export class SipDialer implements LegDialer {
   ): Promise<void> {
     let dialed: DialedLeg;
     try {
+      const id = outboundIdentity(trunk, call.info.from, this.engine.publicAddress);
       dialed = await this.dialLeg(
         {
           call,
           uri,
-          from: call.info.from,
-          to: call.info.to,
-          headers: {},
+          from: id.from,
+          to: `<${uri}>`,
+          headers: id.headers,
           codecs: trunk.codecs,
           timeoutMs: OUTBOUND_RING_MS,
         },
         trunk.telephoneEvent,
+        id.credentials,
       );
     } catch (err) {
       if (call.ended) return;

@@ -81,6 +81,9 @@ export interface RegistrationStatus {
   lastReason: string | undefined;
   /** Consecutive failed attempts. */
   failures: number;
+  /** REGISTERs sent (including digest rounds) and bindings confirmed since start. */
+  sent: number;
+  confirmed: number;
   nextAttemptAt: string | undefined;
 }
 
@@ -124,6 +127,8 @@ export class TrunkRegistration {
     lastStatus: undefined,
     lastReason: undefined,
     failures: 0,
+    sent: 0,
+    confirmed: 0,
     nextAttemptAt: undefined,
   };
 
@@ -286,6 +291,7 @@ export class TrunkRegistration {
         for (;;) {
           const exp = expires();
           const req = this.buildRegister(contacts(), exp);
+          this.status.sent++;
           this.events.onSend?.(this.cfg.trunk, exp);
           const res = await this.link.request(req, target, exp === 0 ? UNREGISTER_TIMEOUT_MS : REQUEST_TIMEOUT_MS);
           if (res.status === 401 || res.status === 407) {
@@ -368,6 +374,7 @@ export class TrunkRegistration {
       lastStatus: res.status,
       lastReason: res.reason,
       failures: 0,
+      confirmed: this.status.confirmed + 1,
     });
     // Refresh with margin: half way for short bindings, a minute early for long ones.
     const refreshSec = granted <= 60 ? granted / 2 : Math.max(granted / 2, granted - 60);

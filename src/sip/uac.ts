@@ -13,7 +13,7 @@ import {
   type Transport,
 } from './embedded.js';
 import { DigestSession, type DigestClientCredentials } from './digest-client.js';
-import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
+import { parseNameAddr, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
 import { resolveSipTargets, type SipDnsResolver } from './srv.js';
 
 /**

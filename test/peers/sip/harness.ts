@@ -30,6 +30,8 @@ export interface SipHarnessOptions {
   /** Called with each new session (e.g. to end the call from the AI side). */
   onSession?: (s: ToneAi, callId: string) => void;
   nonceTtlMs?: number;
+  /** Other top-level config keys (e.g. api). */
+  config?: Record<string, unknown>;
 }
 
 let portBase = 21000 + Math.floor(Math.random() * 200) * 100;
@@ -57,6 +59,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 60 },
       ],
       routes: { local: { kind: 'local', greeting: 'Hello caller.' } },
+      ...opts.config,
     },
     {},
   );
