@@ -118,6 +118,7 @@ export class TrunkRegistration {
   /** The Contact we registered (to remove on un-REGISTER or when the address changes). */
   private boundContact: string | undefined;
   private running: Promise<void> | undefined;
+  private again = false;
   private readonly status: Omit<RegistrationStatus, 'trunk' | 'state' | 'aor' | 'registrar'> = {
     target: undefined,
     contact: undefined,
@@ -197,8 +198,18 @@ export class TrunkRegistration {
   private kick(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
-    if (this.state === 'stopped' || this.running) return;
-    this.running = this.attempt().finally(() => (this.running = undefined));
+    if (this.state === 'stopped') return;
+    if (this.running) {
+      this.again = true; // asked for during an attempt (e.g. its 200 changed our address): once more after it
+      return;
+    }
+    this.running = this.attempt().finally(() => {
+      this.running = undefined;
+      if (this.again) {
+        this.again = false;
+        this.kick();
+      }
+    });
   }
 
   private schedule(ms: number, why: 'refresh' | 'retry'): void {
