@@ -7,12 +7,13 @@ import {
   parseCSeq,
   parseNameAddr,
   parseUri,
+  sdpOf,
   serialize,
   SipHeaders,
   tagOf,
   type SipRequest,
 } from './message.js';
-import { type Dest, isSips, newBranch, Retransmitter, SUPPORTED, type Transport } from './transactions.js';
+import { ACCEPT, type Dest, isSips, newBranch, Retransmitter, SUPPORTED, type Transport } from './transactions.js';
 
 /** What a dialog is made of (RFC 3261 §12.1), from whichever side set it up. */
 export interface DialogInit {
@@ -170,9 +171,12 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     if (isInvite && this.pendingReinvite) return void this.engine.reply(req, src, 491);
     const contact = parseNameAddr(req.headers.get('contact') ?? '')?.uri;
     if (isInvite && contact) this.remoteTarget = contact; // target refresh (RFC 3261 §12.2.2)
+    const body = sdpOf(req);
+    if (!body.ok)
+      return void this.engine.reply(req, src, 415, `Unsupported Media Type (${body.reason})`, { accept: ACCEPT });
     let answered = false;
     const modify: ModifyRequest = {
-      sdp: req.body.trim() ? req.body : undefined,
+      sdp: body.sdp,
       respond: (a) => {
         if (answered || this.destroyed) return;
         answered = true;
@@ -181,8 +185,12 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
         res.headers.set('contact', this.engine.contactFor(this.src.transport, this.secure));
         res.headers.set('supported', SUPPORTED.join(', '));
         for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);
-        res.headers.set('content-type', 'application/sdp');
-        res.body = a.sdp;
+        // RFC 3311 §5.2: an UPDATE without an offer is answered without an answer (a session
+        // refresh); a body-less re-INVITE gets our offer (RFC 3261 §14.2).
+        if (isInvite || body.sdp) {
+          res.headers.set('content-type', 'application/sdp');
+          res.body = a.sdp;
+        }
         this.engine.respond(req, res, src);
         if (!isInvite) return;
         const buf = serialize(res);

@@ -10,6 +10,8 @@ import {
   parseCSeq,
   parseMessage,
   parseVia,
+  headerTokens,
+  sdpOf,
   serialize,
   tagOf,
   validateRequest,
@@ -25,11 +27,13 @@ import {
   type StreamKind,
 } from './stream-transport.js';
 import {
+  ACCEPT,
   ALLOW,
   ClientTx,
   type Dest,
   InviteTx,
   isStream,
+  mergeKey,
   newBranch,
   ServerTransactions,
   SUPPORTED,
@@ -80,6 +84,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   readonly t2: number;
   private readonly serverTxs: ServerTransactions;
   private readonly invites = new Map<string, InviteTx>(); // by branch
+  /** The same INVITEs by Call-ID + our To tag: the ACK for a 2xx is a new transaction (new branch). */
+  private readonly invitesByTag = new Map<string, InviteTx>();
   private readonly dialogs = new Map<string, EmbeddedDialog>(); // by Call-ID + our tag
   private readonly clientTxs = new Map<string, ClientTx>(); // by branch
   /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
@@ -273,6 +279,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     this.serverTxs.clear();
     for (const inv of this.invites.values()) inv.dispose();
     this.invites.clear();
+    this.invitesByTag.clear();
     for (const c of this.clientTxs.values()) c.fail(new GatewayError('leg_closed', 'SIP engine stopped'));
     for (const u of [...this.uacTxs.values()]) u.dispose();
     this.uacTxs.clear();
@@ -381,6 +388,26 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     tx.onResponse(res);
   }
 
+  /**
+   * RFC 3581 / RFC 3261 §18.2.1: stamp the top Via with `received` (the source IP, when it differs
+   * from sent-by or rport was asked for) and `rport` (the source port, when asked for), so responses
+   * carry where the request really came from; returns where responses go (§18.2.2: over UDP the
+   * source IP, and the source port with rport, else the sent-by port).
+   */
+  private stampVia(req: SipRequest, src: Dest): Dest {
+    const top = req.headers.get('via')!;
+    const via = parseVia(top);
+    if (!via) return src;
+    const wantsRport = 'rport' in via.params;
+    let stamped = top;
+    if (wantsRport) stamped = stamped.replace(/;\s*rport(?:=[^;]*)?/i, `;rport=${src.port}`);
+    if (wantsRport || via.host !== src.address)
+      stamped = `${stamped.replace(/;\s*received=[^;]*/i, '')};received=${src.address}`;
+    if (stamped !== top) req.headers.replaceFirst('via', stamped);
+    if (src.transport !== 'udp' || wantsRport) return src;
+    return { ...src, port: via.port ?? 5060 };
+  }
+
   private txKey(req: SipRequest): string | undefined {
     const branch = parseVia(req.headers.get('via')!)?.params.branch;
     if (!branch) return undefined;
@@ -395,7 +422,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     if (req.method === 'ACK') return;
     const key = this.txKey(req);
     if (!key) return;
-    this.serverTxs.record(key, buf, dest, res.status >= 200);
+    const merge = tagOf(req.headers.get('to')) ? undefined : mergeKey(req);
+    this.serverTxs.record(key, buf, dest, res.status >= 200, merge);
   }
 
   reply(
@@ -412,7 +440,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     return res;
   }
 
-  private onRequest(req: SipRequest, src: Dest): void {
+  private onRequest(req: SipRequest, from: Dest): void {
+    let src = from;
     const invalid = validateRequest(req);
     if (invalid) {
       this.counters.badRequests++;
@@ -428,14 +457,24 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       }
       return;
     }
-    if (req.method !== 'ACK') {
-      const key = this.txKey(req);
-      const tx = key ? this.serverTxs.lookup(key) : undefined;
-      if (tx) {
-        if (tx.last) this.sendRaw(tx.last, src); // retransmitted request: resend our last response
-        return;
+    const replyTo = this.stampVia(req, src);
+    const key = req.method === 'ACK' ? undefined : this.txKey(req);
+    const tx = key ? this.serverTxs.lookup(key) : undefined;
+    if (tx) {
+      if (tx.last) this.sendRaw(tx.last, replyTo); // retransmitted request: resend our last response
+      return;
+    }
+    if (req.method !== 'ACK' && !tagOf(req.headers.get('to'))) {
+      // RFC 3261 §16.3 / §8.2.2.2 for out-of-dialog requests: a request that has run out of hops,
+      // or a copy of one we already handle arriving by another path (a fork merging back, a loop).
+      if (req.headers.get('max-forwards') === '0' && req.method !== 'OPTIONS')
+        return void this.reply(req, replyTo, 483);
+      if (key && this.serverTxs.isMerged(mergeKey(req), key)) {
+        this.log.warn({ sipCallId: req.headers.get('call-id'), method: req.method }, 'merged request: 482');
+        return void this.reply(req, replyTo, 482);
       }
     }
+    src = replyTo;
     const callId = req.headers.get('call-id')!;
     const toTag = tagOf(req.headers.get('to'));
     switch (req.method) {
@@ -447,11 +486,11 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
         if (toTag && !this.dialogs.has(`${callId}|${toTag}`)) return void this.reply(req, src, 481);
         return void this.reply(req, src, 200, undefined, {
           allow: ALLOW,
-          accept: 'application/sdp',
+          accept: ACCEPT,
           supported: SUPPORTED.join(', '),
         });
       case 'INVITE':
-        if (!toTag) return this.onInvite(req, src);
+        if (!toTag) return this.onInvite(req, src, from);
       // fall through: re-INVITE
       case 'BYE':
       case 'UPDATE':
@@ -473,31 +512,34 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     }
   }
 
-  private onInvite(req: SipRequest, src: Dest): void {
+  private onInvite(req: SipRequest, src: Dest, from: Dest): void {
     const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
-    const require = (req.headers.get('require') ?? '')
-      .split(',')
-      .map((s) => s.trim().toLowerCase())
-      .filter(Boolean);
-    const unsupported = require.filter((r) => !SUPPORTED.includes(r));
+    const unsupported = headerTokens(req.headers, 'require').filter((r) => !SUPPORTED.includes(r));
     if (unsupported.length) return void this.reply(req, src, 420, undefined, { unsupported: unsupported.join(', ') });
-    const ct = req.headers.get('content-type');
-    if (req.body && ct && !/^application\/sdp\b/i.test(ct)) {
-      return void this.reply(req, src, 415, undefined, { accept: 'application/sdp' });
-    }
-    const inv = new InviteTx(this, req, src, branch);
+    const body = sdpOf(req);
+    if (!body.ok) return void this.reply(req, src, 415, `Unsupported Media Type (${body.reason})`, { accept: ACCEPT });
+    const inv = new InviteTx(this, req, src, branch, from);
     this.invites.set(branch, inv);
+    this.invitesByTag.set(`${inv.callId}|${inv.toTag}`, inv);
     this.reply(req, src, 100);
     if (this.listenerCount('invite') === 0) return inv.reject(503);
     this.emit('invite', inv);
   }
 
+  /**
+   * An ACK, matched through maps (never a scan): for a non-2xx final, to the INVITE server
+   * transaction by branch (RFC 3261 §17.2.3); for a 2xx, to the INVITE awaiting it by Call-ID and
+   * our To tag, else to the dialog (a re-INVITE's 2xx). An ACK for an INVITE with no final
+   * response yet (e.g. for a 482 sent to a merged copy) is nobody's.
+   */
   private onAck(req: SipRequest, toTag: string | undefined): void {
     const callId = req.headers.get('call-id')!;
     const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
-    for (const inv of this.invites.values()) {
-      if (inv.callId === callId && inv.cseq === cseq) return inv.onAck();
-    }
+    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
+    const byBranch = this.invites.get(branch);
+    const inv =
+      byBranch?.callId === callId ? byBranch : toTag ? this.invitesByTag.get(`${callId}|${toTag}`) : undefined;
+    if (inv && inv.cseq === cseq && inv.final) return inv.onAck();
     const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
     dlg?.onAck(cseq);
   }
@@ -512,6 +554,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   forgetInvite(inv: InviteTx): void {
     if (this.invites.get(inv.branch) === inv) this.invites.delete(inv.branch);
+    const byTag = `${inv.callId}|${inv.toTag}`;
+    if (this.invitesByTag.get(byTag) === inv) this.invitesByTag.delete(byTag);
   }
 
   /** The UAS dialog our 2xx to `invite` sets up (RFC 3261 §12.1.1), registered for in-dialog requests. */

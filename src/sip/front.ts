@@ -197,15 +197,22 @@ export class SipFront implements Front {
     }
     if (trunk.auth) {
       const auth = inv.header('authorization') ?? inv.header('proxy-authorization');
-      const r = this.digest.verify(auth, 'INVITE', trunk.auth);
+      const r = this.digest.verify(auth, 'INVITE', trunk.auth, inv.requestUri);
       if (!r.ok) {
+        if (r.why === 'uri_mismatch') {
+          log.warn({ trunk: trunk.name }, 'digest uri is not the Request-URI: 400');
+          return inv.reject(400, 'Bad Request (digest uri does not match the Request-URI)');
+        }
+        // A replayed nc: the credentials were right once, so a fresh nonce (stale) lets a real
+        // client retry at once while the replay gets nothing.
+        const stale = r.why === 'stale' || r.why === 'replay';
         (r.why === 'missing' || r.why === 'stale' ? log.info : log.warn).call(
           log,
           { trunk: trunk.name, why: r.why },
           'digest challenge: 401',
         );
         return inv.reject(401, 'Unauthorized', {
-          'www-authenticate': this.digest.challenge(trunk.auth.realm, r.why === 'stale'),
+          'www-authenticate': this.digest.challenge(trunk.auth.realm, stale),
         });
       }
     }

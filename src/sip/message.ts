@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+
 /**
  * SIP message parsing and serialisation (RFC 3261 §7). Hand-written rather than taken from npm:
  * `sip` (0.0.6) is unmaintained and throws on odd input, sip.js's core is built around a
@@ -67,6 +69,15 @@ export class SipHeaders {
   set(name: string, value: string): this {
     this.delete(name);
     return this.add(name, value);
+  }
+
+  /** Replace the first occurrence in place (a stamped top Via keeps its position). */
+  replaceFirst(name: string, value: string): this {
+    const n = SipHeaders.normalise(name);
+    const e = this.entries.find((x) => x[0] === n);
+    if (e) e[1] = value.trim();
+    else this.add(n, value);
+    return this;
   }
 
   delete(name: string): void {
@@ -226,14 +237,24 @@ export interface SipUri {
 }
 
 export function parseUri(uri: string): SipUri | undefined {
-  const m = /^(sips?|tel):(?:([^@;]*)@)?(\[[^\]]+\]|[^:;?]+)(?::(\d+))?([^?]*)/i.exec(uri.trim());
+  // userinfo may carry user parameters (`+250788123456;npdi;rn=+250788000000@host`, RFC 4694) and
+  // a password; the user is what precedes them.
+  const m = /^(sips?|tel):(?:([^@<>?]*)@)?(\[[^\]]+\]|[^:;?]+)(?::(\d+))?([^?]*)/i.exec(uri.trim());
   if (!m) return undefined;
   if (m[1]!.toLowerCase() === 'tel') {
     return { scheme: 'tel', user: m[3], host: '', port: undefined, params: parseParams(m[5] ?? '') };
   }
+  let user: string | undefined;
+  if (m[2] !== undefined) {
+    try {
+      user = decodeURIComponent(m[2].split(';')[0]!.split(':')[0]!);
+    } catch {
+      return undefined; // a bad %-escape: not a URI (the request earns a 400, never a throw)
+    }
+  }
   return {
     scheme: m[1]!.toLowerCase(),
-    user: m[2] !== undefined ? decodeURIComponent(m[2]) : undefined,
+    user,
     host: m[3]!.replace(/^\[|\]$/g, ''),
     port: m[4] ? Number(m[4]) : undefined,
     params: parseParams(m[5] ?? ''),
@@ -299,6 +320,8 @@ export const REASONS: Record<number, string> = {
   422: 'Session Interval Too Small',
   480: 'Temporarily Unavailable',
   481: 'Call/Transaction Does Not Exist',
+  482: 'Loop Detected',
+  483: 'Too Many Hops',
   486: 'Busy Here',
   487: 'Request Terminated',
   488: 'Not Acceptable Here',
@@ -308,8 +331,12 @@ export const REASONS: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-/** Build a response to `req` (RFC 3261 §8.2.6: copy Via, From, To, Call-ID, CSeq; add our To tag). */
-export function makeResponse(req: SipRequest, status: number, reason?: string, toTag?: string): SipResponse {
+/**
+ * Build a response to `req` (RFC 3261 §8.2.6: copy Via, From, To, Call-ID, CSeq; add our To tag).
+ * Every response but 100 carries a To tag (§8.2.6.2): a fresh one when the caller has none to give
+ * (a 405/415/420/501 rejecting an INVITE before any transaction state).
+ */
+export function makeResponse(req: SipRequest, status: number, reason?: string, toTag = newToTag()): SipResponse {
   const headers = new SipHeaders();
   for (const v of req.headers.getAll('via')) headers.add('via', v);
   if (status > 100) for (const rr of req.headers.getAll('record-route')) headers.add('record-route', rr);
@@ -325,6 +352,59 @@ export function makeResponse(req: SipRequest, status: number, reason?: string, t
   return { kind: 'response', status, reason: reason ?? REASONS[status] ?? 'Unknown', headers, body: '' };
 }
 
+const newToTag = () => randomBytes(6).toString('hex');
+
 export function tagOf(headerValue: string | undefined): string | undefined {
   return headerValue ? parseNameAddr(headerValue)?.params.tag : undefined;
+}
+
+/** Every token of a list header over all its occurrences (Require, Supported, Allow...), lower case. */
+export function headerTokens(headers: SipHeaders, name: string): string[] {
+  return headers
+    .getAll(name)
+    .flatMap((v) => splitList(v))
+    .map((t) => t.toLowerCase())
+    .filter(Boolean);
+}
+
+export type SdpBody = { ok: true; sdp: string | undefined } | { ok: false; reason: string };
+
+/**
+ * The SDP of a request: its body when application/sdp, the application/sdp part of a
+ * multipart/mixed body (SIP-I/SIP-T: SDP + ISUP, RFC 3204/5621), none when body-less. Other
+ * parts (ISUP) are ignored whatever their handling parameter: interworking trunks mark them
+ * optional in practice, and the call needs only the SDP.
+ */
+export function sdpOf(msg: SipMessage): SdpBody {
+  if (!msg.body.trim()) return { ok: true, sdp: undefined };
+  const ct = msg.headers.get('content-type') ?? 'application/sdp'; // RFC 3261 §20.15: SDP when absent
+  if (/^\s*application\/sdp\s*(;|$)/i.test(ct)) return { ok: true, sdp: msg.body };
+  if (!/^\s*multipart\/mixed\s*;/i.test(ct)) return { ok: false, reason: `unsupported body type ${ct.split(';')[0]}` };
+  const boundary = /;\s*boundary\s*=\s*(?:"([^"]+)"|([^;\s]+))/i.exec(ct);
+  const b = boundary?.[1] ?? boundary?.[2];
+  if (!b) return { ok: false, reason: 'multipart body without a boundary' };
+  for (const part of multipartParts(msg.body, b)) {
+    const sep = /\r?\n\r?\n/.exec(part);
+    const head = sep ? part.slice(0, sep.index) : '';
+    const body = sep ? part.slice(sep.index + sep[0].length) : part;
+    const pct = /^content-type\s*:\s*([^\r\n]*)/im.exec(head)?.[1] ?? 'text/plain'; // RFC 2046 §5.1 default
+    if (/^application\/sdp\s*(;|$)/i.test(pct.trim())) return { ok: true, sdp: body };
+  }
+  return { ok: false, reason: 'multipart body without an SDP part' };
+}
+
+/** The parts of a multipart body between `--boundary` delimiters (RFC 2046 §5.1.1), preamble and epilogue dropped. */
+function multipartParts(body: string, boundary: string): string[] {
+  const delim = `--${boundary}`;
+  const parts: string[] = [];
+  let at = body.indexOf(delim);
+  while (at >= 0) {
+    const start = body.indexOf('\n', at);
+    if (start < 0 || body.startsWith(`${delim}--`, at)) break;
+    const next = body.indexOf(`\n${delim}`, start);
+    const end = next < 0 ? body.length : next;
+    parts.push(body.slice(start + 1, end).replace(/\r$/, ''));
+    at = next < 0 ? -1 : next + 1;
+  }
+  return parts;
 }

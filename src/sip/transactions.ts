@@ -5,7 +5,16 @@ import { TypedEmitter } from '../core/typed-emitter.js';
 import type { IncomingInvite, IncomingInviteEvents, SipDialog, SourceAddress } from './engine.js';
 import type { EmbeddedDialog } from './dialog.js';
 import type { EmbeddedSipEngine } from './embedded.js';
-import { makeResponse, parseCSeq, REASONS, serialize, type SipRequest, type SipResponse } from './message.js';
+import {
+  makeResponse,
+  parseCSeq,
+  REASONS,
+  sdpOf,
+  serialize,
+  tagOf,
+  type SipRequest,
+  type SipResponse,
+} from './message.js';
 import type { StreamDest, StreamKind } from './stream-transport.js';
 
 /**
@@ -18,6 +27,10 @@ import type { StreamDest, StreamKind } from './stream-transport.js';
 
 export const ALLOW = 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO';
 export const SUPPORTED = ['timer', 'replaces'];
+/** Bodies we take: SDP, alone or as a part of multipart/mixed (SIP-I: SDP + ISUP). */
+export const ACCEPT = 'application/sdp, multipart/mixed';
+/** Headers whose occurrences are one comma list (RFC 3261 §7.3.1): IncomingInvite.header() joins them. */
+const LIST_HEADERS = new Set(['require', 'supported', 'allow', 'proxy-require', 'accept', 'unsupported']);
 export const newTag = () => randomBytes(6).toString('hex');
 export const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
 
@@ -36,6 +49,12 @@ interface ServerTx {
   last: Buffer | undefined;
   dest: Dest;
   timer: NodeJS.Timeout | undefined;
+  merge: string | undefined;
+}
+
+/** Same Call-ID, From tag and CSeq: the same request, whatever the branch (RFC 3261 §8.2.2.2). */
+export function mergeKey(req: SipRequest): string {
+  return `${req.headers.get('call-id')}|${tagOf(req.headers.get('from'))}|${req.headers.get('cseq')}`;
 }
 
 /**
@@ -45,6 +64,8 @@ interface ServerTx {
  */
 export class ServerTransactions {
   private readonly txs = new Map<string, ServerTx>();
+  /** Out-of-dialog requests' merge keys → the transaction that has them (loop/merge detection). */
+  private readonly merges = new Map<string, string>();
 
   constructor(private readonly t1: number) {}
 
@@ -53,20 +74,36 @@ export class ServerTransactions {
     return this.txs.get(key);
   }
 
+  /** A request whose merge key belongs to another live transaction: a merged (looped, forked) copy. */
+  isMerged(merge: string, key: string): boolean {
+    const owner = this.merges.get(merge);
+    return owner !== undefined && owner !== key;
+  }
+
   /** Remember `buf` as the transaction's last response; a final one starts the absorption window. */
-  record(key: string, buf: Buffer, dest: Dest, final: boolean): void {
+  record(key: string, buf: Buffer, dest: Dest, final: boolean, merge?: string): void {
     let tx = this.txs.get(key);
     if (!tx) {
-      tx = { last: undefined, dest, timer: undefined };
+      tx = { last: undefined, dest, timer: undefined, merge: undefined };
       this.txs.set(key, tx);
+      if (merge && !this.merges.has(merge)) {
+        this.merges.set(merge, key);
+        tx.merge = merge;
+      }
     }
     tx.last = buf;
     if (final) {
       clearTimeout(tx.timer);
       // Timer J / after-2xx absorption window: 64·T1 (32 s by default) for UDP.
-      tx.timer = setTimeout(() => this.txs.delete(key), 64 * this.t1);
+      tx.timer = setTimeout(() => this.forget(key), 64 * this.t1);
       tx.timer.unref();
     }
+  }
+
+  private forget(key: string): void {
+    const tx = this.txs.get(key);
+    this.txs.delete(key);
+    if (tx?.merge && this.merges.get(tx.merge) === key) this.merges.delete(tx.merge);
   }
 
   get size(): number {
@@ -76,6 +113,7 @@ export class ServerTransactions {
   clear(): void {
     for (const tx of this.txs.values()) clearTimeout(tx.timer);
     this.txs.clear();
+    this.merges.clear();
   }
 }
 
@@ -179,7 +217,8 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
   readonly toTag = newTag();
   readonly source: SourceAddress;
   cancelled = false;
-  private final = false;
+  /** A final response went out (an ACK can only belong to a transaction that has one). */
+  final = false;
   private retransmitter: Retransmitter | undefined;
   private acked: (() => void) | undefined;
   private ackFailed: ((e: Error) => void) | undefined;
@@ -192,11 +231,13 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     readonly req: SipRequest,
     readonly src: Dest,
     readonly branch: string,
+    /** Where the INVITE came from (src is where responses go: the Via port without rport). */
+    from: Dest = src,
   ) {
     super();
     this.callId = req.headers.get('call-id')!;
     this.cseq = parseCSeq(req.headers.get('cseq'))!.seq;
-    this.source = { address: src.address, port: src.port, transport: src.transport };
+    this.source = { address: from.address, port: from.port, transport: from.transport };
   }
 
   get requestUri(): string {
@@ -209,10 +250,14 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     return this.req.headers.get('to')!;
   }
   get sdp(): string | undefined {
-    return this.req.body.trim() ? this.req.body : undefined;
+    const body = sdpOf(this.req); // the engine answered 415 to any other body
+    return body.ok ? body.sdp : undefined;
   }
   header(name: string): string | undefined {
-    return this.req.headers.get(name);
+    const n = name.toLowerCase();
+    if (!LIST_HEADERS.has(n)) return this.req.headers.get(n);
+    const all = this.req.headers.getAll(n);
+    return all.length ? all.join(', ') : undefined;
   }
   headerList(): { name: string; value: string }[] {
     return this.req.headers.list().map(([name, value]) => ({ name, value }));

@@ -336,6 +336,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     expect(c.info).toMatchObject({ front: 'sip', direction: 'outbound', trunk: 'lab', to: '+250788123456' });
     await waitFor(() => c.state === 'bridged', 5000, 'outbound call bridged');
     expect(invited!.uri).toBe(`sip:+250788123456@127.0.0.1:${phone.port};transport=udp`);
+    await waitFor(() => phoneDialog !== undefined, 2000, 'the phone saw our ACK'); // the ACK is still in flight
     expect(c.info.externalId).toBe(phoneDialog!.callId);
     await sleep(1500);
 

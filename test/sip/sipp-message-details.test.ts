@@ -1,0 +1,94 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import { dominantFrequency } from '../support/audio.js';
+import { waitFor } from '../support/gateway.js';
+import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+
+let h: SipHarness | undefined;
+let dir: string;
+let pcap: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
+  pcap = join(dir, 'pcma-1000.pcap');
+  writePcap(pcap, toneRtp('PCMA', 1000, 1500));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  await h?.stop();
+  h = undefined;
+});
+
+const NUMS = { FROM: '0788123456', TO: '0700000001' };
+const target = (h: SipHarness) => `127.0.0.1:${h.port}`;
+const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+
+describe('carrier message details against sipp (real gateway, embedded engine)', () => {
+  it('SIP-I: a multipart/mixed INVITE (SDP + ISUP) with an ;npdi;rn= Request-URI is answered, with audio', async () => {
+    h = await startSipHarness();
+    const created = nextCall(h);
+    const res = await runSipp({
+      scenario: 'uac-sip-i.xml',
+      target: target(h),
+      vars: { ...NUMS, PCAP: pcap, PAUSE: '2000' },
+    });
+    expect(res.code, res.errors).toBe(0);
+    const call = await created;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
+    expect(call.info).toMatchObject({ from: '+250788123456', to: '+250700000001' });
+    const heard = h.sessions.get(call.id)!.heardPcm(10);
+    expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
+  });
+
+  it('a merged INVITE (same dialog and CSeq, new branch) gets 482 and never starts a second call', async () => {
+    h = await startSipHarness({ aiStartDelayMs: 1000 }); // the copy arrives while the first still rings
+    let created = 0;
+    h.gw.ctx.registry.on('created', () => created++);
+    const first = nextCall(h);
+    const res = await runSipp({ scenario: 'uac-merged-invite.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    const call = await first;
+    await waitFor(() => call.ended, 3000, 'call end');
+    expect(created).toBe(1);
+    expect(res.messages.match(/SIP\/2\.0 200 OK\r?\n[\s\S]*?CSeq: 1 INVITE/g)).toHaveLength(1);
+  });
+
+  it('a bad %-escape in the Request-URI gets 400 (never silence) and the gateway keeps serving', async () => {
+    h = await startSipHarness();
+    const res = await runSipp({ scenario: 'bad-escape.xml', target: target(h), vars: NUMS });
+    expect(res.code, res.errors).toBe(0);
+    expect(h.gw.ctx.registry.size).toBe(0);
+    expect(h.front.describe()).toMatchObject({ badRequests: 1 });
+  });
+
+  it('digest auth with a ;user=phone Request-URI: the quoted uri keeps its ";" and the call is accepted', async () => {
+    h = await startSipHarness({
+      trunks: [
+        {
+          name: 'mtn-rwanda',
+          allow: ['127.0.0.0/8'],
+          countryCode: '250',
+          nationalPrefix: '0',
+          auth: { realm: 'gw.example', username: 'mtn', password: 'trunk-secret' },
+        },
+      ],
+    });
+    const created = nextCall(h);
+    const res = await runSipp({
+      scenario: 'uac-auth-user-phone.xml',
+      target: target(h),
+      vars: { ...NUMS, USER: 'mtn', PASS: 'trunk-secret' },
+      // sipp's digest uri is remote_ip:remote_port unless told: make it the Request-URI, as carriers do.
+      args: ['-auth_uri', `0700000001@127.0.0.1:${h.port};user=phone`],
+    });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/Authorization: Digest [^\n]*uri="sip:0700000001@127\.0\.0\.1:\d+;user=phone"/);
+    const call = await created;
+    expect(call.info).toMatchObject({ trunk: 'mtn-rwanda', from: '+250788123456', to: '+250700000001' });
+    await waitFor(() => call.ended, 3000, 'call end');
+  });
+});
