@@ -48,7 +48,15 @@ beforeAll(async () => {
         nationalPrefix: '0',
         callerIdHeader: 'pai',
         // Asks for 2 s: kamailio answers 423 with Min-Expires 3 and grants 3 s, refreshed every 1.5 s.
-        register: { registrar, domain: REALM, username: 'gw1', password: 'right-pw', expiresSec: 2, retryMinSec: 0.5 },
+        register: {
+          registrar,
+          domain: REALM,
+          username: 'gw1',
+          password: 'right-pw',
+          expiresSec: 2,
+          retryMinSec: 0.5,
+          requireRegistrarSource: true, // kamailio delivers from the address it registered us at
+        },
       },
       {
         name: 'wrong',
