@@ -96,7 +96,11 @@ export interface RegistrationEvents {
   onSend?(trunk: string, expires: number): void;
 }
 
-const REQUEST_TIMEOUT_MS = 32_000;
+/**
+ * A REGISTER unanswered this long counts as a failure (shorter than timer F's 32 s: a registrar that
+ * slow is down for our purposes, and a REGISTER lost on a dying TCP flow must not stall re-registration).
+ */
+const REQUEST_TIMEOUT_MS = 10_000;
 const UNREGISTER_TIMEOUT_MS = 4_000;
 /** Refuse Min-Expires above this: a registrar demanding more is misconfigured. */
 const MAX_MIN_EXPIRES = 86_400;

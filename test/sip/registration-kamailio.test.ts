@@ -29,7 +29,7 @@ beforeAll(async () => {
   phonePort = await freePort();
   k = new Kamailio({
     realm: REALM,
-    subscribers: { gw1: 'right-pw', gw2: 'other-pw' },
+    subscribers: { gw1: 'right-pw', gw2: 'other-pw', gw3: 'tcp-pw' },
     dialUser: 'gw1',
     phonePort,
     minExpires: 3,
@@ -56,6 +56,22 @@ beforeAll(async () => {
           expiresSec: 2,
           retryMinSec: 0.5,
           requireRegistrarSource: true, // kamailio delivers from the address it registered us at
+        },
+      },
+      {
+        name: 'over-tcp',
+        match: 'registration',
+        countryCode: '250',
+        register: {
+          registrar,
+          domain: REALM,
+          username: 'gw3',
+          password: 'tcp-pw',
+          transport: 'tcp',
+          expiresSec: 60,
+          retryMinSec: 0.5,
+          retryMaxSec: 1,
+          keepAliveSec: 1,
         },
       },
       {
@@ -210,12 +226,26 @@ describe('registration trunk with a real registrar (kamailio)', () => {
     }
   });
 
+  it('registers over TCP on a connection it keeps open (CRLF keep-alives) while the calls-only ones close', async () => {
+    await waitFor(() => reg('over-tcp').state === 'registered', 10_000, 'tcp trunk registered');
+    expect(k.bindings('gw3')).toEqual([`sip:gw3@127.0.0.1:${h.port};transport=tcp`]);
+    await new Promise((r) => setTimeout(r, 2500)); // past the engine's idle-connection release
+    expect(reg('over-tcp').state).toBe('registered');
+    expect((h.front.engine as unknown as { streamConnections: { tcp: number } }).streamConnections.tcp).toBe(1);
+  });
+
   it('re-registers after the registrar is killed and restarted (its location table was lost)', async () => {
+    const tcpConfirmed = reg('over-tcp').confirmed;
     await k.stop('SIGKILL');
     await k.start(); // same port, empty location table
     expect(k.bindings('gw1')).toHaveLength(0);
     await waitFor(() => k.bindings('gw1').length === 1, 15_000, 'binding restored on the new registrar');
     expect(reg('carrier').state).toBe('registered');
+    // TCP: the dropped connection triggers the re-REGISTER (its 60 s binding is nowhere near refresh).
+    await waitFor(() => k.bindings('gw3').length === 1, 15_000, 'tcp binding restored').catch((e: Error) => {
+      throw new Error(`${e.message}: ${JSON.stringify(reg('over-tcp'))}`);
+    });
+    expect(reg('over-tcp').confirmed).toBeGreaterThan(tcpConfirmed);
   });
 
   it('shutdown un-registers: the location table is empty afterwards', async () => {
@@ -223,6 +253,7 @@ describe('registration trunk with a real registrar (kamailio)', () => {
     await h.stop();
     expect(reg('carrier').state).toBe('stopped');
     expect(k.bindings('gw1')).toHaveLength(0);
+    expect(k.bindings('gw3')).toHaveLength(0);
     expect(k.aors()).toHaveLength(0);
   });
 });
