@@ -222,6 +222,28 @@ export const configSchema = z
           })
           .refine((t) => !t.cert === !t.key, { message: 'sip.tls.cert and sip.tls.key go together' })
           .optional(),
+        /**
+         * Flood resistance (embedded engine). Requests from addresses no trunk allows (outside a
+         * dialog) get one stateless 403 (`reject`) or no answer at all (`drop`), before any state.
+         */
+        unknownSource: z.enum(['reject', 'drop']).default('reject'),
+        /** Per-source request rates (burst: twice the rate) and caps on what the engine holds. */
+        limits: z
+          .object({
+            invitePerSec: z.number().positive().default(50),
+            registerPerSec: z.number().positive().default(10),
+            optionsPerSec: z.number().positive().default(20),
+            maxServerTransactions: z.number().int().positive().default(10_000),
+            maxDialogs: z.number().int().positive().default(5_000),
+            maxConnections: z.number().int().positive().default(1000),
+            connectionIdleSec: z.number().positive().default(300),
+            maxMessageBytes: z
+              .number()
+              .int()
+              .min(4096)
+              .default(64 * 1024),
+          })
+          .prefault({}),
       })
       .prefault({}),
     trunks: z.array(trunkSchema).default([]),

@@ -218,13 +218,22 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     }
   }
 
+  /** Never rejects, and the dialog is destroyed whatever happens building or sending the BYE. */
   bye(reason = 'normal'): Promise<void> {
     if (this.destroyed) return Promise.resolve();
     this.byeSent ??= (async () => {
-      const req = this.newRequest('BYE', { reason: `Q.850;cause=16;text="${reason.replace(/"/g, '')}"` });
+      let req: SipRequest;
+      let dest: Dest;
+      try {
+        req = this.newRequest('BYE', { reason: `Q.850;cause=16;text="${String(reason).replace(/["\r\n]/g, '')}"` });
+        dest = this.dest();
+      } catch (err) {
+        this.engine.log.error({ sipCallId: this.callId, err: (err as Error).message }, 'cannot build BYE');
+        return;
+      } finally {
+        this.destroy();
+      }
       this.engine.log.info({ sipCallId: this.callId, reason }, 'sending BYE');
-      const dest = this.dest();
-      this.destroy();
       try {
         const res = await this.engine.request(req, dest);
         this.engine.log.info({ sipCallId: this.callId, status: res.status }, 'BYE answered');

@@ -19,8 +19,10 @@ import {
   type SipResponse,
 } from './message.js';
 import {
+  DEFAULT_STREAM_LIMITS,
   type SipTlsFiles,
   type SocketFactory,
+  type StreamLimits,
   StreamTransport,
   tcpSockets,
   tlsSockets,
@@ -35,11 +37,13 @@ import {
   isStream,
   mergeKey,
   newBranch,
+  stampVia,
   ServerTransactions,
   SUPPORTED,
   type Transport,
 } from './transactions.js';
 import { SipUac, type InviteOptions, type InviteResult, type UacTx } from './uac.js';
+import { type Admission, DEFAULT_FLOOD_LIMITS, type FloodLimits, InboundGuard, type RejectReason } from './flood.js';
 
 // Importers (uac.ts, front.ts, tests) get the engine's parts from here as before the split.
 export { EmbeddedDialog, type DialogInit } from './dialog.js';
@@ -70,6 +74,11 @@ export interface EmbeddedEngineOptions {
    * plus `ca`.
    */
   tls?: SipTlsFiles & { port: number };
+  /** Flood resistance (src/sip/flood.ts): who may open transactions, and the limits. */
+  isKnownSource?: (address: string) => boolean;
+  unknownSource?: 'reject' | 'drop';
+  limits?: Partial<FloodLimits & StreamLimits>;
+  onReject?: (reason: RejectReason, method: string) => void;
 }
 
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
@@ -98,6 +107,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
   readonly log: Logger;
+  private readonly guard: InboundGuard;
+  private readonly limits: FloodLimits;
 
   constructor(private readonly opts: EmbeddedEngineOptions) {
     super();
@@ -105,6 +116,14 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     this.t2 = opts.t2Ms ?? 4000;
     this.serverTxs = new ServerTransactions(this.t1);
     this.log = opts.log.child({ component: 'sip-embedded' });
+    this.limits = { ...DEFAULT_FLOOD_LIMITS, ...opts.limits };
+    this.guard = new InboundGuard({
+      isKnownSource: opts.isKnownSource,
+      unknownSource: opts.unknownSource ?? 'reject',
+      limits: this.limits,
+      log: this.log,
+      onReject: opts.onReject,
+    });
   }
 
   get port(): number {
@@ -216,6 +235,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
         log: this.log,
         onMessage: (buf, src) => this.onData(buf, { ...src, transport: kind }),
         onMalformed: () => this.counters.malformed++,
+        limits: { ...DEFAULT_STREAM_LIMITS, ...this.opts.limits },
+        inUse: (sock) => this.inUse(sock),
+        sampler: this.guard.sampler,
       });
     const tlsOpts = this.opts.tls;
     // Reads the certificate files first: a bad path fails start() before anything is bound.
@@ -299,6 +321,16 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     return { dialogs: this.dialogs.size, invites: this.invites.size, clientTxs: this.clientTxs.size };
   }
 
+  /** Server transactions held (flood tests check a stranger makes none). */
+  get serverTxCount(): number {
+    return this.serverTxs.size;
+  }
+
+  /** Requests refused before any state, by reason. */
+  get rejected(): Readonly<Record<RejectReason, number>> {
+    return this.guard.rejected;
+  }
+
   /** INVITE client transactions still held (answered ones absorb 2xx retransmissions for 64·T1). */
   get uacTxCount(): number {
     return this.uacTxs.size;
@@ -333,6 +365,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     }, this.t1);
   }
 
+  /** Whether a dialog or transaction still uses a stream connection (idle ones may then be closed). */
   private inUse(sock: StreamSocket): boolean {
     if (this.heldFlows.has(sock)) return true;
     const uses = (d: Dest | undefined) => !!d && this.socketOf(d) === sock;
@@ -362,7 +395,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       const parsed = parseMessage(data);
       if (!parsed.ok) {
         this.counters.malformed++;
-        this.log.warn(
+        this.guard.sampler.warn(
+          'unparseable',
           { from: `${src.transport}:${src.address}:${src.port}`, error: parsed.error, bytes: data.length },
           'dropped unparseable SIP message',
         );
@@ -388,24 +422,31 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     tx.onResponse(res);
   }
 
-  /**
-   * RFC 3581 / RFC 3261 §18.2.1: stamp the top Via with `received` (the source IP, when it differs
-   * from sent-by or rport was asked for) and `rport` (the source port, when asked for), so responses
-   * carry where the request really came from; returns where responses go (§18.2.2: over UDP the
-   * source IP, and the source port with rport, else the sent-by port).
-   */
-  private stampVia(req: SipRequest, src: Dest): Dest {
-    const top = req.headers.get('via')!;
-    const via = parseVia(top);
-    if (!via) return src;
-    const wantsRport = 'rport' in via.params;
-    let stamped = top;
-    if (wantsRport) stamped = stamped.replace(/;\s*rport(?:=[^;]*)?/i, `;rport=${src.port}`);
-    if (wantsRport || via.host !== src.address)
-      stamped = `${stamped.replace(/;\s*received=[^;]*/i, '')};received=${src.address}`;
-    if (stamped !== top) req.headers.replaceFirst('via', stamped);
-    if (src.transport !== 'udp' || wantsRport) return src;
-    return { ...src, port: via.port ?? 5060 };
+  private isInDialog(req: SipRequest): boolean {
+    const toTag = tagOf(req.headers.get('to'));
+    return toTag !== undefined && this.dialogs.has(`${req.headers.get('call-id')}|${toTag}`);
+  }
+
+  /** A new out-of-dialog transaction: within the source's rate and the engine's caps? */
+  private admitNew(req: SipRequest, address: string): Admission | undefined {
+    const rate = this.guard.admitRate(req.method, address);
+    if (!rate.ok) return rate;
+    if (this.serverTxs.size >= this.limits.maxServerTransactions)
+      return this.guard.overload(req.method, address, 'too many transactions');
+    if (req.method === 'INVITE' && this.dialogs.size + this.invites.size >= this.limits.maxDialogs)
+      return this.guard.overload(req.method, address, 'too many calls');
+    return undefined;
+  }
+
+  /** One response, not remembered and never retransmitted (a flood gets no more from us than it sends). */
+  private replyStateless(req: SipRequest, dest: Dest, admission: Admission): void {
+    if (admission.ok || !admission.reply || req.method === 'ACK') return;
+    if (!req.headers.has('via') || !req.headers.has('call-id') || !req.headers.has('cseq')) return;
+    const { status, reason, retryAfter } = admission.reply;
+    const res = makeResponse(req, status, reason);
+    if (retryAfter !== undefined) res.headers.set('retry-after', String(retryAfter));
+    res.headers.set('server', this.userAgent);
+    this.sendRaw(serialize(res), dest);
   }
 
   private txKey(req: SipRequest): string | undefined {
@@ -442,10 +483,15 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   private onRequest(req: SipRequest, from: Dest): void {
     let src = from;
+    const inDialog = this.isInDialog(req);
+    // Before anything else (even a 400): a stranger gets one stateless answer at most.
+    const admission = inDialog ? undefined : this.guard.admitUnknown(req.method, from.address);
+    if (admission && !admission.ok) return this.replyStateless(req, from, admission);
     const invalid = validateRequest(req);
     if (invalid) {
       this.counters.badRequests++;
-      this.log.warn(
+      this.guard.sampler.warn(
+        'malformed',
         { from: `${src.address}:${src.port}`, method: req.method, error: invalid },
         'malformed SIP request',
       );
@@ -457,12 +503,16 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       }
       return;
     }
-    const replyTo = this.stampVia(req, src);
+    const replyTo = stampVia(req, src);
     const key = req.method === 'ACK' ? undefined : this.txKey(req);
     const tx = key ? this.serverTxs.lookup(key) : undefined;
     if (tx) {
       if (tx.last) this.sendRaw(tx.last, replyTo); // retransmitted request: resend our last response
       return;
+    }
+    if (!inDialog && req.method !== 'ACK') {
+      const refused = this.admitNew(req, replyTo.address);
+      if (refused) return this.replyStateless(req, replyTo, refused);
     }
     if (req.method !== 'ACK' && !tagOf(req.headers.get('to'))) {
       // RFC 3261 §16.3 / §8.2.2.2 for out-of-dialog requests: a request that has run out of hops,

@@ -1,3 +1,4 @@
+import client from 'prom-client';
 import type { TrunkConfig } from '../config/schema.js';
 import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
@@ -44,7 +45,36 @@ export function createEngine(ctx: GatewayContext): SipEngine {
     if (!sip.drachtio) throw new GatewayError('config_invalid', 'sip.engine is drachtio but sip.drachtio is not set');
     return new DrachtioEngine({ ...sip.drachtio, log });
   }
-  return new EmbeddedSipEngine({ host: sip.host, port: sip.port, publicAddress: sip.publicAddress, log, tls: sip.tls });
+  // The trunk check runs in the engine, before any transaction state (flood resistance).
+  const trunks = new TrunkTable(ctx.config.trunks);
+  const rejected = sipRejectionCounter(ctx.metrics.registry);
+  return new EmbeddedSipEngine({
+    host: sip.host,
+    port: sip.port,
+    publicAddress: sip.publicAddress,
+    log,
+    tls: sip.tls,
+    isKnownSource: (address) => trunks.match(address) !== undefined,
+    unknownSource: sip.unknownSource,
+    limits: sip.limits,
+    onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),
+  });
+}
+
+/** Method label values (a stranger's method names must not grow the label set). */
+const METHODS = new Set(['INVITE', 'REGISTER', 'OPTIONS', 'ACK', 'CANCEL', 'BYE']);
+
+function sipRejectionCounter(registry: client.Registry): client.Counter<'reason' | 'method'> {
+  const name = 'gateway_sip_requests_rejected_total';
+  return (
+    (registry.getSingleMetric(name) as client.Counter<'reason' | 'method'> | undefined) ??
+    new client.Counter({
+      name,
+      help: 'SIP requests refused before any state: unknown_source, rate_limited (per source) or overload (caps)',
+      labelNames: ['reason', 'method'],
+      registers: [registry],
+    })
+  );
 }
 
 /**

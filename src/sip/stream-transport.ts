@@ -3,9 +3,23 @@ import { createConnection, createServer, isIP, type Server, type Socket } from '
 import { connect as tlsConnect, createServer as createTlsServer, rootCertificates } from 'node:tls';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { LogSampler } from './flood.js';
 
-/** Largest SIP message we accept over a stream transport; a peer sending more is cut off. */
-const MAX_STREAM_MESSAGE = 64 * 1024;
+/** What one peer may hold of ours over TCP/TLS (flood resistance, issue 12). */
+export interface StreamLimits {
+  /** Inbound connections at once; more are closed on accept. */
+  maxConnections: number;
+  /** An inbound connection with no traffic for this long, and no dialog or transaction on it, is closed. */
+  connectionIdleSec: number;
+  /** Largest SIP message (headers + body) buffered per connection; a peer sending more is cut off. */
+  maxMessageBytes: number;
+}
+
+export const DEFAULT_STREAM_LIMITS: StreamLimits = {
+  maxConnections: 1000,
+  connectionIdleSec: 300,
+  maxMessageBytes: 64 * 1024,
+};
 
 /**
  * Splits a TCP/TLS byte stream into SIP messages (RFC 3261 §18.3: Content-Length frames the body).
@@ -13,6 +27,8 @@ const MAX_STREAM_MESSAGE = 64 * 1024;
  */
 export class SipStreamFramer {
   private buf: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly maxMessage = DEFAULT_STREAM_LIMITS.maxMessageBytes) {}
 
   push(chunk: Buffer): { messages: Buffer[]; error?: string } {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
@@ -23,13 +39,13 @@ export class SipStreamFramer {
       if (start) this.buf = this.buf.subarray(start);
       const end = this.buf.indexOf('\r\n\r\n');
       if (end < 0) {
-        if (this.buf.length > MAX_STREAM_MESSAGE) return { messages, error: 'headers too long' };
+        if (this.buf.length > this.maxMessage) return { messages, error: 'headers too long' };
         return { messages };
       }
       const head = this.buf.subarray(0, end).toString('latin1');
       const m = /\r\n(?:content-length|l)[ \t]*:[ \t]*(\d+)/i.exec(head);
       const len = m ? Number(m[1]) : 0;
-      if (len > MAX_STREAM_MESSAGE) return { messages, error: 'body too long' };
+      if (end + 4 + len > this.maxMessage) return { messages, error: 'body too long' };
       const total = end + 4 + len;
       if (this.buf.length < total) return { messages };
       messages.push(this.buf.subarray(0, total));
@@ -130,6 +146,11 @@ export interface StreamTransportOptions {
   onMessage(buf: Buffer, src: StreamDest & { conn: Socket }): void;
   /** A peer broke the framing (counted by the engine). */
   onMalformed(): void;
+  limits?: StreamLimits;
+  /** Whether a dialog or transaction still uses the connection (an idle one in use stays open). */
+  inUse?: (socket: Socket) => boolean;
+  /** Warnings a flood could repeat (connection cap) go through it. */
+  sampler?: LogSampler;
 }
 
 /**
@@ -169,7 +190,14 @@ export class StreamTransport {
     this.open = true;
     const server = this.opts.sockets.createServer((s) => {
       const address = (s.remoteAddress ?? '').replace(/^::ffff:/, '');
-      this.track(s, address, s.remotePort ?? 0, false, Promise.resolve());
+      if (this.inboundCount >= this.limits.maxConnections) {
+        const what = { peer: `${address}:${s.remotePort}`, max: this.limits.maxConnections };
+        this.opts.sampler?.warn(`${this.kind}-cap`, what, `SIP ${this.kind} connection refused: too many connections`);
+        s.destroy();
+        return;
+      }
+      const conn = this.track(s, address, s.remotePort ?? 0, false, Promise.resolve());
+      this.watchIdle(conn);
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -186,6 +214,28 @@ export class StreamTransport {
     );
   }
 
+  private get limits(): StreamLimits {
+    return this.opts.limits ?? DEFAULT_STREAM_LIMITS;
+  }
+
+  private get inboundCount(): number {
+    let n = 0;
+    for (const c of this.bySocket.values()) if (!c.outbound) n++;
+    return n;
+  }
+
+  /** Close an inbound connection idle for connectionIdleSec unless a dialog or transaction uses it. */
+  private watchIdle(conn: Conn): void {
+    const idleMs = this.limits.connectionIdleSec * 1000;
+    conn.socket.on('timeout', () => {
+      // A long call on it: it stays (re-armed; any traffic re-arms it too).
+      if (this.opts.inUse?.(conn.socket)) return void conn.socket.setTimeout(idleMs);
+      this.opts.log.debug({ peer: conn.key }, `closing idle inbound SIP ${this.kind} connection`);
+      this.drop(conn);
+    });
+    conn.socket.setTimeout(idleMs);
+  }
+
   private keyOf(address: string, port: number): string {
     return `${address.replace(/^::ffff:/, '')}:${port}`;
   }
@@ -196,7 +246,7 @@ export class StreamTransport {
     this.conns.set(key, conn);
     this.bySocket.set(socket, conn);
     socket.setNoDelay(true);
-    const framer = new SipStreamFramer();
+    const framer = new SipStreamFramer(this.limits.maxMessageBytes);
     socket.on('data', (chunk: Buffer) => {
       const { messages, error } = framer.push(chunk);
       for (const m of messages) this.opts.onMessage(m, { address, port, conn: socket });

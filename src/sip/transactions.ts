@@ -8,6 +8,7 @@ import type { EmbeddedSipEngine } from './embedded.js';
 import {
   makeResponse,
   parseCSeq,
+  parseVia,
   REASONS,
   sdpOf,
   serialize,
@@ -50,6 +51,26 @@ interface ServerTx {
   dest: Dest;
   timer: NodeJS.Timeout | undefined;
   merge: string | undefined;
+}
+
+/**
+ * RFC 3581 / RFC 3261 §18.2.1: stamp the top Via with `received` (the source IP, when it differs
+ * from sent-by or rport was asked for) and `rport` (the source port, when asked for), so responses
+ * carry where the request really came from; returns where responses go (§18.2.2: over UDP the
+ * source IP, and the source port with rport, else the sent-by port).
+ */
+export function stampVia(req: SipRequest, src: Dest): Dest {
+  const top = req.headers.get('via')!;
+  const via = parseVia(top);
+  if (!via) return src;
+  const wantsRport = 'rport' in via.params;
+  let stamped = top;
+  if (wantsRport) stamped = stamped.replace(/;\s*rport(?:=[^;]*)?/i, `;rport=${src.port}`);
+  if (wantsRport || via.host !== src.address)
+    stamped = `${stamped.replace(/;\s*received=[^;]*/i, '')};received=${src.address}`;
+  if (stamped !== top) req.headers.replaceFirst('via', stamped);
+  if (src.transport !== 'udp' || wantsRport) return src;
+  return { ...src, port: via.port ?? 5060 };
 }
 
 /** Same Call-ID, From tag and CSeq: the same request, whatever the branch (RFC 3261 §8.2.2.2). */
