@@ -38,7 +38,14 @@ interface SipCall {
   sessionTimer: NodeJS.Timeout | undefined;
 }
 
-export function createEngine(ctx: GatewayContext): SipEngine {
+/**
+ * `registrarSource`: whether an address is one of our registrars (registration trunks with
+ * `requireRegistrarSource` take INVITEs only from there).
+ */
+export function createEngine(
+  ctx: GatewayContext,
+  registrarSource: (address: string) => boolean = () => false,
+): SipEngine {
   const sip = ctx.config.sip;
   const log = ctx.log.child({ front: 'sip' });
   if (sip.engine === 'drachtio') {
@@ -47,6 +54,10 @@ export function createEngine(ctx: GatewayContext): SipEngine {
   }
   // The trunk check runs in the engine, before any transaction state (flood resistance).
   const trunks = new TrunkTable(ctx.config.trunks);
+  // Registration trunks matched by Request-URI take INVITEs from any address (the documented
+  // trade-off) unless they require the registrar's addresses.
+  const byRegistration = ctx.config.trunks.filter((t) => t.register && (t.match ?? 'both') !== 'ip');
+  const fromAnywhere = byRegistration.some((t) => !t.register!.requireRegistrarSource);
   const rejected = sipRejectionCounter(ctx.metrics.registry);
   return new EmbeddedSipEngine({
     host: sip.host,
@@ -54,7 +65,8 @@ export function createEngine(ctx: GatewayContext): SipEngine {
     publicAddress: sip.publicAddress,
     log,
     tls: sip.tls,
-    isKnownSource: (address) => trunks.match(address) !== undefined,
+    isKnownSource: (address) =>
+      trunks.match(address) !== undefined || fromAnywhere || (byRegistration.length > 0 && registrarSource(address)),
     unknownSource: sip.unknownSource,
     limits: sip.limits,
     onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),
@@ -103,7 +115,7 @@ export class SipFront implements Front {
   ) {
     const sip = ctx.config.sip;
     this.log = ctx.log.child({ front: 'sip' });
-    this.engine = opts.engine ?? createEngine(ctx);
+    this.engine = opts.engine ?? createEngine(ctx, (a) => this.registrations?.isRegistrarSource(a) ?? false);
     this.trunks = new TrunkTable(ctx.config.trunks);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;

@@ -74,6 +74,13 @@ export class TrunkRegistrations {
     return [...this.regs.values()].map((r) => r.snapshot());
   }
 
+  /** Whether an address is one a registrar of ours resolved to (requests from it pass the source check). */
+  isRegistrarSource(address: string): boolean {
+    const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+    for (const r of this.regs.values()) if (r.registrarAddresses.has(a)) return true;
+    return false;
+  }
+
   /**
    * The registration trunk an INVITE is addressed to: its Request-URI user is the Contact user we
    * registered (or the AoR username). With `requireRegistrarSource`, only from the registrar's address.

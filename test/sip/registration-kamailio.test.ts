@@ -13,7 +13,8 @@ import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 /**
  * Registration trunks against a real registrar: Debian's kamailio (registrar + usrloc + auth_db
  * over db_text) as the carrier. The gateway's trunks have no `allow` at all: calls reach them only
- * through the registration.
+ * through the registration, and only from the registrar's address (requireRegistrarSource, checked
+ * by the engine's source admission before any state).
  */
 const REALM = 'carrier.test';
 let k: Kamailio;
@@ -72,13 +73,22 @@ beforeAll(async () => {
           retryMinSec: 0.5,
           retryMaxSec: 1,
           keepAliveSec: 1,
+          requireRegistrarSource: true,
         },
       },
       {
         name: 'wrong',
         match: 'registration',
         countryCode: '250',
-        register: { registrar, domain: REALM, username: 'gw2', password: 'not-it', retryMinSec: 1, retryMaxSec: 4 },
+        register: {
+          registrar,
+          domain: REALM,
+          username: 'gw2',
+          password: 'not-it',
+          retryMinSec: 1,
+          retryMaxSec: 4,
+          requireRegistrarSource: true,
+        },
       },
     ],
   });
