@@ -53,6 +53,27 @@ export interface MediaSessionProvider {
   stop(callId: string): Promise<boolean>;
 }
 
+/** A carrier trunk as ops see it (GET /v1/trunks, /readyz details, dashboard). */
+export interface TrunkView {
+  name: string;
+  kind: 'ip' | 'registration';
+  match: 'ip' | 'registration' | 'both';
+  allow: string[];
+  activeCalls: number;
+  maxCalls: number;
+  /** Registration trunks: registered / failing (last status, next attempt) / stopped. */
+  registration?: {
+    state: string;
+    aor: string;
+    registrar: string;
+    lastStatus?: number;
+    lastReason?: string;
+    nextAttemptAt?: string;
+    expiresAt?: string;
+    failures: number;
+  };
+}
+
 export interface GatewayContext {
   config: GatewayConfig;
   log: Logger;
@@ -70,6 +91,8 @@ export interface GatewayContext {
   mediaSessions: MediaSessionProvider | undefined;
   /** Set by the SIP front: places outbound SIP legs (OpenAI SIP route, SIP dial-out). */
   legDialer: LegDialer | undefined;
+  /** Set by the SIP front: its trunks and their registration state. */
+  trunks: (() => TrunkView[]) | undefined;
   /** True while draining for shutdown: fronts refuse new calls. */
   draining: boolean;
 }
@@ -116,6 +139,7 @@ export class Gateway {
       dialers: new Map(),
       mediaSessions: undefined,
       legDialer: undefined,
+      trunks: undefined,
       draining: false,
     };
     installOpenAiSip(this.ctx);

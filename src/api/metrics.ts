@@ -20,6 +20,8 @@ export class GatewayMetrics {
   readonly answerToAudioMs: client.Histogram<'share'>;
   readonly turnLatencyMs: client.Histogram<'share'>;
   readonly responseFailures: client.Counter<'route' | 'reason'>;
+  readonly registrationUp: client.Gauge<'trunk'>;
+  readonly registrationFailures: client.Counter<'trunk' | 'code'>;
 
   constructor(registry: CallRegistry) {
     const r = this.registry;
@@ -104,6 +106,18 @@ export class GatewayMetrics {
       name: 'gateway_ai_response_failures_total',
       help: 'AI responses that ended failed or incomplete, by route and reason (rate_limit_exceeded, content_filter, ...)',
       labelNames: ['route', 'reason'],
+      registers: [r],
+    });
+    this.registrationUp = new client.Gauge({
+      name: 'gateway_trunk_registration_up',
+      help: 'Registration trunks: 1 while the registrar holds our binding, 0 otherwise',
+      labelNames: ['trunk'],
+      registers: [r],
+    });
+    this.registrationFailures = new client.Counter({
+      name: 'gateway_trunk_registration_failures_total',
+      help: 'Failed REGISTER attempts by trunk and SIP status (408: no answer)',
+      labelNames: ['trunk', 'code'],
       registers: [r],
     });
     registry.on('created', (call) => this.watch(call));

@@ -34,6 +34,37 @@ export const openApiDocument = {
           },
         },
       },
+      Trunk: {
+        type: 'object',
+        required: ['name', 'kind', 'match', 'activeCalls', 'maxCalls'],
+        properties: {
+          name: { type: 'string' },
+          kind: { type: 'string', enum: ['ip', 'registration'] },
+          match: { type: 'string', enum: ['ip', 'registration', 'both'] },
+          allow: { type: 'array', items: { type: 'string' } },
+          activeCalls: { type: 'integer' },
+          maxCalls: { type: 'integer' },
+          registration: {
+            type: 'object',
+            nullable: true,
+            description: 'Registration trunks only',
+            properties: {
+              state: { type: 'string', enum: ['idle', 'registering', 'registered', 'failing', 'stopped'] },
+              aor: { type: 'string' },
+              registrar: { type: 'string' },
+              target: { type: 'string', nullable: true },
+              contact: { type: 'string', nullable: true },
+              grantedExpiresSec: { type: 'integer', nullable: true },
+              registeredAt: { type: 'string', nullable: true },
+              expiresAt: { type: 'string', nullable: true },
+              lastStatus: { type: 'integer', nullable: true, description: 'SIP status of the last answer (408: none)' },
+              lastReason: { type: 'string', nullable: true },
+              failures: { type: 'integer', description: 'Consecutive failed attempts' },
+              nextAttemptAt: { type: 'string', nullable: true },
+            },
+          },
+        },
+      },
       TranscriptEntry: {
         type: 'object',
         required: ['role', 'text', 'at'],
@@ -232,6 +263,21 @@ export const openApiDocument = {
     '/v1/sessions/{callId}/stop': {
       parameters: [{ name: 'callId', in: 'path', required: true, schema: { type: 'string' } }],
       post: { summary: 'End a media-only session', responses: { '200': ok, '401': error, '404': error, '501': error } },
+    },
+    '/v1/trunks': {
+      get: {
+        summary: 'SIP trunks: IP or registration, active calls, and registration state',
+        responses: {
+          '200': {
+            description: 'Trunks',
+            ...json({
+              type: 'object',
+              properties: { trunks: { type: 'array', items: { $ref: '#/components/schemas/Trunk' } } },
+            }),
+          },
+          '401': error,
+        },
+      },
     },
   },
 } as const;

@@ -59,7 +59,23 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
   });
   app.get('/readyz', (_req, res) => {
     const r = ready();
-    res.status(r.ok && !ctx.draining ? 200 : 503).json({ ...r, draining: ctx.draining });
+    // Registration state is a detail, not a readiness gate: one carrier's registrar being down must
+    // not take the gateway (and its other trunks) out of the load balancer.
+    const registrations = ctx.trunks?.().flatMap((t) =>
+      t.registration
+        ? [
+            {
+              trunk: t.name,
+              state: t.registration.state,
+              lastStatus: t.registration.lastStatus,
+              nextAttemptAt: t.registration.nextAttemptAt,
+            },
+          ]
+        : [],
+    );
+    res
+      .status(r.ok && !ctx.draining ? 200 : 503)
+      .json({ ...r, draining: ctx.draining, ...(registrations?.length ? { registrations } : {}) });
   });
   app.get('/metrics', async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
@@ -159,6 +175,10 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     if (call) streamCall(call, req, res);
   });
   v1.get('/events', (req, res) => streamAllCalls(registry, req, res));
+
+  v1.get('/trunks', (_req, res) => {
+    res.json({ trunks: ctx.trunks?.() ?? [] });
+  });
 
   v1.post('/sessions/start', async (req, res) => {
     const body = parse(sessionBody, req.body, res);

@@ -10,10 +10,58 @@ const optionalSecret = (min: number, what: string) =>
 
 const codecName = z.enum(['PCMA', 'PCMU']);
 
+/** A value written into a SIP header as a user part / token: no spaces, quotes, separators or controls. */
+const headerToken = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[A-Za-z0-9\-_.!~*'()&=+$,%#]+$/, "a SIP user part (letters, digits, -_.!~*'()&=+$,%#; no spaces or quotes)");
+
+/** `trunks[].register`: REGISTER to the carrier (issue 18). Secrets as `${VAR}`. */
+const registerSchema = z.object({
+  /** Registrar: `sip:reg.carrier.net`, `sip:reg.carrier.net:5080;transport=tcp`, or host[:port]. */
+  registrar: z.string().regex(/^(sips?:)?[^\s@<>"]+$/, 'a SIP URI or host[:port] without user part'),
+  /** AoR domain when it differs from the registrar host. */
+  domain: z
+    .string()
+    .regex(/^[A-Za-z0-9.:[\]-]+$/, 'a host name')
+    .optional(),
+  username: headerToken,
+  /** Digest user name when it differs from the AoR user. */
+  authUsername: headerToken.optional(),
+  password: z.string().min(1, 'a password (use ${VAR})'),
+  /** Only answer challenges for this realm (default: whatever realm the registrar names). */
+  realm: z
+    .string()
+    .min(1)
+    .regex(/^[^"\\\r\n]+$/, 'a realm without quotes or line breaks')
+    .optional(),
+  expiresSec: z.number().int().min(1).max(86400).default(600),
+  transport: z.enum(['udp', 'tcp', 'tls']).default('udp'),
+  /** User part of the Contact we register (default: username). */
+  contactUser: headerToken.optional(),
+  /** NAT keep-alive interval toward the registrar (0: off). CRLF on TCP/TLS. */
+  keepAliveSec: z.number().int().min(0).max(3600).default(25),
+  /** UDP keep-alive: a CRLF datagram, or OPTIONS (also notices a dead registrar). */
+  udpKeepAlive: z.enum(['crlf', 'options']).default('crlf'),
+  /** Backoff after a failed REGISTER: from retryMinSec doubling to retryMaxSec, with jitter. */
+  retryMinSec: z.number().min(0.1).default(5),
+  retryMaxSec: z.number().min(1).default(300),
+  /**
+   * With `match: registration|both`: INVITEs matched by registration must come from the registrar's
+   * resolved address (safer; off for carriers that deliver from other SBCs).
+   */
+  requireRegistrarSource: z.boolean().default(false),
+});
+
 export const trunkSchema = z.object({
   name: z.string().min(1),
-  /** Source addresses allowed to send us INVITEs; anything else gets 403. */
-  allow: z.array(cidr).min(1),
+  /**
+   * Source addresses allowed to send us INVITEs; anything else gets 403 (unless `match` lets a
+   * registration trunk take INVITEs addressed to its registered Contact). Required unless the trunk
+   * registers.
+   */
+  allow: z.array(cidr).default([]),
   auth: z.object({ realm: z.string().min(1), username: z.string().min(1), password: z.string().min(1) }).optional(),
   codecs: z.array(codecName).min(1).default(['PCMA', 'PCMU']),
   telephoneEvent: z.boolean().default(true),
@@ -37,6 +85,33 @@ export const trunkSchema = z.object({
     .string()
     .regex(/^sips?:[^@\s]+$/, 'a SIP URI without user part, like sip:196.12.0.10:5060;transport=udp')
     .optional(),
+  // --- registration trunks and outbound identity (issue 18) ---
+  /** Outbound registration to the carrier's registrar (a "credential trunk"). */
+  register: registerSchema.optional(),
+  /**
+   * Which INVITEs belong to this trunk: `ip` (source address in `allow`), `registration` (the
+   * Request-URI's user is our registered Contact user or username, from any address — or only from
+   * the registrar's addresses with `register.requireRegistrarSource`), `both` (either). Default:
+   * `both` when the trunk registers, else `ip`.
+   */
+  match: z.enum(['ip', 'registration', 'both']).optional(),
+  /** Credentials answering 401/407 to our INVITEs when the trunk does not register (else register's are used). */
+  outboundAuth: z
+    .object({ username: headerToken, password: z.string().min(1), realm: z.string().min(1).optional() })
+    .optional(),
+  /** From user of our INVITEs (default: the caller number, or register.username on a registration trunk). */
+  fromUser: headerToken.optional(),
+  /** From host of our INVITEs (default: the registration domain, else our address). */
+  fromDomain: z
+    .string()
+    .regex(/^[A-Za-z0-9.:[\]-]+$/, 'a host name or address')
+    .optional(),
+  /** Caller-ID presentation on our INVITEs: which identity header carries the calling number. */
+  callerIdHeader: z.enum(['none', 'pai', 'ppi', 'rpid']).default('none'),
+  /** `id`: withhold the caller ID (Privacy: id, RFC 3325; Remote-Party-ID privacy=full). */
+  privacy: z.enum(['none', 'id']).default('none'),
+  /** How numbers are written toward the carrier: +E.164, national (nationalPrefix + NSN) or E.164 digits. */
+  numberFormat: z.enum(['e164', 'national', 'e164-digits']).default('e164'),
 });
 
 const turnDetection = z.union([
@@ -192,8 +267,11 @@ export const configSchema = z
         engine: z.enum(['embedded', 'drachtio']).default('embedded'),
         host: z.string().default('0.0.0.0'),
         port: z.number().int().min(0).max(65535).default(5060),
-        /** Address written into Contact/SDP; the public IP when behind NAT. */
-        publicAddress: z.string().default('127.0.0.1'),
+        /**
+         * Address written into Contact/SDP; the public IP when behind NAT. Unset: learnt from a
+         * registration trunk's registrar (Via received, RFC 3581), else 127.0.0.1.
+         */
+        publicAddress: z.string().optional(),
         /** IPv6 address for our SDP when a carrier offers IPv6 media (IN IP6); unset: such offers get 488. */
         publicAddress6: z.string().regex(/:/, 'an IPv6 address').optional(),
         rtpPortMin: z.number().int().min(1024).max(65534).default(20000),
@@ -310,6 +388,23 @@ export const configSchema = z
     check(cfg.routing.default, ['routing', 'default']);
     cfg.routing.rules.forEach((r, i) => check(r.route, ['routing', 'rules', i, 'route']));
     cfg.trunks.forEach((t, i) => check(t.route, ['trunks', i, 'route']));
+    cfg.trunks.forEach((t, i) => {
+      const match = t.match ?? (t.register ? 'both' : 'ip');
+      if (match !== 'ip' && !t.register)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['trunks', i, 'match'],
+          message: 'needs trunks[].register',
+          input: match,
+        });
+      if (match === 'ip' && t.allow.length === 0)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['trunks', i, 'allow'],
+          message: 'at least one address (or a register block with match registration/both)',
+          input: t.allow,
+        });
+    });
     if (cfg.sip.rtpPortMin >= cfg.sip.rtpPortMax) {
       ctx.addIssue({
         code: 'custom',
@@ -391,6 +486,7 @@ function checkOpenAiProjects(routes: Record<string, RouteConfig>, ctx: z.Refinem
 
 export type GatewayConfig = z.infer<typeof configSchema>;
 export type TrunkConfig = z.infer<typeof trunkSchema>;
+export type TrunkRegisterConfig = z.infer<typeof registerSchema>;
 export type RouteConfig = z.infer<typeof routeSchema>;
 export type RealtimeRouteConfig = z.infer<typeof realtimeRoute>;
 export type LocalRouteConfig = z.infer<typeof localRoute>;

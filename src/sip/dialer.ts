@@ -11,6 +11,8 @@ import type { RtpPortPool } from './rtp.js';
 import { AddressSet } from './media-source.js';
 import type { InviteOptions } from './uac.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
+import type { DigestClientCredentials } from './digest-client.js';
+import { formatNumber, outboundIdentity } from './identity.js';
 import {
   answerDirection,
   answerShape,
@@ -63,12 +65,24 @@ export class DialedRtpLeg extends RtpLeg {
   }
 }
 
-/** The request URI for calling `to` over a trunk: its dialUri, else its first allowed address. */
+/**
+ * The request URI for calling `to` over a trunk: its dialUri, else its registrar (registration
+ * trunks: the carrier's proxy; no port → RFC 3263 SRV), else its first allowed address. The number
+ * is written in the trunk's format.
+ */
 export function trunkTarget(trunk: TrunkConfig, to: string): string {
-  const user = to.replace(/[^\d+*#]/g, '');
+  const user = formatNumber(to, trunk).replace(/[^\d+*#]/g, '');
   if (trunk.dialUri) {
     const m = /^(sips?):(.*)$/i.exec(trunk.dialUri)!;
     return `${m[1]!.toLowerCase()}:${user}@${m[2]!}`;
+  }
+  if (trunk.register) {
+    const r = trunk.register.registrar;
+    const m = /^(sips?):(.*)$/i.exec(r);
+    const rest = m ? m[2]! : r;
+    const params =
+      trunk.register.transport !== 'udp' && !/;transport=/i.test(rest) ? `;transport=${trunk.register.transport}` : '';
+    return `${m ? m[1]!.toLowerCase() : 'sip'}:${user}@${rest}${params}`;
   }
   const host = trunk.allow[0]!.split('/')[0]!;
   return `sip:${user}@${host.includes(':') ? `[${host}]` : host}`;
@@ -76,6 +90,8 @@ export function trunkTarget(trunk: TrunkConfig, to: string): string {
 
 /** What the dialer needs from an engine (embedded or drachtio): an INVITE answered with a dialog and SDP. */
 export interface OutboundInviter {
+  /** Our address for SDP/identity, when the engine knows it better than the config (learnt via a registrar). */
+  readonly publicAddress?: string;
   /** `headers`: the 2xx's, where the engine exposes them (RFC 4028 terms are read from them). */
   invite(
     opts: InviteOptions,
@@ -105,6 +121,10 @@ export class SipDialer implements LegDialer {
     private readonly log: Logger,
   ) {}
 
+  private get publicAddress(): string {
+    return this.engine.publicAddress ?? this.config.publicAddress ?? '127.0.0.1';
+  }
+
   /** Legs up or being dialled (tests check that everything is released). */
   get activeCount(): number {
     return this.legs.size + this.pending;
@@ -115,16 +135,26 @@ export class SipDialer implements LegDialer {
   }
 
   /** `mediaAllow`: a trunk's media CIDRs; without one only the answer's SDP address may send media. */
-  private async dialLeg(req: OutboundLegRequest, telephoneEvent: boolean, mediaAllow?: AddressSet): Promise<DialedLeg> {
+  private async dialLeg(
+    req: OutboundLegRequest,
+    telephoneEvent: boolean,
+    mediaAllow?: AddressSet,
+    credentials?: DigestClientCredentials,
+  ): Promise<DialedLeg> {
     this.pending++;
     try {
-      return await this.place(req, telephoneEvent, mediaAllow);
+      return await this.place(req, telephoneEvent, mediaAllow, credentials);
     } finally {
       this.pending--;
     }
   }
 
-  private async place(req: OutboundLegRequest, telephoneEvent: boolean, mediaAllow?: AddressSet): Promise<DialedLeg> {
+  private async place(
+    req: OutboundLegRequest,
+    telephoneEvent: boolean,
+    mediaAllow: AddressSet | undefined,
+    credentials: DigestClientCredentials | undefined,
+  ): Promise<DialedLeg> {
     const { call } = req;
     if (call.ended) throw new GatewayError('leg_closed', 'call ended before dialing', call.id);
     const ports = await this.ports.allocate(call.id);
@@ -132,7 +162,7 @@ export class SipDialer implements LegDialer {
     // The call ending while this rings cancels the INVITE.
     call.onEnd(() => abort.abort());
     const offer = buildOffer({
-      address: this.config.publicAddress,
+      address: this.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       codecs: req.codecs,
@@ -148,6 +178,7 @@ export class SipDialer implements LegDialer {
         timeoutMs: req.timeoutMs,
         signal: abort.signal,
         callId: call.id,
+        credentials,
         onProvisional: (status) => call.log.info({ status, uri: req.uri }, 'outbound leg ringing'),
       });
     } catch (err) {
@@ -169,7 +200,7 @@ export class SipDialer implements LegDialer {
     }
     const direction = answerDirection(answer.offer.direction);
     const ours: AnswerParams = {
-      address: this.config.publicAddress,
+      address: this.publicAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 2,
@@ -305,18 +336,20 @@ export class SipDialer implements LegDialer {
   ): Promise<void> {
     let dialed: DialedLeg;
     try {
+      const id = outboundIdentity(trunk, call.info.from, this.publicAddress);
       dialed = await this.dialLeg(
         {
           call,
           uri,
-          from: call.info.from,
-          to: call.info.to,
-          headers: {},
+          from: id.from,
+          to: `<${uri}>`,
+          headers: id.headers,
           codecs: trunk.codecs,
           timeoutMs: OUTBOUND_RING_MS,
         },
         trunk.telephoneEvent,
         new AddressSet(trunk.mediaAllow ?? trunk.allow),
+        id.credentials,
       );
     } catch (err) {
       if (call.ended) return;

@@ -59,8 +59,11 @@ export { SipStreamFramer } from './stream-transport.js';
 export interface EmbeddedEngineOptions {
   host: string;
   port: number;
-  /** Written into Contact and Via (the public address behind NAT). */
-  publicAddress: string;
+  /**
+   * Written into Contact and Via (the public address behind NAT). Unset: learnt from a registrar's
+   * received/rport (src/sip/registration.ts), else 127.0.0.1.
+   */
+  publicAddress?: string;
   log: Logger;
   t1Ms?: number;
   t2Ms?: number;
@@ -104,6 +107,10 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
   private readonly uacTxs = new Map<string, UacTx>();
   private readonly uac = new SipUac(this);
+  /** Our address as a registrar saw it (RFC 3581), used when publicAddress is not configured. */
+  private learntAddress: string | undefined;
+  /** Stream connections kept open for registrations (RFC 5626 flows), with their close hooks. */
+  private readonly heldFlows = new Map<StreamSocket, number>();
   /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
   readonly log: Logger;
@@ -136,8 +143,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   /** Our Contact for a transport; `secure` gives a sips: URI (a dialog set up by a sips: request, RFC 5630). */
   contactFor(transport: Transport, secure = false): string {
-    if (secure) return `<sips:gateway@${this.opts.publicAddress}:${this.portFor('tls')}>`;
-    return `<sip:gateway@${this.opts.publicAddress}:${this.portFor(transport)};transport=${transport}>`;
+    if (secure) return `<sips:gateway@${this.publicAddress}:${this.portFor('tls')}>`;
+    return `<sip:gateway@${this.publicAddress}:${this.portFor(transport)};transport=${transport}>`;
   }
 
   /**
@@ -151,7 +158,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   /** A Via header value for a request we send over `transport`. */
   viaFor(transport: Transport, branch: string): string {
-    return `SIP/2.0/${transport.toUpperCase()} ${this.opts.publicAddress}:${this.portFor(transport)};branch=${branch};rport`;
+    return `SIP/2.0/${transport.toUpperCase()} ${this.publicAddress}:${this.portFor(transport)};branch=${branch};rport`;
   }
 
   /** Whether a TLS listener is up (in-dialog requests can also reach us on a new connection). */
@@ -165,7 +172,47 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   /** Written into Via/Contact/From of requests we originate. */
   get publicAddress(): string {
-    return this.opts.publicAddress;
+    return this.opts.publicAddress ?? this.learntAddress ?? '127.0.0.1';
+  }
+
+  /** Whether sip.publicAddress was configured (then nothing learnt overrides it). */
+  get publicAddressFixed(): boolean {
+    return this.opts.publicAddress !== undefined;
+  }
+
+  /** A registrar told us our public address (Via received): Contact, Via and SDP use it from now on. */
+  learnPublicAddress(address: string): void {
+    if (this.publicAddressFixed || this.learntAddress === address) return;
+    this.learntAddress = address;
+    this.log.info({ address }, 'public address learnt (sip.publicAddress unset)');
+  }
+
+  /**
+   * Open (or reuse) a stream connection and keep it open while held (a registration's flow: the
+   * carrier sends our calls over it). `onClose` runs once if it drops. Release lets it go idle.
+   */
+  async holdFlow(dest: Dest, timeoutMs: number, onClose: () => void): Promise<{ release(): void }> {
+    const sock = await this.connectStream(dest, timeoutMs);
+    this.heldFlows.set(sock, (this.heldFlows.get(sock) ?? 0) + 1);
+    let held = true;
+    const closed = () => {
+      if (!held) return;
+      held = false;
+      this.heldFlows.delete(sock);
+      onClose();
+    };
+    sock.once('close', closed);
+    return {
+      release: () => {
+        if (!held) return;
+        held = false;
+        sock.off('close', closed);
+        const n = (this.heldFlows.get(sock) ?? 1) - 1;
+        if (n > 0) this.heldFlows.set(sock, n);
+        else this.heldFlows.delete(sock);
+        this.checkRelease({ ...dest, conn: sock });
+      },
+    };
   }
 
   /**
@@ -327,6 +374,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   /** Whether a dialog or transaction still uses a stream connection (idle ones may then be closed). */
   private inUse(sock: StreamSocket): boolean {
+    if (this.heldFlows.has(sock)) return true;
     const uses = (d: Dest | undefined) => !!d && this.socketOf(d) === sock;
     for (const d of this.dialogs.values()) if (uses(d.origin)) return true;
     for (const t of this.clientTxs.values()) if (uses(t.dest)) return true;

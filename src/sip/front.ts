@@ -4,13 +4,14 @@ import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
-import type { Front, GatewayContext } from '../gateway.js';
+import type { Front, GatewayContext, TrunkView } from '../gateway.js';
 import { DigestAuthenticator } from './digest.js';
 import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
 import { AddressSet } from './media-source.js';
+import { TrunkRegistrations } from './registrations.js';
 import { RtpPortPool } from './rtp.js';
 import { RtpLeg } from './rtp-leg.js';
 import {
@@ -60,7 +61,14 @@ const NO_MEDIA_YET: AudioOffer = {
   direction: 'inactive',
 };
 
-export function createEngine(ctx: GatewayContext): SipEngine {
+/**
+ * `registrarSource`: whether an address is one of our registrars (registration trunks with
+ * `requireRegistrarSource` take INVITEs only from there).
+ */
+export function createEngine(
+  ctx: GatewayContext,
+  registrarSource: (address: string) => boolean = () => false,
+): SipEngine {
   const sip = ctx.config.sip;
   const log = ctx.log.child({ front: 'sip' });
   if (sip.engine === 'drachtio') {
@@ -74,6 +82,10 @@ export function createEngine(ctx: GatewayContext): SipEngine {
   }
   // The trunk check runs in the engine, before any transaction state (flood resistance).
   const trunks = new TrunkTable(ctx.config.trunks);
+  // Registration trunks matched by Request-URI take INVITEs from any address (the documented
+  // trade-off) unless they require the registrar's addresses.
+  const byRegistration = ctx.config.trunks.filter((t) => t.register && (t.match ?? 'both') !== 'ip');
+  const fromAnywhere = byRegistration.some((t) => !t.register!.requireRegistrarSource);
   const rejected = sipRejectionCounter(ctx.metrics.registry);
   return new EmbeddedSipEngine({
     host: sip.host,
@@ -81,7 +93,8 @@ export function createEngine(ctx: GatewayContext): SipEngine {
     publicAddress: sip.publicAddress,
     log,
     tls: sip.tls,
-    isKnownSource: (address) => trunks.match(address) !== undefined,
+    isKnownSource: (address) =>
+      trunks.match(address) !== undefined || fromAnywhere || (byRegistration.length > 0 && registrarSource(address)),
     unknownSource: sip.unknownSource,
     limits: sip.limits,
     onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),
@@ -120,6 +133,9 @@ export class SipFront implements Front {
   private draining = false;
   /** Outbound legs and calls; set once the engine is started. */
   dialer: SipDialer | undefined;
+  /** Registration trunks (embedded engine only); set once the engine is listening. */
+  registrations: TrunkRegistrations | undefined;
+  private unregistering: Promise<void> | undefined;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -127,7 +143,7 @@ export class SipFront implements Front {
   ) {
     const sip = ctx.config.sip;
     this.log = ctx.log.child({ front: 'sip' });
-    this.engine = opts.engine ?? createEngine(ctx);
+    this.engine = opts.engine ?? createEngine(ctx, (a) => this.registrations?.isRegistrarSource(a) ?? false);
     this.trunks = new TrunkTable(ctx.config.trunks);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;
@@ -145,6 +161,8 @@ export class SipFront implements Front {
     });
     this.engine.on('error', (err) => this.log.error({ err: err.message }, 'SIP engine error'));
     await this.engine.start();
+    this.startRegistrations();
+    this.ctx.trunks = () => this.trunkViews();
     const inviter =
       this.engine instanceof EmbeddedSipEngine || this.engine instanceof DrachtioEngine ? this.engine : undefined;
     if (inviter) {
@@ -160,9 +178,45 @@ export class SipFront implements Front {
 
   drain(): void {
     this.draining = true;
+    // Un-REGISTER now: the carrier stops sending new calls while the ones in progress finish.
+    this.unregistering ??= this.registrations?.stop();
+  }
+
+  private startRegistrations(): void {
+    const trunks = this.ctx.config.trunks;
+    const { metrics } = this.ctx;
+    if (!trunks.some((t) => t.register)) return;
+    if (!(this.engine instanceof EmbeddedSipEngine)) {
+      throw new GatewayError(
+        'config_invalid',
+        'trunks[].register needs sip.engine embedded (drachtio registers itself)',
+      );
+    }
+    const regs = new TrunkRegistrations(this.engine, trunks, this.log, {
+      onStateChange: (s) => metrics.registrationUp.set({ trunk: s.trunk }, s.state === 'registered' ? 1 : 0),
+      onFailure: (trunk, status) => metrics.registrationFailures.inc({ trunk, code: String(status) }),
+    });
+    this.registrations = regs;
+    for (const t of trunks) if (t.register) metrics.registrationUp.set({ trunk: t.name }, 0);
+    regs.start();
+  }
+
+  /** Each trunk as ops see it (GET /v1/trunks, /readyz details, dashboard). */
+  trunkViews(): TrunkView[] {
+    return this.ctx.config.trunks.map((t) => ({
+      name: t.name,
+      kind: t.register ? 'registration' : 'ip',
+      match: t.match ?? (t.register ? 'both' : 'ip'),
+      allow: t.allow,
+      activeCalls: this.ctx.registry.countActive((c) => c.info.front === 'sip' && c.info.trunk === t.name),
+      maxCalls: t.maxCalls,
+      registration: this.registrations?.status(t.name),
+    }));
   }
 
   async stop(): Promise<void> {
+    this.unregistering ??= this.registrations?.stop();
+    await this.unregistering;
     await Promise.all([...this.calls.values()].map((c) => c.call.end({ by: 'gateway', cause: 'shutdown' })));
     if (this.dialer) {
       if (this.ctx.legDialer === this.dialer) this.ctx.legDialer = undefined;
@@ -185,6 +239,12 @@ export class SipFront implements Front {
     return this.engine.ready();
   }
 
+  /** The address for our SDP: configured, or learnt by the engine from a registrar. */
+  private get advertisedAddress(): string {
+    if (this.engine instanceof EmbeddedSipEngine) return this.engine.publicAddress;
+    return this.ctx.config.sip.publicAddress ?? '127.0.0.1';
+  }
+
   get activeCount(): number {
     return this.calls.size;
   }
@@ -202,7 +262,9 @@ export class SipFront implements Front {
       log.info('INVITE while draining: 503');
       return inv.reject(503, 'Service Unavailable (shutting down)', { 'retry-after': '60' });
     }
-    const trunk = this.trunks.match(inv.source.address);
+    const trunk =
+      this.trunks.match(inv.source.address) ??
+      this.registrations?.matchInvite(userOf(inv.requestUri), inv.source.address, this.ctx.config.trunks);
     if (!trunk) {
       log.warn({ from: inv.from, to: inv.to }, 'INVITE from an address no trunk allows: 403');
       return inv.reject(403, 'Forbidden (unknown source address)');
@@ -309,7 +371,7 @@ export class SipFront implements Front {
     }
     const offer = offered.offer;
     const answer: AnswerParams = {
-      address: (offer.family === 6 && this.ctx.config.sip.publicAddress6) || this.ctx.config.sip.publicAddress,
+      address: (offer.family === 6 && this.ctx.config.sip.publicAddress6) || this.advertisedAddress,
       port: ports.port,
       sessionId: Math.floor(Math.random() * 1e9),
       version: 1,

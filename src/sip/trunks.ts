@@ -11,16 +11,19 @@ export class TrunkTable {
   private readonly entries: { trunk: TrunkConfig; list: BlockList }[];
 
   constructor(trunks: TrunkConfig[]) {
-    this.entries = trunks.map((trunk) => {
-      const list = new BlockList();
-      for (const cidr of trunk.allow) {
-        const [addr, bits] = cidr.split('/');
-        const type = isIP(addr!) === 6 ? 'ipv6' : 'ipv4';
-        if (bits === undefined) list.addAddress(addr!, type);
-        else list.addSubnet(addr!, Number(bits), type);
-      }
-      return { trunk, list };
-    });
+    // Trunks matched only by registration take no INVITE by source address.
+    this.entries = trunks
+      .filter((t) => t.match !== 'registration')
+      .map((trunk) => {
+        const list = new BlockList();
+        for (const cidr of trunk.allow) {
+          const [addr, bits] = cidr.split('/');
+          const type = isIP(addr!) === 6 ? 'ipv6' : 'ipv4';
+          if (bits === undefined) list.addAddress(addr!, type);
+          else list.addSubnet(addr!, Number(bits), type);
+        }
+        return { trunk, list };
+      });
   }
 
   /** The first trunk whose `allow` covers `address`, or undefined (→ 403). */

@@ -1,6 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { lookup } from 'node:dns/promises';
-import { isIP } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { SipDialog } from './engine.js';
@@ -14,9 +12,11 @@ import {
   SUPPORTED,
   type Transport,
 } from './embedded.js';
+import { DigestSession, type DigestClientCredentials } from './digest-client.js';
 import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
 import { splitNameAddrs } from './dialog.js';
 import { buildPrack } from './prack.js';
+import { resolveSipTargets, type SipDnsResolver } from './srv.js';
 
 /**
  * The embedded engine's UAC side: INVITEs we place (OpenAI's SIP endpoint, SIP dial-out). Hand-written
@@ -48,6 +48,10 @@ export interface InviteOptions {
   callId?: string;
   /** Each provisional response (180 ringing, 183 progress). */
   onProvisional?: (status: number, reason: string) => void;
+  /** Answer a 401/407 with these (one retry per challenge: same Call-ID and From tag, CSeq + 1). */
+  credentials?: DigestClientCredentials;
+  /** DNS for RFC 3263 target selection (tests inject one). */
+  resolver?: SipDnsResolver;
 }
 
 export interface InviteResult {
@@ -69,53 +73,76 @@ export interface UacTx {
   dispose(): void;
 }
 
-const DNS_TIMEOUT_MS = 5000;
 const CONNECT_TIMEOUT_MS = 5000;
 
-/** Resolve the Request-URI to a destination: transport from the URI (or override), host by DNS A record. */
-export async function resolveTarget(uri: string, override: Transport | undefined, callId?: string): Promise<Dest> {
-  const u = parseUri(uri);
-  if (!u || u.scheme === 'tel' || !u.host) throw new GatewayError('config_invalid', `not a SIP URI: ${uri}`, callId);
-  const wanted = (override ?? (u.scheme === 'sips' ? 'tls' : (u.params.transport?.toLowerCase() ?? 'udp'))) as string;
-  if (wanted !== 'udp' && wanted !== 'tcp' && wanted !== 'tls')
-    throw new GatewayError('config_invalid', `unsupported SIP transport "${wanted}" in ${uri}`, callId);
-  let address = u.host;
-  if (!isIP(address)) {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // getaddrinfo has no deadline of its own: a stuck resolver must not hold the dial.
-      const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${DNS_TIMEOUT_MS} ms`)), DNS_TIMEOUT_MS);
-      });
-      address = (await Promise.race([lookup(u.host, { family: 4 }), deadline])).address;
-    } catch (err) {
-      throw new GatewayError('upstream', `cannot resolve ${u.host}: ${(err as Error).message}`, callId, {
-        cause: err,
-      });
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-  // RFC 3263 §4.2 without SRV: 5061 for TLS, 5060 otherwise. The URI host is the TLS server name.
-  return {
-    address,
-    port: u.port ?? (wanted === 'tls' ? 5061 : 5060),
-    transport: wanted,
-    serverName: wanted === 'tls' && !isIP(u.host) ? u.host : undefined,
-  };
+/**
+ * Every destination for the Request-URI in RFC 3263 order (SRV when the URI has a host name and no
+ * port, else A records); the transport from the URI or the override.
+ */
+export async function resolveTargets(
+  uri: string,
+  override: Transport | undefined,
+  callId?: string,
+  resolver?: SipDnsResolver,
+): Promise<Dest[]> {
+  const targets = await resolveSipTargets(uri, { transport: override, callId, resolver });
+  return targets.map((t) => ({ ...t }));
+}
+
+/** A failure worth trying the next RFC 3263 target for (§4.3): no answer at all, 503, or no connection. */
+function failsOver(err: unknown): boolean {
+  const e = err as GatewayError;
+  return e.details?.failover === true;
 }
 
 export class SipUac {
   constructor(private readonly engine: EmbeddedSipEngine) {}
 
   async invite(opts: InviteOptions): Promise<InviteResult> {
-    const dest = await resolveTarget(opts.uri, opts.transport, opts.callId);
+    const targets = await resolveTargets(opts.uri, opts.transport, opts.callId, opts.resolver);
+    const e = this.engine;
+    const dialogId = {
+      sipCallId: `${randomBytes(12).toString('hex')}@${e.publicAddress}`,
+      fromTag: newTag(),
+      cseq: Math.floor(Math.random() * 10000) + 1,
+    };
+    const digest = opts.credentials ? new DigestSession(opts.credentials) : undefined;
+    for (let i = 0; ; i++) {
+      const dest = targets[i]!;
+      try {
+        return await this.attempt(opts, dest, dialogId, digest);
+      } catch (err) {
+        if (i + 1 >= targets.length || !failsOver(err) || opts.signal?.aborted) throw err;
+        e.log.info(
+          { callId: opts.callId, uri: opts.uri, failed: `${dest.transport}:${dest.address}:${dest.port}` },
+          `${(err as Error).message}: trying the next target (RFC 3263)`,
+        );
+        dialogId.cseq++;
+      }
+    }
+  }
+
+  /** One target: connect (streams), INVITE, and the digest round when challenged. */
+  private async attempt(
+    opts: InviteOptions,
+    dest: Dest,
+    id: { sipCallId: string; fromTag: string; cseq: number },
+    digest: DigestSession | undefined,
+  ): Promise<InviteResult> {
     if (opts.signal?.aborted) throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
     const e = this.engine;
     if (dest.transport !== 'udp') {
       // Connect first: a refused connection or a bad certificate fails the dial at once, with its cause.
       const ms = Math.min(opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, opts.timeoutMs);
-      dest.conn = await e.connectStream(dest, ms, opts.callId);
+      try {
+        dest.conn = await e.connectStream(dest, ms, opts.callId);
+      } catch (err) {
+        const ge = err as GatewayError;
+        throw new GatewayError(ge.code ?? 'upstream', ge.message, opts.callId, {
+          cause: err,
+          details: { ...ge.details, failover: true },
+        });
+      }
       if (opts.signal?.aborted) {
         e.checkRelease(dest);
         throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
@@ -126,34 +153,58 @@ export class SipUac {
           'no SIP TLS listener: in-dialog requests from the far end must come over our connection',
         );
     }
-    const branch = newBranch();
-    const fromTag = newTag();
-    const sipCallId = `${randomBytes(12).toString('hex')}@${e.publicAddress}`;
-    const cseq = Math.floor(Math.random() * 10000) + 1;
     const fromUri = /^(sips?|tel):|</i.test(opts.from) ? opts.from : `sip:${opts.from}@${e.publicAddress}`;
-    const from = `${fromUri.includes('<') ? fromUri : `<${fromUri}>`};tag=${fromTag}`;
+    const from = `${fromUri.includes('<') ? fromUri : `<${fromUri}>`};tag=${id.fromTag}`;
     const to = opts.to ?? `<${opts.uri}>`;
-    const headers = new SipHeaders();
-    headers.add('via', e.viaFor(dest.transport, branch));
-    headers.add('max-forwards', '70');
-    headers.add('from', from);
-    headers.add('to', to);
-    headers.add('call-id', sipCallId);
-    headers.add('cseq', `${cseq} INVITE`);
-    headers.add('contact', e.contactFor(dest.transport, /^sips:/i.test(opts.uri)));
-    headers.add('allow', ALLOW);
-    headers.add('supported', SUPPORTED.join(', '));
-    headers.add('user-agent', e.userAgent);
-    for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
-    headers.set('content-type', 'application/sdp');
-    const req: SipRequest = { kind: 'request', method: 'INVITE', uri: opts.uri, headers, body: opts.sdp };
-    e.log.info(
-      { sipCallId, callId: opts.callId, uri: opts.uri, dest: `${dest.transport}:${dest.address}:${dest.port}` },
-      'sending INVITE',
-    );
-    return new Promise<InviteResult>((resolve, reject) => {
-      new InviteClientTx(e, req, branch, cseq, dest, opts, resolve, reject);
-    });
+    let retried = false;
+    for (;;) {
+      const branch = newBranch();
+      const cseq = id.cseq;
+      const headers = new SipHeaders();
+      headers.add('via', e.viaFor(dest.transport, branch));
+      headers.add('max-forwards', '70');
+      headers.add('from', from);
+      headers.add('to', to);
+      headers.add('call-id', id.sipCallId);
+      headers.add('cseq', `${cseq} INVITE`);
+      headers.add('contact', e.contactFor(dest.transport, /^sips:/i.test(opts.uri)));
+      headers.add('allow', ALLOW);
+      headers.add('supported', SUPPORTED.join(', '));
+      headers.add('user-agent', e.userAgent);
+      for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
+      const auth = digest?.authorize('INVITE', opts.uri);
+      if (auth) headers.set(auth.name, auth.value);
+      headers.set('content-type', 'application/sdp');
+      const req: SipRequest = { kind: 'request', method: 'INVITE', uri: opts.uri, headers, body: opts.sdp };
+      e.log.info(
+        {
+          sipCallId: id.sipCallId,
+          callId: opts.callId,
+          uri: opts.uri,
+          dest: `${dest.transport}:${dest.address}:${dest.port}`,
+          auth: !!auth,
+        },
+        'sending INVITE',
+      );
+      try {
+        return await new Promise<InviteResult>((resolve, reject) => {
+          new InviteClientTx(e, req, branch, cseq, dest, opts, resolve, reject);
+        });
+      } catch (err) {
+        const details = (err as GatewayError).details;
+        const challenge = details?.challenge as SipResponse | undefined;
+        if (details) delete details.challenge; // a whole response is not for logs or API callers
+        if (!challenge || !digest || opts.signal?.aborted) throw err;
+        const v = digest.onChallenge(challenge.status, challenge.headers, retried);
+        if (!v.ok) {
+          e.log.warn({ callId: opts.callId, status: challenge.status, why: v.why }, 'INVITE challenge not answered');
+          throw err;
+        }
+        // RFC 3261 §22.2: the same Call-ID and From tag, the next CSeq, the challenge already ACKed.
+        retried = true;
+        id.cseq++;
+      }
+    }
   }
 }
 
@@ -204,7 +255,11 @@ class InviteClientTx implements UacTx {
     this.after(64 * engine.t1, () => {
       if (this.state !== 'calling') return;
       this.log.warn({ sends: this.sends }, 'no response to INVITE (timer B)');
-      this.giveUp(new GatewayError('timeout', `no response to INVITE within ${64 * engine.t1} ms`, opts.callId));
+      this.giveUp(
+        new GatewayError('timeout', `no response to INVITE within ${64 * engine.t1} ms`, opts.callId, {
+          details: { failover: true },
+        }),
+      );
       this.terminate();
     });
     this.after(opts.timeoutMs, () => {
@@ -323,7 +378,12 @@ class InviteClientTx implements UacTx {
     this.log.info({ status: res.status, reason: res.reason }, 'INVITE refused; ACK sent');
     this.giveUp(
       new GatewayError('upstream', `INVITE to ${this.opts.uri} refused: ${text}`, this.opts.callId, {
-        details: { status: res.status, reason: res.reason },
+        details: {
+          status: res.status,
+          reason: res.reason,
+          ...(res.status === 503 ? { failover: true } : {}),
+          ...((res.status === 401 || res.status === 407) && this.opts.credentials ? { challenge: res } : {}),
+        },
       }),
     );
   }
