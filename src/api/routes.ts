@@ -2,7 +2,9 @@ import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Call } from '../core/call.js';
+import { TransferPolicy } from '../core/transfer-policy.js';
 import type { GatewayContext } from '../gateway.js';
+import { isIdentityUser, isSipUri, isTelUri, normaliseDestination } from '../sip/header-values.js';
 import { bearerAuth } from './auth.js';
 import { callView } from './call-view.js';
 import { sendError, statusOf, zodMessage } from './errors.js';
@@ -26,7 +28,11 @@ const dialBody = z
   .object({
     front: z.enum(['whatsapp', 'sip']),
     to: z.string().regex(/^\+?\d{6,15}$/, 'a phone number in E.164'),
-    from: z.string().optional(),
+    from: z
+      .string()
+      .max(256)
+      .refine((v) => isIdentityUser(v) || isSipUri(v) || isTelUri(v), 'a number, SIP user or sip:/tel: URI')
+      .optional(),
     trunk: z.string().optional(),
     route: z.string().optional(),
   })
@@ -115,9 +121,21 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     if (!call) return;
     if (!call.transfer)
       return sendError(res, 409, 'unsupported', `transfer is not supported for ${call.info.front} calls`);
-    await call.transfer(body.destination);
-    call.log.info({ destination: body.destination }, 'transferred by operator');
-    res.json({ ok: true, destination: body.destination });
+    const destination = normaliseDestination(body.destination);
+    if (!destination)
+      return sendError(res, 400, 'invalid_request', 'destination: an E.164 number or a sip:/sips:/tel: URI');
+    // The ops token is operator authority: an API transfer may leave the route's allow-list, but
+    // it is logged loudly so a leaked token shows up in the logs (README "Security").
+    const route = call.route ? config.routes[call.route] : undefined;
+    const policy = new TransferPolicy(
+      route && 'transfer' in route ? route.transfer.allow : [],
+      route && 'transferTarget' in route ? route.transferTarget : undefined,
+    );
+    if (!policy.check(destination).ok)
+      call.log.warn({ destination, route: call.route }, 'operator transfer outside the route transfer list');
+    await call.transfer(destination);
+    call.log.info({ destination }, 'transferred by operator');
+    res.json({ ok: true, destination });
   });
 
   v1.post('/calls/:id/say', (req, res) => {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isE164, isSipUri, isTelUri } from '../sip/header-values.js';
 
 /** IPv4/IPv6 address or CIDR; validated structurally here, parsed by the SIP front. */
 const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR like 196.12.0.0/16');
@@ -32,6 +33,21 @@ export const trunkSchema = z.object({
     .regex(/^sips?:[^@\s]+$/, 'a SIP URI without user part, like sip:196.12.0.10:5060;transport=udp')
     .optional(),
 });
+
+// ---- Transfers (issue 12): where the AI may send a call. ----
+/** One allowed transfer destination: E.164 number, E.164 prefix ending in `*`, or a sip/sips/tel URI. */
+const transferDestination = z
+  .string()
+  .refine(
+    (v) => isE164(v) || /^\+\d{1,15}\*$/.test(v) || isSipUri(v) || isTelUri(v),
+    'an E.164 number (+250788000000), a prefix ending in * (+25078*), or a sip:/tel: URI',
+  );
+/**
+ * `transfer.allow`: the only destinations the model may transfer to (toll-fraud guard). Empty (the
+ * default) means the route has no transfer_call tool. `transferTarget` is allowed too and is used
+ * when the model names no destination.
+ */
+const transferPolicy = z.object({ allow: z.array(transferDestination).default([]) }).prefault({});
 
 const turnDetection = z.union([
   z.object({
@@ -71,7 +87,8 @@ const realtimeRoute = z.object({
     silenceDurationMs: 500,
   }),
   transcription: z.boolean().default(true),
-  transferTarget: z.string().optional(),
+  transferTarget: transferDestination.optional(),
+  transfer: transferPolicy,
   tools: z.array(httpToolSchema).default([]),
   connectTimeoutMs: z.number().int().positive().default(10000),
 });
@@ -91,7 +108,8 @@ const openaiSipRoute = z.object({
   realtimeUrl: z.string().url().default('wss://api.openai.com/v1/realtime'),
   /** Caller transcripts (input transcription, switched on over the sideband). */
   transcription: z.boolean().default(true),
-  transferTarget: z.string().optional(),
+  transferTarget: transferDestination.optional(),
+  transfer: transferPolicy,
   tools: z.array(httpToolSchema).default([]),
   /** Sideband connect timeout; a sideband that never comes up leaves the call running without it. */
   connectTimeoutMs: z.number().int().positive().default(10000),

@@ -14,6 +14,7 @@ import {
   SUPPORTED,
   type Transport,
 } from './embedded.js';
+import { hasControlChars, isIdentityUser, isSipUri, isTelUri, requireHeaderValue } from './header-values.js';
 import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
 
 /**
@@ -128,8 +129,10 @@ export class SipUac {
     const fromTag = newTag();
     const sipCallId = `${randomBytes(12).toString('hex')}@${e.publicAddress}`;
     const cseq = Math.floor(Math.random() * 10000) + 1;
-    const fromUri = /^(sips?|tel):|</i.test(opts.from) ? opts.from : `sip:${opts.from}@${e.publicAddress}`;
-    const from = `${fromUri.includes('<') ? fromUri : `<${fromUri}>`};tag=${fromTag}`;
+    const fromUri = /^(sips?|tel):/i.test(opts.from)
+      ? requireHeaderValue('From', opts.from, (v) => isSipUri(v) || isTelUri(v), opts.callId)
+      : `sip:${requireHeaderValue('From', opts.from, isIdentityUser, opts.callId)}@${e.publicAddress}`;
+    const from = `<${fromUri}>;tag=${fromTag}`;
     const to = opts.to ?? `<${opts.uri}>`;
     const headers = new SipHeaders();
     headers.add('via', e.viaFor(dest.transport, branch));
@@ -142,7 +145,11 @@ export class SipUac {
     headers.add('allow', ALLOW);
     headers.add('supported', SUPPORTED.join(', '));
     headers.add('user-agent', e.userAgent);
-    for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
+    for (const [k, v] of Object.entries(opts.headers ?? {}))
+      headers.set(
+        k,
+        requireHeaderValue(k, v, (x) => !hasControlChars(x), opts.callId),
+      );
     headers.set('content-type', 'application/sdp');
     const req: SipRequest = { kind: 'request', method: 'INVITE', uri: opts.uri, headers, body: opts.sdp };
     e.log.info(

@@ -49,6 +49,7 @@ beforeEach(async () => {
         apiBaseUrl,
         realtimeUrl: rt.url,
         connectTimeoutMs: 2000,
+        transfer: { allow: ['+25078*'] },
         tools: [
           {
             name: 'lookup_order',

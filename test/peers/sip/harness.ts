@@ -30,6 +30,11 @@ export interface SipHarnessOptions {
   /** Called with each new session (e.g. to end the call from the AI side). */
   onSession?: (s: ToneAi, callId: string) => void;
   nonceTtlMs?: number;
+  /** Extra routes (e.g. a realtime route to a stand-in) and the default route to use. */
+  routes?: Record<string, unknown>;
+  defaultRoute?: string;
+  /** Any other top-level config keys (limits, http...). */
+  config?: Record<string, unknown>;
 }
 
 let portBase = 21000 + Math.floor(Math.random() * 200) * 100;
@@ -56,7 +61,9 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
       trunks: opts.trunks ?? [
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 60 },
       ],
-      routes: { local: { kind: 'local', greeting: 'Hello caller.' } },
+      routes: { local: { kind: 'local', greeting: 'Hello caller.' }, ...opts.routes },
+      routing: { default: opts.defaultRoute ?? 'local' },
+      ...opts.config,
     },
     {},
   );
