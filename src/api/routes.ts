@@ -5,11 +5,11 @@ import type { Call } from '../core/call.js';
 import { TransferPolicy } from '../core/transfer-policy.js';
 import type { GatewayContext } from '../gateway.js';
 import { isIdentityUser, isSipUri, isTelUri, normaliseDestination } from '../sip/header-values.js';
-import { bearerAuth } from './auth.js';
+import { OpsAuth } from './auth.js';
 import { callView } from './call-view.js';
 import { sendError, statusOf, zodMessage } from './errors.js';
 import { openApiDocument } from './openapi.js';
-import { streamAllCalls, streamCall } from './sse.js';
+import { SseHub, streamAllCalls, streamCall } from './sse.js';
 
 const DASHBOARD = readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8');
 
@@ -56,18 +56,38 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, res: Response): T | unde
   return r.data;
 }
 
-/** Health, metrics, dashboard and the /v1 call-control API, mounted on the gateway's express app. */
-export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks: Record<string, boolean> }): void {
-  const { app, registry, records, metrics, config } = ctx;
+/** Where the ops surface is served: its own listener (`ops.port`), or the public one. */
+export interface OpsMount {
+  /** The public app: webhooks and health checks always live here. */
+  publicApp: express.Express;
+  /** The ops app: the public app itself when there is no separate ops listener. */
+  opsApp: express.Express;
+}
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok', calls: registry.size });
-  });
-  app.get('/readyz', (_req, res) => {
-    const r = ready();
-    res.status(r.ok && !ctx.draining ? 200 : 503).json({ ...r, draining: ctx.draining });
-  });
-  app.get('/metrics', async (_req, res) => {
+/** Health, metrics, dashboard and the /v1 call-control API. Returns the SSE hub (closed on drain). */
+export function mountOps(
+  ctx: GatewayContext,
+  mount: OpsMount,
+  ready: () => { ok: boolean; checks: Record<string, boolean> },
+): SseHub {
+  const { registry, records, metrics, config } = ctx;
+  const { publicApp, opsApp: app } = mount;
+  const shared = publicApp === app;
+  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
+  const sse = new SseHub(config.api.sseMaxClients, config.api.sseMaxBufferedBytes, ctx.log);
+
+  for (const a of shared ? [app] : [publicApp, app]) {
+    a.get('/healthz', (_req, res) => {
+      res.json({ status: 'ok', ...(a === app ? { calls: registry.size } : {}) });
+    });
+    a.get('/readyz', (_req, res) => {
+      const r = ready();
+      res.status(r.ok && !ctx.draining ? 200 : 503).json({ ...r, draining: ctx.draining });
+    });
+  }
+  // Call volumes per trunk are business data: behind the token when on the public listener.
+  const metricsGuard: express.RequestHandler[] = shared ? [auth.require] : [];
+  app.get('/metrics', ...metricsGuard, async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.get('/', (_req, res) => {
@@ -78,7 +98,9 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
   });
 
   const v1 = express.Router();
-  v1.use(bearerAuth(config.api.token));
+  v1.post('/auth/session', auth.exchange);
+  v1.delete('/auth/session', auth.logout);
+  v1.use(auth.require);
   v1.use(express.json({ limit: '64kb' }));
 
   const live = (req: Request, res: Response): Call | undefined => {
@@ -174,9 +196,9 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
 
   v1.get('/calls/:id/events', (req, res) => {
     const call = live(req, res);
-    if (call) streamCall(call, req, res);
+    if (call) streamCall(sse, call, req, res);
   });
-  v1.get('/events', (req, res) => streamAllCalls(registry, req, res));
+  v1.get('/events', (req, res) => streamAllCalls(sse, registry, req, res));
 
   v1.post('/sessions/start', async (req, res) => {
     const body = parse(sessionBody, req.body, res);
@@ -204,4 +226,5 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     sendError(res, s.status, s.code, s.message, s.details);
   });
   app.use('/v1', v1);
+  return sse;
 }

@@ -129,9 +129,56 @@ export const configSchema = z
   .object({
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     http: z
-      .object({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(8080) })
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        // ---- HTTP hardening (issue 12): the public listener faces strangers. ----
+        /** Whole request headers must arrive within this (slowloris). */
+        headersTimeoutMs: z.number().int().positive().default(10_000),
+        /** Whole request (headers and body) must arrive within this; slow bodies are cut (408). */
+        requestTimeoutMs: z.number().int().positive().default(15_000),
+        /** Idle keep-alive connections are closed after this. */
+        keepAliveTimeoutMs: z.number().int().positive().default(5_000),
+        /** Concurrent TCP connections per listener; beyond it new connections are dropped. */
+        maxConnections: z.number().int().positive().default(512),
+        /** Webhook bodies above this are refused (413) before any signature work. */
+        maxWebhookBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(64 * 1024),
+      })
       .prefault({}),
-    api: z.object({ token: optionalSecret(16, 'a token of at least 16 characters') }).prefault({}),
+    /**
+     * Ops surface (/v1, /metrics, dashboard, OpenAPI). Without `port` it shares the public listener
+     * (then /metrics needs the token too); with `port` it gets its own listener on `host`
+     * (loopback by default) and the public listener serves only webhooks and health checks.
+     */
+    ops: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).optional(),
+      })
+      .prefault({}),
+    api: z
+      .object({
+        token: optionalSecret(16, 'a token of at least 16 characters'),
+        /** Concurrent Server-Sent Event streams; more get 503. */
+        sseMaxClients: z.number().int().positive().default(32),
+        /** A stream whose unsent backlog exceeds this (a slow consumer) is dropped. */
+        sseMaxBufferedBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(256 * 1024),
+        /** Lifetime of a dashboard session cookie (exchanged once for the token). */
+        sessionTtlSec: z
+          .number()
+          .int()
+          .positive()
+          .default(8 * 3600),
+      })
+      .prefault({}),
     sip: z
       .object({
         enabled: z.boolean().default(true),

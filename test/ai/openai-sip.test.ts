@@ -3,7 +3,7 @@ import { createCodec } from '../../src/core/audio/codecs.js';
 import { OPUS_48K, PCMU_8K } from '../../src/core/audio/format.js';
 import type { Gateway } from '../../src/gateway.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
-import { startTestGateway, sleep, waitFor } from '../support/gateway.js';
+import { startTestGateway, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { MemoryLeg } from '../support/memory-leg.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { FakeOpenAiSipDialer } from '../peers/openai-sip/fake-dialer.js';
@@ -120,7 +120,9 @@ describe('OpenAI SIP route', () => {
     await sleep(200);
     // Only the one valid delivery was acted on (an unknown call: rejected once).
     expect(standIn.requests.map((r) => r.action)).toEqual(['reject']);
-    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+    ).text();
     expect(metrics).toMatch(/gateway_webhook_rejections_total\{source="openai",reason="signature check failed"\} 3/);
   });
 
