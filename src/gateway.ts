@@ -13,6 +13,7 @@ import type { GatewayConfig } from './config/schema.js';
 import type { Call, Front as FrontName } from './core/call.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
+import { enforceMaxDuration } from './core/max-duration.js';
 import type { LegDialer } from './core/leg-dialer.js';
 import type { Logger } from './core/logger.js';
 import { CallRecorder } from './core/recorder.js';
@@ -88,7 +89,7 @@ export class Gateway {
   private stopping: Promise<void> | undefined;
 
   constructor(config: GatewayConfig, log: Logger) {
-    const registry = new CallRegistry(log);
+    const registry = new CallRegistry(log, config.limits);
     const router = new Router(config);
     const clock = new FrameClock();
     const backends = new BackendRegistry();
@@ -128,6 +129,9 @@ export class Gateway {
     };
     installOpenAiSip(this.ctx);
     registry.on('created', (call) => this.recordCall(call));
+    registry.on('created', (call) =>
+      enforceMaxDuration(call, config.limits.maxCallDurationSec * 1000, config.limits.goodbye),
+    );
     this.sse = mountOps(this.ctx, { publicApp: app, opsApp: this.opsApp }, () => this.ready());
   }
 

@@ -36,6 +36,8 @@ export function callView(call: Call) {
       : null,
     transcript: call.transcript,
     toolCalls: call.toolCalls,
+    /** Older transcript lines / tool calls let go to keep the call's memory bounded (limits.*). */
+    dropped: { ...call.dropped },
   };
 }
 

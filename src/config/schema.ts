@@ -242,6 +242,31 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.object({ drainSec: z.number().min(0).default(30) }).prefault({}),
+    // ---- Caps (issue 12): nothing a stranger starts may grow without bound. ----
+    limits: z
+      .object({
+        /** Concurrent calls per front beyond per-trunk SIP `maxCalls`; more are refused (Graph reject / 503). */
+        maxCalls: z
+          .object({
+            /** All WhatsApp calls at once (inbound, dial-out and media sessions). */
+            whatsapp: z.number().int().positive().default(100),
+            /** Of which business-initiated (POST /v1/calls front whatsapp). */
+            whatsappOutbound: z.number().int().positive().default(20),
+            /** Media-only sessions (POST /v1/sessions/start). */
+            mediaSessions: z.number().int().positive().default(100),
+          })
+          .prefault({}),
+        /** Longest a call may last from its arrival; then the AI says `goodbye` and the call ends. */
+        maxCallDurationSec: z
+          .number()
+          .positive()
+          .default(4 * 3600),
+        goodbye: z.string().default('We have reached the time limit for this call. Thank you for calling, goodbye.'),
+        /** Transcript lines and tool calls kept per call (oldest dropped, counted). */
+        maxTranscriptEntries: z.number().int().positive().default(500),
+        maxToolCalls: z.number().int().positive().default(100),
+      })
+      .prefault({}),
     routes: z.record(z.string(), routeSchema).prefault({ local: { kind: 'local' } }),
     routing: z.object({ default: z.string().default('local'), rules: z.array(ruleSchema).default([]) }).prefault({}),
   })

@@ -39,6 +39,8 @@ export class WhatsAppFront implements Front {
   readonly name = 'whatsapp';
   readonly graph: GraphClient;
   private readonly active = new Map<string, Active>();
+  /** Media-only sessions (POST /v1/sessions/start) in progress, for limits.maxCalls.mediaSessions. */
+  private readonly mediaCalls = new Set<Call>();
   private started = false;
   private draining = false;
 
@@ -110,6 +112,20 @@ export class WhatsAppFront implements Front {
 
   get activeCount(): number {
     return this.active.size;
+  }
+
+  /** `limits.maxCalls`: why a new call of this kind would exceed a cap, or undefined. */
+  private overLimit(kind: 'inbound' | 'outbound' | 'media'): string | undefined {
+    const max = this.ctx.config.limits.maxCalls;
+    const all = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp');
+    if (all >= max.whatsapp) return `call limit reached (${max.whatsapp} concurrent calls)`;
+    if (kind === 'outbound') {
+      const out = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp' && c.info.direction === 'outbound');
+      if (out >= max.whatsappOutbound) return `dial-out limit reached (${max.whatsappOutbound} concurrent calls)`;
+    }
+    if (kind === 'media' && this.mediaCalls.size >= max.mediaSessions)
+      return `media session limit reached (${max.mediaSessions} concurrent sessions)`;
+    return undefined;
   }
 
   private async onEvent(ev: CallEvent): Promise<void> {
@@ -186,6 +202,12 @@ export class WhatsAppFront implements Front {
     const log = this.ctx.log.child({ front: 'whatsapp', waCallId });
     if (this.draining || this.ctx.draining) {
       log.info('draining: rejecting WhatsApp call');
+      await this.graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
+      return;
+    }
+    const refusal = this.overLimit('inbound');
+    if (refusal) {
+      log.warn({ limit: refusal }, 'WhatsApp call limit reached: rejecting call');
       await this.graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
       return;
     }
@@ -266,6 +288,8 @@ export class WhatsAppFront implements Front {
     if (req.route && !this.ctx.router.routeConfig(req.route)) {
       throw new GatewayError('not_found', `route "${req.route}" is not configured`);
     }
+    const refusal = this.overLimit('outbound');
+    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const call = this.ctx.registry.create({
       front: 'whatsapp',
       from: e164(this.ctx.config.whatsapp.phoneNumberId),
@@ -273,7 +297,15 @@ export class WhatsAppFront implements Front {
       direction: 'outbound',
     });
     let waCallId: string | undefined;
-    const { leg, offerSdp } = await WebRtcLeg.offer(this.newLeg(call.id, call, () => waCallId));
+    let offered: Awaited<ReturnType<typeof WebRtcLeg.offer>>;
+    try {
+      offered = await WebRtcLeg.offer(this.newLeg(call.id, call, () => waCallId));
+    } catch (err) {
+      // Without this the call would stay "ringing" in the registry for ever (and block drain).
+      await call.end({ by: 'error', cause: 'setup_failed', detail: (err as Error).message });
+      throw err;
+    }
+    const { leg, offerSdp } = offered;
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
     try {
       waCallId = await this.graph.connect(digits(req.to), offerSdp, call.id, call.id);
@@ -288,6 +320,15 @@ export class WhatsAppFront implements Front {
       throw err;
     }
     call.info.externalId = waCallId;
+    if (call.ended) {
+      // Ended (operator, drain, max duration) while `connect` was in flight: the leg's close could
+      // not name the call to Meta yet, so tell Meta now or the user's phone rings on.
+      call.log.info({ waCallId }, 'call ended while connect was in flight: terminating via Graph');
+      await this.graph
+        .terminate(waCallId, call.id)
+        .catch((err: Error) => call.log.warn({ err: err.message }, 'Graph terminate failed'));
+      return call;
+    }
     this.active.set(waCallId, { call, leg, direction: 'outbound', signalled: true, route: req.route });
     call.log.info({ waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
     const ring = setTimeout(() => {
@@ -316,6 +357,8 @@ export class WhatsAppFront implements Front {
   /** Media-only mode: an external webhook handler owns signalling and asks us for the answer. */
   private async startMediaSession(req: MediaSessionRequest): Promise<{ sdpAnswer: string; call: Call }> {
     if (this.active.has(req.callId)) throw new GatewayError('invalid_state', `session ${req.callId} already exists`);
+    const refusal = this.overLimit('media');
+    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const call = this.ctx.registry.create({
       front: 'whatsapp',
       from: e164(req.fromNumber),
@@ -323,6 +366,8 @@ export class WhatsAppFront implements Front {
       direction: 'inbound',
       externalId: req.callId,
     });
+    this.mediaCalls.add(call);
+    call.onEnd(() => void this.mediaCalls.delete(call));
     try {
       const { leg, answerSdp } = await WebRtcLeg.answer(
         req.sdpOffer,

@@ -38,6 +38,8 @@ export async function startHarness(
     realAgent?: boolean;
     mediaTimeoutSec?: number;
     whatsapp?: Record<string, unknown>;
+    /** Other top-level config keys (limits, http, ...). */
+    config?: Record<string, unknown>;
   } = {},
 ): Promise<Harness> {
   const graph = new GraphStub();
@@ -64,6 +66,7 @@ export async function startHarness(
         mediaTimeoutSec: opts.mediaTimeoutSec ?? 8,
         ...opts.whatsapp,
       },
+      ...opts.config,
     },
     {},
   );
