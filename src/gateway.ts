@@ -86,6 +86,8 @@ export class Gateway {
   private opsServer: Server | undefined;
   private readonly opsApp: express.Express;
   private readonly sse: SseHub;
+  /** Recordings still being finished (WAV header patch) after their call ended. */
+  private readonly recordings = new Set<Promise<void>>();
   private stopping: Promise<void> | undefined;
 
   constructor(config: GatewayConfig, log: Logger) {
@@ -104,7 +106,10 @@ export class Gateway {
         onAiError: (route) => metrics.aiErrors.inc({ route }),
       },
     });
-    const records = new CallRecordStore(config.records.path);
+    const records = new CallRecordStore(config.records.path, {
+      log,
+      onLost: (n) => metrics.recordsLost.inc(n),
+    });
     const app = express();
     app.disable('x-powered-by');
     // Webhook bodies are bounded before any router (or signature check) reads them.
@@ -141,8 +146,14 @@ export class Gateway {
     if (config.records.recordAudio) {
       call.on('state', (s) => {
         if (s !== 'bridged' || !call.media) return;
-        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge);
-        call.onEnd(() => rec.close());
+        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge, call.log, () =>
+          this.ctx.metrics.recordingFailures.inc(),
+        );
+        // The call's teardown never waits for the disk; shutdown does (bounded), so WAVs get their sizes.
+        call.onEnd(() => {
+          const closing = rec.close().finally(() => this.recordings.delete(closing));
+          this.recordings.add(closing);
+        });
         call.log.info({ path: rec.path }, 'recording call audio');
       });
     }
@@ -153,6 +164,14 @@ export class Gateway {
         call.log.error({ err: (err as Error).message }, 'could not store call record');
       }
     });
+  }
+
+  /** Wait (at most 5 s: a dead disk must not hold shutdown) for recordings to be finalised. */
+  private async finishRecordings(): Promise<void> {
+    if (!this.recordings.size) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.recordings]), new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
   }
 
   addFront(front: Front): void {
@@ -218,7 +237,7 @@ export class Gateway {
     for (const f of [...this.fronts].reverse()) await f.stop();
     // Event streams never end by themselves: close them, or server.close() would wait forever.
     this.sse.closeAll();
-    await Promise.all([close(this.server), close(this.opsServer)]);
+    await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
     log.info('gateway stopped');
   }

@@ -16,6 +16,8 @@ export class GatewayMetrics {
   readonly bargeInMs: client.Histogram;
   readonly aiErrors: client.Counter<'route'>;
   readonly webhookRejections: client.Counter<'source' | 'reason'>;
+  readonly recordsLost: client.Counter;
+  readonly recordingFailures: client.Counter;
 
   constructor(registry: CallRegistry) {
     const r = this.registry;
@@ -79,6 +81,16 @@ export class GatewayMetrics {
       name: 'gateway_webhook_rejections_total',
       help: 'Webhook deliveries refused (bad signature, stale, replay, malformed)',
       labelNames: ['source', 'reason'],
+      registers: [r],
+    });
+    this.recordsLost = new client.Counter({
+      name: 'gateway_call_records_lost_total',
+      help: 'Call records given up on after retries (database locked, full or failing)',
+      registers: [r],
+    });
+    this.recordingFailures = new client.Counter({
+      name: 'gateway_recording_failures_total',
+      help: 'Call recordings stopped by an I/O error (disk full, ...); the calls continued',
       registers: [r],
     });
     registry.on('created', (call) => this.watch(call));
