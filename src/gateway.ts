@@ -1,16 +1,19 @@
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createServer, type Server } from 'node:http';
 import express from 'express';
 import { BackendRegistry } from './ai/backends.js';
 import { installOpenAiSip } from './ai/openai-sip/install.js';
 import { callView } from './api/call-view.js';
+import { hardenedServer, limitBody } from './api/http-server.js';
 import { GatewayMetrics } from './api/metrics.js';
 import { CallRecordStore } from './api/records.js';
 import { mountOps } from './api/routes.js';
+import type { SseHub } from './api/sse.js';
 import type { GatewayConfig } from './config/schema.js';
 import type { Call, Front as FrontName } from './core/call.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
+import { enforceMaxDuration } from './core/max-duration.js';
 import type { LegDialer } from './core/leg-dialer.js';
 import type { Logger } from './core/logger.js';
 import { CallRecorder } from './core/recorder.js';
@@ -102,10 +105,16 @@ export class Gateway {
   readonly ctx: GatewayContext;
   private readonly fronts: Front[] = [];
   private server: Server | undefined;
+  /** The separate ops listener (`ops.port`), when configured. */
+  private opsServer: Server | undefined;
+  private readonly opsApp: express.Express;
+  private readonly sse: SseHub;
+  /** Recordings still being finished (WAV header patch) after their call ended. */
+  private readonly recordings = new Set<Promise<void>>();
   private stopping: Promise<void> | undefined;
 
   constructor(config: GatewayConfig, log: Logger) {
-    const registry = new CallRegistry(log);
+    const registry = new CallRegistry(log, config.limits);
     const router = new Router(config);
     const clock = new FrameClock();
     const backends = new BackendRegistry();
@@ -122,9 +131,16 @@ export class Gateway {
         onLatency: (sample) => metrics.observeLatency(sample),
       },
     });
-    const records = new CallRecordStore(config.records.path);
+    const records = new CallRecordStore(config.records.path, {
+      log,
+      onLost: (n) => metrics.recordsLost.inc(n),
+    });
     const app = express();
     app.disable('x-powered-by');
+    // Webhook bodies are bounded before any router (or signature check) reads them.
+    app.use('/webhooks', limitBody(config.http.maxWebhookBytes));
+    this.opsApp = config.ops.port !== undefined ? express() : app;
+    this.opsApp.disable('x-powered-by');
     this.ctx = {
       config,
       log,
@@ -144,7 +160,10 @@ export class Gateway {
     };
     installOpenAiSip(this.ctx);
     registry.on('created', (call) => this.recordCall(call));
-    mountOps(this.ctx, () => this.ready());
+    registry.on('created', (call) =>
+      enforceMaxDuration(call, config.limits.maxCallDurationSec * 1000, config.limits.goodbye),
+    );
+    this.sse = mountOps(this.ctx, { publicApp: app, opsApp: this.opsApp }, () => this.ready());
   }
 
   /** Persist every call's record when it ends, and its audio when recording is on. */
@@ -153,8 +172,14 @@ export class Gateway {
     if (config.records.recordAudio) {
       call.on('state', (s) => {
         if (s !== 'bridged' || !call.media) return;
-        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge);
-        call.onEnd(() => rec.close());
+        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge, call.log, () =>
+          this.ctx.metrics.recordingFailures.inc(),
+        );
+        // The call's teardown never waits for the disk; shutdown does (bounded), so WAVs get their sizes.
+        call.onEnd(() => {
+          const closing = rec.close().finally(() => this.recordings.delete(closing));
+          this.recordings.add(closing);
+        });
         call.log.info({ path: rec.path }, 'recording call audio');
       });
     }
@@ -167,12 +192,26 @@ export class Gateway {
     });
   }
 
+  /** Wait (at most 5 s: a dead disk must not hold shutdown) for recordings to be finalised. */
+  private async finishRecordings(): Promise<void> {
+    if (!this.recordings.size) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.recordings]), new Promise((r) => (timer = setTimeout(r, 5000)))]);
+    clearTimeout(timer);
+  }
+
   addFront(front: Front): void {
     this.fronts.push(front);
   }
 
+  /** The public listener's port (webhooks; also the ops surface unless `ops.port` is set). */
   get httpPort(): number {
     return (this.server?.address() as AddressInfo | null)?.port ?? 0;
+  }
+
+  /** The ops surface's port: the separate ops listener, else the public one. */
+  get opsPort(): number {
+    return this.opsServer ? ((this.opsServer.address() as AddressInfo | null)?.port ?? 0) : this.httpPort;
   }
 
   ready(): { ok: boolean; checks: Record<string, boolean> } {
@@ -183,12 +222,17 @@ export class Gateway {
 
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
-    this.server = createServer(app);
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(config.http.port, config.http.host, () => resolve());
-    });
-    log.info({ http: `${config.http.host}:${this.httpPort}`, api: !!config.api.token }, 'HTTP listening');
+    this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
+    if (config.ops.port !== undefined)
+      this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
+    log.info(
+      {
+        http: `${config.http.host}:${this.httpPort}`,
+        ops: this.opsServer ? `${config.ops.host}:${this.opsPort}` : 'shared with http',
+        api: !!config.api.token,
+      },
+      'HTTP listening',
+    );
     for (const f of this.fronts) {
       await f.start();
       log.info({ front: f.name, ...f.describe() }, 'front listening');
@@ -217,9 +261,27 @@ export class Gateway {
     }
     await Promise.all(registry.list().map((c) => c.end({ by: 'gateway', cause: reason })));
     for (const f of [...this.fronts].reverse()) await f.stop();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
-    this.server?.closeAllConnections();
+    // Event streams never end by themselves: close them, or server.close() would wait forever.
+    this.sse.closeAll();
+    await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
     log.info('gateway stopped');
   }
+}
+
+function listen(server: Server, port: number, host: string): Promise<Server> {
+  return new Promise<Server>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve(server));
+  });
+}
+
+/** Stop accepting, let in-flight requests finish briefly, then cut what is left (keep-alive, stuck clients). */
+async function close(server: Server | undefined): Promise<void> {
+  if (!server) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const grace = setTimeout(() => server.closeAllConnections(), 1000);
+  await closed;
+  clearTimeout(grace);
 }

@@ -24,6 +24,8 @@ const STATUS: Partial<Record<GatewayErrorCode, number>> = {
   timeout: 504,
   upstream: 502,
   ai_connect_failed: 502,
+  invalid_request: 400,
+  forbidden: 403,
 };
 
 export function statusOf(err: unknown): {

@@ -22,6 +22,8 @@ export class GatewayMetrics {
   readonly responseFailures: client.Counter<'route' | 'reason'>;
   readonly registrationUp: client.Gauge<'trunk'>;
   readonly registrationFailures: client.Counter<'trunk' | 'code'>;
+  readonly recordsLost: client.Counter;
+  readonly recordingFailures: client.Counter;
 
   constructor(registry: CallRegistry) {
     const r = this.registry;
@@ -118,6 +120,16 @@ export class GatewayMetrics {
       name: 'gateway_trunk_registration_failures_total',
       help: 'Failed REGISTER attempts by trunk and SIP status (408: no answer)',
       labelNames: ['trunk', 'code'],
+      registers: [r],
+    });
+    this.recordsLost = new client.Counter({
+      name: 'gateway_call_records_lost_total',
+      help: 'Call records given up on after retries (database locked, full or failing)',
+      registers: [r],
+    });
+    this.recordingFailures = new client.Counter({
+      name: 'gateway_recording_failures_total',
+      help: 'Call recordings stopped by an I/O error (disk full, ...); the calls continued',
       registers: [r],
     });
     registry.on('created', (call) => this.watch(call));

@@ -114,6 +114,11 @@ export const openApiDocument = {
           },
           transcript: { type: 'array', items: { $ref: '#/components/schemas/TranscriptEntry' } },
           toolCalls: { type: 'array', items: { type: 'object' } },
+          dropped: {
+            type: 'object',
+            description: 'Older transcript lines / tool calls let go (limits.maxTranscriptEntries, maxToolCalls)',
+            properties: { transcript: { type: 'integer' }, toolCalls: { type: 'integer' } },
+          },
         },
       },
     },
@@ -177,10 +182,19 @@ export const openApiDocument = {
         responses: { '200': { description: 'Ended call', ...json(call) }, ...std },
       },
     },
+    '/v1/auth/session': {
+      post: {
+        summary:
+          'Exchange the bearer token for an HttpOnly session cookie (dashboard; the cookie authorises GET and SSE only)',
+        responses: { '204': { description: 'Set-Cookie: gw_ops=…; HttpOnly; SameSite=Strict' }, '401': error },
+      },
+      delete: { summary: 'Forget the session cookie', responses: { '204': { description: 'cookie cleared' } } },
+    },
     '/v1/calls/{id}/transfer': {
       parameters: [idParam],
       post: {
-        summary: 'Transfer (SIP REFER)',
+        summary:
+          "Transfer (SIP REFER). The token holder may leave the route's transfer.allow list (logged at warn); destination must be E.164 or a sip:/tel: URI",
         requestBody: {
           required: true,
           ...json({ type: 'object', required: ['destination'], properties: { destination: { type: 'string' } } }),

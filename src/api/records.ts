@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
+import type { Logger } from '../core/logger.js';
 import type { CallView } from './call-view.js';
 
 export interface RecordQuery {
@@ -9,17 +10,49 @@ export interface RecordQuery {
   limit?: number;
 }
 
+export interface RecordStoreOptions {
+  /**
+   * How long one write may wait for a lock held by another process (SQLITE_BUSY) before failing and
+   * being retried later. better-sqlite3 waits synchronously, so this is kept to about one media
+   * tick (default 25 ms), never the driver's 5 s.
+   */
+  busyTimeoutMs?: number;
+  /** Attempts per record before it is counted as lost. */
+  maxAttempts?: number;
+  /** Delay between attempts (doubles each time). */
+  retryDelayMs?: number;
+  /** Records waiting at most; beyond it the oldest is lost (counted). */
+  maxQueued?: number;
+  log?: Logger;
+  /** Called once per record given up on (metrics). */
+  onLost?: (n: number) => void;
+}
+
 /**
- * Call records: one JSON document per ended call in SQLite (better-sqlite3, synchronous, so a
- * record is on disk before the call's 'ended' handler returns — a SIGTERM right after loses nothing).
+ * Call records: one JSON document per ended call in SQLite. Writes never happen on the call's own
+ * path: `append` queues and returns; a batch is written on the next turn of the event loop in one
+ * transaction with a short busy timeout. A failed batch (locked DB, SQLITE_FULL, I/O error) is
+ * retried with backoff and counted as lost only after the last attempt. Reads see queued records
+ * too, so a record is visible the moment its call has ended. `flush()` writes what is queued
+ * (shutdown, fatal error).
  */
 export class CallRecordStore {
   private readonly db: Database.Database;
   private readonly insert: Database.Statement;
+  private readonly insertMany: (views: CallView[]) => void;
+  private readonly queue: { view: CallView; attempts: number }[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private delayMs: number;
+  private closed = false;
+  readonly opts: Required<Omit<RecordStoreOptions, 'log' | 'onLost'>> & Pick<RecordStoreOptions, 'log' | 'onLost'>;
+  /** Records given up on since start. */
+  lost = 0;
 
-  constructor(path: string) {
+  constructor(path: string, opts: RecordStoreOptions = {}) {
+    this.opts = { busyTimeoutMs: 25, maxAttempts: 8, retryDelayMs: 250, maxQueued: 10_000, ...opts };
+    this.delayMs = this.opts.retryDelayMs;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
-    this.db = new Database(path);
+    this.db = new Database(path, { timeout: this.opts.busyTimeoutMs });
     this.db.pragma('journal_mode = WAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS call_records (
       id TEXT PRIMARY KEY, ended_at INTEGER NOT NULL, front TEXT NOT NULL, trunk TEXT, record TEXT NOT NULL)`);
@@ -27,13 +60,77 @@ export class CallRecordStore {
     this.insert = this.db.prepare(
       'INSERT OR REPLACE INTO call_records (id, ended_at, front, trunk, record) VALUES (?, ?, ?, ?, ?)',
     );
+    this.insertMany = this.db.transaction((views: CallView[]) => {
+      for (const v of views) this.insert.run(v.id, v.times.ended ?? Date.now(), v.front, v.trunk, JSON.stringify(v));
+    });
+  }
+
+  /** Raw access for tests and maintenance (e.g. simulating a full disk with max_page_count). */
+  get database(): Database.Database {
+    return this.db;
+  }
+
+  get pending(): number {
+    return this.queue.length;
   }
 
   append(view: CallView): void {
-    this.insert.run(view.id, view.times.ended ?? Date.now(), view.front, view.trunk, JSON.stringify(view));
+    this.queue.push({ view, attempts: 0 });
+    if (this.queue.length > this.opts.maxQueued) this.giveUp(this.queue.shift()!, 'queue full');
+    this.schedule(0);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.writeQueued();
+    }, ms);
+  }
+
+  /** One attempt at everything queued; returns true when the queue is empty afterwards. */
+  private writeQueued(): boolean {
+    if (!this.queue.length) return true;
+    const batch = this.queue.slice();
+    try {
+      this.insertMany(batch.map((b) => b.view));
+      this.queue.splice(0, batch.length);
+      this.delayMs = this.opts.retryDelayMs;
+      return true;
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      for (const b of batch) b.attempts++;
+      while (this.queue.length && this.queue[0]!.attempts >= this.opts.maxAttempts)
+        this.giveUp(this.queue.shift()!, e.code ?? e.message);
+      this.opts.log?.warn(
+        { err: e.message, code: e.code, queued: this.queue.length, retryInMs: this.delayMs },
+        'call records not written: will retry',
+      );
+      if (this.queue.length) {
+        this.schedule(this.delayMs);
+        this.delayMs = Math.min(this.delayMs * 2, 30_000);
+      }
+      return false;
+    }
+  }
+
+  private giveUp(item: { view: CallView }, why: string): void {
+    this.lost++;
+    this.opts.onLost?.(1);
+    this.opts.log?.error({ callId: item.view.id, why }, 'call record lost');
+  }
+
+  /** Write what is queued now (one attempt); what still fails stays counted as pending. */
+  flush(): boolean {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const ok = this.writeQueued();
+    if (!ok && this.queue.length && !this.closed) this.schedule(this.delayMs);
+    return ok;
   }
 
   get(id: string): CallView | undefined {
+    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.view.id === id) return this.queue[i]!.view;
     const row = this.db.prepare('SELECT record FROM call_records WHERE id = ?').get(id) as
       { record: string } | undefined;
     return row ? (JSON.parse(row.record) as CallView) : undefined;
@@ -50,12 +147,26 @@ export class CallRecordStore {
       where.push('trunk = ?');
       args.push(q.trunk);
     }
+    const limit = q.limit ?? 100;
     const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ended_at DESC LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...args, q.limit ?? 100) as { record: string }[];
-    return rows.map((r) => JSON.parse(r.record) as CallView);
+    const rows = this.db.prepare(sql).all(...args, limit) as { record: string }[];
+    const stored = rows.map((r) => JSON.parse(r.record) as CallView);
+    const queued = this.queue
+      .map((x) => x.view)
+      .filter((v) => (!q.front || v.front === q.front) && (!q.trunk || v.trunk === q.trunk))
+      .reverse();
+    const ids = new Set(queued.map((v) => v.id));
+    return [...queued, ...stored.filter((v) => !ids.has(v.id))]
+      .sort((a, b) => (b.times.ended ?? 0) - (a.times.ended ?? 0))
+      .slice(0, limit);
   }
 
+  /** Flush, then close. Records that still cannot be written are counted lost. */
   close(): void {
+    this.flush();
+    this.closed = true;
+    clearTimeout(this.timer);
+    for (const item of this.queue.splice(0)) this.giveUp(item, 'store closed');
     this.db.close();
   }
 }

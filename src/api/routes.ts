@@ -2,12 +2,14 @@ import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Call } from '../core/call.js';
+import { TransferPolicy } from '../core/transfer-policy.js';
 import type { GatewayContext } from '../gateway.js';
-import { bearerAuth } from './auth.js';
+import { isIdentityUser, isSipUri, isTelUri, normaliseDestination } from '../sip/header-values.js';
+import { OpsAuth } from './auth.js';
 import { callView } from './call-view.js';
 import { sendError, statusOf, zodMessage } from './errors.js';
 import { openApiDocument } from './openapi.js';
-import { streamAllCalls, streamCall } from './sse.js';
+import { SseHub, streamAllCalls, streamCall } from './sse.js';
 
 const DASHBOARD = readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8');
 
@@ -26,7 +28,11 @@ const dialBody = z
   .object({
     front: z.enum(['whatsapp', 'sip']),
     to: z.string().regex(/^\+?\d{6,15}$/, 'a phone number in E.164'),
-    from: z.string().optional(),
+    from: z
+      .string()
+      .max(256)
+      .refine((v) => isIdentityUser(v) || isSipUri(v) || isTelUri(v), 'a number, SIP user or sip:/tel: URI')
+      .optional(),
     trunk: z.string().optional(),
     route: z.string().optional(),
   })
@@ -50,34 +56,57 @@ function parse<T>(schema: z.ZodType<T>, value: unknown, res: Response): T | unde
   return r.data;
 }
 
-/** Health, metrics, dashboard and the /v1 call-control API, mounted on the gateway's express app. */
-export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks: Record<string, boolean> }): void {
-  const { app, registry, records, metrics, config } = ctx;
+/** Where the ops surface is served: its own listener (`ops.port`), or the public one. */
+export interface OpsMount {
+  /** The public app: webhooks and health checks always live here. */
+  publicApp: express.Express;
+  /** The ops app: the public app itself when there is no separate ops listener. */
+  opsApp: express.Express;
+}
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok', calls: registry.size });
-  });
-  app.get('/readyz', (_req, res) => {
-    const r = ready();
-    // Registration state is a detail, not a readiness gate: one carrier's registrar being down must
-    // not take the gateway (and its other trunks) out of the load balancer.
-    const registrations = ctx.trunks?.().flatMap((t) =>
-      t.registration
-        ? [
-            {
-              trunk: t.name,
-              state: t.registration.state,
-              lastStatus: t.registration.lastStatus,
-              nextAttemptAt: t.registration.nextAttemptAt,
-            },
-          ]
-        : [],
-    );
-    res
-      .status(r.ok && !ctx.draining ? 200 : 503)
-      .json({ ...r, draining: ctx.draining, ...(registrations?.length ? { registrations } : {}) });
-  });
-  app.get('/metrics', async (_req, res) => {
+/** Health, metrics, dashboard and the /v1 call-control API. Returns the SSE hub (closed on drain). */
+export function mountOps(
+  ctx: GatewayContext,
+  mount: OpsMount,
+  ready: () => { ok: boolean; checks: Record<string, boolean> },
+): SseHub {
+  const { registry, records, metrics, config } = ctx;
+  const { publicApp, opsApp: app } = mount;
+  const shared = publicApp === app;
+  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
+  const sse = new SseHub(config.api.sseMaxClients, config.api.sseMaxBufferedBytes, ctx.log);
+
+  for (const a of shared ? [app] : [publicApp, app]) {
+    a.get('/healthz', (_req, res) => {
+      res.json({ status: 'ok', ...(a === app ? { calls: registry.size } : {}) });
+    });
+    a.get('/readyz', (_req, res) => {
+      const r = ready();
+      // Registration state is a detail, not a readiness gate: one carrier's registrar being down must
+      // not take the gateway (and its other trunks) out of the load balancer. Ops listener only.
+      const registrations =
+        a === app
+          ? ctx.trunks?.().flatMap((t) =>
+              t.registration
+                ? [
+                    {
+                      trunk: t.name,
+                      state: t.registration.state,
+                      lastStatus: t.registration.lastStatus,
+                      nextAttemptAt: t.registration.nextAttemptAt,
+                    },
+                  ]
+                : [],
+            )
+          : undefined;
+      res
+        .status(r.ok && !ctx.draining ? 200 : 503)
+        .json({ ...r, draining: ctx.draining, ...(registrations?.length ? { registrations } : {}) });
+    });
+  }
+  // Call volumes per trunk are business data: behind the token when on the public listener.
+  const metricsGuard: express.RequestHandler[] = shared ? [auth.require] : [];
+  app.get('/metrics', ...metricsGuard, async (_req, res) => {
     res.set('Content-Type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   app.get('/', (_req, res) => {
@@ -88,7 +117,9 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
   });
 
   const v1 = express.Router();
-  v1.use(bearerAuth(config.api.token));
+  v1.post('/auth/session', auth.exchange);
+  v1.delete('/auth/session', auth.logout);
+  v1.use(auth.require);
   v1.use(express.json({ limit: '64kb' }));
 
   const live = (req: Request, res: Response): Call | undefined => {
@@ -131,9 +162,21 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     if (!call) return;
     if (!call.transfer)
       return sendError(res, 409, 'unsupported', `transfer is not supported for ${call.info.front} calls`);
-    await call.transfer(body.destination);
-    call.log.info({ destination: body.destination }, 'transferred by operator');
-    res.json({ ok: true, destination: body.destination });
+    const destination = normaliseDestination(body.destination);
+    if (!destination)
+      return sendError(res, 400, 'invalid_request', 'destination: an E.164 number or a sip:/sips:/tel: URI');
+    // The ops token is operator authority: an API transfer may leave the route's allow-list, but
+    // it is logged loudly so a leaked token shows up in the logs (README "Security").
+    const route = call.route ? config.routes[call.route] : undefined;
+    const policy = new TransferPolicy(
+      route && 'transfer' in route ? route.transfer.allow : [],
+      route && 'transferTarget' in route ? route.transferTarget : undefined,
+    );
+    if (!policy.check(destination).ok)
+      call.log.warn({ destination, route: call.route }, 'operator transfer outside the route transfer list');
+    await call.transfer(destination);
+    call.log.info({ destination }, 'transferred by operator');
+    res.json({ ok: true, destination });
   });
 
   v1.post('/calls/:id/say', (req, res) => {
@@ -172,9 +215,9 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
 
   v1.get('/calls/:id/events', (req, res) => {
     const call = live(req, res);
-    if (call) streamCall(call, req, res);
+    if (call) streamCall(sse, call, req, res);
   });
-  v1.get('/events', (req, res) => streamAllCalls(registry, req, res));
+  v1.get('/events', (req, res) => streamAllCalls(sse, registry, req, res));
 
   v1.get('/trunks', (_req, res) => {
     res.json({ trunks: ctx.trunks?.() ?? [] });
@@ -206,4 +249,5 @@ export function mountOps(ctx: GatewayContext, ready: () => { ok: boolean; checks
     sendError(res, s.status, s.code, s.message, s.details);
   });
   app.use('/v1', v1);
+  return sse;
 }

@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { isE164, isSipUri, isTelUri } from '../sip/header-values.js';
 
 /** IPv4/IPv6 address or CIDR; validated structurally here, parsed by the SIP front. */
 const cidr = z.string().regex(/^[0-9a-fA-F:.]+(\/\d{1,3})?$/, 'an IP address or CIDR like 196.12.0.0/16');
@@ -114,6 +115,21 @@ export const trunkSchema = z.object({
   numberFormat: z.enum(['e164', 'national', 'e164-digits']).default('e164'),
 });
 
+// ---- Transfers (issue 12): where the AI may send a call. ----
+/** One allowed transfer destination: E.164 number, E.164 prefix ending in `*`, or a sip/sips/tel URI. */
+const transferDestination = z
+  .string()
+  .refine(
+    (v) => isE164(v) || /^\+\d{1,15}\*$/.test(v) || isSipUri(v) || isTelUri(v),
+    'an E.164 number (+250788000000), a prefix ending in * (+25078*), or a sip:/tel: URI',
+  );
+/**
+ * `transfer.allow`: the only destinations the model may transfer to (toll-fraud guard). Empty (the
+ * default) means the route has no transfer_call tool. `transferTarget` is allowed too and is used
+ * when the model names no destination.
+ */
+const transferPolicy = z.object({ allow: z.array(transferDestination).default([]) }).prefault({});
+
 const turnDetection = z.union([
   z.object({
     type: z.literal('server_vad'),
@@ -198,7 +214,8 @@ const realtimeRoute = z.object({
     silenceDurationMs: 500,
   }),
   transcription: z.boolean().default(true),
-  transferTarget: z.string().optional(),
+  transferTarget: transferDestination.optional(),
+  transfer: transferPolicy,
   tools: z.array(httpToolSchema).default([]),
   connectTimeoutMs: z.number().int().positive().default(10000),
   gatewayVad,
@@ -220,7 +237,8 @@ const openaiSipRoute = z.object({
   realtimeUrl: z.string().url().default('wss://api.openai.com/v1/realtime'),
   /** Caller transcripts (input transcription, switched on over the sideband). */
   transcription: z.boolean().default(true),
-  transferTarget: z.string().optional(),
+  transferTarget: transferDestination.optional(),
+  transfer: transferPolicy,
   tools: z.array(httpToolSchema).default([]),
   /**
    * Bounds reaching OpenAI (dial + accept) before the caller is answered, and the sideband's
@@ -258,9 +276,56 @@ export const configSchema = z
   .object({
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     http: z
-      .object({ host: z.string().default('0.0.0.0'), port: z.number().int().min(0).max(65535).default(8080) })
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        // ---- HTTP hardening (issue 12): the public listener faces strangers. ----
+        /** Whole request headers must arrive within this (slowloris). */
+        headersTimeoutMs: z.number().int().positive().default(10_000),
+        /** Whole request (headers and body) must arrive within this; slow bodies are cut (408). */
+        requestTimeoutMs: z.number().int().positive().default(15_000),
+        /** Idle keep-alive connections are closed after this. */
+        keepAliveTimeoutMs: z.number().int().positive().default(5_000),
+        /** Concurrent TCP connections per listener; beyond it new connections are dropped. */
+        maxConnections: z.number().int().positive().default(512),
+        /** Webhook bodies above this are refused (413) before any signature work. */
+        maxWebhookBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(64 * 1024),
+      })
       .prefault({}),
-    api: z.object({ token: optionalSecret(16, 'a token of at least 16 characters') }).prefault({}),
+    /**
+     * Ops surface (/v1, /metrics, dashboard, OpenAPI). Without `port` it shares the public listener
+     * (then /metrics needs the token too); with `port` it gets its own listener on `host`
+     * (loopback by default) and the public listener serves only webhooks and health checks.
+     */
+    ops: z
+      .object({
+        host: z.string().default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).optional(),
+      })
+      .prefault({}),
+    api: z
+      .object({
+        token: optionalSecret(16, 'a token of at least 16 characters'),
+        /** Concurrent Server-Sent Event streams; more get 503. */
+        sseMaxClients: z.number().int().positive().default(32),
+        /** A stream whose unsent backlog exceeds this (a slow consumer) is dropped. */
+        sseMaxBufferedBytes: z
+          .number()
+          .int()
+          .positive()
+          .default(256 * 1024),
+        /** Lifetime of a dashboard session cookie (exchanged once for the token). */
+        sessionTtlSec: z
+          .number()
+          .int()
+          .positive()
+          .default(8 * 3600),
+      })
+      .prefault({}),
     sip: z
       .object({
         enabled: z.boolean().default(true),
@@ -370,6 +435,31 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.object({ drainSec: z.number().min(0).default(30) }).prefault({}),
+    // ---- Caps (issue 12): nothing a stranger starts may grow without bound. ----
+    limits: z
+      .object({
+        /** Concurrent calls per front beyond per-trunk SIP `maxCalls`; more are refused (Graph reject / 503). */
+        maxCalls: z
+          .object({
+            /** All WhatsApp calls at once (inbound, dial-out and media sessions). */
+            whatsapp: z.number().int().positive().default(100),
+            /** Of which business-initiated (POST /v1/calls front whatsapp). */
+            whatsappOutbound: z.number().int().positive().default(20),
+            /** Media-only sessions (POST /v1/sessions/start). */
+            mediaSessions: z.number().int().positive().default(100),
+          })
+          .prefault({}),
+        /** Longest a call may last from its arrival; then the AI says `goodbye` and the call ends. */
+        maxCallDurationSec: z
+          .number()
+          .positive()
+          .default(4 * 3600),
+        goodbye: z.string().default('We have reached the time limit for this call. Thank you for calling, goodbye.'),
+        /** Transcript lines and tool calls kept per call (oldest dropped, counted). */
+        maxTranscriptEntries: z.number().int().positive().default(500),
+        maxToolCalls: z.number().int().positive().default(100),
+      })
+      .prefault({}),
     routes: z.record(z.string(), routeSchema).prefault({ local: { kind: 'local' } }),
     routing: z.object({ default: z.string().default('local'), rules: z.array(ruleSchema).default([]) }).prefault({}),
   })

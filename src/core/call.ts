@@ -28,6 +28,13 @@ export type CallEvents = {
   ended: [reason: HangupReason];
 };
 
+/** How much of a call's history is kept in memory (and in its record). */
+export interface CallBounds {
+  maxTranscriptEntries: number;
+  maxToolCalls: number;
+}
+const DEFAULT_BOUNDS: CallBounds = { maxTranscriptEntries: 500, maxToolCalls: 100 };
+
 const NEXT: Record<CallState, CallState[]> = {
   ringing: ['answered', 'ended'],
   answered: ['bridged', 'ended'],
@@ -46,8 +53,10 @@ export class Call extends TypedEmitter<CallEvents> {
   route: string | undefined;
   readonly times: Partial<Record<CallState, number>> & { created: number };
   endReason: HangupReason | undefined;
+  /** The latest `limits.maxTranscriptEntries` lines; `dropped` counts older ones let go. */
   readonly transcript: TranscriptEntry[] = [];
   readonly toolCalls: ToolCallRecord[] = [];
+  readonly dropped = { transcript: 0, toolCalls: 0 };
   readonly legs: MediaLeg[] = [];
   /** Last quality snapshot per leg, kept after the legs close for the call record. */
   readonly quality: Record<string, LegQuality> = {};
@@ -60,7 +69,12 @@ export class Call extends TypedEmitter<CallEvents> {
   private readonly cleanups: Cleanup[] = [];
   private ending: Promise<void> | undefined;
 
-  constructor(info: CallInfo, log: Logger, id: string = randomUUID()) {
+  constructor(
+    info: CallInfo,
+    log: Logger,
+    id: string = randomUUID(),
+    private readonly bounds: CallBounds = DEFAULT_BOUNDS,
+  ) {
     super();
     this.id = id;
     this.info = info;
@@ -91,11 +105,19 @@ export class Call extends TypedEmitter<CallEvents> {
 
   addTranscript(entry: TranscriptEntry): void {
     this.transcript.push(entry);
+    if (this.transcript.length > this.bounds.maxTranscriptEntries) {
+      this.transcript.shift();
+      this.dropped.transcript++;
+    }
     this.emit('transcript', entry);
   }
 
   addToolCall(record: ToolCallRecord): void {
     this.toolCalls.push(record);
+    if (this.toolCalls.length > this.bounds.maxToolCalls) {
+      this.toolCalls.shift();
+      this.dropped.toolCalls++;
+    }
     this.emit('tool_call', record);
   }
 

@@ -11,7 +11,9 @@ export type GatewayErrorCode =
   | 'not_found'
   | 'limit_reached'
   | 'timeout'
-  | 'upstream';
+  | 'upstream'
+  | 'invalid_request'
+  | 'forbidden';
 
 export class GatewayError extends Error {
   readonly code: GatewayErrorCode;

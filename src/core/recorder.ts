@@ -1,29 +1,47 @@
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Resampler } from './audio/resampler.js';
 import type { Bridge } from './bridge.js';
+import type { Logger } from './logger.js';
+
+/** Frames (20 ms each) allowed to wait for the disk; a disk slower than this stops the recording. */
+const MAX_BACKLOG_FRAMES = 500;
 
 /**
- * Stereo WAV of a call: caller on the left, AI on the right, at the AI's output rate. Written
- * frame by frame (a crash keeps what was recorded); the RIFF sizes are patched on close.
+ * Stereo WAV of a call: caller on the left, AI on the right, at the AI's output rate. The media
+ * path only queues frames; a single write chain puts them on disk asynchronously, and the RIFF
+ * sizes are patched on close. Any I/O error (ENOSPC, EIO, a disk too slow for the backlog) stops
+ * the recording, closes its file and is reported once: the call itself never notices.
  */
 export class CallRecorder {
-  private readonly fd: number;
+  private fh: FileHandle | undefined;
   private bytes = 0;
   private readonly rate: number;
   private readonly perFrame: number;
   private readonly callerResampler: Resampler | undefined;
+  private chain: Promise<void> = Promise.resolve();
+  private backlog = 0;
+  private failed = false;
+  private closed = false;
   readonly path: string;
 
-  constructor(dir: string, callId: string, bridge: Bridge) {
-    mkdirSync(dir, { recursive: true });
+  constructor(
+    private readonly dir: string,
+    callId: string,
+    private readonly bridge: Bridge,
+    private readonly log: Logger,
+    private readonly onFailure?: (err: Error) => void,
+  ) {
     this.path = join(dir, `${callId}.wav`);
-    this.fd = openSync(this.path, 'w');
     this.rate = bridge.ai.outputFormat.sampleRate;
     this.perFrame = this.rate / 50;
     const inRate = bridge.ai.inputFormat.sampleRate;
     this.callerResampler = inRate !== this.rate ? new Resampler(inRate, this.rate) : undefined;
-    writeSync(this.fd, this.header(0));
+    this.enqueue(async () => {
+      await mkdir(this.dir, { recursive: true });
+      this.fh = await open(this.path, 'w');
+      await this.fh.write(this.header(0), 0, 44, 0);
+    });
     bridge.tap = (caller, ai) => this.write(caller, ai);
   }
 
@@ -44,19 +62,63 @@ export class CallRecorder {
     return h;
   }
 
+  private enqueue(step: () => Promise<void>): void {
+    this.chain = this.chain.then(async () => {
+      if (this.failed) return;
+      try {
+        await step();
+      } catch (err) {
+        await this.fail(err as Error);
+      }
+    });
+  }
+
   private write(caller: Int16Array | null, ai: Int16Array | null): void {
+    if (this.failed || this.closed) return;
+    if (this.backlog >= MAX_BACKLOG_FRAMES) {
+      void this.fail(new Error(`disk too slow: ${MAX_BACKLOG_FRAMES} frames waiting`));
+      return;
+    }
     const left = caller && this.callerResampler ? this.callerResampler.process(caller) : caller;
     const frame = Buffer.alloc(this.perFrame * 4);
     for (let i = 0; i < this.perFrame; i++) {
       frame.writeInt16LE(left?.[i] ?? 0, i * 4);
       frame.writeInt16LE(ai?.[i] ?? 0, i * 4 + 2);
     }
-    writeSync(this.fd, frame);
-    this.bytes += frame.length;
+    this.backlog++;
+    this.enqueue(async () => {
+      this.backlog--;
+      await this.fh!.write(frame, 0, frame.length, 44 + this.bytes);
+      this.bytes += frame.length;
+    });
   }
 
-  close(): void {
-    writeSync(this.fd, this.header(this.bytes), 0, 44, 0);
-    closeSync(this.fd);
+  private async fail(err: Error): Promise<void> {
+    if (this.failed) return;
+    this.failed = true;
+    if (this.bridge.tap) this.bridge.tap = undefined;
+    this.log.error({ err: err.message, path: this.path }, 'recording stopped (the call continues)');
+    this.onFailure?.(err);
+    const fh = this.fh;
+    this.fh = undefined;
+    await fh?.close().catch(() => undefined);
+  }
+
+  /** True once an I/O error has stopped this recording. */
+  get stopped(): boolean {
+    return this.failed;
+  }
+
+  /** Patch the RIFF sizes and close the file (after every queued frame is written). */
+  async close(): Promise<void> {
+    if (this.closed) return this.chain;
+    this.closed = true;
+    this.enqueue(async () => {
+      await this.fh?.write(this.header(this.bytes), 0, 44, 0);
+      const fh = this.fh;
+      this.fh = undefined;
+      await fh?.close();
+    });
+    return this.chain;
   }
 }

@@ -1,4 +1,4 @@
-import { Call, type CallInfo, type CallState, type Front } from './call.js';
+import { Call, type CallBounds, type CallInfo, type CallState, type Front } from './call.js';
 import type { Logger } from './logger.js';
 import { TypedEmitter } from './typed-emitter.js';
 
@@ -17,12 +17,15 @@ export type RegistryEvents = {
 export class CallRegistry extends TypedEmitter<RegistryEvents> {
   private readonly calls = new Map<string, Call>();
 
-  constructor(private readonly log: Logger) {
+  constructor(
+    private readonly log: Logger,
+    private readonly bounds?: CallBounds,
+  ) {
     super();
   }
 
   create(info: CallInfo, id?: string): Call {
-    const call = new Call(info, this.log, id);
+    const call = new Call(info, this.log, id, this.bounds);
     this.calls.set(call.id, call);
     call.once('ended', () => {
       this.calls.delete(call.id);

@@ -6,6 +6,7 @@ import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext, OutboundRequest } from '../gateway.js';
 import type { ModifyRequest, SipDialog } from './engine.js';
+import { referTarget, safeExtraHeaders, safeIdentity } from './header-values.js';
 import { parseUri } from './message.js';
 import type { RtpPortPool } from './rtp.js';
 import { AddressSet } from './media-source.js';
@@ -168,12 +169,19 @@ export class SipDialer implements LegDialer {
       codecs: req.codecs,
       telephoneEvent,
     });
+    const from = safeIdentity(req.from);
+    const extra = safeExtraHeaders(req.headers);
+    if (from !== req.from || extra.dropped.length)
+      call.log.warn(
+        { from: req.from.slice(0, 80), dropped: extra.dropped },
+        'caller identity not valid for SIP: sent as anonymous / header dropped',
+      );
     let result;
     try {
       result = await this.engine.invite({
         uri: req.uri,
-        from: req.from,
-        headers: req.headers,
+        from,
+        headers: extra.headers,
         sdp: offer,
         timeoutMs: req.timeoutMs,
         signal: abort.signal,
@@ -367,7 +375,7 @@ export class SipDialer implements LegDialer {
     const { leg, dialog, sipCallId } = dialed;
     call.info.externalId = sipCallId;
     call.transfer = async (destination) => {
-      const target = /^(sips?|tel):/i.test(destination) ? destination : trunkTarget(trunk, destination);
+      const target = referTarget(destination, (n) => trunkTarget(trunk, n), call.id);
       call.log.info({ target }, 'transferring outbound call (REFER)');
       await dialog.refer(target);
     };

@@ -9,6 +9,7 @@ import { DigestAuthenticator } from './digest.js';
 import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
+import { referTarget } from './header-values.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
 import { AddressSet } from './media-source.js';
 import { TrunkRegistrations } from './registrations.js';
@@ -541,9 +542,12 @@ export class SipFront implements Front {
   }
 
   private async transfer(state: SipCall, dialog: SipDialog, destination: string): Promise<void> {
-    const target = /^(sips?|tel):/i.test(destination)
-      ? destination
-      : `sip:${destination.replace(/[^\d+*#A-Za-z]/g, '')}@${state.invite.source.address}`;
+    const host = state.invite.source.address;
+    const target = referTarget(
+      destination,
+      (n) => `sip:${n}@${host.includes(':') ? `[${host}]` : host}`,
+      state.call.id,
+    );
     state.call.log.info({ target }, 'transferring call (REFER)');
     await dialog.refer(target);
     state.call.log.info({ target }, 'REFER accepted (202); the trunk will end our leg');

@@ -188,7 +188,13 @@ export function serialize(msg: SipMessage): Buffer {
   const start = msg.kind === 'request' ? `${msg.method} ${msg.uri} SIP/2.0` : `SIP/2.0 ${msg.status} ${msg.reason}`;
   const body = Buffer.from(msg.body, 'latin1');
   const lines = [start];
-  for (const [n, v] of msg.headers.list()) if (n !== 'content-length') lines.push(`${wireName(n)}: ${v}`);
+  for (const [n, v] of msg.headers.list()) {
+    if (n === 'content-length') continue;
+    // Last line of defence against header injection: values are validated where they are built
+    // (header-values.ts); a CR/LF/NUL reaching here is a bug, never something to put on the wire.
+    if (/[\r\n\0]/.test(v)) throw new Error(`SIP header ${n} holds a line break or NUL: refusing to send`);
+    lines.push(`${wireName(n)}: ${v}`);
+  }
   lines.push(`Content-Length: ${body.length}`);
   return Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), body]);
 }

@@ -13,6 +13,7 @@ import {
   type Transport,
 } from './embedded.js';
 import { DigestSession, type DigestClientCredentials } from './digest-client.js';
+import { hasControlChars, isIdentityUser, isSipUri, isTelUri, requireHeaderValue } from './header-values.js';
 import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
 import { splitNameAddrs } from './dialog.js';
 import { buildPrack } from './prack.js';
@@ -153,7 +154,15 @@ export class SipUac {
           'no SIP TLS listener: in-dialog requests from the far end must come over our connection',
         );
     }
-    const fromUri = /^(sips?|tel):|</i.test(opts.from) ? opts.from : `sip:${opts.from}@${e.publicAddress}`;
+    // Every value that goes into a header is checked (no CR/LF: header injection).
+    const fromUri = /^</.test(opts.from)
+      ? requireHeaderValue('From', opts.from, (v) => !hasControlChars(v), opts.callId)
+      : /^(sips?|tel):/i.test(opts.from)
+        ? requireHeaderValue('From', opts.from, (v) => isSipUri(v) || isTelUri(v), opts.callId)
+        : `sip:${requireHeaderValue('From', opts.from, isIdentityUser, opts.callId)}@${e.publicAddress}`;
+    const extra = Object.entries(opts.headers ?? {}).map(
+      ([k, v]) => [k, requireHeaderValue(k, v, (x) => !hasControlChars(x), opts.callId)] as const,
+    );
     const from = `${fromUri.includes('<') ? fromUri : `<${fromUri}>`};tag=${id.fromTag}`;
     const to = opts.to ?? `<${opts.uri}>`;
     let retried = false;
@@ -171,7 +180,7 @@ export class SipUac {
       headers.add('allow', ALLOW);
       headers.add('supported', SUPPORTED.join(', '));
       headers.add('user-agent', e.userAgent);
-      for (const [k, v] of Object.entries(opts.headers ?? {})) headers.set(k, v);
+      for (const [k, v] of extra) headers.set(k, v);
       const auth = digest?.authorize('INVITE', opts.uri);
       if (auth) headers.set(auth.name, auth.value);
       headers.set('content-type', 'application/sdp');

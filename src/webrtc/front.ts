@@ -58,6 +58,8 @@ export class WhatsAppFront implements Front {
   readonly numbers: BusinessNumbers;
   private readonly active = new Map<string, Active>();
   private readonly unconfirmed = new OutboundAttempts<Active>();
+  /** Media-only sessions (POST /v1/sessions/start) in progress, for limits.maxCalls.mediaSessions. */
+  private readonly mediaCalls = new Set<Call>();
   private started = false;
   private draining = false;
 
@@ -139,6 +141,20 @@ export class WhatsAppFront implements Front {
 
   get activeCount(): number {
     return this.active.size + this.unconfirmed.size;
+  }
+
+  /** `limits.maxCalls`: why a new call of this kind would exceed a cap, or undefined. */
+  private overLimit(kind: 'inbound' | 'outbound' | 'media'): string | undefined {
+    const max = this.ctx.config.limits.maxCalls;
+    const all = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp');
+    if (all >= max.whatsapp) return `call limit reached (${max.whatsapp} concurrent calls)`;
+    if (kind === 'outbound') {
+      const out = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp' && c.info.direction === 'outbound');
+      if (out >= max.whatsappOutbound) return `dial-out limit reached (${max.whatsappOutbound} concurrent calls)`;
+    }
+    if (kind === 'media' && this.mediaCalls.size >= max.mediaSessions)
+      return `media session limit reached (${max.mediaSessions} concurrent sessions)`;
+    return undefined;
   }
 
   private async onEvent(ev: CallEvent): Promise<void> {
@@ -247,6 +263,12 @@ export class WhatsAppFront implements Front {
     const log = this.ctx.log.child({ front: 'whatsapp', waCallId });
     if (this.draining || this.ctx.draining) {
       log.info('draining: rejecting WhatsApp call');
+      await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
+      return;
+    }
+    const refusal = this.overLimit('inbound');
+    if (refusal) {
+      log.warn({ limit: refusal }, 'WhatsApp call limit reached: rejecting call');
       await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
       return;
     }
@@ -363,6 +385,8 @@ export class WhatsAppFront implements Front {
     if (req.route && !this.ctx.router.routeConfig(req.route)) {
       throw new GatewayError('not_found', `route "${req.route}" is not configured`);
     }
+    const refusal = this.overLimit('outbound');
+    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const number = this.numbers.pick(req.from);
     if (!number) throw new GatewayError('not_found', `"${req.from}" is not a WhatsApp business number of this gateway`);
     const graph = this.graph.forNumber(number.phoneNumberId);
@@ -373,7 +397,15 @@ export class WhatsAppFront implements Front {
       direction: 'outbound',
     });
     const ref: { entry?: Active } = {};
-    const { leg, offerSdp } = await WebRtcLeg.offer(this.legOptions(call, () => ref.entry));
+    let offered: Awaited<ReturnType<typeof WebRtcLeg.offer>>;
+    try {
+      offered = await WebRtcLeg.offer(this.legOptions(call, () => ref.entry));
+    } catch (err) {
+      // Without this the call would stay "ringing" in the registry for ever (and block drain).
+      await call.end({ by: 'error', cause: 'setup_failed', detail: (err as Error).message });
+      throw err;
+    }
+    const { leg, offerSdp } = offered;
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
     const entry: Active = { call, leg, direction: 'outbound', waCallId: undefined, graph, signalled: false };
     ref.entry = entry;
@@ -404,6 +436,15 @@ export class WhatsAppFront implements Front {
     }
     entry.signalled = true;
     call.info.externalId = entry.waCallId;
+    if (call.ended) {
+      // Ended (operator, drain, max duration) while `connect` was in flight: the leg's close could
+      // not name the call to Meta yet, so tell Meta now or the user's phone rings on.
+      call.log.info({ waCallId: entry.waCallId }, 'call ended while connect was in flight: terminating via Graph');
+      await graph
+        .terminate(entry.waCallId, call.id)
+        .catch((err: Error) => call.log.warn({ err: err.message }, 'Graph terminate failed'));
+      return call;
+    }
     this.active.set(entry.waCallId, entry);
     call.log.info({ waCallId: entry.waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
     this.ringTimeout(call);
@@ -436,6 +477,8 @@ export class WhatsAppFront implements Front {
   /** Media-only mode: an external webhook handler owns signalling and asks us for the answer. */
   private async startMediaSession(req: MediaSessionRequest): Promise<{ sdpAnswer: string; call: Call }> {
     if (this.active.has(req.callId)) throw new GatewayError('invalid_state', `session ${req.callId} already exists`);
+    const refusal = this.overLimit('media');
+    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const call = this.ctx.registry.create({
       front: 'whatsapp',
       from: e164(req.fromNumber),
@@ -444,6 +487,8 @@ export class WhatsAppFront implements Front {
       externalId: req.callId,
     });
     const ref: { entry?: Active } = {};
+    this.mediaCalls.add(call);
+    call.onEnd(() => void this.mediaCalls.delete(call));
     try {
       const { leg, answerSdp } = await WebRtcLeg.answer(
         req.sdpOffer,

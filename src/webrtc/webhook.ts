@@ -49,6 +49,12 @@ export function validSignature(raw: Buffer, header: string | undefined, appSecre
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
+/** Constant-time compare of the subscription verify token (hashed first: lengths do not leak). */
+function sameToken(given: string, expected: string): boolean {
+  const h = (v: string) => createHmac('sha256', 'hub.verify_token').update(v).digest();
+  return timingSafeEqual(h(given), h(expected));
+}
+
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
 function parseErrors(v: unknown): WebhookError[] {
@@ -178,7 +184,8 @@ export function whatsappWebhookRouter(opts: WebhookOptions): express.Router {
     const q = req.query as Record<string, unknown>;
     if (
       q['hub.mode'] === 'subscribe' &&
-      q['hub.verify_token'] === opts.verifyToken &&
+      typeof q['hub.verify_token'] === 'string' &&
+      sameToken(q['hub.verify_token'], opts.verifyToken) &&
       typeof q['hub.challenge'] === 'string'
     ) {
       opts.log.info('WhatsApp webhook subscription verified');

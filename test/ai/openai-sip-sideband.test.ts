@@ -51,6 +51,7 @@ beforeEach(async () => {
         realtimeUrl: rt.url,
         connectTimeoutMs: 2000,
         firstTurn: { mode: 'none' }, // these tests count answers from the caller's first turn
+        transfer: { allow: ['+25078*'] },
         tools: [
           {
             name: 'lookup_order',

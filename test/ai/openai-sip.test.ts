@@ -4,7 +4,7 @@ import { OPUS_48K, PCMU_8K } from '../../src/core/audio/format.js';
 import { parseConfig } from '../../src/config/load.js';
 import type { Gateway } from '../../src/gateway.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
-import { startTestGateway, sleep, waitFor } from '../support/gateway.js';
+import { startTestGateway, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { MemoryLeg } from '../support/memory-leg.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { FakeOpenAiSipDialer } from '../peers/openai-sip/fake-dialer.js';
@@ -122,7 +122,9 @@ describe('OpenAI SIP route', () => {
     await sleep(200);
     // Nothing was acted on: a call we did not dial is left alone by default, and only once.
     expect(standIn.requests).toEqual([]);
-    const metrics = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+    ).text();
     expect(metrics).toMatch(/gateway_webhook_rejections_total\{source="openai",reason="signature check failed"\} 3/);
   });
 

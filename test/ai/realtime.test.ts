@@ -96,7 +96,8 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
       silence_duration_ms: 500,
     });
     expect(conn.session.audio?.input?.transcription).toEqual({ model: 'gpt-4o-mini-transcribe' });
-    expect(conn.session.tools?.map((t) => t.name)).toEqual(['end_call', 'transfer_call']);
+    // No transfer.allow on this route: no transfer tool at all (toll-fraud guard).
+    expect(conn.session.tools?.map((t) => t.name)).toEqual(['end_call']);
 
     const before = leg.written.length;
     const skippedBefore = clock.stats.skipped;
@@ -279,6 +280,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
         },
       },
       {
+        transfer: { allow: ['+250788000002'] },
         tools: [
           {
             name: 'lookup_balance',

@@ -172,7 +172,12 @@ describe('call control on a live simulated call', () => {
   });
 
   it('metrics change as calls run and end', async () => {
-    const scrape = async () => (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    // One listener (no ops.port): /metrics is behind the token like the API.
+    expect((await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).status).toBe(401);
+    const scrape = async () =>
+      (
+        await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+      ).text();
     const { call } = await simulatedCall(gw);
     expect(await scrape()).toMatch(/gateway_active_calls\{front="test",state="bridged"\} 1/);
     await waitFor(() => call.media!.bridge.stats.framesToAi > 0, 2000, 'a caller frame through the bridge');

@@ -38,7 +38,18 @@ describe('live dashboard in headless Chromium', () => {
 
   it('shows a call in progress, updates its transcript live, and moves it to Ended when it hangs up', async () => {
     const page = await browser.newPage();
-    await page.goto(`http://127.0.0.1:${gw.httpPort}/?token=${TEST_TOKEN}`);
+    // No token yet: the page asks for it, exchanges it once for an HttpOnly cookie, keeps nothing.
+    await page.goto(`http://127.0.0.1:${gw.httpPort}/`);
+    await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
+    await page.fill('#token', TEST_TOKEN);
+    await page.click('#auth button');
+    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
+    expect(page.url()).not.toContain(TEST_TOKEN);
+    expect(await page.evaluate(() => JSON.stringify(localStorage) + document.cookie)).not.toContain(TEST_TOKEN);
+    const cookies = await page.context().cookies();
+    expect(cookies.find((c) => c.name === 'gw_ops')).toMatchObject({ httpOnly: true, sameSite: 'Strict' });
+    // A reload reconnects with the cookie alone.
+    await page.reload();
     await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
     const { call, leg } = await simulatedCall(gw, { from: '+250788555111' });
     const row = page.locator(`#active tr[data-call-id="${call.id}"]`);

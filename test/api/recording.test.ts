@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
+import { MemoryLeg } from '../support/memory-leg.js';
 import { dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { simulatedCall, sleep, startTestGateway, waitFor } from '../support/gateway.js';
 
@@ -19,7 +20,10 @@ describe('call recording', () => {
       leg.feed(frames(tone(1000, 8000, 400, 8000), 160).map((f) => pcmu.encode(f)));
       await sleep(500);
       await call.end({ by: 'remote', cause: 'bye' });
-      const wav = readFileSync(join(dir, `${call.id}.wav`));
+      // The file is finished asynchronously (off the media path): wait for the RIFF sizes.
+      const path = join(dir, `${call.id}.wav`);
+      await waitFor(() => readFileSync(path).readUInt32LE(40) > 0, 5000, 'WAV header patched');
+      const wav = readFileSync(path);
       expect(wav.toString('ascii', 0, 4)).toBe('RIFF');
       expect(wav.readUInt16LE(22)).toBe(2);
       const rate = wav.readUInt32LE(24);
@@ -35,6 +39,45 @@ describe('call recording', () => {
         20,
       );
       expect(dbfsOf(right)).toBeGreaterThan(-45);
+    } finally {
+      await gw.stop('test_done', 0);
+    }
+  });
+
+  it('a full disk (ENOSPC) stops the recording, never the call; the file handle is closed; the next call records', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gw-rec-full-'));
+    // Writes to /dev/full fail with a real ENOSPC.
+    symlinkSync('/dev/full', join(dir, 'full-call.wav'));
+    const gw = await startTestGateway({ records: { path: ':memory:', recordAudio: true, recordingsDir: dir } });
+    const openFds = () => readdirSync('/proc/self/fd').length;
+    try {
+      const fdsBefore = openFds();
+      const pcmu = createCodec(PCMU_8K);
+      const call = gw.ctx.registry.create({ front: 'test', from: '+250788000001', to: '+250700000000' }, 'full-call');
+      const leg = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
+      await gw.ctx.connector.connect(call, leg);
+      const failures = async () => (await gw.ctx.metrics.recordingFailures.get()).values[0]?.value ?? 0;
+      const t0 = Date.now();
+      while ((await failures()) < 1 && Date.now() - t0 < 5000) await sleep(20);
+      expect(await failures()).toBe(1);
+      // The call carries on: the greeting keeps playing and the caller's audio still reaches the AI.
+      const written = leg.written.length;
+      const toAi = call.media!.bridge.stats.framesToAi;
+      leg.feed(frames(tone(1000, 8000, 400, 8000), 160).map((f) => pcmu.encode(f)));
+      await waitFor(() => leg.written.length > written + 20, 5000, 'audio still flowing to the caller');
+      await waitFor(() => call.media!.bridge.stats.framesToAi > toAi + 10, 5000, 'audio still flowing to the AI');
+      expect(call.state).toBe('bridged');
+      await call.end({ by: 'remote', cause: 'bye' });
+      expect(call.endReason).toMatchObject({ cause: 'bye' });
+      await waitFor(() => openFds() <= fdsBefore, 5000, 'recording file handle closed');
+
+      // A new call on the same gateway records normally.
+      const next = await simulatedCall(gw);
+      await sleep(500);
+      await next.call.end({ by: 'remote', cause: 'bye' });
+      const path = join(dir, `${next.call.id}.wav`);
+      await waitFor(() => readFileSync(path).readUInt32LE(40) > 0, 5000, 'second recording finished');
+      expect(await failures()).toBe(1);
     } finally {
       await gw.stop('test_done', 0);
     }

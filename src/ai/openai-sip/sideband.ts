@@ -25,7 +25,7 @@ const CLOSE_GRACE_MS = 2000;
 
 export type SidebandRouteConfig = Pick<
   OpenAiSipRouteConfig,
-  'realtimeUrl' | 'apiKey' | 'connectTimeoutMs' | 'transcription' | 'tools' | 'transferTarget'
+  'realtimeUrl' | 'apiKey' | 'connectTimeoutMs' | 'transcription' | 'tools' | 'transferTarget' | 'transfer'
 >;
 
 export interface SidebandOptions {

@@ -1,5 +1,6 @@
 import type { HttpToolConfig, RealtimeRouteConfig } from '../../config/schema.js';
 import type { Logger } from '../../core/logger.js';
+import { TransferPolicy } from '../../core/transfer-policy.js';
 import type { CallControl, ToolCallRecord } from '../session.js';
 import type { ClientEventOf, RealtimeFunctionTool, ServerEventOf } from './protocol.js';
 
@@ -46,25 +47,41 @@ const endCall: Tool = {
   },
 };
 
-function transferCall(defaultTarget: string | undefined): Tool {
+/**
+ * Built-in: transfer to one of the route's allowed destinations (`transfer.allow`). The model only
+ * chooses among them (the description lists them); anything else is refused with an output the
+ * model can say to the caller, and a warn log for the operator. Never offered with an empty list.
+ */
+function transferCall(policy: TransferPolicy): Tool {
+  const fallback = policy.fallback;
   return {
     definition: {
       type: 'function',
       name: 'transfer_call',
-      description: defaultTarget
-        ? 'Transfer the caller to a human agent. Tell the caller first.'
-        : 'Transfer the caller to another phone number or SIP address. Tell the caller first.',
+      description:
+        `Transfer the caller to a person. Tell the caller first. Allowed destinations only: ${policy.describe()}.` +
+        (fallback ? ` Without a destination the call goes to ${fallback}.` : ''),
       parameters: {
         type: 'object',
-        properties: { destination: { type: 'string', description: 'E.164 number or SIP URI' } },
-        ...(defaultTarget ? {} : { required: ['destination'] }),
+        properties: { destination: { type: 'string', description: `One of: ${policy.describe()}` } },
+        ...(fallback ? {} : { required: ['destination'] }),
       },
     },
     async run(args, ctx) {
-      const destination = typeof args.destination === 'string' && args.destination ? args.destination : defaultTarget;
-      if (!destination) return { output: json({ ok: false, detail: 'no destination given' }), respond: true };
-      const r = await ctx.control.transfer(destination);
-      ctx.log.info({ destination, ok: r.ok, detail: r.detail }, 'AI transfer request');
+      const requested = typeof args.destination === 'string' ? args.destination : undefined;
+      const decision = policy.check(requested);
+      if (!decision.ok) {
+        ctx.log.warn({ requested, reason: decision.reason }, 'AI transfer refused: destination not allowed');
+        return {
+          output: json({
+            ok: false,
+            detail: `I cannot transfer calls there. Allowed destinations: ${policy.describe()}.`,
+          }),
+          respond: true,
+        };
+      }
+      const r = await ctx.control.transfer(decision.destination);
+      ctx.log.info({ destination: decision.destination, ok: r.ok, detail: r.detail }, 'AI transfer request');
       return { output: json(r), respond: true };
     },
   };
@@ -105,9 +122,10 @@ function httpTool(cfg: HttpToolConfig): Tool {
 export class ToolRegistry {
   private readonly tools = new Map<string, Tool>();
 
-  constructor(route: Pick<RealtimeRouteConfig, 'tools' | 'transferTarget'>) {
+  constructor(route: Pick<RealtimeRouteConfig, 'tools' | 'transferTarget'> & { transfer?: { allow: string[] } }) {
     this.add(endCall);
-    this.add(transferCall(route.transferTarget));
+    const policy = new TransferPolicy(route.transfer?.allow ?? [], route.transferTarget);
+    if (!policy.empty) this.add(transferCall(policy));
     for (const t of route.tools) this.add(httpTool(t));
   }
 

@@ -33,7 +33,9 @@ export interface SipHarnessOptions {
   /** Extra routes (e.g. a realtime route to a RealtimeTestServer) and routing; `local` stays the tone AI. */
   routes?: Record<string, unknown>;
   routing?: Record<string, unknown>;
-  /** Further top-level config sections (e.g. api: { token }). */
+  /** Shorthand for routing: { default } when `routing` is not given. */
+  defaultRoute?: string;
+  /** Further top-level config sections (e.g. api: { token }, limits, http). */
   config?: Record<string, unknown>;
 }
 
@@ -62,7 +64,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 60 },
       ],
       routes: { local: { kind: 'local', greeting: 'Hello caller.' }, ...opts.routes },
-      ...(opts.routing ? { routing: opts.routing } : {}),
+      routing: opts.routing ?? { default: opts.defaultRoute ?? 'local' },
       ...opts.config,
     },
     {},

@@ -8,6 +8,10 @@ import { parseMessage, type SipMessage } from '../../../src/sip/message.js';
  */
 export class RawSipPeer {
   readonly received: { msg: SipMessage; at: number }[] = [];
+  /** Called for every message as it arrives (e.g. to answer the gateway's BYEs automatically). */
+  onMessage: ((msg: SipMessage) => void) | undefined;
+  /** Keep received messages (off for long soak runs). */
+  keep = true;
   private sock: Socket | undefined;
 
   constructor(private readonly ip = '127.0.0.1') {}
@@ -17,7 +21,9 @@ export class RawSipPeer {
     this.sock = s;
     s.on('message', (buf) => {
       const p = parseMessage(buf);
-      if (p.ok) this.received.push({ msg: p.msg, at: performance.now() });
+      if (!p.ok) return;
+      if (this.keep) this.received.push({ msg: p.msg, at: performance.now() });
+      this.onMessage?.(p.msg);
     });
     await new Promise<void>((r) => s.bind(0, this.ip, () => r()));
     return this.port;

@@ -78,6 +78,7 @@ export class GraphStub extends EventEmitter {
   readonly numbers: Set<string>;
   readonly errors = new Map<string, InjectedError>();
   private readonly faults = new Map<string, Fault>();
+  private readonly holds = new Map<string, Promise<void>>();
   private server: Server | undefined;
 
   constructor(
@@ -152,7 +153,20 @@ export class GraphStub extends EventEmitter {
     });
   }
 
+  /** Hold the next request with `action` until the returned release() is called (in-flight races). */
+  hold(action: string): () => void {
+    let release!: () => void;
+    this.holds.set(action, new Promise<void>((r) => (release = r)));
+    return () => release();
+  }
+
   private handle(req: express.Request, res: express.Response): void {
+    const held = this.holds.get(String((req.body as Record<string, unknown> | undefined)?.action ?? ''));
+    if (held) {
+      this.holds.delete(String((req.body as Record<string, unknown>).action));
+      void held.then(() => this.handle(req, res));
+      return;
+    }
     const body = (req.body ?? {}) as Record<string, unknown>;
     const action = String(body.action ?? '');
     const problems: string[] = [];

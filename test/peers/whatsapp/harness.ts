@@ -43,6 +43,8 @@ export async function startHarness(
     routing?: Record<string, unknown>;
     /** More business numbers (phone-number IDs) the Graph stand-in serves. */
     graphNumbers?: string[];
+    /** Other top-level config keys (limits, http, ...). */
+    config?: Record<string, unknown>;
   } = {},
 ): Promise<Harness> {
   const graph = new GraphStub(undefined, undefined, undefined, opts.graphNumbers);
@@ -70,6 +72,7 @@ export async function startHarness(
         mediaTimeoutSec: opts.mediaTimeoutSec ?? 8,
         ...opts.whatsapp,
       },
+      ...opts.config,
     },
     {},
   );
