@@ -313,14 +313,13 @@ export class SipFront implements Front {
       log.warn({ trunk: trunk.name, active, max: trunk.maxCalls }, 'trunk call limit reached: 503');
       return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
     }
-    // An engine whose SIP stack runs RFC 4028 itself (drachtio-server) negotiates the timer too.
-    const frontTimers = this.engine.sessionTimers !== 'engine';
-    const timer = frontTimers
-      ? negotiateAsUas((n) => inv.header(n), {
-          minSec: this.ctx.config.sip.minSessionExpiresSec,
-          canRefresh: this.engine.canRefresh,
-        })
-      : undefined;
+    // The front negotiates the timer on every engine (drachtio-server acts on the Session-Expires we
+    // put in the 2xx); an engine whose SIP stack runs RFC 4028 itself refreshes on our behalf.
+    const engineTimers = this.engine.sessionTimers === 'engine';
+    const timer = negotiateAsUas((n) => inv.header(n), {
+      minSec: this.ctx.config.sip.minSessionExpiresSec,
+      canRefresh: this.engine.canRefresh || engineTimers,
+    });
     if (timer && 'tooSmall' in timer)
       return inv.reject(422, 'Session Interval Too Small', { 'min-se': String(timer.minSe) });
 
@@ -481,14 +480,14 @@ export class SipFront implements Front {
   private onModify(state: SipCall, dialog: SipDialog, req: ModifyRequest): void {
     const { call, leg, answer } = state;
     // RFC 4028 §9: a re-INVITE/UPDATE is a session refresh and renegotiates the timer.
-    const renegotiated =
-      req.header && this.engine.sessionTimers !== 'engine'
-        ? negotiateAsUas((n) => req.header!(n), {
-            minSec: this.ctx.config.sip.minSessionExpiresSec,
-            canRefresh: this.engine.canRefresh && !!dialog.refresh,
-            current: state.sessionTimer?.current,
-          })
-        : undefined;
+    const engineTimers = this.engine.sessionTimers === 'engine';
+    const renegotiated = req.header
+      ? negotiateAsUas((n) => req.header!(n), {
+          minSec: this.ctx.config.sip.minSessionExpiresSec,
+          canRefresh: engineTimers || (this.engine.canRefresh && !!dialog.refresh),
+          current: state.sessionTimer?.current,
+        })
+      : undefined;
     if (renegotiated && 'tooSmall' in renegotiated)
       return req.respond({
         status: 422,
@@ -497,6 +496,7 @@ export class SipFront implements Front {
       });
     const headers = renegotiated?.headers ?? {};
     const refreshed = () => {
+      if (engineTimers) return; // the engine's SIP stack keeps the session timer
       if (renegotiated) {
         if (state.sessionTimer) state.sessionTimer.restart(renegotiated.terms);
         else state.sessionTimer = this.startSessionTimer(state, dialog, renegotiated.terms);

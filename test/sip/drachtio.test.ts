@@ -245,7 +245,7 @@ describe('drachtio engine: cases a real drachtio-server cannot provoke on demand
     expect(front.ready()).toBe(true);
   });
 
-  it('cannot refresh sessions, so never promises refresher=uas: hands the job to a timer-capable trunk, declines otherwise', async () => {
+  it('session timers: the 2xx negotiates them (drachtio-server runs them), refresher=uas included', async () => {
     const srf = new FakeSrf();
     await start(srf);
     const created = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
@@ -255,13 +255,13 @@ describe('drachtio engine: cases a real drachtio-server cannot provoke on demand
     );
     const c1 = await created;
     await waitFor(() => srf.uas.length === 1, 3000, 'createUAS');
-    expect(srf.uas[0]!.headers).toMatchObject({ 'session-expires': '600;refresher=uac', require: 'timer' });
+    expect(srf.uas[0]!.headers).toMatchObject({ 'session-expires': '600;refresher=uas', require: 'timer' });
     await c1.end({ by: 'gateway', cause: 'test' });
-    // A trunk without timer support would need us to refresh (RFC 4028 §9): no session timer at all.
+    // A trunk without timer support: RFC 4028 §9 makes us (drachtio-server) the refresher.
     const c2p = new Promise<Call>((r) => gw!.ctx.registry.once('created', r));
     srf.inviteHandler!(invite('127.0.0.1', { 'Session-Expires': '600' }), new FakeRes());
     await c2p;
     await waitFor(() => srf.uas.length === 2, 3000, 'createUAS 2');
-    expect(srf.uas[1]!.headers?.['session-expires']).toBeUndefined();
+    expect(srf.uas[1]!.headers?.['session-expires']).toBe('600;refresher=uas');
   });
 });
