@@ -1,36 +1,25 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { testLogger } from '../../src/core/logger.js';
 import { EmbeddedSipEngine, SipStreamFramer } from '../../src/sip/embedded.js';
 import type { IncomingInvite, SipDialog } from '../../src/sip/engine.js';
 import { parseMessage, tagOf } from '../../src/sip/message.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
 
-const T1 = 50;
+const T1 = RIG_T1;
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
 let peer: RawSipPeer | undefined;
 afterEach(async () => {
-  await engine?.stop();
-  peer?.close();
-  engine = undefined;
-  peer = undefined;
+  await rig?.stop();
+  rig = engine = peer = undefined;
 });
 
 async function setup(): Promise<{ engine: EmbeddedSipEngine; peer: RawSipPeer; invites: IncomingInvite[] }> {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-  });
-  const invites: IncomingInvite[] = [];
-  engine.on('invite', (i) => invites.push(i));
-  await engine.start();
-  peer = new RawSipPeer();
-  await peer.start();
-  return { engine, peer, invites };
+  rig = await EngineRig.start();
+  engine = rig.engine;
+  peer = await rig.peer();
+  return { engine, peer, invites: rig.invites };
 }
 
 describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 ms)', () => {

@@ -6,7 +6,6 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import type { Logger } from '../../src/core/logger.js';
-import { testLogger } from '../../src/core/logger.js';
 import { EmbeddedSipEngine, type EmbeddedEngineOptions } from '../../src/sip/embedded.js';
 import type { IncomingInvite } from '../../src/sip/engine.js';
 import { LogSampler, TokenBuckets } from '../../src/sip/flood.js';
@@ -16,16 +15,18 @@ import { sleep, waitFor } from '../support/gateway.js';
 import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
 
-const T1 = 50;
+const T1 = RIG_T1;
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
 let h: SipHarness | undefined;
 const peers: RawSipPeer[] = [];
 afterEach(async () => {
-  await engine?.stop();
+  await rig?.stop();
   await h?.stop();
   for (const p of peers.splice(0)) p.close();
-  engine = undefined;
+  rig = engine = undefined;
   h = undefined;
 });
 
@@ -33,20 +34,9 @@ afterEach(async () => {
 async function setup(
   opts: Partial<EmbeddedEngineOptions> = {},
 ): Promise<{ engine: EmbeddedSipEngine; invites: IncomingInvite[] }> {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-    isKnownSource: (a) => a === '127.0.0.1',
-    ...opts,
-  });
-  const invites: IncomingInvite[] = [];
-  engine.on('invite', (i) => invites.push(i));
-  await engine.start();
-  return { engine, invites };
+  rig = await EngineRig.start({ isKnownSource: (a) => a === '127.0.0.1', ...opts });
+  engine = rig.engine;
+  return { engine, invites: rig.invites };
 }
 
 async function peerOn(ip: string): Promise<RawSipPeer> {

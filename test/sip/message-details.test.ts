@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { testLogger } from '../../src/core/logger.js';
 import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
 import type { IncomingInvite, SipDialog } from '../../src/sip/engine.js';
 import {
@@ -15,37 +14,23 @@ import {
 import { userOf } from '../../src/sip/trunks.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
 
-const T1 = 50;
+const T1 = RIG_T1;
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
-const peers: RawSipPeer[] = [];
 afterEach(async () => {
-  await engine?.stop();
-  for (const p of peers.splice(0)) p.close();
-  engine = undefined;
+  await rig?.stop();
+  rig = engine = undefined;
 });
 
 async function setup(): Promise<{ engine: EmbeddedSipEngine; peer: RawSipPeer; invites: IncomingInvite[] }> {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-  });
-  const invites: IncomingInvite[] = [];
-  engine.on('invite', (i) => invites.push(i));
-  await engine.start();
-  return { engine, peer: await newPeer(), invites };
+  rig = await EngineRig.start();
+  engine = rig.engine;
+  return { engine, peer: await newPeer(), invites: rig.invites };
 }
 
-async function newPeer(): Promise<RawSipPeer> {
-  const p = new RawSipPeer();
-  await p.start();
-  peers.push(p);
-  return p;
-}
+const newPeer = (): Promise<RawSipPeer> => rig!.peer();
 
 const req = (text: string): SipRequest => {
   const p = parseMessage(text.replace(/\r?\n/g, '\r\n'));

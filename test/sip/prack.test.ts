@@ -1,39 +1,25 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { GatewayError } from '../../src/core/errors.js';
-import { testLogger } from '../../src/core/logger.js';
 import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
-import type { IncomingInvite } from '../../src/sip/engine.js';
 import { makeResponse, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
 import { parseRAck } from '../../src/sip/prack.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
 
 /** RFC 3262 reliable provisional responses, both sides, against a raw UDP peer (T1 = 50 ms). */
-const T1 = 50;
+const T1 = RIG_T1;
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
-let peer: RawSipPeer | undefined;
 afterEach(async () => {
-  await engine?.stop();
-  peer?.close();
-  engine = undefined;
-  peer = undefined;
+  await rig?.stop();
+  rig = engine = undefined;
 });
 
 async function setup() {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-  });
-  const invites: IncomingInvite[] = [];
-  engine.on('invite', (i) => invites.push(i));
-  await engine.start();
-  peer = new RawSipPeer();
-  await peer.start();
-  return { engine, peer, invites };
+  rig = await EngineRig.start();
+  engine = rig.engine;
+  return { engine, peer: await rig.peer(), invites: rig.invites };
 }
 
 const ringing = (p: RawSipPeer) => p.responses(180, 'INVITE');

@@ -1,38 +1,26 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { GatewayError } from '../../src/core/errors.js';
-import { testLogger } from '../../src/core/logger.js';
 import { DigestAuthenticator } from '../../src/sip/digest.js';
 import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
 import { makeResponse, parseVia, serialize, type SipMessage, type SipRequest } from '../../src/sip/message.js';
 import type { SipDnsResolver } from '../../src/sip/srv.js';
 import { RawSipPeer, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig } from '../peers/sip/engine-rig.js';
 
 /** Outbound INVITEs: digest challenges answered with the trunk's credentials, RFC 3263 failover. */
-const T1 = 50;
 const OFFER = sdpOffer(40000, 'sendrecv', '0 101');
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
-const peers: RawSipPeer[] = [];
 afterEach(async () => {
-  await engine?.stop();
-  for (const p of peers.splice(0)) p.close();
-  engine = undefined;
+  await rig?.stop();
+  rig = engine = undefined;
 });
 
 async function setup(n: number): Promise<{ engine: EmbeddedSipEngine; peers: RawSipPeer[] }> {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-  });
-  await engine.start();
-  for (let i = 0; i < n; i++) {
-    const p = new RawSipPeer();
-    await p.start();
-    peers.push(p);
-  }
+  rig = await EngineRig.start();
+  engine = rig.engine;
+  const peers: RawSipPeer[] = [];
+  for (let i = 0; i < n; i++) peers.push(await rig.peer());
   return { engine, peers };
 }
 

@@ -1,10 +1,10 @@
+import { testLogger } from '../../src/core/logger.js';
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import type { TrunkConfig } from '../../src/config/schema.js';
 import { l16 } from '../../src/core/audio/format.js';
 import type { GatewayError } from '../../src/core/errors.js';
-import { testLogger } from '../../src/core/logger.js';
 import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
 import { trunkTarget } from '../../src/sip/dialer.js';
@@ -18,32 +18,24 @@ import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { RawSipPeer, sdpOffer } from '../peers/sip/udp-peer.js';
+import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
 
-const T1 = 50;
+const T1 = RIG_T1;
 const OFFER = sdpOffer(40000, 'sendrecv', '0 101');
+let rig: EngineRig | undefined;
 let engine: EmbeddedSipEngine | undefined;
 let peer: RawSipPeer | undefined;
 const cleanups: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
-  await engine?.stop();
-  peer?.close();
-  engine = undefined;
-  peer = undefined;
+  await rig?.stop();
+  rig = engine = peer = undefined;
 });
 
 async function setup(): Promise<{ engine: EmbeddedSipEngine; peer: RawSipPeer; uri: string }> {
-  engine = new EmbeddedSipEngine({
-    host: '127.0.0.1',
-    port: 0,
-    publicAddress: '127.0.0.1',
-    log: testLogger(),
-    t1Ms: T1,
-    t2Ms: 4 * T1,
-  });
-  await engine.start();
-  peer = new RawSipPeer();
-  await peer.start();
+  rig = await EngineRig.start();
+  engine = rig.engine;
+  peer = await rig.peer();
   return { engine, peer, uri: `sip:+250788123456@127.0.0.1:${peer.port};transport=udp` };
 }
 
