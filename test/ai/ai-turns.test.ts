@@ -13,7 +13,7 @@ import type { LatencySample } from '../../src/core/turn-latency.js';
 import { type RealtimeTestServerOptions, RealtimeTestServer } from '../peers/realtime/server.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { MemoryLeg } from '../support/memory-leg.js';
-import { api, simulatedCall, sleep, startTestGateway, waitFor } from '../support/gateway.js';
+import { api, simulatedCall, sleep, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
 
 const log = testLogger();
 const pcmu = createCodec(PCMU_8K);
@@ -281,7 +281,9 @@ describe('latency figures through the gateway: call view, call record and Promet
     const stored = gw.ctx.records.get(call.id)!;
     expect(stored.latency.turns.count).toBe(1);
     expect(stored.latency.answerToFirstAudio!.totalMs).toBe(latency.answerToFirstAudio!.totalMs);
-    const text = await (await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`)).text();
+    const text = await (
+      await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+    ).text();
     for (const share of ['total', 'gateway', 'ai']) {
       expect(text).toContain(`gateway_answer_to_first_ai_audio_ms_count{share="${share}"} 1`);
       expect(text).toContain(`gateway_turn_latency_ms_count{share="${share}"} 1`);
