@@ -108,8 +108,14 @@ export function referTarget(destination: string, numberUri: (number: string) => 
  * anonymous (RFC 3323) rather than failing the call or carrying a stranger's bytes.
  */
 export function safeIdentity(value: string): string {
-  return isIdentityUser(value) || isSipUri(value) || isTelUri(value) ? value : 'anonymous';
+  if (isIdentityUser(value) || isSipUri(value) || isTelUri(value)) return value;
+  // A name-addr (a trunk's presented identity: optional quoted display name, then <URI>).
+  const inner = NAME_ADDR.exec(value)?.[1];
+  return inner !== undefined && !hasControlChars(value) && (isSipUri(inner) || isTelUri(inner)) ? value : 'anonymous';
 }
+
+/** `"Display" <uri>` or `<uri>`: the display name quoted without quotes or backslashes inside. */
+const NAME_ADDR = /^(?:"[^"\\]*"\s*)?<([^<>\s]+)>$/;
 
 /** Header values for an outbound INVITE: identity headers must hold a valid URI; none may hold controls. */
 export function safeExtraHeaders(headers: Record<string, string>): {

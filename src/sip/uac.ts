@@ -155,7 +155,7 @@ export class SipUac {
         );
     }
     // Every value that goes into a header is checked (no CR/LF: header injection).
-    const fromUri = /^</.test(opts.from)
+    const fromUri = opts.from.includes('<')
       ? requireHeaderValue('From', opts.from, (v) => !hasControlChars(v), opts.callId)
       : /^(sips?|tel):/i.test(opts.from)
         ? requireHeaderValue('From', opts.from, (v) => isSipUri(v) || isTelUri(v), opts.callId)

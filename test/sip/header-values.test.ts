@@ -39,7 +39,13 @@ describe('SIP header values (one validator for Refer-To, From, P-Asserted-Identi
 
   it('a hostile caller identity goes out anonymous; a PAI with CR/LF or a bad URI is dropped', () => {
     expect(safeIdentity('+250788\r\nVia: x')).toBe('anonymous');
-    expect(safeIdentity('"Evil" <sip:x@y>')).toBe('anonymous');
+    // A name-addr (a trunk's presented identity) passes only when nothing in it can break the header.
+    expect(safeIdentity('"Anonymous" <sip:+250788000111@carrier.example>')).toBe(
+      '"Anonymous" <sip:+250788000111@carrier.example>',
+    );
+    expect(safeIdentity('"Ev"il" <sip:x@y>')).toBe('anonymous');
+    expect(safeIdentity('"Evil\r\nVia: x" <sip:x@y>')).toBe('anonymous');
+    expect(safeIdentity('"Evil" <sip:x@y>;tag=1\r\nVia: x')).toBe('anonymous');
     expect(safeIdentity('+250788123456')).toBe('+250788123456');
     const r = safeExtraHeaders({
       'P-Asserted-Identity': '<sip:a b@gateway.invalid>',

@@ -119,7 +119,9 @@ describe('registration trunk with a real registrar (kamailio)', () => {
     const ready = await fetch(`http://127.0.0.1:${h.gw.httpPort}/readyz`);
     const body = (await ready.json()) as { registrations: { trunk: string; state: string }[] };
     expect(body.registrations).toContainEqual(expect.objectContaining({ trunk: 'carrier', state: 'registered' }));
-    const metrics = await (await fetch(`http://127.0.0.1:${h.gw.httpPort}/metrics`)).text();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${h.gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+    ).text();
     expect(metrics).toMatch(/gateway_trunk_registration_up\{trunk="carrier"\} 1/);
   });
 
@@ -145,7 +147,9 @@ describe('registration trunk with a real registrar (kamailio)', () => {
     expect(sent).toBeLessThanOrEqual(12);
     expect(now.failures).toBeGreaterThanOrEqual(2);
     expect(k.bindings('gw2')).toHaveLength(0);
-    const metrics = await (await fetch(`http://127.0.0.1:${h.gw.httpPort}/metrics`)).text();
+    const metrics = await (
+      await fetch(`http://127.0.0.1:${h.gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
+    ).text();
     expect(metrics).toMatch(/gateway_trunk_registration_failures_total\{trunk="wrong",code="401"\} [2-9]/);
   });
 
