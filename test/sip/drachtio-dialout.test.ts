@@ -1,34 +1,15 @@
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { startDrachtioHarness, type DrachtioHarness } from '../peers/drachtio/gateway.js';
-import { drachtioUnavailable, freePort, startDrachtioServer, type DrachtioServer } from '../peers/drachtio/server.js';
+import { useDrachtioRig } from '../peers/drachtio/gateway.js';
+import { drachtioUnavailable, freePort } from '../peers/drachtio/server.js';
 import { runSipp } from '../peers/sip/harness.js';
-import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
 const skip = !!drachtioUnavailable();
 
-let server: DrachtioServer | undefined;
-let h: DrachtioHarness | undefined;
-let dir: string;
-let pcap: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'drachtio-out-'));
-  pcap = join(dir, 'pcma-700.pcap');
-  writePcap(pcap, toneRtp('PCMA', 700, 3000));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-afterEach(async () => {
-  await h?.stop();
-  await server?.stop();
-  h = undefined;
-  server = undefined;
-});
+const rig = useDrachtioRig({ hz: 700, ms: 3000 });
 
 /** Resolves once something (sipp) holds the UDP port. */
 async function bound(port: number): Promise<void> {
@@ -47,9 +28,8 @@ async function bound(port: number): Promise<void> {
 
 describe.skipIf(skip)('dial-out through a real drachtio-server (createUAC)', () => {
   it('POST /v1/calls {front: sip}: sipp answers, its 700 Hz reaches the AI, RTP flows back, DELETE sends BYE', async () => {
-    server = await startDrachtioServer();
     const phonePort = await freePort();
-    h = await startDrachtioHarness(server, {
+    const h = await rig.start({
       config: { api: { token: TEST_TOKEN } },
       trunks: [
         {
@@ -65,7 +45,7 @@ describe.skipIf(skip)('dial-out through a real drachtio-server (createUAC)', () 
     const sipp = runSipp({
       scenario: 'uas-answer-audio.xml',
       target: '127.0.0.1:5060', // unused by a UAS
-      vars: { PCAP: pcap },
+      vars: { PCAP: rig.pcap },
       args: ['-p', String(phonePort)],
       timeoutSec: 30,
     });
@@ -94,13 +74,12 @@ describe.skipIf(skip)('dial-out through a real drachtio-server (createUAC)', () 
     const q = Object.values(c.quality)[0] as { packetsSent: number; packetsReceived: number };
     expect(q.packetsSent).toBeGreaterThan(80); // the AI's audio went out to the phone
     expect(q.packetsReceived).toBeGreaterThan(80);
-    await waitFor(() => h!.front.ports.used === 0 && h!.front.dialer!.activeCount === 0, 3000, 'ports released');
+    await waitFor(() => h.front.ports.used === 0 && h.front.dialer!.activeCount === 0, 3000, 'ports released');
   });
 
   it('a refused dial-out ends with the status; an unanswered one is CANCELled when deleted', async () => {
-    server = await startDrachtioServer();
     const phonePort = await freePort(); // nothing there at first: then sipp refuses with 486
-    h = await startDrachtioHarness(server, {
+    const h = await rig.start({
       config: { api: { token: TEST_TOKEN } },
       trunks: [{ name: 'lab', allow: ['127.0.0.2/32'], countryCode: '250', dialUri: `sip:127.0.0.1:${phonePort}` }],
     });
@@ -128,6 +107,6 @@ describe.skipIf(skip)('dial-out through a real drachtio-server (createUAC)', () 
     expect(res.code, res.errors + res.stderr).toBe(0);
     expect(res.messages).toMatch(/CANCEL sip:\+250788000001@/);
     expect(r.endReason).toMatchObject({ by: 'operator', cause: 'api_hangup' });
-    await waitFor(() => h!.front.ports.used === 0 && h!.front.dialer!.activeCount === 0, 3000, 'ports released');
+    await waitFor(() => h.front.ports.used === 0 && h.front.dialer!.activeCount === 0, 3000, 'ports released');
   });
 });

@@ -1,15 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { startDrachtioHarness, type DrachtioHarness } from '../peers/drachtio/gateway.js';
-import { drachtioUnavailable, startDrachtioServer, type DrachtioServer } from '../peers/drachtio/server.js';
+import { useDrachtioRig, type DrachtioHarness } from '../peers/drachtio/gateway.js';
+import { drachtioUnavailable } from '../peers/drachtio/server.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { runSipp } from '../peers/sip/harness.js';
-import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { newId, RawSipPeer } from '../peers/sip/udp-peer.js';
 import { readOffer } from '../../src/sip/sdp.js';
 import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
@@ -17,38 +13,17 @@ import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.
 const skip = !!drachtioUnavailable();
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
 
-let server: DrachtioServer | undefined;
-let h: DrachtioHarness | undefined;
-let dir: string;
-let pcap: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'drachtio-in-'));
-  pcap = join(dir, 'pcma-1000.pcap');
-  writePcap(pcap, toneRtp('PCMA', 1000, 2000));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-afterEach(async () => {
-  await h?.stop();
-  await server?.stop();
-  h = undefined;
-  server = undefined;
-});
-
-async function start(opts: Parameters<typeof startDrachtioHarness>[1] = {}): Promise<DrachtioHarness> {
-  server = await startDrachtioServer();
-  h = await startDrachtioHarness(server, opts);
-  return h;
-}
+const rig = useDrachtioRig({ hz: 1000, ms: 2000 });
 const nextCall = (h: DrachtioHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
 
 describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: drachtio)', () => {
   it('sipp PCMA call: the caller tone reaches the AI, RTP flows both ways, caller BYE ends and frees everything', async () => {
-    const h = await start();
+    const h = await rig.start();
     const created = nextCall(h);
     const res = await runSipp({
       scenario: 'uac-audio.xml',
       target: h.target,
-      vars: { PCAP: pcap, PT: '8', CODEC: 'PCMA', PAUSE: '2500', ...NUMS },
+      vars: { PCAP: rig.pcap, PT: '8', CODEC: 'PCMA', PAUSE: '2500', ...NUMS },
     });
     expect(res.code, res.errors + res.stderr).toBe(0);
     const call = await created;
@@ -56,7 +31,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
     expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
     expect(call.info).toMatchObject({ front: 'sip', from: '+250788123456', to: '+250700000001', trunk: 'mtn-rwanda' });
     // The 200 came from drachtio-server's contact, with the session timer the trunk asked for.
-    expect(res.messages).toMatch(new RegExp(`Contact: <sip:[^>]*127\\.0\\.0\\.1:${server!.sipPort}`));
+    expect(res.messages).toMatch(new RegExp(`Contact: <sip:[^>]*127\\.0\\.0\\.1:${rig.server.sipPort}`));
     const heard = h.sessions.get(call.id)!.heardPcm(10);
     expect(heard.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
@@ -68,7 +43,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('raw carrier: its 1 kHz reaches the AI and the AI’s 440 Hz reaches the carrier; the AI hangs up → BYE via drachtio', async () => {
-    const h = await start({
+    const h = await rig.start({
       onSession: (s) =>
         setTimeout(() => {
           s.quiet();
@@ -140,14 +115,14 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('over TCP: call, audio and BYE; the INVITE is reported with its real transport', async () => {
-    const h = await start();
+    const h = await rig.start();
     const transports: string[] = [];
     h.front.engine.on('invite', (inv) => transports.push(inv.source.transport));
     const created = nextCall(h);
     const res = await runSipp({
       scenario: 'uac-audio.xml',
       target: h.target,
-      vars: { PCAP: pcap, PT: '8', CODEC: 'PCMA', PAUSE: '1500', ...NUMS },
+      vars: { PCAP: rig.pcap, PT: '8', CODEC: 'PCMA', PAUSE: '1500', ...NUMS },
       args: ['-t', 't1'],
     });
     expect(res.code, res.errors + res.stderr).toBe(0);
@@ -160,7 +135,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('CANCEL before answer: drachtio answers 200 + 487, the call ends as cancelled and frees its ports', async () => {
-    const h = await start({ aiStartDelayMs: 3000 });
+    const h = await rig.start({ aiStartDelayMs: 3000 });
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-cancel.xml', target: h.target, vars: NUMS });
     expect(res.code, res.errors).toBe(0);
@@ -172,7 +147,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('digest auth from the trunk config: 401 challenge through drachtio, then the call with the right credentials', async () => {
-    const h = await start({
+    const h = await rig.start({
       trunks: [
         {
           name: 'go-malta',
@@ -197,7 +172,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('transfer: REFER goes to the carrier through drachtio, 202 resolves it; the call then ends with our BYE', async () => {
-    const h = await start();
+    const h = await rig.start();
     const created = nextCall(h);
     const sipp = runSipp({ scenario: 'uac-refer-accept.xml', target: h.target, vars: NUMS });
     const call = await Promise.race([created, sipp.then((r) => Promise.reject(new Error(r.errors + r.stderr)))]);
@@ -210,14 +185,14 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('OPTIONS is answered 200 with our Allow', async () => {
-    const h = await start();
+    const h = await rig.start();
     const res = await runSipp({ scenario: 'options.xml', target: h.target });
     expect(res.code, res.errors).toBe(0);
     expect(res.messages).toMatch(/Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER/);
   });
 
   it('re-INVITE hold (sendonly → recvonly) and unhold keep the call up', async () => {
-    const h = await start();
+    const h = await rig.start();
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-hold.xml', target: h.target, vars: NUMS });
     expect(res.code, res.errors).toBe(0);
@@ -232,7 +207,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('draining: a new INVITE gets 503 with Retry-After and creates no call', async () => {
-    const h = await start();
+    const h = await rig.start();
     let created = 0;
     h.gw.ctx.registry.on('created', () => created++);
     h.front.drain();
@@ -243,7 +218,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('unknown source address: 403 through drachtio (the trunk match sees the real source)', async () => {
-    const h = await start();
+    const h = await rig.start();
     const res = await runSipp({
       scenario: 'uac-rejected.xml',
       target: h.target,
@@ -256,7 +231,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   });
 
   it('no ACK: the call is not established on the 200; drachtio-server BYEs after 64·T1 and the call ends ack_timeout', async () => {
-    const h = await start({ sip: { rtpTimeoutSec: 120 } }); // sipp sends no RTP: only the ACK timeout may end it
+    const h = await rig.start({ sip: { rtpTimeoutSec: 120 } }); // sipp sends no RTP: only the ACK timeout may end it
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-no-ack.xml', target: h.target, vars: NUMS, timeoutSec: 45 });
     expect(res.code, res.errors).toBe(0);
@@ -269,7 +244,7 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
   }, 60_000);
 
   it('session timer with refresher=uas: drachtio-server sends the refreshing re-INVITE before half the interval; the call lives on', async () => {
-    const h = await start({ sip: { rtpTimeoutSec: 120 } }); // sipp sends no RTP here
+    const h = await rig.start({ sip: { rtpTimeoutSec: 120 } }); // sipp sends no RTP here
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-refresher-uas.xml', target: h.target, vars: NUMS, timeoutSec: 70 });
     expect(res.code, res.errors).toBe(0);
