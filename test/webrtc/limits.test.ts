@@ -81,7 +81,8 @@ describe('WhatsApp set-up leaks', () => {
     h = await startHarness();
     const release = h.graph.hold('connect');
     const placing = h.front.startOutboundCall({ to: '+250788400002' });
-    await waitFor(() => h!.gw.ctx.registry.size === 1, 5000, 'call created');
+    // The AI is prepared before connect goes out: end the call only once connect is at "Meta".
+    await waitFor(() => h!.graph.heldNow.has('connect'), 5000, 'connect in flight');
     const call = h.gw.ctx.registry.list()[0]!;
     await call.end({ by: 'operator', cause: 'api_hangup' });
     release();

@@ -160,11 +160,19 @@ export class GraphStub extends EventEmitter {
     return () => release();
   }
 
+  /** Actions whose request arrived and is being held (a test releases it once its race is set up). */
+  readonly heldNow = new Set<string>();
+
   private handle(req: express.Request, res: express.Response): void {
-    const held = this.holds.get(String((req.body as Record<string, unknown> | undefined)?.action ?? ''));
+    const heldAction = String((req.body as Record<string, unknown> | undefined)?.action ?? '');
+    const held = this.holds.get(heldAction);
     if (held) {
-      this.holds.delete(String((req.body as Record<string, unknown>).action));
-      void held.then(() => this.handle(req, res));
+      this.holds.delete(heldAction);
+      this.heldNow.add(heldAction);
+      void held.then(() => {
+        this.heldNow.delete(heldAction);
+        this.handle(req, res);
+      });
       return;
     }
     const body = (req.body ?? {}) as Record<string, unknown>;
