@@ -136,7 +136,7 @@ export class SipUac {
       // Connect first: a refused connection or a bad certificate fails the dial at once, with its cause.
       const ms = Math.min(opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, opts.timeoutMs);
       try {
-        dest.conn = await e.connectStream(dest, ms, opts.callId);
+        dest.conn = await e.transports.connectStream(dest, ms, opts.callId);
       } catch (err) {
         const ge = err as GatewayError;
         throw new GatewayError(ge.code ?? 'upstream', ge.message, opts.callId, {
@@ -148,7 +148,7 @@ export class SipUac {
         e.checkRelease(dest);
         throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
       }
-      if (dest.transport === 'tls' && !e.tlsListening)
+      if (dest.transport === 'tls' && !e.transports.tlsListening)
         e.log.info(
           { callId: opts.callId, uri: opts.uri },
           'no SIP TLS listener: in-dialog requests from the far end must come over our connection',
