@@ -6,7 +6,6 @@ import { EmbeddedDialog, uasDialogInit } from './dialog.js';
 import {
   makeResponse,
   parseCSeq,
-  parseMessage,
   parseVia,
   headerTokens,
   sdpOf,
@@ -45,12 +44,10 @@ export { SipStreamFramer } from './stream-transport.js';
  * sockets are in transports.ts, the UAC side (INVITEs we place) in uac.ts on the same dialogs.
  * Hand-written (see message.ts for why no npm SIP stack): the RFC 3261 subset a trunk-facing UA needs.
  */
-export interface EmbeddedEngineOptions extends Pick<SipTransportsOptions, 'host' | 'port' | 'tls'> {
-  /**
-   * Written into Contact and Via (the public address behind NAT). Unset: learnt from a registrar's
-   * received/rport (src/sip/registration.ts), else 127.0.0.1.
-   */
-  publicAddress?: string;
+export interface EmbeddedEngineOptions extends Pick<
+  SipTransportsOptions,
+  'host' | 'port' | 'tls' | 'publicAddress' | 'publicAddress6'
+> {
   log: Logger;
   t1Ms?: number;
   t2Ms?: number;
@@ -84,9 +81,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
   private readonly uacTxs = new Map<string, UacTx>();
   private readonly uac = new SipUac(this);
-  /** Our address as a registrar saw it (RFC 3581), used when publicAddress is not configured. */
-  private learntAddress: string | undefined;
-  /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
+  /** Messages dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
   readonly log: Logger;
   private readonly guard: InboundGuard;
@@ -109,12 +104,14 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     this.transports = new SipTransports({
       host: opts.host,
       port: opts.port,
+      publicAddress: opts.publicAddress,
+      publicAddress6: opts.publicAddress6,
       tls: opts.tls,
       log: this.log,
       limits: opts.limits,
       sampler: this.guard.sampler,
-      onMessage: (data, src) => this.onData(data, src),
-      onMalformed: () => this.counters.malformed++,
+      onMessage: (msg, src) => (msg.kind === 'response' ? this.onResponse(msg) : this.onRequest(msg, src)),
+      counters: this.counters,
       onError: (err) => this.emit('error', err),
       inUse: (uses) => this.usesConnection(uses),
       releaseDelayMs: this.t1,
@@ -129,41 +126,36 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     return this.contactFor('udp');
   }
 
-  /** Our Contact for a transport; `secure` gives a sips: URI (a dialog set up by a sips: request, RFC 5630). */
-  contactFor(transport: Transport, secure = false): string {
-    if (secure) return `<sips:gateway@${this.publicAddress}:${this.portFor('tls')}>`;
-    return `<sip:gateway@${this.publicAddress}:${this.portFor(transport)};transport=${transport}>`;
+  // Where we are reachable, per transport and peer (transports.ts; IPv6 peers get our IPv6 address).
+  contactFor(transport: Transport, secure = false, peer?: string): string {
+    return this.transports.contactFor(transport, secure, peer);
   }
 
-  /** The port we write into Via/Contact for a transport (transports.ts). */
   portFor(transport: Transport): number {
     return this.transports.portFor(transport);
   }
 
-  /** A Via header value for a request we send over `transport`. */
-  viaFor(transport: Transport, branch: string): string {
-    return `SIP/2.0/${transport.toUpperCase()} ${this.publicAddress}:${this.portFor(transport)};branch=${branch};rport`;
+  viaFor(transport: Transport, branch: string, peer?: string): string {
+    return this.transports.viaFor(transport, branch, peer);
   }
 
   get userAgent(): string {
     return this.opts.userAgent ?? 'voice-gateway';
   }
 
-  /** Written into Via/Contact/From of requests we originate. */
+  /** Written into Via/Contact/From of requests we originate (IPv4; see contactFor for IPv6 peers). */
   get publicAddress(): string {
-    return this.opts.publicAddress ?? this.learntAddress ?? '127.0.0.1';
+    return this.transports.localAddress();
   }
 
   /** Whether sip.publicAddress was configured (then nothing learnt overrides it). */
   get publicAddressFixed(): boolean {
-    return this.opts.publicAddress !== undefined;
+    return this.transports.publicAddressFixed;
   }
 
   /** A registrar told us our public address (Via received): Contact, Via and SDP use it from now on. */
   learnPublicAddress(address: string): void {
-    if (this.publicAddressFixed || this.learntAddress === address) return;
-    this.learntAddress = address;
-    this.log.info({ address }, 'public address learnt (sip.publicAddress unset)');
+    if (this.transports.learnAddress(address)) this.log.info({ address }, 'public address learnt (not configured)');
   }
 
   /**
@@ -261,29 +253,6 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Open stream connections (tests check that outbound ones are closed once their calls are gone). */
   get streamConnections(): { tcp: number; tls: number } {
     return this.transports.streamConnections;
-  }
-
-  private onData(data: Buffer, src: Dest): void {
-    this.counters.received++;
-    if (data.length <= 4 && data.toString('latin1').trim() === '') return; // CRLF keep-alive (RFC 5626)
-    try {
-      const parsed = parseMessage(data);
-      if (!parsed.ok) {
-        this.counters.malformed++;
-        this.guard.sampler.warn(
-          'unparseable',
-          { from: `${src.transport}:${src.address}:${src.port}`, error: parsed.error, bytes: data.length },
-          'dropped unparseable SIP message',
-        );
-        return;
-      }
-      if (parsed.msg.kind === 'response') this.onResponse(parsed.msg);
-      else this.onRequest(parsed.msg, src);
-    } catch (err) {
-      // A bug on one message must not take the engine (and every live call) down.
-      this.counters.malformed++;
-      this.log.error({ err: (err as Error).message, from: src.address }, 'error handling SIP message');
-    }
   }
 
   private onResponse(res: SipResponse): void {
@@ -507,7 +476,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Send an in-dialog request as a non-INVITE client transaction (timers E and F). */
   request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1, branch = newBranch()): Promise<SipResponse> {
     req.headers.delete('via');
-    req.headers.prepend('via', this.viaFor(dest.transport, branch));
+    req.headers.prepend('via', this.viaFor(dest.transport, branch, dest.address));
     req.headers.set('max-forwards', '70');
     req.headers.set('user-agent', this.userAgent);
     return new Promise((resolve, reject) => {

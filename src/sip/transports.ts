@@ -3,6 +3,7 @@ import { isIP, type Socket as StreamSocket } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { LogSampler } from './flood.js';
+import { hostPort, parseMessage, type SipMessage } from './message.js';
 import {
   DEFAULT_STREAM_LIMITS,
   type SipTlsFiles,
@@ -19,6 +20,13 @@ export interface SipTransportsOptions {
   host: string;
   port: number;
   /**
+   * Written into Contact and Via (the public address behind NAT). Unset: learnt from a registrar's
+   * received/rport (src/sip/registration.ts), else 127.0.0.1.
+   */
+  publicAddress?: string;
+  /** The same for signalling over IPv6 (sip.host an IPv6 address or `::`); else the host, else ::1. */
+  publicAddress6?: string;
+  /**
    * SIP over TLS (sip.tls): a listener on `port` when cert and key are given; outbound TLS (a
    * `transport=tls` or `sips:` URI) works without them, verifying the server against the system CAs
    * plus `ca`.
@@ -27,10 +35,10 @@ export interface SipTransportsOptions {
   log: Logger;
   limits?: Partial<StreamLimits>;
   sampler: LogSampler;
-  /** Every datagram and every framed stream message, with where it came from. */
-  onMessage(data: Buffer, src: Dest): void;
-  /** A stream peer broke the framing. */
-  onMalformed(): void;
+  /** Every parsed message (datagram or framed stream message), with where it came from. */
+  onMessage(msg: SipMessage, src: Dest): void;
+  /** The engine's counters: messages received, and dropped as unparseable or broken framing. */
+  counters: { received: number; malformed: number };
   /** The UDP socket failed after start. */
   onError(err: Error): void;
   /**
@@ -56,8 +64,56 @@ export class SipTransports {
   private releaseTimer: NodeJS.Timeout | undefined;
   /** Stream connections kept open for registrations (RFC 5626 flows), with their hold counts. */
   private readonly heldFlows = new Map<StreamSocket, number>();
+  /** Our address as a registrar saw it (RFC 3581), by IP version, when not configured. */
+  private readonly learnt: { 4?: string; 6?: string } = {};
+  /** Bound to an IPv6 address or `::` (dual stack): IPv4 peers appear as ::ffff:a.b.c.d. */
+  readonly ipv6: boolean;
 
-  constructor(private readonly opts: SipTransportsOptions) {}
+  constructor(private readonly opts: SipTransportsOptions) {
+    this.ipv6 = isIP(opts.host) === 6;
+  }
+
+  /**
+   * The address we write into Via/Contact for a peer: the IPv6 one when we talk to it over IPv6
+   * (an IPv6 Contact for an IPv4 peer, or the reverse, would be unreachable for it).
+   */
+  localAddress(peer?: string): string {
+    if (peer && isIP(peer) === 6) {
+      const bound = this.opts.host !== '::' ? this.opts.host : undefined;
+      return this.opts.publicAddress6 ?? this.learnt[6] ?? (this.ipv6 ? bound : undefined) ?? '::1';
+    }
+    return this.opts.publicAddress ?? this.learnt[4] ?? '127.0.0.1';
+  }
+
+  /**
+   * Our Contact for a transport, as `peer` can reach it (IPv6 in brackets); `secure` gives a sips:
+   * URI (a dialog set up by a sips: request, RFC 5630).
+   */
+  contactFor(transport: Transport, secure = false, peer?: string): string {
+    const host = this.localAddress(peer);
+    if (secure) return `<sips:gateway@${hostPort(host, this.portFor('tls'))}>`;
+    return `<sip:gateway@${hostPort(host, this.portFor(transport))};transport=${transport}>`;
+  }
+
+  /** A Via header value for a request we send over `transport` to `peer` (sent-by as it reaches us). */
+  viaFor(transport: Transport, branch: string, peer?: string): string {
+    const sentBy = hostPort(this.localAddress(peer), this.portFor(transport));
+    return `SIP/2.0/${transport.toUpperCase()} ${sentBy};branch=${branch};rport`;
+  }
+
+  /** Whether sip.publicAddress was configured (then nothing learnt overrides it). */
+  get publicAddressFixed(): boolean {
+    return this.opts.publicAddress !== undefined;
+  }
+
+  /** A registrar told us our public address (Via received); false when nothing changed. */
+  learnAddress(address: string): boolean {
+    const v = isIP(address) === 6 ? 6 : 4;
+    const fixed = v === 6 ? this.opts.publicAddress6 : this.opts.publicAddress;
+    if (fixed !== undefined || this.learnt[v] === address) return false;
+    this.learnt[v] = address;
+    return true;
+  }
 
   /** The UDP (and TCP) port. */
   get port(): number {
@@ -97,8 +153,8 @@ export class SipTransports {
         kind,
         sockets,
         log: this.opts.log,
-        onMessage: (buf, src) => this.opts.onMessage(buf, { ...src, transport: kind }),
-        onMalformed: () => this.opts.onMalformed(),
+        onMessage: (buf, src) => this.receive(buf, { ...src, transport: kind }),
+        onMalformed: () => this.opts.counters.malformed++,
         limits: { ...DEFAULT_STREAM_LIMITS, ...this.opts.limits },
         inUse: (sock) => this.inUse(sock),
         sampler: this.opts.sampler,
@@ -110,7 +166,7 @@ export class SipTransports {
     this.socket = sock;
     this.streams = streams;
     sock.on('message', (data, rinfo) =>
-      this.opts.onMessage(data, { address: rinfo.address, port: rinfo.port, transport: 'udp' }),
+      this.receive(data, { address: unmapped(rinfo.address), port: rinfo.port, transport: 'udp' }),
     );
     sock.on('error', (err) => {
       this.opts.log.error({ err: err.message }, 'SIP socket error');
@@ -133,6 +189,29 @@ export class SipTransports {
     } catch (err) {
       await this.close(); // release whatever did bind (a port in use must not leave half an engine)
       throw err;
+    }
+  }
+
+  private receive(data: Buffer, src: Dest): void {
+    const counters = this.opts.counters;
+    counters.received++;
+    if (data.length <= 4 && data.toString('latin1').trim() === '') return; // CRLF keep-alive (RFC 5626)
+    try {
+      const parsed = parseMessage(data);
+      if (!parsed.ok) {
+        counters.malformed++;
+        this.opts.sampler.warn(
+          'unparseable',
+          { from: `${src.transport}:${hostPort(src.address, src.port)}`, error: parsed.error, bytes: data.length },
+          'dropped unparseable SIP message',
+        );
+        return;
+      }
+      this.opts.onMessage(parsed.msg, src);
+    } catch (err) {
+      // A bug on one message must not take the engine (and every live call) down.
+      counters.malformed++;
+      this.opts.log.error({ err: (err as Error).message, from: src.address }, 'error handling SIP message');
     }
   }
 
@@ -188,7 +267,9 @@ export class SipTransports {
 
   send(buf: Buffer, dest: Dest): void {
     if (isStream(dest.transport)) return this.streams?.[dest.transport].send(buf, dest);
-    this.socket?.send(buf, dest.port, dest.address, (err) => {
+    // A dual-stack socket reaches IPv4 peers at their IPv4-mapped address.
+    const address = this.ipv6 && isIP(dest.address) === 4 ? `::ffff:${dest.address}` : dest.address;
+    this.socket?.send(buf, dest.port, address, (err) => {
       if (err) this.opts.log.warn({ err: err.message, dest: `${dest.address}:${dest.port}` }, 'SIP send failed');
     });
   }
@@ -225,3 +306,6 @@ export class SipTransports {
     for (const st of Object.values(this.streams ?? {})) st.releaseIfOutbound(sock);
   }
 }
+
+/** An IPv4 peer on a dual-stack socket, as the IPv4 address everything else (trunk ACLs, Via) knows. */
+const unmapped = (address: string) => (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(address) ? address.slice(7) : address);
