@@ -1,6 +1,8 @@
 import { createSocket } from 'node:dgram';
+import { createConnection } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { GatewayError } from '../../src/core/errors.js';
+import { SipStreamFramer } from '../../src/sip/embedded.js';
 import type { SipDialog } from '../../src/sip/engine.js';
 import {
   hostPort,
@@ -166,6 +168,44 @@ describe.skipIf(!hasIpv6Loopback)('IPv6 signalling over ::1 (embedded engine, ra
       expect(parseVia(bye.headers.get('via')!)).toMatchObject({ host: '::1', port: engine.port });
     } finally {
       peer.close();
+    }
+  });
+
+  it('the TCP listener is IPv6 too: an OPTIONS over TCP from ::1 gets 200 on the same connection, Via stamped', async () => {
+    rig = await EngineRig.start({ host: '::1' });
+    const engine = rig.engine;
+    const sock = createConnection({ host: '::1', port: engine.port });
+    await new Promise<void>((r, j) => sock.once('connect', () => r()).once('error', j));
+    const framer = new SipStreamFramer();
+    const got: SipMessage[] = [];
+    sock.on('data', (d: Buffer) => {
+      for (const m of framer.push(d).messages) {
+        const p = parseMessage(m);
+        if (p.ok) got.push(p.msg);
+      }
+    });
+    try {
+      const opts = [
+        `OPTIONS sip:[::1]:${engine.port};transport=tcp SIP/2.0`,
+        `Via: SIP/2.0/TCP [::1]:5999;branch=z9hG4bK${newId()};rport`,
+        'From: <sip:probe@[::1]>;tag=p1',
+        'To: <sip:gw@[::1]>',
+        `Call-ID: ${newId()}`,
+        'CSeq: 1 OPTIONS',
+        'Max-Forwards: 70',
+        'Content-Length: 0',
+        '',
+        '',
+      ].join('\r\n');
+      sock.write(opts);
+      await waitFor(() => got.length === 1, 3000, '200 to OPTIONS over TCP/IPv6');
+      const res = got[0]!;
+      expect(res.kind === 'response' && res.status).toBe(200);
+      expect(res.headers.get('via')).toMatch(
+        new RegExp(`^SIP/2\\.0/TCP \\[::1\\]:5999;branch=\\w+;rport=${sock.localPort};received=::1$`),
+      );
+    } finally {
+      sock.destroy();
     }
   });
 
