@@ -148,7 +148,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
   buildAck(cseq: number, sdp?: string): { buf: Buffer; dest: Dest } {
     const headers = new SipHeaders();
     const t = this.dest();
-    headers.add('via', this.engine.viaFor(t.transport, newBranch()));
+    headers.add('via', this.engine.viaFor(t.transport, newBranch(), t.address));
     headers.add('max-forwards', '70');
     for (const r of this.routeSet) headers.add('route', r);
     headers.add('from', /;\s*tag=/i.test(this.localUri) ? this.localUri : `${this.localUri};tag=${this.localTag}`);
@@ -183,7 +183,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     headers.add('to', to);
     headers.add('call-id', this.callId);
     headers.add('cseq', `${++this.localSeq} ${method}`);
-    headers.add('contact', this.engine.contactFor(this.src.transport, this.secure));
+    headers.add('contact', this.engine.contactFor(this.src.transport, this.secure, this.src.address));
     for (const [k, v] of Object.entries(extra)) headers.set(k, v);
     return { kind: 'request', method, uri: this.remoteTarget, headers, body };
   }
@@ -236,7 +236,7 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
         answered = true;
         if ('status' in a) return void this.engine.reply(req, src, a.status, a.reason, a.headers ?? {}, this.localTag);
         const res = makeResponse(req, 200, 'OK', this.localTag);
-        res.headers.set('contact', this.engine.contactFor(this.src.transport, this.secure));
+        res.headers.set('contact', this.engine.contactFor(this.src.transport, this.secure, this.src.address));
         res.headers.set('allow', ALLOW);
         res.headers.set('supported', SUPPORTED.join(', '));
         for (const [k, v] of Object.entries(a.headers ?? {})) res.headers.set(k, v);

@@ -1,5 +1,3 @@
-import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { isIP, type Socket as StreamSocket } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
@@ -8,7 +6,6 @@ import { EmbeddedDialog, uasDialogInit } from './dialog.js';
 import {
   makeResponse,
   parseCSeq,
-  parseMessage,
   parseVia,
   headerTokens,
   sdpOf,
@@ -18,23 +15,14 @@ import {
   type SipRequest,
   type SipResponse,
 } from './message.js';
-import {
-  DEFAULT_STREAM_LIMITS,
-  type SipTlsFiles,
-  type SocketFactory,
-  type StreamLimits,
-  StreamTransport,
-  tcpSockets,
-  tlsSockets,
-  type StreamKind,
-} from './stream-transport.js';
+import type { StreamLimits } from './stream-transport.js';
+import { SipTransports, type SipTransportsOptions } from './transports.js';
 import {
   ACCEPT,
   ALLOW,
   ClientTx,
   type Dest,
   InviteTx,
-  isStream,
   mergeKey,
   newBranch,
   stampVia,
@@ -51,29 +39,19 @@ export { ALLOW, type Dest, newBranch, newTag, SUPPORTED, type Transport } from '
 export { SipStreamFramer } from './stream-transport.js';
 
 /**
- * The embedded SIP engine: SIP over UDP, TCP and TLS in-process. This module is its dispatch: the
- * transports, and matching each request or response to its transaction (transactions.ts) or dialog
- * (dialog.ts); the UAC side (INVITEs we place) is in uac.ts on the same transport and dialogs.
+ * The embedded SIP engine: SIP over UDP, TCP and TLS in-process. This module is its dispatch:
+ * matching each request or response to its transaction (transactions.ts) or dialog (dialog.ts); the
+ * sockets are in transports.ts, the UAC side (INVITEs we place) in uac.ts on the same dialogs.
  * Hand-written (see message.ts for why no npm SIP stack): the RFC 3261 subset a trunk-facing UA needs.
  */
-export interface EmbeddedEngineOptions {
-  host: string;
-  port: number;
-  /**
-   * Written into Contact and Via (the public address behind NAT). Unset: learnt from a registrar's
-   * received/rport (src/sip/registration.ts), else 127.0.0.1.
-   */
-  publicAddress?: string;
+export interface EmbeddedEngineOptions extends Pick<
+  SipTransportsOptions,
+  'host' | 'port' | 'tls' | 'publicAddress' | 'publicAddress6'
+> {
   log: Logger;
   t1Ms?: number;
   t2Ms?: number;
   userAgent?: string;
-  /**
-   * SIP over TLS (sip.tls): a listener on `port` when cert and key are given; outbound TLS (a
-   * `transport=tls` or `sips:` URI) works without them, verifying the server against the system CAs
-   * plus `ca`.
-   */
-  tls?: SipTlsFiles & { port: number };
   /** Flood resistance (src/sip/flood.ts): who may open transactions, and the limits. */
   isKnownSource?: (address: string) => boolean;
   unknownSource?: 'reject' | 'drop';
@@ -90,12 +68,8 @@ function ackSdp(req: SipRequest): string {
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'embedded' as const;
   readonly canRefresh = true;
-  private socket: Socket | undefined;
-  /** TCP and TLS: one stream transport each, differing only in how sockets are made. */
-  private streams: Record<StreamKind, StreamTransport> | undefined;
-  /** Outbound stream connections to close once no dialog or transaction uses them. */
-  private readonly releaseChecks = new Set<StreamSocket>();
-  private releaseTimer: NodeJS.Timeout | undefined;
+  /** UDP, TCP and TLS (transports.ts). */
+  readonly transports: SipTransports;
   readonly t1: number;
   readonly t2: number;
   private readonly serverTxs: ServerTransactions;
@@ -107,11 +81,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
   private readonly uacTxs = new Map<string, UacTx>();
   private readonly uac = new SipUac(this);
-  /** Our address as a registrar saw it (RFC 3581), used when publicAddress is not configured. */
-  private learntAddress: string | undefined;
-  /** Stream connections kept open for registrations (RFC 5626 flows), with their close hooks. */
-  private readonly heldFlows = new Map<StreamSocket, number>();
-  /** Datagrams dropped as unparseable (operators see this in describe() and the logs). */
+  /** Messages dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
   readonly log: Logger;
   private readonly guard: InboundGuard;
@@ -131,88 +101,61 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       log: this.log,
       onReject: opts.onReject,
     });
+    this.transports = new SipTransports({
+      host: opts.host,
+      port: opts.port,
+      publicAddress: opts.publicAddress,
+      publicAddress6: opts.publicAddress6,
+      tls: opts.tls,
+      log: this.log,
+      limits: opts.limits,
+      sampler: this.guard.sampler,
+      onMessage: (msg, src) => (msg.kind === 'response' ? this.onResponse(msg) : this.onRequest(msg, src)),
+      counters: this.counters,
+      onError: (err) => this.emit('error', err),
+      inUse: (uses) => this.usesConnection(uses),
+      releaseDelayMs: this.t1,
+    });
   }
 
   get port(): number {
-    return this.socket?.address().port ?? 0;
+    return this.transports.port;
   }
 
   get contact(): string {
     return this.contactFor('udp');
   }
 
-  /** Our Contact for a transport; `secure` gives a sips: URI (a dialog set up by a sips: request, RFC 5630). */
-  contactFor(transport: Transport, secure = false): string {
-    if (secure) return `<sips:gateway@${this.publicAddress}:${this.portFor('tls')}>`;
-    return `<sip:gateway@${this.publicAddress}:${this.portFor(transport)};transport=${transport}>`;
+  // Where we are reachable, per transport and peer (transports.ts; IPv6 peers get our IPv6 address).
+  contactFor(transport: Transport, secure = false, peer?: string): string {
+    return this.transports.contactFor(transport, secure, peer);
   }
 
-  /**
-   * The port we write into Via/Contact for a transport. TLS: our listener's, else the configured
-   * port (with no listener the far end must reuse our connection, which OpenAI and SBCs do).
-   */
   portFor(transport: Transport): number {
-    if (transport !== 'tls') return this.port;
-    return this.streams?.tls.port || this.opts.tls?.port || 5061;
+    return this.transports.portFor(transport);
   }
 
-  /** A Via header value for a request we send over `transport`. */
-  viaFor(transport: Transport, branch: string): string {
-    return `SIP/2.0/${transport.toUpperCase()} ${this.publicAddress}:${this.portFor(transport)};branch=${branch};rport`;
-  }
-
-  /** Whether a TLS listener is up (in-dialog requests can also reach us on a new connection). */
-  get tlsListening(): boolean {
-    return !!this.streams?.tls.listening;
+  viaFor(transport: Transport, branch: string, peer?: string): string {
+    return this.transports.viaFor(transport, branch, peer);
   }
 
   get userAgent(): string {
     return this.opts.userAgent ?? 'voice-gateway';
   }
 
-  /** Written into Via/Contact/From of requests we originate. */
+  /** Written into Via/Contact/From of requests we originate (IPv4; see contactFor for IPv6 peers). */
   get publicAddress(): string {
-    return this.opts.publicAddress ?? this.learntAddress ?? '127.0.0.1';
+    return this.transports.localAddress();
   }
 
   /** Whether sip.publicAddress was configured (then nothing learnt overrides it). */
   get publicAddressFixed(): boolean {
-    return this.opts.publicAddress !== undefined;
+    return this.transports.publicAddressFixed;
   }
 
   /** A registrar told us our public address (Via received): Contact, Via and SDP use it from now on. */
   learnPublicAddress(address: string): void {
-    if (this.publicAddressFixed || this.learntAddress === address) return;
-    this.learntAddress = address;
-    this.log.info({ address }, 'public address learnt (sip.publicAddress unset)');
-  }
-
-  /**
-   * Open (or reuse) a stream connection and keep it open while held (a registration's flow: the
-   * carrier sends our calls over it). `onClose` runs once if it drops. Release lets it go idle.
-   */
-  async holdFlow(dest: Dest, timeoutMs: number, onClose: () => void): Promise<{ release(): void }> {
-    const sock = await this.connectStream(dest, timeoutMs);
-    this.heldFlows.set(sock, (this.heldFlows.get(sock) ?? 0) + 1);
-    let held = true;
-    const closed = () => {
-      if (!held) return;
-      held = false;
-      this.heldFlows.delete(sock);
-      onClose();
-    };
-    sock.once('close', closed);
-    return {
-      release: () => {
-        if (!held) return;
-        held = false;
-        sock.off('close', closed);
-        const n = (this.heldFlows.get(sock) ?? 1) - 1;
-        if (n > 0) this.heldFlows.set(sock, n);
-        else this.heldFlows.delete(sock);
-        this.checkRelease({ ...dest, conn: sock });
-      },
-    };
+    if (this.transports.learnAddress(address)) this.log.info({ address }, 'public address learnt (not configured)');
   }
 
   /**
@@ -220,7 +163,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
    * on 2xx, rejects with a GatewayError on a non-2xx final, timeout (after CANCEL) or abort.
    */
   invite(opts: InviteOptions): Promise<InviteResult> {
-    if (!this.socket) return Promise.reject(new GatewayError('invalid_state', 'SIP engine not started', opts.callId));
+    if (!this.transports.started)
+      return Promise.reject(new GatewayError('invalid_state', 'SIP engine not started', opts.callId));
     return this.uac.invite(opts);
   }
 
@@ -235,67 +179,18 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   async start(): Promise<void> {
-    const stream = (kind: StreamKind, sockets: SocketFactory) =>
-      new StreamTransport({
-        kind,
-        sockets,
-        log: this.log,
-        onMessage: (buf, src) => this.onData(buf, { ...src, transport: kind }),
-        onMalformed: () => this.counters.malformed++,
-        limits: { ...DEFAULT_STREAM_LIMITS, ...this.opts.limits },
-        inUse: (sock) => this.inUse(sock),
-        sampler: this.guard.sampler,
-      });
-    const tlsOpts = this.opts.tls;
-    // Reads the certificate files first: a bad path fails start() before anything is bound.
-    const streams = { tcp: stream('tcp', tcpSockets), tls: stream('tls', tlsSockets(tlsOpts ?? {})) };
-    const sock = createSocket({ type: isIP(this.opts.host) === 6 ? 'udp6' : 'udp4', reuseAddr: false });
-    this.socket = sock;
-    this.streams = streams;
-    sock.on('message', (data, rinfo) => this.onDatagram(data, rinfo));
-    sock.on('error', (err) => {
-      this.log.error({ err: err.message }, 'SIP socket error');
-      this.emit('error', err);
-    });
-    try {
-      await new Promise<void>((resolve, reject) => {
-        sock.once('error', reject);
-        sock.bind(this.opts.port, this.opts.host, () => {
-          sock.off('error', reject);
-          resolve();
-        });
-      });
-      // TCP on the same port number as UDP (carriers switch to TCP for large messages, RFC 3261 §18.1.1).
-      await streams.tcp.listen(this.port, this.opts.host);
-      if (tlsOpts?.cert && tlsOpts.key) {
-        await streams.tls.listen(tlsOpts.port, this.opts.host);
-        this.log.info({ port: streams.tls.port }, 'SIP TLS listener up');
-      } else streams.tls.start(); // outbound TLS only
-    } catch (err) {
-      await this.stop(); // release whatever did bind (a port in use must not leave half an engine)
-      throw err;
-    }
-    if (tlsOpts?.verifyServer === false)
+    await this.transports.start();
+    if (this.opts.tls?.verifyServer === false)
       this.log.warn('sip.tls.verifyServer is false: outbound TLS accepts any server certificate (labs only)');
   }
 
-  /**
-   * Open (or reuse) the stream connection an outbound INVITE goes over, within timeoutMs. Rejects
-   * with the cause (refused, timeout, certificate) so a dial fails at once and clearly.
-   */
-  async connectStream(dest: Dest, timeoutMs: number, callId?: string): Promise<StreamSocket> {
-    if (!this.streams || !isStream(dest.transport))
-      throw new GatewayError('invalid_state', 'SIP engine not started', callId);
-    return this.streams[dest.transport].connect(dest, timeoutMs, callId);
-  }
-
   ready(): boolean {
-    return !!this.socket;
+    return this.transports.started;
   }
 
   describe(): Record<string, unknown> {
     const where = `${this.opts.host}:${this.port}`;
-    const tls = this.streams?.tls.listening ? `${this.opts.host}:${this.streams.tls.port}` : undefined;
+    const tls = this.transports.tlsListening ? `${this.opts.host}:${this.transports.tlsPort}` : undefined;
     return { engine: 'embedded', udp: where, tcp: where, tls, contact: this.contact, ...this.counters };
   }
 
@@ -312,15 +207,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     for (const c of this.clientTxs.values()) c.fail(new GatewayError('leg_closed', 'SIP engine stopped'));
     for (const u of [...this.uacTxs.values()]) u.dispose();
     this.uacTxs.clear();
-    const sock = this.socket;
-    this.socket = undefined;
-    if (sock) await new Promise<void>((r) => sock.close(() => r()));
-    clearTimeout(this.releaseTimer);
-    this.releaseTimer = undefined;
-    this.releaseChecks.clear();
-    const streams = this.streams;
-    this.streams = undefined;
-    if (streams) await Promise.all([streams.tcp.close(), streams.tls.close()]);
+    await this.transports.close();
   }
 
   /** Active dialogs and pending INVITEs (tests check that calls release their state). */
@@ -344,16 +231,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   sendRaw(buf: Buffer, dest: Dest): void {
-    if (isStream(dest.transport)) return this.streams?.[dest.transport].send(buf, dest);
-    this.socket?.send(buf, dest.port, dest.address, (err) => {
-      if (err) this.log.warn({ err: err.message, dest: `${dest.address}:${dest.port}` }, 'SIP send failed');
-    });
-  }
-
-  /** The stream socket a dest maps to now (none for UDP). */
-  private socketOf(dest: Dest): StreamSocket | undefined {
-    if (!isStream(dest.transport)) return undefined;
-    return this.streams?.[dest.transport].socketFor(dest);
+    this.transports.send(buf, dest);
   }
 
   /**
@@ -361,61 +239,20 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
    * opened it (checked a moment later, so a BYE sent as its dialog ends still holds it).
    */
   checkRelease(dest: Dest | undefined): void {
-    const sock = dest ? this.socketOf(dest) : undefined;
-    if (!sock || !this.streams) return;
-    this.releaseChecks.add(sock);
-    this.releaseTimer ??= setTimeout(() => {
-      this.releaseTimer = undefined;
-      const socks = [...this.releaseChecks];
-      this.releaseChecks.clear();
-      for (const s of socks) if (!s.destroyed && !this.inUse(s)) this.releaseSocket(s);
-    }, this.t1);
+    this.transports.checkRelease(dest);
   }
 
   /** Whether a dialog or transaction still uses a stream connection (idle ones may then be closed). */
-  private inUse(sock: StreamSocket): boolean {
-    if (this.heldFlows.has(sock)) return true;
-    const uses = (d: Dest | undefined) => !!d && this.socketOf(d) === sock;
+  private usesConnection(uses: (d: Dest | undefined) => boolean): boolean {
     for (const d of this.dialogs.values()) if (uses(d.origin)) return true;
     for (const t of this.clientTxs.values()) if (uses(t.dest)) return true;
     for (const u of this.uacTxs.values()) if (uses(u.dest)) return true;
     return false;
   }
 
-  private releaseSocket(sock: StreamSocket): void {
-    for (const st of Object.values(this.streams ?? {})) st.releaseIfOutbound(sock);
-  }
-
   /** Open stream connections (tests check that outbound ones are closed once their calls are gone). */
   get streamConnections(): { tcp: number; tls: number } {
-    return { tcp: this.streams?.tcp.connectionCount ?? 0, tls: this.streams?.tls.connectionCount ?? 0 };
-  }
-
-  private onDatagram(data: Buffer, rinfo: RemoteInfo): void {
-    this.onData(data, { address: rinfo.address, port: rinfo.port, transport: 'udp' });
-  }
-
-  private onData(data: Buffer, src: Dest): void {
-    this.counters.received++;
-    if (data.length <= 4 && data.toString('latin1').trim() === '') return; // CRLF keep-alive (RFC 5626)
-    try {
-      const parsed = parseMessage(data);
-      if (!parsed.ok) {
-        this.counters.malformed++;
-        this.guard.sampler.warn(
-          'unparseable',
-          { from: `${src.transport}:${src.address}:${src.port}`, error: parsed.error, bytes: data.length },
-          'dropped unparseable SIP message',
-        );
-        return;
-      }
-      if (parsed.msg.kind === 'response') this.onResponse(parsed.msg);
-      else this.onRequest(parsed.msg, src);
-    } catch (err) {
-      // A bug on one message must not take the engine (and every live call) down.
-      this.counters.malformed++;
-      this.log.error({ err: (err as Error).message, from: src.address }, 'error handling SIP message');
-    }
+    return this.transports.streamConnections;
   }
 
   private onResponse(res: SipResponse): void {
@@ -639,7 +476,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   /** Send an in-dialog request as a non-INVITE client transaction (timers E and F). */
   request(req: SipRequest, dest: Dest, timeoutMs = 64 * this.t1, branch = newBranch()): Promise<SipResponse> {
     req.headers.delete('via');
-    req.headers.prepend('via', this.viaFor(dest.transport, branch));
+    req.headers.prepend('via', this.viaFor(dest.transport, branch, dest.address));
     req.headers.set('max-forwards', '70');
     req.headers.set('user-agent', this.userAgent);
     return new Promise((resolve, reject) => {

@@ -92,6 +92,7 @@ export function createEngine(
     host: sip.host,
     port: sip.port,
     publicAddress: sip.publicAddress,
+    publicAddress6: sip.publicAddress6,
     log,
     tls: sip.tls,
     isKnownSource: (address) =>

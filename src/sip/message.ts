@@ -245,7 +245,10 @@ export interface SipUri {
 export function parseUri(uri: string): SipUri | undefined {
   // userinfo may carry user parameters (`+250788123456;npdi;rn=+250788000000@host`, RFC 4694) and
   // a password; the user is what precedes them.
-  const m = /^(sips?|tel):(?:([^@<>?]*)@)?(\[[^\]]+\]|[^:;?]+)(?::(\d+))?([^?]*)/i.exec(uri.trim());
+  // An IPv6 host is bracketed (RFC 3261 §25.1 IPv6reference); a stray bracket is no URI.
+  const m = /^(sips?|tel):(?:([^@<>?]*)@)?(\[[0-9a-f:.]+\]|[^:;?@[\]]+)(?::(\d+))?((?:;[^?]*)?)(?:\?.*)?$/i.exec(
+    uri.trim(),
+  );
   if (!m) return undefined;
   if (m[1]!.toLowerCase() === 'tel') {
     return { scheme: 'tel', user: m[3], host: '', port: undefined, params: parseParams(m[5] ?? '') };
@@ -267,6 +270,12 @@ export function parseUri(uri: string): SipUri | undefined {
   };
 }
 
+/** A host as written in a URI or Via sent-by: an IPv6 address goes in brackets (RFC 3261 §25.1, RFC 5954). */
+export function hostPort(host: string, port?: number): string {
+  const h = host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+  return port === undefined ? h : `${h}:${port}`;
+}
+
 export interface Via {
   transport: string;
   host: string;
@@ -275,7 +284,9 @@ export interface Via {
 }
 
 export function parseVia(value: string): Via | undefined {
-  const m = /^SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z]+)\s+(\[[^\]]+\]|[^:;\s]+)(?::(\d+))?\s*(.*)$/i.exec(value.trim());
+  const m = /^SIP\s*\/\s*2\.0\s*\/\s*([A-Za-z]+)\s+(\[[0-9a-f:.]+\]|[^:;\s[\]]+)(?::(\d+))?\s*(.*)$/i.exec(
+    value.trim(),
+  );
   if (!m) return undefined;
   return {
     transport: m[1]!.toUpperCase(),

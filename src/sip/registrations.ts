@@ -34,7 +34,7 @@ export class TrunkRegistrations {
       const link: RegistrarLink = {
         request: (req, target, timeoutMs) => engine.request(req, { ...target }, timeoutMs),
         resolve: (uri, transport) => resolveSipTargets(uri, { transport, resolver }),
-        holdFlow: (target, onClose) => engine.holdFlow({ ...target }, FLOW_CONNECT_TIMEOUT_MS, onClose),
+        holdFlow: (target, onClose) => engine.transports.holdFlow({ ...target }, FLOW_CONNECT_TIMEOUT_MS, onClose),
         sendRaw: (buf, target) => engine.sendRaw(buf, { ...target }),
         advertised: (transport: SipTransport) => ({
           address: engine.publicAddress,

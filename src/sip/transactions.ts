@@ -67,7 +67,7 @@ export function stampVia(req: SipRequest, src: Dest): Dest {
   const wantsRport = 'rport' in via.params;
   let stamped = top;
   if (wantsRport) stamped = stamped.replace(/;\s*rport(?:=[^;]*)?/i, `;rport=${src.port}`);
-  if (wantsRport || via.host !== src.address)
+  if (wantsRport || via.host.toLowerCase() !== src.address.toLowerCase())
     stamped = `${stamped.replace(/;\s*received=[^;]*/i, '')};received=${src.address}`;
   if (stamped !== top) req.headers.replaceFirst('via', stamped);
   if (src.transport !== 'udp' || wantsRport) return src;
@@ -299,7 +299,7 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     if (this.final || this.cancelled || this.afterPrack) return;
     if (this.reliable) {
       const res = makeResponse(this.req, status, undefined, this.toTag);
-      res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
+      res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req), this.src.address));
       res.headers.set('allow', ALLOW);
       res.headers.set('server', this.engine.userAgent);
       return this.reliable.send18x(res);
@@ -309,7 +309,7 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
       this.src,
       status,
       undefined,
-      { contact: this.engine.contactFor(this.src.transport, isSips(this.req)) },
+      { contact: this.engine.contactFor(this.src.transport, isSips(this.req), this.src.address) },
       this.toTag,
     );
   }
@@ -378,7 +378,7 @@ export class InviteTx extends TypedEmitter<IncomingInviteEvents> implements Inco
     if (this.cancelled) return Promise.reject(new GatewayError('leg_closed', 'INVITE was cancelled'));
     this.final = true;
     const res = makeResponse(this.req, 200, 'OK', this.toTag);
-    res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req)));
+    res.headers.set('contact', this.engine.contactFor(this.src.transport, isSips(this.req), this.src.address));
     res.headers.set('allow', ALLOW);
     res.headers.set('supported', SUPPORTED.join(', '));
     res.headers.set('server', this.engine.userAgent);

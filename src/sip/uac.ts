@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { isIP } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { SipDialog } from './engine.js';
@@ -14,7 +15,16 @@ import {
 } from './embedded.js';
 import { DigestSession, type DigestClientCredentials } from './digest-client.js';
 import { hasControlChars, isIdentityUser, isSipUri, isTelUri, requireHeaderValue } from './header-values.js';
-import { parseNameAddr, parseUri, serialize, SipHeaders, tagOf, type SipRequest, type SipResponse } from './message.js';
+import {
+  hostPort,
+  parseNameAddr,
+  parseUri,
+  serialize,
+  SipHeaders,
+  tagOf,
+  type SipRequest,
+  type SipResponse,
+} from './message.js';
 import { splitNameAddrs } from './dialog.js';
 import { buildPrack } from './prack.js';
 import { resolveSipTargets, type SipDnsResolver } from './srv.js';
@@ -85,8 +95,10 @@ export async function resolveTargets(
   override: Transport | undefined,
   callId?: string,
   resolver?: SipDnsResolver,
+  ipv6 = false,
 ): Promise<Dest[]> {
-  const targets = await resolveSipTargets(uri, { transport: override, callId, resolver });
+  // AAAA records too when we can signal over IPv6 (sip.host an IPv6 address or `::`).
+  const targets = await resolveSipTargets(uri, { transport: override, callId, resolver, family: ipv6 ? 0 : 4 });
   return targets.map((t) => ({ ...t }));
 }
 
@@ -100,7 +112,13 @@ export class SipUac {
   constructor(private readonly engine: EmbeddedSipEngine) {}
 
   async invite(opts: InviteOptions): Promise<InviteResult> {
-    const targets = await resolveTargets(opts.uri, opts.transport, opts.callId, opts.resolver);
+    const targets = await resolveTargets(
+      opts.uri,
+      opts.transport,
+      opts.callId,
+      opts.resolver,
+      this.engine.transports.ipv6,
+    );
     const e = this.engine;
     const dialogId = {
       sipCallId: `${randomBytes(12).toString('hex')}@${e.publicAddress}`,
@@ -132,11 +150,15 @@ export class SipUac {
   ): Promise<InviteResult> {
     if (opts.signal?.aborted) throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
     const e = this.engine;
+    if (isIP(dest.address) === 6 && !e.transports.ipv6)
+      throw new GatewayError('config_invalid', `cannot reach IPv6 ${dest.address}: sip.host is IPv4`, opts.callId, {
+        details: { failover: true },
+      });
     if (dest.transport !== 'udp') {
       // Connect first: a refused connection or a bad certificate fails the dial at once, with its cause.
       const ms = Math.min(opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS, opts.timeoutMs);
       try {
-        dest.conn = await e.connectStream(dest, ms, opts.callId);
+        dest.conn = await e.transports.connectStream(dest, ms, opts.callId);
       } catch (err) {
         const ge = err as GatewayError;
         throw new GatewayError(ge.code ?? 'upstream', ge.message, opts.callId, {
@@ -148,7 +170,7 @@ export class SipUac {
         e.checkRelease(dest);
         throw new GatewayError('leg_closed', 'dial aborted before the INVITE', opts.callId);
       }
-      if (dest.transport === 'tls' && !e.tlsListening)
+      if (dest.transport === 'tls' && !e.transports.tlsListening)
         e.log.info(
           { callId: opts.callId, uri: opts.uri },
           'no SIP TLS listener: in-dialog requests from the far end must come over our connection',
@@ -159,7 +181,7 @@ export class SipUac {
       ? requireHeaderValue('From', opts.from, (v) => !hasControlChars(v), opts.callId)
       : /^(sips?|tel):/i.test(opts.from)
         ? requireHeaderValue('From', opts.from, (v) => isSipUri(v) || isTelUri(v), opts.callId)
-        : `sip:${requireHeaderValue('From', opts.from, isIdentityUser, opts.callId)}@${e.publicAddress}`;
+        : `sip:${requireHeaderValue('From', opts.from, isIdentityUser, opts.callId)}@${hostPort(e.transports.localAddress(dest.address))}`;
     const extra = Object.entries(opts.headers ?? {}).map(
       ([k, v]) => [k, requireHeaderValue(k, v, (x) => !hasControlChars(x), opts.callId)] as const,
     );
@@ -170,13 +192,13 @@ export class SipUac {
       const branch = newBranch();
       const cseq = id.cseq;
       const headers = new SipHeaders();
-      headers.add('via', e.viaFor(dest.transport, branch));
+      headers.add('via', e.viaFor(dest.transport, branch, dest.address));
       headers.add('max-forwards', '70');
       headers.add('from', from);
       headers.add('to', to);
       headers.add('call-id', id.sipCallId);
       headers.add('cseq', `${cseq} INVITE`);
-      headers.add('contact', e.contactFor(dest.transport, /^sips:/i.test(opts.uri)));
+      headers.add('contact', e.contactFor(dest.transport, /^sips:/i.test(opts.uri), dest.address));
       headers.add('allow', ALLOW);
       headers.add('supported', SUPPORTED.join(', '));
       headers.add('user-agent', e.userAgent);

@@ -361,7 +361,7 @@ describe('SIP over TLS (embedded engine, throwaway CA from openssl)', () => {
         dialUri: `sip:localhost:${uasPort};transport=tls`,
       },
     ]);
-    expect(engine.tlsListening).toBe(false);
+    expect(engine.transports.tlsListening).toBe(false);
     const placed = await api(gw)('POST', '/v1/calls', { front: 'sip', to: '+250788123456', trunk: 'tls-lab' });
     expect(placed.status, JSON.stringify(placed.body)).toBe(201);
     const call = gw.ctx.registry.get(placed.body.id as string)!;

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
 import { parseMessage, type SipMessage } from '../../../src/sip/message.js';
 
 /**
@@ -17,7 +18,7 @@ export class RawSipPeer {
   constructor(private readonly ip = '127.0.0.1') {}
 
   async start(): Promise<number> {
-    const s = createSocket('udp4');
+    const s = createSocket(isIP(this.ip) === 6 ? 'udp6' : 'udp4');
     this.sock = s;
     s.on('message', (buf) => {
       const p = parseMessage(buf);
