@@ -2,10 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { runSipp, startSipHarness, type SipHarness, nextCall } from '../peers/sip/harness.js';
 import { startKamailioProxy, type KamailioProxy } from '../peers/sip/kamailio-proxy.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
@@ -30,7 +29,6 @@ afterEach(async () => {
 });
 
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
-const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
 
 async function start(opts: Parameters<typeof startSipHarness>[0] = {}) {
   h = await startSipHarness(opts);

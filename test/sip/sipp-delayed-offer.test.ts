@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { runSipp, startSipHarness, type SipHarness, nextCall } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
 let h: SipHarness | undefined;
@@ -21,7 +21,6 @@ afterEach(async () => {
 });
 
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
-const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
 
 describe('delayed offer against sipp (real gateway, embedded engine)', () => {
   it('INVITE without SDP: our offer in the 200, the answer from the ACK starts media both ways; body-less re-INVITEs answered in their ACKs', async () => {

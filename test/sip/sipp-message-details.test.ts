@@ -1,30 +1,28 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { dominantFrequency } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import {
+  nextCall,
+  runSipp,
+  SIPP_NUMS,
+  sippTarget,
+  startSipHarness,
+  type SipHarness,
+  usePcapDir,
+} from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
 let h: SipHarness | undefined;
-let dir: string;
-let pcap: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
-  pcap = join(dir, 'pcma-1000.pcap');
-  writePcap(pcap, toneRtp('PCMA', 1000, 1500));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
+const pcapPath = () => join(pcapDir(), 'pcma-1000.pcap');
 afterEach(async () => {
   await h?.stop();
   h = undefined;
 });
 
-const NUMS = { FROM: '0788123456', TO: '0700000001' };
-const target = (h: SipHarness) => `127.0.0.1:${h.port}`;
-const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+const NUMS = SIPP_NUMS;
+const target = sippTarget;
 
 describe('carrier message details against sipp (real gateway, embedded engine)', () => {
   it('SIP-I: a multipart/mixed INVITE (SDP + ISUP) with an ;npdi;rn= Request-URI is answered, with audio', async () => {
@@ -33,7 +31,7 @@ describe('carrier message details against sipp (real gateway, embedded engine)',
     const res = await runSipp({
       scenario: 'uac-sip-i.xml',
       target: target(h),
-      vars: { ...NUMS, PCAP: pcap, PAUSE: '2000' },
+      vars: { ...NUMS, PCAP: pcapPath(), PAUSE: '2000' },
     });
     expect(res.code, res.errors).toBe(0);
     const call = await created;

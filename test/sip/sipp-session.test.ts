@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { runSipp, startSipHarness, type SipHarness, nextCall } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
 /**
@@ -27,7 +27,6 @@ afterEach(async () => {
 });
 
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
-const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
 
 /** The call carried the caller's tone until the end, and our RTP flowed for the whole call. */
 function expectAudioThroughout(h: SipHarness, call: Call, seconds: number) {

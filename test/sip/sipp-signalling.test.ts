@@ -1,31 +1,29 @@
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { dominantFrequency } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import {
+  nextCall,
+  runSipp,
+  SIPP_NUMS,
+  sippTarget,
+  startSipHarness,
+  type SipHarness,
+  usePcapDir,
+} from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
 let h: SipHarness | undefined;
-let dir: string;
-let pcap: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
-  pcap = join(dir, 'pcma-1000.pcap');
-  writePcap(pcap, toneRtp('PCMA', 1000, 1500));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
+const pcapPath = () => join(pcapDir(), 'pcma-1000.pcap');
 afterEach(async () => {
   await h?.stop();
   h = undefined;
 });
 
-const NUMS = { FROM: '0788123456', TO: '0700000001' };
-const target = (h: SipHarness) => `127.0.0.1:${h.port}`;
-const nextCall = (h: SipHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+const NUMS = SIPP_NUMS;
+const target = sippTarget;
 
 describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
   it('the AI ends the call: the gateway sends BYE and releases the RTP ports', async () => {
@@ -37,7 +35,11 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
         }, 1200),
     });
     const created = nextCall(h);
-    const res = await runSipp({ scenario: 'uac-gateway-bye.xml', target: target(h), vars: { ...NUMS, PCAP: pcap } });
+    const res = await runSipp({
+      scenario: 'uac-gateway-bye.xml',
+      target: target(h),
+      vars: { ...NUMS, PCAP: pcapPath() },
+    });
     expect(res.code, res.errors).toBe(0);
     const call = await created;
     await waitFor(() => call.ended, 3000, 'call end');
@@ -59,7 +61,7 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
     const res = await runSipp({
       scenario: 'uac-gateway-bye.xml',
       target: target(h),
-      vars: { ...NUMS, PCAP: pcap },
+      vars: { ...NUMS, PCAP: pcapPath() },
       args: ['-t', 't1'],
     });
     expect(res.code, res.errors).toBe(0);

@@ -2,9 +2,11 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 import type { AiBackend, AiSessionOptions } from '../../../src/ai/session.js';
 import { parseConfig } from '../../../src/config/load.js';
 import { l16, type AudioFormat } from '../../../src/core/audio/format.js';
+import type { Call } from '../../../src/core/call.js';
 import { testLogger } from '../../../src/core/logger.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
@@ -181,4 +183,28 @@ export async function runSipp(opts: {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The next call the gateway creates (register before the INVITE goes out). */
+export const nextCall = (h: { gw: Gateway }): Promise<Call> =>
+  new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+
+/** Where sipp sends its INVITEs for a harness. */
+export const sippTarget = (h: SipHarness): string => `127.0.0.1:${h.port}`;
+
+/** Caller and called numbers the sipp scenarios use (national format on the default MTN trunk). */
+export const SIPP_NUMS = { FROM: '0788123456', TO: '0700000001' };
+
+/**
+ * A temp dir for the file's sipp media, filled before its tests and removed after them (vitest
+ * beforeAll/afterAll); returns the dir's path getter.
+ */
+export function usePcapDir(fill: (dir: string) => void): () => string {
+  let dir = '';
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'sip-pcap-'));
+    fill(dir);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  return () => dir;
 }
