@@ -42,7 +42,9 @@ export class DigestAuthenticator {
   }
 
   nonce(realm: string): string {
-    const issued = this.now().toString(36);
+    // Issue time (for expiry) plus randomness: two challenges in the same millisecond (a burst of
+    // calls from one trunk) must not share a nonce, or the second answer looks like a replay.
+    const issued = `${this.now().toString(36)}-${randomBytes(6).toString('hex')}`;
     return `${issued}.${this.sign(issued, realm)}`;
   }
 
@@ -73,7 +75,7 @@ export class DigestAuthenticator {
     if (requestUri !== undefined && !sameUri(uri, requestUri)) return { ok: false, why: 'uri_mismatch' };
     const [issued, sig] = nonce.split('.');
     if (!issued || !sig || sig !== this.sign(issued, realm)) return { ok: false, why: 'bad_nonce' };
-    const issuedAt = parseInt(issued, 36);
+    const issuedAt = parseInt(issued, 36); // stops at the '-' before the random part
     if (this.now() - issuedAt > this.nonceTtlMs) return { ok: false, why: 'stale' };
     const ha1 = md5(`${creds.username}:${creds.realm}:${creds.password}`);
     const ha2 = md5(`${method}:${uri}`);

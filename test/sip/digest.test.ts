@@ -38,6 +38,17 @@ describe('inbound digest (src/sip/digest.ts)', () => {
     expect(auth.verify(same, 'INVITE', creds, 'sip:+250788123456@10.0.0.1;foo=1;USER=phone')).toEqual({ ok: true });
   });
 
+  it('challenges issued in the same millisecond get distinct nonces: both answers verify', () => {
+    const auth = new DigestAuthenticator(5 * 60_000, () => 1_800_000_000_000);
+    const uri = 'sip:0700@gw';
+    const a = digestResponse(auth.challenge('gw.example'), 'INVITE', uri, creds);
+    const b = digestResponse(auth.challenge('gw.example'), 'INVITE', uri, creds);
+    expect(parseDigestParams(a)!.nonce).not.toBe(parseDigestParams(b)!.nonce);
+    expect(auth.verify(a, 'INVITE', creds, uri)).toEqual({ ok: true });
+    expect(auth.verify(b, 'INVITE', creds, uri)).toEqual({ ok: true });
+    expect(auth.verify(b, 'INVITE', creds, uri)).toEqual({ ok: false, why: 'replay' });
+  });
+
   it('qop=auth: nc must grow per nonce, a replayed Authorization is refused', () => {
     const auth = new DigestAuthenticator();
     const uri = 'sip:0700@gw';
