@@ -118,14 +118,14 @@ export class Gateway {
     const router = new Router(config);
     const clock = new FrameClock();
     const backends = new BackendRegistry();
-    const metrics = new GatewayMetrics(registry);
+    const metrics = new GatewayMetrics(registry, clock.stats);
     const connector = new CallConnector({
       router,
       clock,
       backendFor: (r) => backends.backendFor(r),
       hooks: {
-        onUplinkLatency: (ms) => metrics.uplinkLatencyMs.observe(ms),
-        onBargeIn: (ms) => metrics.bargeInMs.observe(ms),
+        onUplinkLatency: (ms) => metrics.uplinkLatency.observeMs(ms),
+        onBargeIn: (ms) => metrics.bargeIn.observeMs(ms),
         onAiError: (route) => metrics.aiErrors.inc({ route }),
         onResponseFailed: (route, reason) => metrics.responseFailures.inc({ route, reason }),
         onLatency: (sample) => metrics.observeLatency(sample),

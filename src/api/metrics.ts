@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import type { Call } from '../core/call.js';
+import type { ClockStats } from '../core/frame-clock.js';
 import type { CallRegistry } from '../core/registry.js';
 import type { LatencySample } from '../core/turn-latency.js';
 
@@ -12,22 +13,26 @@ export class GatewayMetrics {
   readonly callsTotal: client.Counter<'front' | 'trunk' | 'route' | 'outcome'>;
   readonly setupSeconds: client.Histogram<'front'>;
   readonly packetLossRatio: client.Histogram<'front'>;
-  readonly jitterMs: client.Histogram<'front'>;
-  readonly uplinkLatencyMs: client.Histogram;
-  readonly bargeInMs: client.Histogram;
+  readonly jitterSeconds: client.Histogram<'front'>;
+  /** Observed in ms by the media path; recorded in seconds (Prometheus base units). */
+  readonly uplinkLatency: MsHistogram;
+  readonly bargeIn: MsHistogram;
   readonly aiErrors: client.Counter<'route'>;
   readonly webhookRejections: client.Counter<'source' | 'reason'>;
-  readonly answerToAudioMs: client.Histogram<'share'>;
-  readonly turnLatencyMs: client.Histogram<'share'>;
+  readonly answerToAudioSeconds: client.Histogram<'share'>;
+  readonly turnLatencySeconds: client.Histogram<'share'>;
   readonly responseFailures: client.Counter<'route' | 'reason'>;
   readonly registrationUp: client.Gauge<'trunk'>;
   readonly registrationFailures: client.Counter<'trunk' | 'code'>;
   readonly recordsLost: client.Counter;
   readonly recordingFailures: client.Counter;
 
-  constructor(registry: CallRegistry) {
+  /** `clockStats`: the media clock's frame counters (late-frame ratio on the system page and Grafana). */
+  constructor(registry: CallRegistry, clockStats?: ClockStats) {
     const r = this.registry;
-    client.collectDefaultMetrics({ register: r, prefix: 'gateway_process_' });
+    // Standard names (process_cpu_seconds_total, nodejs_heap_size_used_bytes, ...), no prefix:
+    // the stock Node.js dashboards and alerts look for exactly these.
+    client.collectDefaultMetrics({ register: r });
     this.callsTotal = new client.Counter({
       name: 'gateway_calls_total',
       help: 'Calls ended, by front, trunk, route and outcome (end cause)',
@@ -58,25 +63,52 @@ export class GatewayMetrics {
       buckets: [0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
       registers: [r],
     });
-    this.jitterMs = new client.Histogram({
-      name: 'gateway_call_jitter_ms',
+    this.jitterSeconds = new client.Histogram({
+      name: 'gateway_call_jitter_seconds',
       help: 'Per call: RFC 3550 interarrival jitter at the end of the call',
       labelNames: ['front'],
-      buckets: [1, 2, 5, 10, 20, 40, 80, 160],
+      buckets: seconds([1, 2, 5, 10, 20, 40, 80, 160]),
       registers: [r],
     });
-    this.uplinkLatencyMs = new client.Histogram({
-      name: 'gateway_added_latency_ms',
+    this.uplinkLatency = msHistogram(r, {
+      name: 'gateway_added_latency_seconds',
       help: 'Gateway processing per caller frame, leg to AI (conversion + send)',
-      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5],
-      registers: [r],
+      buckets: seconds([0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5]),
     });
-    this.bargeInMs = new client.Histogram({
-      name: 'gateway_barge_in_ms',
+    this.bargeIn = msHistogram(r, {
+      name: 'gateway_barge_in_seconds',
       help: "Gateway's share of barge-in: speech start seen to playout cleared",
-      buckets: [0.01, 0.1, 0.5, 1, 5, 20],
-      registers: [r],
+      buckets: seconds([0.01, 0.1, 0.5, 1, 5, 20]),
     });
+    if (clockStats) {
+      new client.Counter({
+        name: 'gateway_media_frames_total',
+        help: 'Call audio frames scheduled by the media clock (one per call per 20 ms)',
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(clockStats.ticks);
+        },
+      });
+      new client.Counter({
+        name: 'gateway_media_frames_late_total',
+        help: 'Call audio frames delivered more than 5 ms behind schedule (late/total = late-frame ratio)',
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(clockStats.late);
+        },
+      });
+      new client.Counter({
+        name: 'gateway_media_frames_skipped_total',
+        help: 'Call audio frames never delivered: the event loop stalled past the catch-up limit',
+        registers: [r],
+        collect() {
+          this.reset();
+          this.inc(clockStats.skipped);
+        },
+      });
+    }
     this.aiErrors = new client.Counter({
       name: 'gateway_ai_errors_total',
       help: 'Errors reported by AI sessions',
@@ -89,16 +121,16 @@ export class GatewayMetrics {
       labelNames: ['source', 'reason'],
       registers: [r],
     });
-    const latencyBuckets = [50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000];
-    this.answerToAudioMs = new client.Histogram({
-      name: 'gateway_answer_to_first_ai_audio_ms',
+    const latencyBuckets = seconds([50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10000]);
+    this.answerToAudioSeconds = new client.Histogram({
+      name: 'gateway_answer_to_first_ai_audio_seconds',
       help: 'Call answered → first AI audio written to the caller; share = total | gateway | ai',
       labelNames: ['share'],
       buckets: latencyBuckets,
       registers: [r],
     });
-    this.turnLatencyMs = new client.Histogram({
-      name: 'gateway_turn_latency_ms',
+    this.turnLatencySeconds = new client.Histogram({
+      name: 'gateway_turn_latency_seconds',
       help: "Caller's end of speech → first AI audio written to the caller; share = total | gateway | ai",
       labelNames: ['share'],
       buckets: latencyBuckets,
@@ -137,10 +169,10 @@ export class GatewayMetrics {
 
   /** One latency sample from a bridge (src/core/turn-latency.ts). */
   observeLatency(sample: LatencySample): void {
-    const h = sample.kind === 'answer' ? this.answerToAudioMs : this.turnLatencyMs;
-    h.observe({ share: 'total' }, sample.totalMs);
-    h.observe({ share: 'gateway' }, sample.gatewayMs);
-    h.observe({ share: 'ai' }, sample.aiMs);
+    const h = sample.kind === 'answer' ? this.answerToAudioSeconds : this.turnLatencySeconds;
+    h.observe({ share: 'total' }, sample.totalMs / 1000);
+    h.observe({ share: 'gateway' }, sample.gatewayMs / 1000);
+    h.observe({ share: 'ai' }, sample.aiMs / 1000);
   }
 
   private watch(call: Call): void {
@@ -155,8 +187,22 @@ export class GatewayMetrics {
         if (!j) continue;
         const expected = j.received + j.lost;
         this.packetLossRatio.observe({ front }, expected > 0 ? j.lost / expected : 0);
-        this.jitterMs.observe({ front }, j.jitterMs);
+        this.jitterSeconds.observe({ front }, j.jitterMs / 1000);
       }
     });
   }
+}
+
+/** A histogram fed milliseconds (what the media path measures) that records seconds. */
+export interface MsHistogram {
+  observeMs(ms: number): void;
+}
+
+function msHistogram(registry: client.Registry, opts: { name: string; help: string; buckets: number[] }): MsHistogram {
+  const h = new client.Histogram({ ...opts, registers: [registry] });
+  return { observeMs: (ms) => h.observe(ms / 1000) };
+}
+
+function seconds(ms: number[]): number[] {
+  return ms.map((v) => v / 1000);
 }

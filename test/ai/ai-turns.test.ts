@@ -285,8 +285,8 @@ describe('latency figures through the gateway: call view, call record and Promet
       await fetch(`http://127.0.0.1:${gw.httpPort}/metrics`, { headers: { authorization: `Bearer ${TEST_TOKEN}` } })
     ).text();
     for (const share of ['total', 'gateway', 'ai']) {
-      expect(text).toContain(`gateway_answer_to_first_ai_audio_ms_count{share="${share}"} 1`);
-      expect(text).toContain(`gateway_turn_latency_ms_count{share="${share}"} 1`);
+      expect(text).toContain(`gateway_answer_to_first_ai_audio_seconds_count{share="${share}"} 1`);
+      expect(text).toContain(`gateway_turn_latency_seconds_count{share="${share}"} 1`);
     }
   });
 });

@@ -185,7 +185,7 @@ describe('call control on a live simulated call', () => {
     const after = await scrape();
     expect(after).toMatch(/gateway_calls_total\{front="test",trunk="",route="local",outcome="bye"\} 1/);
     expect(after).toMatch(/gateway_call_setup_seconds_count\{front="test"\} 1/);
-    expect(after).toMatch(/gateway_added_latency_ms_count [1-9]/);
+    expect(after).toMatch(/gateway_added_latency_seconds_count [1-9]/);
     expect(after).not.toMatch(/gateway_active_calls\{front="test",state="bridged"\} 1/);
   });
 

@@ -96,8 +96,8 @@ describe('SIP inbound with an OpenAI Realtime route (real SIP, RTP and WebSocket
     const sample = call.latency.view().answerToFirstAudio!;
     expect(sample.totalMs).toBeLessThan(GREETING_WITHIN_MS);
     expect(sample.aiMs).toBeLessThanOrEqual(sample.totalMs);
-    const metrics = await h.gw.ctx.metrics.registry.getSingleMetricAsString('gateway_answer_to_first_ai_audio_ms');
-    expect(metrics).toMatch(/gateway_answer_to_first_ai_audio_ms_count\{share="ai"\} 1/);
+    const metrics = await h.gw.ctx.metrics.registry.getSingleMetricAsString('gateway_answer_to_first_ai_audio_seconds');
+    expect(metrics).toMatch(/gateway_answer_to_first_ai_audio_seconds_count\{share="ai"\} 1/);
     expect(rt.violations).toEqual([]);
   });
 
