@@ -109,4 +109,42 @@ describe('Graph client: only requests that provably never reached Meta are repea
     expect(unknown.meta.details).toMatch(/not found/);
     expect(graph.byAction('terminate', 'wacid.done')).toHaveLength(2);
   });
+
+  it('Meta’s documented refusals reach the caller intact: bad token 401/190, foreign number 100/33, out-of-order actions 100', async () => {
+    const { log, warns } = recordingLog();
+    const bad = new GraphClient({ baseUrl: graph.baseUrl, version: 'v23.0', accessToken: 'expired', log, attempts: 3 });
+    const auth = (await bad
+      .forNumber(graph.phoneNumberId)
+      .terminate('wacid.x')
+      .catch((e: unknown) => e)) as GraphError;
+    expect([auth.httpStatus, auth.meta.code, auth.meta.type, auth.outcome]).toEqual([
+      401,
+      190,
+      'OAuthException',
+      'refused',
+    ]);
+    expect(auth.meta.fbtraceId).toMatch(/^A/);
+    const foreign = (await client(graph.baseUrl, log)
+      .forNumber('999999999')
+      .terminate('wacid.x')
+      .catch((e: unknown) => e)) as GraphError;
+    expect([foreign.httpStatus, foreign.meta.code, foreign.meta.subcode]).toEqual([400, 100, 33]);
+    expect(warns.every((w) => w.retry === false)).toBe(true);
+
+    const calls = client(graph.baseUrl, log).forNumber(graph.phoneNumberId);
+    const peer = new WhatsAppUser({ webhookUrl: 'http://127.0.0.1:9/', appSecret: 'x', graph, number: '1' });
+    const offer = await peer.createOffer();
+    await peer.close();
+    // pre_accept is optional: accept straight from the offer is fine; accept after terminate is not.
+    graph.offered('wacid.direct');
+    const answerOf = offer.replace('a=setup:actpass', 'a=setup:active');
+    await calls.accept('wacid.direct', answerOf);
+    expect(graph.calls.get('wacid.direct')?.state).toBe('accepted');
+    const twice = (await calls.accept('wacid.direct', answerOf).catch((e: unknown) => e)) as GraphError;
+    expect(twice.meta.details).toMatch(/Cannot accept call wacid.direct: call is accepted/);
+    await calls.terminate('wacid.direct');
+    const late = (await calls.preAccept('wacid.direct', answerOf).catch((e: unknown) => e)) as GraphError;
+    expect([late.httpStatus, late.meta.code]).toEqual([400, 100]);
+    expect(late.meta.details).toMatch(/call is terminated/);
+  });
 });

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/core/errors.js';
 import { describeSdp, inspectRemoteSdp, shapeLocalSdp } from '../../src/webrtc/sdp.js';
-import { sdpProblems } from '../peers/whatsapp/graph-stub.js';
+import { metaSdpProblems as sdpProblems } from '../peers/whatsapp/meta-sdp.js';
 
 /** An answer as a less careful stack might write it: extra codecs, extra fingerprints, placeholder c=. */
 const messy = [

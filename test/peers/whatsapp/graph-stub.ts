@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { parse } from 'sdp-transform';
+import { metaSdpProblems } from './meta-sdp.js';
+import { callsEnvelope, deliverWebhook } from './webhook-body.js';
 
 /** One request the gateway made to the Graph API, with what was wrong with it (if anything). */
 export interface GraphRequest {
@@ -26,35 +26,33 @@ export interface InjectedError {
   times?: number;
 }
 
-/** What Meta accepts in our SDP; any other codec or fingerprint is a reported cause of dropped calls. */
-export function sdpProblems(sdp: unknown, expectType: 'offer' | 'answer'): string[] {
-  if (typeof sdp !== 'string' || !sdp.startsWith('v=0')) return ['session.sdp is not an SDP'];
-  const out: string[] = [];
-  const parsed = parse(sdp);
-  const audio = parsed.media.filter((m) => m.type === 'audio');
-  if (audio.length !== 1) out.push(`expected one m=audio, got ${audio.length}`);
-  const m = audio[0];
-  if (!m) return out;
-  if (m.protocol !== 'UDP/TLS/RTP/SAVPF') out.push(`protocol ${m.protocol}`);
-  const codecs = m.rtp.map((r) => r.codec.toLowerCase());
-  if (!codecs.includes('opus')) out.push('no opus');
-  for (const c of codecs) if (c !== 'opus' && c !== 'telephone-event') out.push(`codec ${c} not allowed`);
-  const opus = m.rtp.find((r) => r.codec.toLowerCase() === 'opus');
-  if (opus && (opus.rate !== 48000 || String(opus.encoding) !== '2')) out.push('opus must be opus/48000/2');
-  const fps = sdp.split(/\r?\n/).filter((l) => l.startsWith('a=fingerprint:'));
-  if (fps.length === 0) out.push('no DTLS fingerprint');
-  for (const f of fps) if (!/^a=fingerprint:sha-256 /i.test(f)) out.push(`fingerprint not sha-256: ${f.slice(14, 30)}`);
-  if (!(m.candidates ?? []).some((c) => c.transport.toLowerCase() === 'udp')) out.push('no UDP ICE candidate');
-  if (!m.iceUfrag && !parsed.iceUfrag) out.push('no ice-ufrag');
-  if (!m.rtcpMux) out.push('no rtcp-mux');
-  const setup = m.setup ?? parsed.setup;
-  if (expectType === 'answer' && setup !== 'active' && setup !== 'passive') out.push(`answer setup ${setup}`);
-  if (expectType === 'offer' && setup !== 'actpass') out.push(`offer setup ${setup}`);
-  return out;
-}
-
 /** Where a call stands at "Meta", as far as the gateway's Graph actions are concerned. */
 export type StubCallState = 'offered' | 'pre_accepted' | 'accepted' | 'ringing' | 'rejected' | 'terminated';
+
+/** One call as "Meta" knows it. */
+export interface StubCall {
+  state: StubCallState;
+  phoneNumberId: string;
+  direction: 'USER_INITIATED' | 'BUSINESS_INITIATED';
+  /** The WhatsApp user's number and the business's display number (digits). */
+  user: string;
+  business: string;
+  /** The user's offer (user-initiated calls): the answer is checked against it (RFC 3264). */
+  offerSdp?: string;
+  /** When the call was answered (ms): a terminate webhook then says COMPLETED with a duration. */
+  answeredAt?: number;
+  /** `biz_opaque_callback_data` of the business's connect/accept, echoed in webhooks. */
+  opaque?: string;
+}
+
+/** A webhook "Meta" sent the business (the terminate after a business hang-up). */
+export interface SentWebhook {
+  at: number;
+  waCallId: string;
+  body: Record<string, unknown>;
+  /** The gateway's HTTP status, or the delivery error. */
+  result: number | string;
+}
 
 /** How the stand-in misbehaves on the next request(s) of one action, after acting on it. */
 export interface Fault {
@@ -65,20 +63,83 @@ export interface Fault {
   times?: number;
 }
 
+interface MetaErrorBody {
+  status: number;
+  message: string;
+  type: string;
+  code: number;
+  subcode?: number;
+  details?: string;
+}
+
+/** Graph's answer to a bad or missing access token (Graph API error handling guide). */
+const BAD_TOKEN: MetaErrorBody = {
+  status: 401,
+  message: 'Invalid OAuth access token - Cannot parse access token',
+  type: 'OAuthException',
+  code: 190,
+};
+
+/** Graph's answer to a POST on an object id the app cannot see (code 100, subcode 33). */
+const unknownObject = (id: string): MetaErrorBody => ({
+  status: 400,
+  message: `Unsupported post request. Object with ID '${id}' does not exist, cannot be loaded due to missing permissions, or does not support this operation. Please read the Graph API documentation at https://developers.facebook.com/docs/graph-api`,
+  type: 'GraphMethodException',
+  code: 100,
+  subcode: 33,
+});
+
+/** Meta's calling error for a bad parameter: 400, code 100, what was wrong in error_data.details. */
+const invalidParameter = (details: string): MetaErrorBody => ({
+  status: 400,
+  message: '(#100) Invalid parameter',
+  type: 'OAuthException',
+  code: 100,
+  details,
+});
+
+/** Which states each business action may be taken from (pre_accept is optional: Meta's guide). */
+const ALLOWED_FROM: Record<string, StubCallState[]> = {
+  pre_accept: ['offered'],
+  accept: ['offered', 'pre_accepted'],
+  reject: ['offered', 'pre_accepted'],
+  terminate: ['offered', 'pre_accepted', 'accepted', 'ringing'],
+};
+const NEXT_STATE: Record<string, StubCallState> = {
+  pre_accept: 'pre_accepted',
+  accept: 'accepted',
+  reject: 'rejected',
+  terminate: 'terminated',
+};
+
+type Waiter = { action: string; callId: string | undefined; resolve: (r: GraphRequest) => void };
+
 /**
  * Stand-in for graph.facebook.com's calling endpoint: POST /<version>/<phone-number-id>/calls.
- * Records every request, checks its shape the way Meta does (400 code 100 on a bad SDP), and
- * answers like Meta. Keeps each call's state, so actions on unknown calls or on calls already
- * accepted/ended get an error. Errors and faults (late or lost responses) can be injected per action.
+ * Records every request and answers like Meta: 401/190 for a bad token, 400/100/33 for a phone
+ * number id the app does not own, 400/100 with `error_data.details` for a bad body or SDP (checked
+ * by meta-sdp.ts, independently of the gateway's SDP code) and for an action on an unknown call or
+ * a call in the wrong state (a second terminate, accept after terminate...). After a business
+ * `terminate` it sends the business the signed `terminate` webhook, as Meta does. Errors and faults
+ * (late or lost responses) can be injected per action.
  */
-export class GraphStub extends EventEmitter {
+export class GraphStub {
   readonly requests: GraphRequest[] = [];
-  readonly calls = new Map<string, { state: StubCallState; phoneNumberId: string }>();
+  readonly calls = new Map<string, StubCall>();
+  /** Webhooks sent to the business. */
+  readonly webhooks: SentWebhook[] = [];
   /** Business numbers (phone-number IDs) this "app" may act for. */
   readonly numbers: Set<string>;
   readonly errors = new Map<string, InjectedError>();
   private readonly faults = new Map<string, Fault>();
   private readonly holds = new Map<string, Promise<void>>();
+  /**
+   * Pending waitFor() calls. A list rather than an EventEmitter listener each: many calls set up
+   * at once (load tests, concurrent users) each wait here, which tripped MaxListenersExceeded.
+   */
+  private readonly waiters = new Set<Waiter>();
+  private readonly webhookWaiters = new Set<(w: SentWebhook) => void>();
+  private webhookTarget: { url: string; appSecret: string } | undefined;
   private server: Server | undefined;
 
   constructor(
@@ -86,20 +147,45 @@ export class GraphStub extends EventEmitter {
     readonly phoneNumberId = '106540352242922',
     readonly version = 'v23.0',
     otherNumbers: string[] = [],
+    readonly businessNumber = '15550783881',
   ) {
-    super();
     this.numbers = new Set([phoneNumberId, ...otherNumbers]);
   }
 
+  /** Where "Meta" delivers webhooks it originates (the terminate after a business hang-up). */
+  sendWebhooksTo(url: string, appSecret: string): void {
+    this.webhookTarget = { url, appSecret };
+  }
+
   /** A user's call reached "Meta" (the user posts the connect webhook): Graph actions may name it. */
-  offered(waCallId: string, phoneNumberId = this.phoneNumberId): void {
-    this.calls.set(waCallId, { state: 'offered', phoneNumberId });
+  offered(
+    waCallId: string,
+    phoneNumberId = this.phoneNumberId,
+    info: { user?: string; business?: string; sdp?: string } = {},
+  ): void {
+    this.calls.set(waCallId, {
+      state: 'offered',
+      phoneNumberId,
+      direction: 'USER_INITIATED',
+      user: info.user ?? '',
+      business: info.business ?? this.businessNumber,
+      offerSdp: info.sdp,
+    });
   }
 
   /** The user picked up a business-initiated call. */
   answered(waCallId: string): void {
     const c = this.calls.get(waCallId);
-    if (c) c.state = 'accepted';
+    if (c) {
+      c.state = 'accepted';
+      c.answeredAt = Date.now();
+    }
+  }
+
+  /** The user hung up (or rejected): the call is over at "Meta". */
+  userEnded(waCallId: string): void {
+    const c = this.calls.get(waCallId);
+    if (c) c.state = c.state === 'ringing' ? 'rejected' : 'terminated';
   }
 
   fault(action: string, f: Fault): void {
@@ -133,23 +219,43 @@ export class GraphStub extends EventEmitter {
     return this.requests.filter((r) => r.action === action && (!callId || r.body.call_id === callId));
   }
 
-  /** Resolves with the next request of `action` for `callId` (or any), or rejects after timeoutMs. */
+  /** Resolves with the first request of `action` for `callId` (or any), or rejects after timeoutMs. */
   waitFor(action: string, callId?: string, timeoutMs = 10_000): Promise<GraphRequest> {
     const have = this.byAction(action, callId)[0];
     if (have) return Promise.resolve(have);
     return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        action,
+        callId,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+      };
       const timer = setTimeout(() => {
-        this.off('request', on);
+        this.waiters.delete(waiter);
         reject(new Error(`Graph stub: no ${action} for ${callId ?? 'any call'} within ${timeoutMs} ms`));
       }, timeoutMs);
-      const on = (r: GraphRequest) => {
-        if (r.action === action && (!callId || r.body.call_id === callId)) {
-          clearTimeout(timer);
-          this.off('request', on);
-          resolve(r);
-        }
+      this.waiters.add(waiter);
+    });
+  }
+
+  /** Resolves with the first webhook "Meta" sent for `waCallId`, once its delivery finished. */
+  waitForWebhook(waCallId: string, timeoutMs = 10_000): Promise<SentWebhook> {
+    const hit = this.webhooks.find((w) => w.waCallId === waCallId);
+    if (hit) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.webhookWaiters.delete(on);
+        reject(new Error(`Graph stub: no webhook sent for ${waCallId} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (w: SentWebhook) => {
+        if (w.waCallId !== waCallId) return;
+        clearTimeout(timer);
+        this.webhookWaiters.delete(on);
+        resolve(w);
       };
-      this.on('request', on);
+      this.webhookWaiters.add(on);
     });
   }
 
@@ -162,6 +268,15 @@ export class GraphStub extends EventEmitter {
 
   /** Actions whose request arrived and is being held (a test releases it once its race is set up). */
   readonly heldNow = new Set<string>();
+
+  private notifyWaiters(record: GraphRequest): void {
+    for (const w of [...this.waiters]) {
+      if (w.action === record.action && (!w.callId || record.body.call_id === w.callId)) {
+        this.waiters.delete(w);
+        w.resolve(record);
+      }
+    }
+  }
 
   private handle(req: express.Request, res: express.Response): void {
     const heldAction = String((req.body as Record<string, unknown> | undefined)?.action ?? '');
@@ -177,29 +292,39 @@ export class GraphStub extends EventEmitter {
     }
     const body = (req.body ?? {}) as Record<string, unknown>;
     const action = String(body.action ?? '');
+    const phone = String(req.params.phone);
     const problems: string[] = [];
+    let refusal: MetaErrorBody | undefined;
+    if (req.get('authorization') !== `Bearer ${this.accessToken}`) {
+      problems.push('bad Authorization header');
+      refusal = BAD_TOKEN;
+    } else if (!this.numbers.has(phone)) {
+      problems.push(`phone number id ${phone}`);
+      refusal = unknownObject(phone);
+    }
     if (req.params.version !== this.version) problems.push(`version ${req.params.version}`);
-    if (!this.numbers.has(String(req.params.phone))) problems.push(`phone number id ${req.params.phone}`);
-    if (req.get('authorization') !== `Bearer ${this.accessToken}`) problems.push('bad Authorization header');
     if (body.messaging_product !== 'whatsapp') problems.push('messaging_product must be "whatsapp"');
     const session = body.session as { sdp_type?: unknown; sdp?: unknown } | undefined;
+    const callId = typeof body.call_id === 'string' ? body.call_id : undefined;
     switch (action) {
       case 'pre_accept':
       case 'accept':
-        if (typeof body.call_id !== 'string') problems.push('call_id missing');
+        if (!callId) problems.push('call_id missing');
         if (session?.sdp_type !== 'answer')
           problems.push(`session.sdp_type must be "answer", got ${String(session?.sdp_type)}`);
-        problems.push(...sdpProblems(session?.sdp, 'answer'));
+        problems.push(
+          ...metaSdpProblems(session?.sdp, 'answer', callId ? this.calls.get(callId)?.offerSdp : undefined),
+        );
         break;
       case 'reject':
       case 'terminate':
-        if (typeof body.call_id !== 'string') problems.push('call_id missing');
+        if (!callId) problems.push('call_id missing');
         break;
       case 'connect':
         if (typeof body.to !== 'string') problems.push('to missing');
         if (session?.sdp_type !== 'offer')
           problems.push(`session.sdp_type must be "offer", got ${String(session?.sdp_type)}`);
-        problems.push(...sdpProblems(session?.sdp, 'offer'));
+        problems.push(...metaSdpProblems(session?.sdp, 'offer'));
         break;
       default:
         problems.push(`unknown action "${action}"`);
@@ -217,21 +342,16 @@ export class GraphStub extends EventEmitter {
     const injected = this.errors.get(action);
     if (injected) {
       if (!injected.times || --injected.times <= 0) this.errors.delete(action);
-      res.status(injected.status).json({
-        error: {
-          message: injected.message,
-          type: 'OAuthException',
-          code: injected.code,
-          error_data: { messaging_product: 'whatsapp', details: injected.details ?? injected.message },
-          fbtrace_id: 'Atest',
-        },
+      return this.fail(res, record, {
+        ...injected,
+        type: 'OAuthException',
+        details: injected.details ?? injected.message,
       });
-      this.emit('request', record);
-      return;
     }
-    if (problems.length) return this.fail(res, record, 400, 100, '(#100) Invalid parameter', problems.join('; '));
-    const stateError = this.transition(action, body, String(req.params.phone));
-    if (stateError) return this.fail(res, record, 400, stateError.code, stateError.message, stateError.details);
+    if (refusal) return this.fail(res, record, refusal);
+    if (problems.length) return this.fail(res, record, invalidParameter(problems.join('; ')));
+    const stateError = this.transition(action, body, phone);
+    if (stateError) return this.fail(res, record, invalidParameter(stateError));
     const fault = this.faults.get(action);
     if (fault && (!fault.times || --fault.times <= 0)) this.faults.delete(action);
     const reply = () => {
@@ -242,63 +362,96 @@ export class GraphStub extends EventEmitter {
       } else {
         res.json({ messaging_product: 'whatsapp', success: true });
       }
-      this.emit('request', record);
+      this.notifyWaiters(record);
+      // Meta tells the business how the call ended, whoever ended it (also when our response was lost).
+      if (action === 'terminate') setImmediate(() => void this.sendTerminate(String(body.call_id)));
     };
     if (fault?.delayMs) setTimeout(reply, fault.delayMs);
     else reply();
   }
 
   /**
-   * Apply an action to the call's state; Meta's error when the call is unknown or past the action.
-   * (Codes: 100 "Invalid parameter" as Meta answers for a call id it does not know or a call in the
-   * wrong state; the exact subcodes Meta uses are not documented, so none are sent.)
+   * Apply an action to the call's state; the reason Meta refuses it when the call is unknown or
+   * past the action. Meta documents code 100 "Invalid parameter" with the reason in
+   * error_data.details for refused calling requests; no calling-specific code is documented for a
+   * call in the wrong state, so none is invented here.
    */
-  private transition(
-    action: string,
-    body: Record<string, unknown>,
-    phone: string,
-  ): { code: number; message: string; details: string } | undefined {
+  private transition(action: string, body: Record<string, unknown>, phone: string): string | undefined {
+    const opaque = typeof body.biz_opaque_callback_data === 'string' ? body.biz_opaque_callback_data : undefined;
     if (action === 'connect') {
       const id = `wacid.${randomBytes(12).toString('base64url')}`;
       body.assigned_call_id = id;
-      this.calls.set(id, { state: 'ringing', phoneNumberId: phone });
+      this.calls.set(id, {
+        state: 'ringing',
+        phoneNumberId: phone,
+        direction: 'BUSINESS_INITIATED',
+        user: String(body.to),
+        business: this.businessNumber,
+        opaque,
+      });
       return undefined;
     }
     const id = String(body.call_id);
     const call = this.calls.get(id);
-    const bad = (details: string) => ({ code: 100, message: '(#100) Invalid parameter', details });
-    if (!call || call.phoneNumberId !== phone) return bad(`Call ${id} not found`);
-    const allowed: Record<string, StubCallState[]> = {
-      pre_accept: ['offered'],
-      // pre_accept is optional (Meta's user-initiated call guide): accept straight from offered is fine.
-      accept: ['offered', 'pre_accepted'],
-      reject: ['offered', 'pre_accepted'],
-      terminate: ['offered', 'pre_accepted', 'accepted', 'ringing'],
-    };
-    if (!allowed[action]?.includes(call.state)) return bad(`Cannot ${action} call ${id}: call is ${call.state}`);
-    call.state = (
-      { pre_accept: 'pre_accepted', accept: 'accepted', reject: 'rejected', terminate: 'terminated' } as const
-    )[action as 'pre_accept'];
+    if (!call || call.phoneNumberId !== phone) return `Call ${id} not found`;
+    if (!ALLOWED_FROM[action]?.includes(call.state)) return `Cannot ${action} call ${id}: call is ${call.state}`;
+    if (action === 'accept' && call.direction !== 'USER_INITIATED') return `Cannot accept call ${id}: not a user call`;
+    call.state = NEXT_STATE[action]!;
+    if (action === 'accept') {
+      call.answeredAt = Date.now();
+      call.opaque = opaque ?? call.opaque;
+    }
     return undefined;
   }
 
-  private fail(
-    res: express.Response,
-    record: GraphRequest,
-    status: number,
-    code: number,
-    message: string,
-    details: string,
-  ): void {
-    res.status(status).json({
+  /** The `terminate` webhook that follows a business hang-up, signed with the app secret. */
+  private async sendTerminate(waCallId: string): Promise<void> {
+    const call = this.calls.get(waCallId);
+    if (!call || !this.webhookTarget) return;
+    const now = Date.now();
+    const answered = call.answeredAt !== undefined;
+    const userInitiated = call.direction === 'USER_INITIATED';
+    const body = callsEnvelope(call.phoneNumberId, call.business, [
+      {
+        id: waCallId,
+        from: userInitiated ? call.user : call.business,
+        to: userInitiated ? call.business : call.user,
+        event: 'terminate',
+        direction: call.direction,
+        timestamp: String(Math.floor(now / 1000)),
+        status: answered ? 'COMPLETED' : 'FAILED',
+        ...(answered
+          ? {
+              start_time: String(Math.floor(call.answeredAt! / 1000)),
+              end_time: String(Math.floor(now / 1000)),
+              duration: Math.round((now - call.answeredAt!) / 1000),
+            }
+          : {}),
+        ...(call.opaque ? { biz_opaque_callback_data: call.opaque } : {}),
+      },
+    ]);
+    let result: number | string;
+    try {
+      result = await deliverWebhook(this.webhookTarget.url, this.webhookTarget.appSecret, body);
+    } catch (err) {
+      result = (err as Error).message;
+    }
+    const sent = { at: now, waCallId, body, result };
+    this.webhooks.push(sent);
+    for (const w of [...this.webhookWaiters]) w(sent);
+  }
+
+  private fail(res: express.Response, record: GraphRequest, e: MetaErrorBody): void {
+    res.status(e.status).json({
       error: {
-        message,
-        type: 'OAuthException',
-        code,
-        error_data: { messaging_product: 'whatsapp', details },
-        fbtrace_id: 'Atest',
+        message: e.message,
+        type: e.type,
+        code: e.code,
+        ...(e.subcode !== undefined ? { error_subcode: e.subcode } : {}),
+        ...(e.details !== undefined ? { error_data: { messaging_product: 'whatsapp', details: e.details } } : {}),
+        fbtrace_id: `A${randomBytes(9).toString('base64url')}`,
       },
     });
-    this.emit('request', record);
+    this.notifyWaiters(record);
   }
 }

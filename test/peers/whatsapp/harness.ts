@@ -95,6 +95,7 @@ export async function startHarness(
   if (!front) throw new Error('buildFronts did not return a WhatsAppFront');
   await gw.start();
   const webhookUrl = `http://127.0.0.1:${gw.httpPort}${WEBHOOK_PATH}`;
+  graph.sendWebhooksTo(webhookUrl, APP_SECRET);
   const users: WhatsAppUser[] = [];
   return {
     gw,

@@ -1,5 +1,5 @@
 import { concatPcm } from '../../../src/core/audio/level.js';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import opusModule from '@discordjs/opus';
 import {
   MediaStreamTrack,
@@ -11,6 +11,7 @@ import {
 } from 'werift';
 import { speak } from '../../../src/ai/local/tts.js';
 import type { GraphStub } from './graph-stub.js';
+import { callsEnvelope, deliverWebhook } from './webhook-body.js';
 
 const { OpusEncoder } = opusModule;
 
@@ -55,38 +56,7 @@ export async function speechSource(text: string): Promise<{ frames: number; sour
 const OPUS_PT = 111;
 const TE_PT = 126;
 
-/** Sign a webhook body the way Meta does: X-Hub-Signature-256 = sha256=HMAC(app secret, raw body). */
-export function signBody(raw: string, appSecret: string): string {
-  return `sha256=${createHmac('sha256', appSecret).update(raw).digest('hex')}`;
-}
-
-/** A `calls` webhook envelope as Meta delivers it. */
-export function callsEnvelope(
-  phoneNumberId: string,
-  businessNumber: string,
-  calls: Record<string, unknown>[],
-  extra: Record<string, unknown> = {},
-): Record<string, unknown> {
-  return {
-    object: 'whatsapp_business_account',
-    entry: [
-      {
-        id: '366634483210360',
-        changes: [
-          {
-            field: 'calls',
-            value: {
-              messaging_product: 'whatsapp',
-              metadata: { display_phone_number: businessNumber, phone_number_id: phoneNumberId },
-              calls,
-              ...extra,
-            },
-          },
-        ],
-      },
-    ],
-  };
-}
+export { callsEnvelope, signBody } from './webhook-body.js';
 
 /**
  * A simulated WhatsApp user: a werift peer that offers like the WhatsApp client (Opus/48000/2 with
@@ -167,17 +137,10 @@ export class WhatsAppUser {
 
   /** POST a signed body to the gateway's webhook. */
   async postWebhook(body: unknown, opts: { signature?: string | null; tamper?: boolean } = {}): Promise<number> {
-    const raw = JSON.stringify(body);
-    const sig = opts.signature === undefined ? signBody(raw, this.opts.appSecret) : opts.signature;
-    const sent = opts.tamper ? raw.replace(this.opts.number, `${this.opts.number.slice(0, -1)}9`) : raw;
-    const res = await fetch(this.opts.webhookUrl, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...(sig ? { 'x-hub-signature-256': sig } : {}) },
-      body: sent,
-      signal: AbortSignal.timeout(5000),
+    return deliverWebhook(this.opts.webhookUrl, this.opts.appSecret, body, {
+      signature: opts.signature,
+      tamper: opts.tamper ? (raw) => raw.replace(this.opts.number, `${this.opts.number.slice(0, -1)}9`) : undefined,
     });
-    await res.text();
-    return res.status;
   }
 
   /** A user-initiated call: our offer, as a `connect` webhook. Returns the webhook's HTTP status. */
@@ -188,7 +151,11 @@ export class WhatsAppUser {
   }
 
   connectWebhook(sdp: string, opts: { timestamp?: string } = {}): Record<string, unknown> {
-    this.opts.graph.offered(this.waCallId, this.phoneNumberId);
+    this.opts.graph.offered(this.waCallId, this.phoneNumberId, {
+      user: this.opts.number,
+      business: this.business,
+      sdp,
+    });
     return callsEnvelope(
       this.phoneNumberId,
       this.business,
@@ -367,8 +334,7 @@ export class WhatsAppUser {
   async hangup(durationSec = 1): Promise<number> {
     this.stopSending();
     const now = Math.floor(Date.now() / 1000);
-    const call = this.opts.graph.calls.get(this.waCallId);
-    if (call) call.state = 'terminated';
+    this.opts.graph.userEnded(this.waCallId);
     const body = callsEnvelope(this.phoneNumberId, this.business, [
       {
         id: this.waCallId,
