@@ -1,33 +1,23 @@
 import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { dominantFrequency } from '../support/audio.js';
-import { sleep, waitFor } from '../support/gateway.js';
-import {
-  nextCall,
-  runSipp,
-  SIPP_NUMS,
-  sippTarget,
-  startSipHarness,
-  type SipHarness,
-  usePcapDir,
-} from '../peers/sip/harness.js';
+import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
+import { waitFor } from '../support/gateway.js';
+import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
+import { nextCall, runSipp, SIPP_NUMS, sippTarget, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
-let h: SipHarness | undefined;
 const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 const pcapPath = () => join(pcapDir(), 'pcma-1000.pcap');
-afterEach(async () => {
-  await h?.stop();
-  h = undefined;
-});
 
 const NUMS = SIPP_NUMS;
 const target = sippTarget;
 
-describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
+describe.each(SIP_ENGINES)('SIP signalling against sipp (real gateway, sip.engine $engine)', ({ engine }) => {
+  const sip = useSipEngine(engine);
   it('the AI ends the call: the gateway sends BYE and releases the RTP ports', async () => {
-    h = await startSipHarness({
+    const h = await sip.start({
       onSession: (s) =>
         setTimeout(() => {
           s.quiet();
@@ -47,11 +37,11 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
     expect(res.messages).toMatch(/BYE sip:sipp@127\.0\.0\.1:\d+ SIP\/2\.0/);
     const heard = h.sessions.get(call.id)!.heardPcm(10);
     expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    await waitFor(() => h!.front.ports.used === 0, 2000, 'ports freed');
+    await waitFor(() => h.front.ports.used === 0, 2000, 'ports freed');
   });
 
   it('over TCP the gateway BYE reuses the carrier connection', async () => {
-    h = await startSipHarness({
+    const h = await sip.start({
       onSession: (s) =>
         setTimeout(() => {
           s.quiet();
@@ -70,7 +60,7 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
   });
 
   it('CANCEL before answer: 200 to the CANCEL, 487 to the INVITE, the call ends as cancelled', async () => {
-    h = await startSipHarness({ aiStartDelayMs: 3000 });
+    const h = await sip.start({ aiStartDelayMs: 3000 });
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-cancel.xml', target: target(h), vars: NUMS });
     expect(res.code, res.errors).toBe(0);
@@ -78,11 +68,11 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
     await waitFor(() => call.ended, 3000, 'call end');
     expect(call.endReason).toMatchObject({ by: 'remote', cause: 'cancel' });
     expect(call.times.answered).toBeUndefined();
-    await waitFor(() => h!.front.ports.used === 0, 4000, 'ports freed');
+    await waitFor(() => h.front.ports.used === 0, 4000, 'ports freed');
   });
 
   it('an INVITE from an address no trunk allows gets 403 and creates no call', async () => {
-    h = await startSipHarness();
+    const h = await sip.start();
     let created = 0;
     h.gw.ctx.registry.on('created', () => created++);
     const res = await runSipp({
@@ -98,7 +88,7 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
   });
 
   it('digest auth: 401 with a nonce, then the call is accepted with the right credentials', async () => {
-    h = await startSipHarness({
+    const h = await sip.start({
       trunks: [
         {
           name: 'go-malta',
@@ -122,27 +112,33 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
     expect(call.info).toMatchObject({ trunk: 'go-malta', from: '+35621234567', to: '+35621000000' });
     await waitFor(() => call.ended, 3000, 'call end');
 
-    // Wrong password: challenged again, never a call.
+    // Wrong password: challenged again (a fresh 401 with a new nonce, not a 403, 5xx or silence), never a call.
     let more = 0;
     h.gw.ctx.registry.on('created', () => more++);
     const bad = await runSipp({
-      scenario: 'uac-auth.xml',
+      scenario: 'uac-auth-wrong.xml',
       target: target(h),
       vars: { FROM: '21234567', TO: '21000000', USER: 'go', PASS: 'wrong' },
-      timeoutSec: 2,
     });
-    expect(bad.code).not.toBe(0);
+    expect(bad.code, bad.errors + bad.stderr).toBe(0);
+    const finals = [...bad.messages.matchAll(/^SIP\/2\.0 ([2-6]\d\d) [\s\S]*?^CSeq: (\d+) INVITE/gm)].map(
+      (m) => m[2] + ':' + m[1],
+    );
+    expect(finals).toEqual(['1:401', '2:401']);
+    const nonces = [...bad.messages.matchAll(/WWW-Authenticate: Digest [^\n]*nonce="([^"]+)"/g)].map((m) => m[1]);
+    expect(nonces).toHaveLength(2);
+    expect(nonces[1]).not.toBe(nonces[0]);
     expect(more).toBe(0);
   });
 
   it('OPTIONS ping is answered 200 with Allow', async () => {
-    h = await startSipHarness();
+    const h = await sip.start();
     const res = await runSipp({ scenario: 'options.xml', target: target(h) });
     expect(res.code, res.errors).toBe(0);
   });
 
   it('re-INVITE hold (sendonly → recvonly) and unhold keep the call up', async () => {
-    h = await startSipHarness();
+    const h = await sip.start();
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-hold.xml', target: target(h), vars: NUMS });
     expect(res.code, res.errors).toBe(0);
@@ -157,7 +153,7 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
   });
 
   it('lost ACK: the 200 OK is retransmitted until the ACK arrives, and the call then works', async () => {
-    h = await startSipHarness();
+    const h = await sip.start();
     const created = nextCall(h);
     const res = await runSipp({ scenario: 'uac-lost-ack.xml', target: target(h), vars: NUMS });
     expect(res.code, res.errors).toBe(0);
@@ -169,23 +165,37 @@ describe('SIP signalling against sipp (real gateway, embedded engine)', () => {
     expect(oks.length).toBeGreaterThanOrEqual(3);
   });
 
-  it('a malformed INVITE gets 400 (with the reason) and the gateway keeps serving; garbage is dropped', async () => {
-    h = await startSipHarness();
+  it('a malformed INVITE gets 400 and the gateway keeps serving; garbage is dropped', async () => {
+    const h = await sip.start();
     const sock = createSocket('udp4');
-    for (const junk of [
-      '\x00\x01garbage',
-      'INVITE\r\n\r\n',
-      'SIP/2.0 200\r\nVia: x\r\n\r\n',
-      'INVITE sip:x SIP/2.0\r\nContent-Length: 99\r\n\r\nv=0',
-    ]) {
-      sock.send(Buffer.from(junk, 'latin1'), h.port, '127.0.0.1');
-    }
-    await sleep(100);
+    const junk = [
+      '\x00\x01garbage', // no start line
+      'INVITE\r\n\r\n', // start line without URI or version
+      'SIP/2.0 200\r\nVia: x\r\n\r\n', // parseable: a response matching no transaction, dropped
+      'INVITE sip:x SIP/2.0\r\nContent-Length: 99\r\n\r\nv=0', // body shorter than Content-Length
+    ];
+    for (const j of junk) sock.send(Buffer.from(j, 'latin1'), h.port, '127.0.0.1');
+    const embedded = h.front.engine instanceof EmbeddedSipEngine ? h.front.engine : undefined;
+    // Embedded: the datagrams reached our socket before sipp starts. drachtio-server parses them
+    // itself and never passes them on: nothing to wait for.
+    if (embedded) await waitFor(() => embedded.counters.received >= junk.length, 3000, 'junk received');
     sock.close();
-    const res = await runSipp({ scenario: 'malformed.xml', target: target(h), vars: NUMS });
+    const res = await runSipp({
+      scenario: 'malformed.xml',
+      target: target(h),
+      vars: { ...NUMS, WHY: embedded ? ' \\(bad Max-Forwards\\)' : '' },
+    });
     expect(res.code, res.errors).toBe(0);
-    expect(res.messages).toMatch(/400 Bad Request \(bad Max-Forwards\)/);
     expect(h.gw.ctx.registry.size).toBe(0);
-    expect(h.front.describe()).toMatchObject({ malformed: expect.any(Number) as number, badRequests: 1 });
+    if (embedded) {
+      // Three datagrams are unparseable (the stray response parses and is dropped as matching no
+      // transaction); the INVITE with "Max-Forwards: lots" is a valid message but an invalid
+      // request, answered 400 with the reason.
+      expect(res.messages).toMatch(/400 Bad Request \(bad Max-Forwards\)/);
+      expect(h.front.describe()).toMatchObject({ malformed: 3, badRequests: 1 });
+    } else {
+      // drachtio-server (sofia-sip) answers the bad Max-Forwards itself with a bare 400.
+      expect(res.messages).toMatch(/SIP\/2\.0 400 Bad Request\r?\n/);
+    }
   });
 });
