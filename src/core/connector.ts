@@ -58,10 +58,18 @@ export class CallConnector {
     return connected;
   }
 
-  /** `route`: a route name, or a route the front already resolved (e.g. a WhatsApp number's own). */
-  async prepare(call: Call, leg: MediaLeg, route?: string | ResolvedRoute): Promise<Connected> {
+  /**
+   * `route`: a route name, or a route the front already resolved (e.g. a WhatsApp number's own).
+   * `noApology`: refuse even when the route says apologise (a call we place: nobody called us).
+   */
+  async prepare(
+    call: Call,
+    leg: MediaLeg,
+    route?: string | ResolvedRoute,
+    opts: { noApology?: boolean } = {},
+  ): Promise<Connected> {
     const resolved = typeof route === 'object' ? route : this.resolveRoute(call, route);
-    return this.prepareOn(call, leg, resolved);
+    return this.prepareOn(call, leg, resolved, opts.noApology === true);
   }
 
   private resolveRoute(call: Call, routeName: string | undefined): ResolvedRoute {
@@ -70,14 +78,15 @@ export class CallConnector {
       : this.deps.router.resolve(call.info, call.id);
   }
 
-  private async prepareOn(call: Call, leg: MediaLeg, route: ResolvedRoute): Promise<Connected> {
+  private async prepareOn(call: Call, leg: MediaLeg, route: ResolvedRoute, noApology: boolean): Promise<Connected> {
     call.route = route.name;
     call.log.info({ route: route.name, kind: route.config.kind, because: route.because }, 'route chosen');
     call.addLeg(leg);
     const live: { session?: AiSession; bridge?: Bridge } = {};
     const control: CallControl = {
       hangupAfterPlayout: (reason) => {
-        if (live.bridge) live.bridge.hangupAfterPlayout(reason);
+        // Not answered yet: nobody can hear what is left to play, so the call (still ringing) ends now.
+        if (live.bridge && call.state !== 'ringing') live.bridge.hangupAfterPlayout(reason);
         else void call.end({ by: 'ai', cause: reason });
       },
       transfer: async (destination) => {
@@ -117,7 +126,7 @@ export class CallConnector {
       const detail = (err as Error).message;
       if (call.ended) throw asGatewayError(err, call.id);
       call.log.error({ err: detail, route: route.name, policy: cfg.onAiUnavailable }, 'AI unavailable before answer');
-      if (cfg.onAiUnavailable !== 'apologise') {
+      if (cfg.onAiUnavailable !== 'apologise' || noApology) {
         await call.end({ by: 'error', cause: 'ai_connect_failed', detail, retryAfterSec: cfg.retryAfterSec });
         throw asGatewayError(err, call.id);
       }

@@ -1,5 +1,6 @@
 import type { GatewayConfig, TrunkConfig } from '../config/schema.js';
 import type { Call } from '../core/call.js';
+import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
 import type { Logger } from '../core/logger.js';
@@ -8,8 +9,9 @@ import type { GatewayContext, OutboundRequest } from '../gateway.js';
 import type { ModifyRequest, SipDialog } from './engine.js';
 import { referTarget, safeExtraHeaders, safeIdentity } from './header-values.js';
 import { parseUri } from './message.js';
-import type { RtpPortPool } from './rtp.js';
+import type { RtpPortPool, RtpPorts } from './rtp.js';
 import { AddressSet } from './media-source.js';
+import { DialOutLeg } from './dial-out-leg.js';
 import type { InviteOptions } from './uac.js';
 import { RtpLeg, type RtpLegOptions } from './rtp-leg.js';
 import type { DigestClientCredentials } from './digest-client.js';
@@ -19,6 +21,7 @@ import {
   answerShape,
   buildAnswer,
   buildAudioSdp,
+  formatOf,
   readOffer,
   type AnswerParams,
   type G711,
@@ -135,16 +138,20 @@ export class SipDialer implements LegDialer {
     return (await this.dialLeg(req, true)).leg;
   }
 
-  /** `mediaAllow`: a trunk's media CIDRs; without one only the answer's SDP address may send media. */
+  /**
+   * `mediaAllow`: a trunk's media CIDRs; without one only the answer's SDP address may send media.
+   * `ports`: already bound for this leg (a dial-out's leg exists before its INVITE); else bound here.
+   */
   private async dialLeg(
     req: OutboundLegRequest,
     telephoneEvent: boolean,
     mediaAllow?: AddressSet,
     credentials?: DigestClientCredentials,
+    ports?: RtpPorts,
   ): Promise<DialedLeg> {
     this.pending++;
     try {
-      return await this.place(req, telephoneEvent, mediaAllow, credentials);
+      return await this.place(req, telephoneEvent, mediaAllow, credentials, ports);
     } finally {
       this.pending--;
     }
@@ -155,10 +162,11 @@ export class SipDialer implements LegDialer {
     telephoneEvent: boolean,
     mediaAllow: AddressSet | undefined,
     credentials: DigestClientCredentials | undefined,
+    bound: RtpPorts | undefined,
   ): Promise<DialedLeg> {
     const { call } = req;
     if (call.ended) throw new GatewayError('leg_closed', 'call ended before dialing', call.id);
-    const ports = await this.ports.allocate(call.id);
+    const ports = bound ?? (await this.ports.allocate(call.id));
     const abort = new AbortController();
     // The call ending while this rings cancels the INVITE.
     call.onEnd(() => abort.abort());
@@ -314,8 +322,10 @@ export class SipDialer implements LegDialer {
 
   /**
    * POST /v1/calls {front:'sip'}: INVITE `to` over the trunk (its dialUri, else its first allowed
-   * address). Returns the ringing call at once; once answered it is connected to its route; a
-   * refusal or no answer ends it with the reason.
+   * address), the AI first. Resolves with the ringing call once the AI is ready and the INVITE is
+   * on its way; the callee's answer starts the AI's first turn; a refusal or no answer ends the
+   * call with the reason. When the AI cannot be reached the callee is never dialled and this
+   * rejects (API: 502 `ai_connect_failed`) — see prepareAi.
    */
   async placeCall(ctx: GatewayContext, req: OutboundRequest): Promise<Call> {
     const trunks = ctx.config.trunks;
@@ -330,18 +340,59 @@ export class SipDialer implements LegDialer {
     if (!parseUri(uri)) throw new GatewayError('config_invalid', `cannot build a SIP URI for ${req.to}: ${uri}`);
     const from = req.from ?? 'gateway';
     const call = ctx.registry.create({ front: 'sip', from, to: req.to, trunk: trunk.name, direction: 'outbound' });
-    call.log.info({ uri, trunk: trunk.name }, 'placing outbound SIP call');
-    void this.runOutbound(ctx, call, trunk, uri, req.route);
+    call.log.info({ uri, trunk: trunk.name }, 'placing outbound SIP call: opening the AI first');
+    const ready = await this.prepareAi(ctx, call, trunk, req.route);
+    void this.ringOut(call, trunk, uri, ready);
     return call;
   }
 
-  private async runOutbound(
+  /**
+   * The AI is opened and configured before the callee's phone rings, so their "hello?" is answered
+   * by a greeting, never by silence. It is done before the INVITE rather than beside it: a callee
+   * who answers faster than the AI connects would hear dead air, and an AI that refuses (401, 429,
+   * quota) after the INVITE left would leave a phone that rang for nothing (a missed call the
+   * customer may call back). The cost is the AI's connect time added to post-dial delay, which no
+   * one hears. Unreachable within the route's connectTimeoutMs: the call ends `ai_connect_failed`
+   * without being dialled and the API answers 502 with the reason and the call id, whatever the
+   * route's onAiUnavailable (an apology is for people who called us, not a reason to ring someone).
+   */
+  private async prepareAi(
     ctx: GatewayContext,
     call: Call,
     trunk: TrunkConfig,
-    uri: string,
     route: string | undefined,
-  ): Promise<void> {
+  ): Promise<AiReady> {
+    let ports: RtpPorts;
+    try {
+      ports = await this.ports.allocate(call.id);
+    } catch (err) {
+      await call.end({ by: 'gateway', cause: 'no_rtp_ports', detail: (err as Error).message });
+      throw new GatewayError('limit_reached', `no RTP ports for the call: ${(err as Error).message}`, call.id);
+    }
+    // The leg's format is our first codec: the AI and bridge are set up for it before the answer.
+    const leg = new DialOutLeg(call.id, formatOf(trunk.codecs[0]!), ports);
+    let connected: Connected;
+    try {
+      connected = await ctx.connector.prepare(call, leg, route, { noApology: true });
+    } catch (err) {
+      // The connector has ended the call (ai_connect_failed), unless it failed before taking the leg.
+      const why = (err as Error).message.replace(/^\[call [^\]]*\] /, '');
+      if (!call.ended) await call.end({ by: 'error', cause: 'connect_failed', detail: why });
+      await leg.close(call.endReason ?? { by: 'error', cause: 'connect_failed' });
+      call.log.warn({ err: why }, 'AI unavailable: the callee is not dialled');
+      const code = err instanceof GatewayError ? err.code : 'ai_connect_failed';
+      throw new GatewayError(code, `AI unavailable, the callee was not dialled: ${why}`, call.id, {
+        cause: err,
+        details: { callId: call.id },
+      });
+    }
+    if (call.ended) throw new GatewayError('invalid_state', 'call ended before it was placed', call.id);
+    call.log.info('AI ready: dialling the callee');
+    return { leg, connected, ports };
+  }
+
+  /** The INVITE, with the AI already waiting: on the 2xx the leg is wired and the AI greets. */
+  private async ringOut(call: Call, trunk: TrunkConfig, uri: string, ready: AiReady): Promise<void> {
     let dialed: DialedLeg;
     try {
       const id = outboundIdentity(trunk, call.info.from, this.publicAddress);
@@ -358,6 +409,7 @@ export class SipDialer implements LegDialer {
         trunk.telephoneEvent,
         new AddressSet(trunk.mediaAllow ?? trunk.allow),
         id.credentials,
+        ready.ports,
       );
     } catch (err) {
       if (call.ended) return;
@@ -373,18 +425,25 @@ export class SipDialer implements LegDialer {
       return;
     }
     const { leg, dialog, sipCallId } = dialed;
+    ready.leg.attach(leg);
+    if (leg.format.codec !== ready.leg.format.codec)
+      call.log.info(
+        { wire: leg.format.codec, ai: ready.leg.format.codec },
+        'callee chose our second codec: converting',
+      );
     call.info.externalId = sipCallId;
     call.transfer = async (destination) => {
       const target = referTarget(destination, (n) => trunkTarget(trunk, n), call.id);
       call.log.info({ target }, 'transferring outbound call (REFER)');
       await dialog.refer(target);
     };
-    try {
-      await ctx.connector.connect(call, leg, route);
-    } catch (err) {
-      call.log.error({ err: (err as Error).message }, 'could not connect the outbound call to its AI route');
-      if (!call.ended) await call.end({ by: 'error', cause: 'connect_failed', detail: (err as Error).message });
-      await leg.close({ by: 'error', cause: 'connect_failed' }); // if the connector never took the leg
-    }
+    ready.connected.answered(); // the callee can hear us: the AI greets (route firstTurn)
   }
+}
+
+/** A dial-out whose AI is ready: the leg it is bridged to, and the RTP ports our offer names. */
+interface AiReady {
+  leg: DialOutLeg;
+  connected: Connected;
+  ports: RtpPorts;
 }
