@@ -122,8 +122,15 @@ export class Bridge {
       this.latency.callerTurnEnded(endedAt ?? now, handedAt ?? endedAt ?? now);
     });
     ai.on('response_failed', (reason) => hooks.onResponseFailed?.(call.route ?? '', reason));
-    ai.on('response_started', () => (this.responseActive = true));
-    ai.on('response_done', () => (this.responseActive = false));
+    // While a response streams, playout waits for whole frames (adaptive prebuffer, see playout.ts).
+    ai.on('response_started', () => {
+      this.responseActive = true;
+      this.playout.streaming = true;
+    });
+    ai.on('response_done', () => {
+      this.responseActive = false;
+      this.playout.streaming = false;
+    });
     ai.on('transcript', (entry) => call.addTranscript(entry));
     ai.on('tool_call', (record) => call.addToolCall(record));
     ai.on('error', (err) => {

@@ -13,6 +13,7 @@ import { pcmBuffer, pcmView } from '../../../src/core/audio/level.js';
 import { EnergyVad } from '../../../src/core/audio/vad.js';
 import { concat, dominantFrequency, tone } from '../../support/audio.js';
 import { type ClientEventOf, clientEventSchemas, type ClientEventType, type SessionConfig } from './schemas.js';
+import { seededRandom, sendTimes, splitAudio, type StreamShape } from './stream.js';
 
 /**
  * A local stand-in for the OpenAI Realtime WebSocket API (GA event protocol). It checks every
@@ -21,6 +22,14 @@ import { type ClientEventOf, clientEventSchemas, type ClientEventType, type Sess
  * encodes the response number on that connection: 400 + 200·n Hz (turn 1 → 600 Hz, 2 → 800 Hz ...),
  * sent in bursts faster than real time like the real service. Server events are typed with the
  * `openai` package's RealtimeServerEvent, so a client tested here sees the real shapes.
+ *
+ * Unkind like the real service, on options: irregular delta sizes (odd byte counts, not
+ * frame-aligned) and slower-than-real-time streaming (stream.ts), a session time limit that ends
+ * with an `error` (session_expired) and a clean close 1001. Always: `rate_limits.updated` at each
+ * response, transcript deltas before each transcript's `.done`/`.completed`, a VAD that needs
+ * `vadStartMs` of speech before speech_started and `silence_duration_ms` of quiet before
+ * speech_stopped, and on a SIP call's sideband `output_audio_buffer.started/stopped/cleared` timed
+ * as OpenAI's own real-time playout of the answer on the SIP leg.
  */
 
 export interface ScriptedToolCall {
@@ -47,8 +56,21 @@ export interface RealtimeTestServerOptions {
   toneMs?: number;
   /** How much faster than real time audio is sent; default 8. */
   speedup?: number;
-  /** Audio per `response.output_audio.delta`; default 100 ms. */
+  /** Audio per `response.output_audio.delta`; default 100 ms (with `chunks: 'fixed'`). */
   chunkMs?: number;
+  /** Delta sizes: `fixed` (default, chunkMs each) or `irregular` (odd byte counts, 10-150 ms). */
+  chunks?: StreamShape['chunks'];
+  /** `bursts` (default: 3 deltas at a time, `speedup` ahead) or `steady` (each delta when generated). */
+  pace?: StreamShape['pace'];
+  /** Seed of the irregular sizes. */
+  seed?: number;
+  /** Speech must last this long before speech_started (server VAD latency); default 200 ms. */
+  vadStartMs?: number;
+  /**
+   * Session length cap: after this long a connection gets `error` session_expired, then a clean
+   * WebSocket close 1001 with the same message (as OpenAI does at its session limit).
+   */
+  sessionLimitMs?: number;
   /** Energy VAD threshold on the caller audio; default -40 dBFS. */
   vadThresholdDbfs?: number;
   /**
@@ -79,6 +101,8 @@ export interface AnswerRecord {
   freq: number;
   /** Audio sent for the item so far, ms. */
   audioMs: number;
+  /** Byte length of each audio delta (generated, on a sideband), in order. */
+  deltaBytes: number[];
   firstDeltaAt: number | undefined;
   lastDeltaAt: number | undefined;
   status: 'in_progress' | 'completed' | 'cancelled' | 'failed' | 'incomplete';
@@ -109,6 +133,8 @@ export interface ConnectionRecord {
   seededItems: ClientEventOf<'conversation.item.create'>['item'][];
   errorsSent: { code: string; message: string }[];
   closed: boolean;
+  /** Close code, when this server closed the socket cleanly (1001 at the session limit). */
+  closedByServer: number | undefined;
 }
 
 interface ActiveResponse {
@@ -125,6 +151,10 @@ interface Conn {
   audioMs: number;
   speechItem: string | undefined;
   utterance: Int16Array[];
+  /** Frames before speech_started, included in the utterance (prefix padding). */
+  preRoll: Int16Array[];
+  /** Sideband only: OpenAI is playing an answer on the SIP leg (output_audio_buffer.* state). */
+  playback: { responseId: string; stopTimer: NodeJS.Timeout | undefined } | undefined;
   uncommittedMs: number;
   lastItemId: string | null;
   active: ActiveResponse | undefined;
@@ -135,6 +165,25 @@ interface Conn {
 }
 
 const id = (prefix: string) => `${prefix}_${randomBytes(8).toString('hex')}`;
+
+/** Frames of caller audio before speech_started that still belong to the utterance (~prefix_padding_ms). */
+const PRE_ROLL_FRAMES = 15;
+
+/** A transcript as the deltas the service streams it in (words, each but the first with its space). */
+const words = (text: string): string[] => text.split(/(?= )/).filter((w) => w.length > 0);
+
+/** The whole answer in the session's output format (G.711 frame by frame; PCM16 little-endian). */
+function encodeAll(pcm: Int16Array, format: AudioFormat): Buffer {
+  if (format.codec === 'l16') return Buffer.from(pcmBuffer(pcm));
+  const enc: FrameCodec = createCodec(format);
+  const parts: Buffer[] = [];
+  for (let j = 0; j < pcm.length; j += 160) {
+    const f = new Int16Array(160);
+    f.set(pcm.subarray(j, Math.min(j + 160, pcm.length)));
+    parts.push(enc.encode(f));
+  }
+  return Buffer.concat(parts);
+}
 
 function formatOf(session: SessionConfig): { type: 'audio/pcm' | 'audio/pcmu' | 'audio/pcma'; audio: AudioFormat } {
   const t = session.audio?.input?.format?.type ?? 'audio/pcm';
@@ -157,8 +206,13 @@ export class RealtimeTestServer {
   readonly connections: ConnectionRecord[] = [];
   /** Every client event that was not valid protocol; a conforming client leaves this empty. */
   readonly violations: string[] = [];
+  /** Called as each server event is sent (after it is written), for tests that act on one. */
+  onSent: ((connection: number, type: string) => void) | undefined;
   private readonly opts: Required<
-    Pick<RealtimeTestServerOptions, 'toneMs' | 'speedup' | 'chunkMs' | 'vadThresholdDbfs' | 'dropConnections'>
+    Pick<
+      RealtimeTestServerOptions,
+      'toneMs' | 'speedup' | 'chunkMs' | 'vadThresholdDbfs' | 'dropConnections' | 'vadStartMs'
+    >
   > &
     RealtimeTestServerOptions;
   private http: Server | undefined;
@@ -166,9 +220,18 @@ export class RealtimeTestServer {
   private readonly live = new Set<Conn>();
   private eventSeq = 0;
   private attempts = 0;
+  private readonly playbackStartAt = new WeakMap<Conn, number>();
 
   constructor(options: RealtimeTestServerOptions = {}) {
-    this.opts = { toneMs: 1500, speedup: 8, chunkMs: 100, vadThresholdDbfs: -40, dropConnections: 1, ...options };
+    this.opts = {
+      toneMs: 1500,
+      speedup: 8,
+      chunkMs: 100,
+      vadThresholdDbfs: -40,
+      dropConnections: 1,
+      vadStartMs: 200,
+      ...options,
+    };
   }
 
   /** Change behaviour between calls (e.g. start refusing). */
@@ -317,6 +380,7 @@ export class RealtimeTestServer {
       seededItems: [],
       errorsSent: [],
       closed: false,
+      closedByServer: undefined,
     };
     this.connections.push(rec);
     const c: Conn = {
@@ -327,6 +391,8 @@ export class RealtimeTestServer {
       audioMs: 0,
       speechItem: undefined,
       utterance: [],
+      preRoll: [],
+      playback: undefined,
       uncommittedMs: 0,
       lastItemId: null,
       active: undefined,
@@ -346,12 +412,23 @@ export class RealtimeTestServer {
     if (this.opts.dropAfterMs !== undefined && rec.index < this.opts.dropConnections) {
       this.later(c, this.opts.dropAfterMs, () => ws.terminate());
     }
+    const limit = this.opts.sessionLimitMs;
+    if (limit !== undefined) this.later(c, limit, () => this.expire(c, limit));
+  }
+
+  /** The session hit its length cap: an error event, then a clean close (no answer is finished). */
+  private expire(c: Conn, limitMs: number): void {
+    const message = `Your session hit the maximum duration of ${+(limitMs / 60_000).toFixed(2)} minutes.`;
+    this.sendError(c, 'session_expired', message);
+    c.rec.closedByServer = 1001;
+    this.cleanup(c);
+    c.ws.close(1001, message);
   }
 
   private makeVad(session: SessionConfig): EnergyVad {
     const td = session.audio?.input?.turn_detection;
     const silenceMs = td && td.type === 'server_vad' ? (td.silence_duration_ms ?? 500) : 500;
-    return new EnergyVad({ thresholdDbfs: this.opts.vadThresholdDbfs, minSpeechMs: 60, silenceMs });
+    return new EnergyVad({ thresholdDbfs: this.opts.vadThresholdDbfs, minSpeechMs: this.opts.vadStartMs, silenceMs });
   }
 
   private later(c: Conn, ms: number, fn: () => void): NodeJS.Timeout {
@@ -368,6 +445,8 @@ export class RealtimeTestServer {
     c.timers.clear();
     if (c.active?.timer) clearTimeout(c.active.timer);
     c.active = undefined;
+    if (c.playback?.stopTimer) clearTimeout(c.playback.stopTimer);
+    c.playback = undefined;
   }
 
   private send(c: Conn, ev: RealtimeServerEvent): void {
@@ -375,6 +454,7 @@ export class RealtimeTestServer {
     const withId = 'event_id' in ev ? { ...ev, event_id: `event_${++this.eventSeq}` } : ev;
     c.rec.sent.push({ type: ev.type, at: performance.now() });
     c.ws.send(JSON.stringify(withId));
+    this.onSent?.(c.rec.index, ev.type);
   }
 
   private sendError(c: Conn, code: string, message: string, clientEventId?: string): void {
@@ -528,8 +608,12 @@ export class RealtimeTestServer {
         continue;
       }
       const ev = c.vad.process(f);
-      if (c.vad.speaking || ev === 'stop') c.utterance.push(f.slice());
       if (ev === 'start') this.speechStarted(c, td.interrupt_response !== false);
+      if (c.vad.speaking || ev === 'stop') c.utterance.push(f.slice());
+      else {
+        c.preRoll.push(f.slice());
+        if (c.preRoll.length > PRE_ROLL_FRAMES) c.preRoll.shift();
+      }
       if (ev === 'stop') {
         const itemId = c.speechItem ?? id('item');
         this.send(c, {
@@ -547,14 +631,26 @@ export class RealtimeTestServer {
 
   private speechStarted(c: Conn, interrupt: boolean): void {
     c.speechItem = id('item');
-    c.utterance = [];
+    c.utterance = c.preRoll;
+    c.preRoll = [];
     this.send(c, {
       type: 'input_audio_buffer.speech_started',
       event_id: '',
-      audio_start_ms: Math.max(0, c.audioMs - 60),
+      audio_start_ms: Math.max(0, c.audioMs - this.opts.vadStartMs),
       item_id: c.speechItem,
     });
-    if (interrupt && c.active) c.active.finish('cancelled', 'turn_detected');
+    if (!interrupt) return;
+    if (c.active) c.active.finish('cancelled', 'turn_detected');
+    this.playbackCleared(c);
+  }
+
+  /** Sideband: the caller interrupted OpenAI's playout on the SIP leg. */
+  private playbackCleared(c: Conn): void {
+    const p = c.playback;
+    if (!p) return;
+    if (p.stopTimer) clearTimeout(p.stopTimer);
+    c.playback = undefined;
+    this.send(c, { type: 'output_audio_buffer.cleared', event_id: '', response_id: p.responseId });
   }
 
   /** Caller turn complete: commit, transcribe ("tone N Hz"), answer (or misbehave as scripted). */
@@ -588,12 +684,22 @@ export class RealtimeTestServer {
     const rate = formatOf(c.rec.session).audio.sampleRate;
     if (c.rec.session.audio?.input?.transcription) {
       const freq = utterance.length >= 256 ? Math.round(dominantFrequency(utterance, rate)) : 0;
+      const text = said ?? `tone ${freq} Hz`;
+      for (const delta of words(text)) {
+        this.send(c, {
+          type: 'conversation.item.input_audio_transcription.delta',
+          event_id: '',
+          item_id: itemId,
+          content_index: 0,
+          delta,
+        });
+      }
       this.send(c, {
         type: 'conversation.item.input_audio_transcription.completed',
         event_id: '',
         item_id: itemId,
         content_index: 0,
-        transcript: said ?? `tone ${freq} Hz`,
+        transcript: text,
         usage: { type: 'duration', seconds: utterance.length / rate },
       });
     }
@@ -689,6 +795,7 @@ export class RealtimeTestServer {
       itemId,
       freq,
       audioMs: 0,
+      deltaBytes: [],
       firstDeltaAt: undefined,
       lastDeltaAt: undefined,
       status: 'in_progress',
@@ -712,27 +819,25 @@ export class RealtimeTestServer {
         output_modalities: ['audio'],
       },
     });
+    this.sendRateLimits(c);
 
     const format = outputFormatOf(c.rec.session);
-    const chunks: Buffer[] = [];
+    const bytesPerMs = format.codec === 'l16' ? 48 : 8;
+    const shape: StreamShape = {
+      chunks: this.opts.chunks ?? 'fixed',
+      pace: this.opts.pace ?? 'bursts',
+      speedup: this.opts.speedup,
+      chunkMs: this.opts.chunkMs,
+      seed: this.opts.seed ?? 1,
+    };
+    let chunks: Buffer[] = [];
     if (withAudio) {
-      const rate = format.sampleRate;
-      const pcm = tone(freq, rate, this.opts.toneMs, 8000);
-      const enc = format.codec === 'l16' ? undefined : createCodec(format);
-      const per = (rate * this.opts.chunkMs) / 1000;
-      for (let i = 0; i < pcm.length; i += per) {
-        const part = pcm.subarray(i, Math.min(i + per, pcm.length));
-        if (!enc) chunks.push(Buffer.from(pcmBuffer(part.slice())));
-        else {
-          const frames: Buffer[] = [];
-          for (let j = 0; j < part.length; j += 160) {
-            const f = new Int16Array(160);
-            f.set(part.subarray(j, Math.min(j + 160, part.length)));
-            frames.push(enc.encode(f));
-          }
-          chunks.push(Buffer.concat(frames));
-        }
-      }
+      chunks = splitAudio(
+        encodeAll(tone(freq, format.sampleRate, this.opts.toneMs, 8000), format),
+        bytesPerMs,
+        shape,
+        seededRandom(shape.seed + n),
+      );
       const item: ConversationItem = {
         id: itemId,
         object: 'realtime.item',
@@ -762,7 +867,6 @@ export class RealtimeTestServer {
       });
     }
 
-    const bytesPerMs = format.codec === 'l16' ? 48 : 8;
     const closeAudio = (status: 'completed' | 'cancelled') => {
       if (!withAudio) return;
       const said = status === 'completed' ? transcript : transcript.slice(0, 8);
@@ -843,6 +947,7 @@ export class RealtimeTestServer {
         if (c.active !== active) return;
         if (active.timer) clearTimeout(active.timer);
         c.active = undefined;
+        sendTranscript(words(transcript).length);
         closeAudio(status);
         if (status === 'completed') callTool();
         answer.status = status;
@@ -859,39 +964,102 @@ export class RealtimeTestServer {
             usage: { total_tokens: 0, input_tokens: 0, output_tokens: 0 },
           },
         });
+        this.playbackEnds(c, responseId, answer.audioMs);
       },
     };
     c.active = active;
-    // Bursts of three chunks, each burst as far ahead of real time as `speedup` says.
-    const burst = 3;
-    const interval = (burst * this.opts.chunkMs) / this.opts.speedup;
-    const pump = () => {
-      active.timer = undefined;
-      if (c.active !== active) return;
-      for (let k = 0; k < burst && next < chunks.length; k++, next++) {
-        const data = chunks[next]!;
-        const now = performance.now();
-        answer.firstDeltaAt ??= now;
-        answer.lastDeltaAt = now;
-        answer.audioMs += data.length / bytesPerMs;
-        c.audioItems.set(itemId!, answer.audioMs);
-        if (c.rec.callId !== null) continue; // a SIP call's audio goes over SIP, not the sideband
+    // The transcript streams alongside the audio: its words spread over the deltas.
+    const said = words(transcript);
+    let wordsSent = 0;
+    const sendTranscript = (upTo: number) => {
+      if (!withAudio) return;
+      for (; wordsSent < Math.min(upTo, said.length); wordsSent++) {
         this.send(c, {
-          type: 'response.output_audio.delta',
+          type: 'response.output_audio_transcript.delta',
           event_id: '',
           response_id: responseId,
           item_id: itemId!,
           output_index: 0,
           content_index: 0,
-          delta: data.toString('base64'),
+          delta: said[wordsSent]!,
         });
       }
-      if (next >= chunks.length) active.finish('completed');
-      else {
-        active.timer = setTimeout(pump, interval);
+    };
+    const due = sendTimes(
+      chunks.map((b) => b.length),
+      bytesPerMs,
+      shape,
+    );
+    let startAt = 0;
+    const pump = () => {
+      active.timer = undefined;
+      if (c.active !== active) return;
+      const elapsed = performance.now() - startAt;
+      for (; next < chunks.length && due[next]! <= elapsed + 1; next++) {
+        const data = chunks[next]!;
+        const now = performance.now();
+        answer.firstDeltaAt ??= now;
+        answer.lastDeltaAt = now;
+        answer.audioMs += data.length / bytesPerMs;
+        answer.deltaBytes.push(data.length);
+        c.audioItems.set(itemId!, answer.audioMs);
+        if (c.rec.callId !== null) {
+          // A SIP call's audio goes over SIP, not the sideband: OpenAI reports its own playout.
+          this.playbackStarts(c, responseId);
+        } else {
+          this.send(c, {
+            type: 'response.output_audio.delta',
+            event_id: '',
+            response_id: responseId,
+            item_id: itemId!,
+            output_index: 0,
+            content_index: 0,
+            delta: data.toString('base64'),
+          });
+        }
+        sendTranscript(Math.ceil(((next + 1) / chunks.length) * said.length));
       }
+      if (next >= chunks.length) active.finish('completed');
+      else active.timer = setTimeout(pump, Math.max(0, due[next]! - (performance.now() - startAt)));
     };
     // A little "thinking" time before the first audio, like the real service.
-    active.timer = setTimeout(pump, 30);
+    active.timer = setTimeout(() => {
+      startAt = performance.now();
+      pump();
+    }, 30);
+  }
+
+  private sendRateLimits(c: Conn): void {
+    const n = c.rec.answers.length;
+    this.send(c, {
+      type: 'rate_limits.updated',
+      event_id: '',
+      rate_limits: [
+        { name: 'requests', limit: 5000, remaining: 5000 - n, reset_seconds: 0.012 },
+        { name: 'tokens', limit: 40_000, remaining: 40_000 - 300 * n, reset_seconds: 0.45 },
+      ],
+    });
+  }
+
+  /** Sideband: OpenAI starts playing an answer on the SIP leg, in real time. */
+  private playbackStarts(c: Conn, responseId: string): void {
+    if (c.playback?.responseId === responseId) return;
+    this.playbackCleared(c);
+    c.playback = { responseId, stopTimer: undefined };
+    this.playbackStartAt.set(c, performance.now());
+    this.send(c, { type: 'output_audio_buffer.started', event_id: '', response_id: responseId });
+  }
+
+  /** Sideband: the response is done; playout of its `audioMs` ends in real time after it started. */
+  private playbackEnds(c: Conn, responseId: string, audioMs: number): void {
+    const p = c.playback;
+    if (p?.responseId !== responseId) return;
+    const startedAt = this.playbackStartAt.get(c) ?? performance.now();
+    const left = Math.max(0, startedAt + audioMs - performance.now());
+    p.stopTimer = this.later(c, left, () => {
+      if (c.playback !== p) return;
+      c.playback = undefined;
+      this.send(c, { type: 'output_audio_buffer.stopped', event_id: '', response_id: responseId });
+    });
   }
 }
