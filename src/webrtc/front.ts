@@ -5,6 +5,7 @@ import type { HangupReason } from '../core/media-leg.js';
 import type { ResolvedRoute } from '../core/router.js';
 import type { Front, GatewayContext, MediaSessionRequest } from '../gateway.js';
 import { GraphClient, GraphError, type NumberCalls } from './graph.js';
+import { EndedCalls } from './ended-calls.js';
 import { BusinessNumbers, type BusinessNumber } from './numbers.js';
 import { OutboundAttempts } from './outbound-attempts.js';
 import { whatsappWebhookRouter, type CallEvent } from './webhook.js';
@@ -58,6 +59,8 @@ export class WhatsAppFront implements Front {
   readonly numbers: BusinessNumbers;
   private readonly active = new Map<string, Active>();
   private readonly unconfirmed = new OutboundAttempts<Active>();
+  /** Calls that ended here: their late webhooks (Meta's terminate after ours) are ignored. */
+  private readonly ended = new EndedCalls();
   /** Media-only sessions (POST /v1/sessions/start) in progress, for limits.maxCalls.mediaSessions. */
   private readonly mediaCalls = new Set<Call>();
   private started = false;
@@ -169,6 +172,10 @@ export class WhatsAppFront implements Front {
     }
     this.numbers.learn(number.phoneNumberId, ev.displayNumber);
     if (ev.kind === 'connect' && ev.sdpType === 'offer') return this.onOffer(ev, number);
+    if (this.ended.has(ev.waCallId)) {
+      this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for a call already ended here');
+      return;
+    }
     const a = this.active.get(ev.waCallId) ?? this.confirm(ev);
     if (!a) {
       this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
@@ -227,7 +234,10 @@ export class WhatsAppFront implements Front {
   /** The leg closed: tell Meta unless Meta ended it (or the call belongs to an external handler). */
   private async signalEnd(a: Active | undefined, reason: HangupReason): Promise<void> {
     if (!a) return;
-    if (a.waCallId) this.active.delete(a.waCallId);
+    if (a.waCallId) {
+      this.active.delete(a.waCallId);
+      this.ended.add(a.waCallId);
+    }
     this.unconfirmed.delete(a.call.id);
     if (a.mediaOnly || a.graphDone || reason.by === 'remote' || !a.graph) return;
     if (!a.waCallId) {

@@ -18,7 +18,7 @@ export interface EventClues {
  * Business-initiated calls whose Graph `connect` may have placed the call but whose response (with
  * Meta's call id) never reached us. We never send `connect` again (the user would ring twice);
  * instead the call's webhooks are matched to the attempt: by the `biz_opaque_callback_data` Meta
- * echoes when it carries one, else by business number + user number when exactly one attempt to
+ * echoes when it carries one (then only by it), else by business number + user number when exactly one attempt to
  * that user is unconfirmed (two would be ambiguous, so neither is guessed).
  */
 export class OutboundAttempts<T> {
@@ -40,7 +40,8 @@ export class OutboundAttempts<T> {
   claim(ev: EventClues): T | undefined {
     let hit = ev.opaque ? this.attempts.get(ev.opaque) : undefined;
     if (hit && ev.phoneNumberId && hit.key.phoneNumberId !== ev.phoneNumberId) hit = undefined;
-    if (!hit && ev.user) {
+    // Opaque data names one call: an event naming another call is never matched by user number.
+    if (!hit && ev.user && !ev.opaque) {
       const user = ev.user.replace(/^\+/, '');
       const same = [...this.attempts.values()].filter(
         (a) => a.key.user === user && (!ev.phoneNumberId || a.key.phoneNumberId === ev.phoneNumberId),

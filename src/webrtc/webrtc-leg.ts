@@ -90,6 +90,8 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   private connected = false;
   private closing: Promise<void> | undefined;
   private transceiver: RTCRtpTransceiver | undefined;
+  /** An Opus frame of silence: what a DTX pause sounds like to the bridge. */
+  private readonly silence: Buffer;
 
   private constructor(
     private readonly opts: WebRtcLegOptions,
@@ -99,6 +101,7 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     this.callId = opts.callId;
     this.log = opts.log.child({ leg: 'webrtc' });
     const conceal = createCodec(OPUS_48K, 48000, opts.callId);
+    this.silence = conceal.silence();
     this.jitter = new JitterBuffer({ clockRate: 48000, conceal: (last, lost) => conceal.conceal(last, lost) });
     this.pc = new RTCPeerConnection({
       codecs: { audio: pcCodecs },
@@ -241,8 +244,15 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     if (digit) this.emit('dtmf', digit, Math.round(payload.readUInt16BE(2) / 8));
   }
 
+  /**
+   * WhatsApp clients use Opus DTX: while the user is silent they send nothing (a frame per 400 ms at
+   * most), and the jitter buffer pauses. Once media has flowed, such a pause is silence and the AI
+   * must hear it as silence, in real time: its VAD ends the user's turn on it.
+   */
   readFrame(): Buffer | null {
-    return this.closing ? null : this.jitter.pop();
+    if (this.closing) return null;
+    const frame = this.jitter.pop();
+    return frame || this.received === 0 ? frame : this.silence;
   }
 
   writeFrame(frame: Buffer): void {

@@ -148,4 +148,31 @@ describe('WhatsApp: Graph actions that may have reached Meta are never repeated'
     expect(call.endReason).toMatchObject({ by: 'remote', cause: 'rejected' });
     expect(h.front.activeCount).toBe(0);
   });
+
+  it.each([true, false])(
+    "Meta's terminate webhook after our own hang-up never ends an unconfirmed call to the same user (opaque echoed: %s)",
+    async (echoOpaque) => {
+      h = await startHarness();
+      h.graph.echoOpaque = echoOpaque;
+      const first = await h.front.startOutboundCall({ to: '+250788100009' });
+      const firstId = first.info.externalId!;
+      h.graph.fault('connect', { loseResponse: true });
+      const second = await h.front.startOutboundCall({ to: '+250788100009' });
+      expect(second.info.externalId).toBeUndefined();
+      const secondId = String(h.graph.byAction('connect')[1]!.body.assigned_call_id);
+      // We end the first call; Meta answers our terminate with its terminate webhook for it.
+      await first.end({ by: 'operator', cause: 'api_hangup' });
+      await h.graph.waitFor('terminate', firstId);
+      expect((await h.graph.waitForWebhook(firstId)).result).toBe(200);
+      // The next webhook (the second call ringing) is handled after it: once it has matched the second
+      // call, the first one's terminate has been dealt with.
+      const user = h.user('250788100009');
+      expect(await user.postStatus(secondId, 'RINGING')).toBe(200);
+      await waitFor(() => second.info.externalId !== undefined, 3000, 'second call confirmed');
+      expect(second.info.externalId).toBe(secondId);
+      expect(second.ended).toBe(false);
+      expect(second.state).toBe('ringing');
+      expect(h.graph.byAction('terminate')).toHaveLength(1);
+    },
+  );
 });

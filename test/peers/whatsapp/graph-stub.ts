@@ -139,6 +139,8 @@ export class GraphStub {
    */
   private readonly waiters = new Set<Waiter>();
   private readonly webhookWaiters = new Set<(w: SentWebhook) => void>();
+  /** Whether webhooks echo `biz_opaque_callback_data` (Meta's docs say they do; tests may turn it off). */
+  echoOpaque = true;
   private webhookTarget: { url: string; appSecret: string } | undefined;
   private server: Server | undefined;
 
@@ -427,7 +429,7 @@ export class GraphStub {
               duration: Math.round((now - call.answeredAt!) / 1000),
             }
           : {}),
-        ...(call.opaque ? { biz_opaque_callback_data: call.opaque } : {}),
+        ...(call.opaque && this.echoOpaque ? { biz_opaque_callback_data: call.opaque } : {}),
       },
     ]);
     let result: number | string;

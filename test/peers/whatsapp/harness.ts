@@ -6,7 +6,7 @@ import { Gateway } from '../../../src/gateway.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../../src/webrtc/front.js';
 import { ToneAi } from '../tone-ai.js';
 import { GraphStub } from './graph-stub.js';
-import { WhatsAppUser } from './user.js';
+import { WhatsAppUser, type UserOptions } from './user.js';
 
 export const APP_SECRET = 'test-app-secret-0123456789';
 export const VERIFY_TOKEN = 'verify-me-please';
@@ -21,7 +21,8 @@ export interface Harness {
   webhookUrl: string;
   /** Tone sessions by gateway call id. */
   sessions: Map<string, ToneAi>;
-  user(number: string): WhatsAppUser;
+  /** A simulated user; `opts` adds a network (relay/srflx, loss) or DTX. */
+  user(number: string, opts?: Pick<UserOptions, 'network' | 'dtx' | 'name'>): WhatsAppUser;
   stop(): Promise<void>;
 }
 
@@ -103,8 +104,8 @@ export async function startHarness(
     front,
     webhookUrl,
     sessions,
-    user(number: string) {
-      const u = new WhatsAppUser({ webhookUrl, appSecret: APP_SECRET, graph, number });
+    user(number, extra = {}) {
+      const u = new WhatsAppUser({ webhookUrl, appSecret: APP_SECRET, graph, number, ...extra });
       users.push(u);
       return u;
     },

@@ -1,5 +1,6 @@
 import { concatPcm } from '../../../src/core/audio/level.js';
 import { randomBytes } from 'node:crypto';
+import { createSocket } from 'node:dgram';
 import opusModule from '@discordjs/opus';
 import {
   MediaStreamTrack,
@@ -11,6 +12,7 @@ import {
 } from 'werift';
 import { speak } from '../../../src/ai/local/tts.js';
 import type { GraphStub } from './graph-stub.js';
+import { UdpRelay, type RelayOptions } from './relay.js';
 import { callsEnvelope, deliverWebhook } from './webhook-body.js';
 
 const { OpusEncoder } = opusModule;
@@ -27,6 +29,14 @@ export interface UserOptions {
   /** Its phone-number ID (metadata.phone_number_id); default the Graph stand-in's first number. */
   phoneNumberId?: string;
   name?: string;
+  /**
+   * Reach the gateway the way users behind NAT or Meta's relays do (user-initiated calls): the offer
+   * carries only a `typ relay` candidate, or an unreachable host plus a `typ srflx` one, and all
+   * packets cross a UDP relay that can drop RTP. Without it: a host candidate on 127.0.0.1.
+   */
+  network?: { candidates: 'relay' | 'srflx' } & RelayOptions;
+  /** Opus DTX as WhatsApp clients send it: silent frames are not sent (one every 400 ms at most). */
+  dtx?: boolean;
 }
 
 /** One RTP packet the user received, with its arrival time. */
@@ -55,6 +65,34 @@ export async function speechSource(text: string): Promise<{ frames: number; sour
 
 const OPUS_PT = 111;
 const TE_PT = 126;
+/** opus_defines.h: OPUS_SET_DTX_REQUEST. */
+const OPUS_SET_DTX = 4016;
+
+/** A UDP port nothing listens on (an unreachable "private" host candidate). */
+async function deadPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const { port } = s.address();
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+/** The m=audio line's default address and the candidates, replaced (RFC 8839 default candidate). */
+function withCandidates(sdp: string, candidates: string[], port: number): string {
+  return sdp
+    .replace(/a=candidate:[^\r\n]*\r\n/g, '')
+    .replace(/a=end-of-candidates\r\n/g, '')
+    .replace(/^m=audio \d+ /m, `m=audio ${port} `)
+    .replace(/^c=IN IP4 [^\r\n]+/gm, 'c=IN IP4 127.0.0.1')
+    .replace(/(a=rtcp-mux\r\n)/, `$1${candidates.map((c) => `a=candidate:${c}\r\n`).join('')}`);
+}
+
+/** The first UDP IPv4 candidate's address in an SDP. */
+function firstCandidate(sdp: string): { address: string; port: number } {
+  const m = /a=candidate:\S+ 1 udp \d+ (\d+\.\d+\.\d+\.\d+) (\d+) typ/i.exec(sdp);
+  if (!m) throw new Error('SDP has no UDP IPv4 candidate');
+  return { address: m[1]!, port: Number(m[2]) };
+}
 
 export { callsEnvelope, signBody } from './webhook-body.js';
 
@@ -79,9 +117,14 @@ export class WhatsAppUser {
   /** While false the user answers no STUN checks: the gateway's ICE consent expires (RFC 7675). */
   private consent = true;
   private transceiver: RTCRtpTransceiver | undefined;
+  /** The relay between us and the gateway (opts.network). */
+  relay: UdpRelay | undefined;
+  /** Frames DTX left unsent. */
+  dtxSkipped = 0;
 
   constructor(readonly opts: UserOptions) {
     this.waCallId = `wacid.${randomBytes(16).toString('base64url')}`;
+    if (opts.dtx) this.encoder.applyEncoderCTL(OPUS_SET_DTX, 1);
     this.pc = new RTCPeerConnection({
       codecs: {
         audio: [
@@ -147,7 +190,31 @@ export class WhatsAppUser {
   async createOffer(): Promise<string> {
     this.transceiver = this.pc.addTransceiver(this.track, { direction: 'sendrecv' });
     await this.pc.setLocalDescription(await this.pc.createOffer());
-    return this.pc.localDescription!.sdp;
+    const sdp = this.pc.localDescription!.sdp;
+    const net = this.opts.network;
+    if (!net) return sdp;
+    // What the gateway sees: only the relay's address (relay), or a host that never answers plus
+    // the NAT's mapping of it (srflx); every packet crosses the relay.
+    this.relay = new UdpRelay(firstCandidate(sdp), net);
+    await this.relay.start();
+    const mapped = this.relay.netAddress;
+    const host = { address: '127.0.0.1', port: await deadPort() };
+    const candidates =
+      net.candidates === 'relay'
+        ? [`1 1 udp 16777215 ${mapped.address} ${mapped.port} typ relay raddr ${host.address} rport ${host.port}`]
+        : [
+            `1 1 udp 2122260223 ${host.address} ${host.port} typ host`,
+            `2 1 udp 1686052607 ${mapped.address} ${mapped.port} typ srflx raddr ${host.address} rport ${host.port}`,
+          ];
+    return withCandidates(sdp, candidates, mapped.port);
+  }
+
+  /** The gateway's answer as our peer connection sees it: through the relay when there is one. */
+  private viaRelay(answer: string): string {
+    if (!this.relay) return answer;
+    this.relay.setGateway(firstCandidate(answer));
+    const a = this.relay.userAddress;
+    return withCandidates(answer, [`1 1 udp 2130706431 ${a.address} ${a.port} typ host`], a.port);
   }
 
   connectWebhook(sdp: string, opts: { timestamp?: string } = {}): Record<string, unknown> {
@@ -181,7 +248,7 @@ export class WhatsAppUser {
     if (status !== 200) throw new Error(`connect webhook answered ${status}`);
     const pre = await this.opts.graph.waitFor('pre_accept', this.waCallId, timeoutMs);
     const answer = (pre.body.session as { sdp: string }).sdp;
-    await this.pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    await this.pc.setRemoteDescription({ type: 'answer', sdp: this.viaRelay(answer) });
     await this.waitConnected(timeoutMs);
   }
 
@@ -246,6 +313,7 @@ export class WhatsAppUser {
   startSending(source: (frame: number) => Int16Array | Buffer): void {
     const t0 = performance.now();
     let i = 0;
+    let talkspurt = true;
     const step = () => {
       while (performance.now() - t0 >= i * 20) {
         const pcm = source(i);
@@ -253,17 +321,25 @@ export class WhatsAppUser {
         const opus = Buffer.isBuffer(pcm)
           ? pcm
           : this.encoder.encode(Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength));
-        this.seq = (this.seq + 1) & 0xffff;
         this.ts = (this.ts + 960) >>> 0;
+        i++;
+        // DTX: the encoder marks frames it wants left out with a 1-2 byte packet (as libwebrtc does,
+        // those are not sent); the timestamp still advances, so the far end sees the pause.
+        if (this.opts.dtx && opus.length <= 2) {
+          this.dtxSkipped++;
+          talkspurt = true;
+          continue;
+        }
+        this.seq = (this.seq + 1) & 0xffff;
         const header = new RtpHeader({
           sequenceNumber: this.seq,
           timestamp: this.ts,
           payloadType: OPUS_PT,
-          marker: i === 0,
+          marker: talkspurt, // RFC 3551: the first packet of a talkspurt
         });
+        talkspurt = false;
         this.track.writeRtp(new RtpPacket(header, opus));
         this.sentPackets++;
-        i++;
       }
       this.sendTimer = setTimeout(step, Math.max(1, t0 + i * 20 - performance.now()));
     };
@@ -358,5 +434,6 @@ export class WhatsAppUser {
     this.stopSending();
     this.track.stop();
     await this.pc.close();
+    this.relay?.close();
   }
 }
