@@ -1,14 +1,14 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { SIP_ENGINES, type SipEngineFixture, useSipEngine } from '../peers/sip/engines.js';
+import { runSipp } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
-let h: SipHarness | undefined;
 let dir: string;
 let pcap: string;
 const pcapAt = (ptime: number) => join(dir, `pcma-1000-${ptime}ms.pcap`);
@@ -19,15 +19,11 @@ beforeAll(() => {
   for (const ptime of [10, 30, 40]) writePcap(pcapAt(ptime), toneRtp('PCMA', 1000, 1500, 8000, ptime));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-afterEach(async () => {
-  await h?.stop();
-  h = undefined;
-});
 
 /** A sipp call with these m-lines; the 200's body must match `expect`; the audio stream carries a tone. */
-async function multiLineCall(media: string[], expectShape: string, audio = pcap): Promise<Call> {
-  h = await startSipHarness();
-  const created = new Promise<Call>((r) => h!.gw.ctx.registry.once('created', r));
+async function multiLineCall(sip: SipEngineFixture, media: string[], expectShape: string, audio = pcap): Promise<Call> {
+  const h = await sip.start();
+  const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
   const res = await runSipp({
     scenario: 'uac-mlines.xml',
     target: `127.0.0.1:${h.port}`,
@@ -42,9 +38,11 @@ async function multiLineCall(media: string[], expectShape: string, audio = pcap)
   return call;
 }
 
-describe('SDP answer shape against sipp (RFC 3264 §6)', () => {
+describe.each(SIP_ENGINES)('SDP answer shape against sipp (RFC 3264 §6) (sip.engine $engine)', ({ engine }) => {
+  const sip = useSipEngine(engine);
   it('audio+video offer: the answer has both m-lines in order, video refused with port 0; audio flows', async () => {
     await multiLineCall(
+      sip,
       [
         'm=audio [media_port] RTP/AVP 8 101',
         'a=rtpmap:8 PCMA/8000',
@@ -58,6 +56,7 @@ describe('SDP answer shape against sipp (RFC 3264 §6)', () => {
 
   it('T.38 image line first, then audio: image refused in place (port 0), audio answered', async () => {
     await multiLineCall(
+      sip,
       [
         'm=image [media_port+2] udptl t38',
         'a=T38FaxVersion:0',
@@ -69,11 +68,13 @@ describe('SDP answer shape against sipp (RFC 3264 §6)', () => {
   });
 });
 
-describe('packetisation against sipp', () => {
+describe.each(SIP_ENGINES)('packetisation against sipp (sip.engine $engine)', ({ engine }) => {
+  const sip = useSipEngine(engine);
   it.each([10, 30, 40])(
     'a=ptime:%i from sipp: answered with that ptime, and its packets reach the AI as the tone',
     async (ptime) => {
       await multiLineCall(
+        sip,
         ['m=audio [media_port] RTP/AVP 8', 'a=rtpmap:8 PCMA/8000', `a=ptime:${ptime}`],
         `a=ptime:${ptime}`,
         pcapAt(ptime),
