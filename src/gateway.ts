@@ -10,7 +10,11 @@ import { CallRecordStore } from './api/records.js';
 import { mountOps } from './api/routes.js';
 import type { SseHub } from './api/sse.js';
 import type { GatewayConfig } from './config/schema.js';
+import { hostname } from 'node:os';
+import { HttpPeerLink, requirePeer } from './cluster/peers.js';
+import { RedisClusterState } from './cluster/redis-state.js';
 import type { Call, Front as FrontName } from './core/call.js';
+import { InProcessClusterState, noPeers, type ClusterState, type PeerLink } from './core/cluster-state.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
 import { enforceMaxDuration } from './core/max-duration.js';
@@ -98,6 +102,29 @@ export interface GatewayContext {
   trunks: (() => TrunkView[]) | undefined;
   /** True while draining for shutdown: fronts refuse new calls. */
   draining: boolean;
+  /** Call ownership, cluster-wide caps, once-keys: in-process, or shared in Redis (issue 14). */
+  cluster: ClusterState;
+  /** Requests to the instance that owns a call (webhook events, API calls); none in one process. */
+  peers: PeerLink;
+  /** Instance-to-instance endpoints (/internal/cluster on the ops listener, behind cluster.secret). */
+  internal: express.Router;
+}
+
+/** In-process unless `cluster.redis.url` is set. */
+function clusterState(config: GatewayConfig, log: Logger): ClusterState {
+  const c = config.cluster;
+  const instanceId = c.instanceId ?? `${hostname()}-${process.pid}`;
+  if (!c.redis.url) return new InProcessClusterState(instanceId, c.advertiseUrl);
+  return new RedisClusterState({
+    url: c.redis.url,
+    instanceId,
+    advertiseUrl: c.advertiseUrl,
+    keyPrefix: c.redis.keyPrefix,
+    heartbeatMs: c.heartbeatSec * 1000,
+    ttlMs: c.ttlSec * 1000,
+    commandTimeoutMs: c.redis.commandTimeoutMs,
+    log: log.child({ component: 'cluster' }),
+  });
 }
 
 /** Wires config → registry, router, AI backends, media clock, HTTP app, ops API and fronts. */
@@ -157,9 +184,20 @@ export class Gateway {
       legDialer: undefined,
       trunks: undefined,
       draining: false,
+      cluster: clusterState(config, log),
+      peers: noPeers,
+      internal: express.Router(),
     };
+    if (this.ctx.cluster.shared) this.ctx.peers = new HttpPeerLink(this.ctx.cluster, config.cluster.secret);
+    this.opsApp.use(
+      '/internal/cluster',
+      requirePeer(config.cluster.secret),
+      express.json({ limit: '1mb' }),
+      this.ctx.internal,
+    );
     installOpenAiSip(this.ctx);
     registry.on('created', (call) => this.recordCall(call));
+    this.trackOwnership(registry);
     registry.on('created', (call) =>
       enforceMaxDuration(call, config.limits.maxCallDurationSec * 1000, config.limits.goodbye),
     );
@@ -192,6 +230,22 @@ export class Gateway {
     });
   }
 
+  /**
+   * Every call is owned by this instance in cluster state while it lives (fronts have already taken
+   * its slots at admission; this covers calls without caps), and released when it ends, whatever ended it.
+   */
+  private trackOwnership(registry: CallRegistry): void {
+    const { cluster, log } = this.ctx;
+    const failed = (what: string, call: Call) => (err: Error) =>
+      log.warn({ callId: call.id, err: err.message }, `cluster state: ${what} failed`);
+    registry.on('created', (call) => {
+      cluster.admit(call.id, []).catch(failed('ownership', call));
+      if (call.info.externalId && call.info.front === 'sip')
+        cluster.alias('sip', call.info.externalId, call.id).catch(failed('alias', call));
+    });
+    registry.on('ended', (call) => void cluster.release(call.id).catch(failed('release', call)));
+  }
+
   /** Wait (at most 5 s: a dead disk must not hold shutdown) for recordings to be finalised. */
   private async finishRecordings(): Promise<void> {
     if (!this.recordings.size) return;
@@ -222,6 +276,7 @@ export class Gateway {
 
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
+    await this.ctx.cluster.start();
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
@@ -254,6 +309,9 @@ export class Gateway {
     const { registry, log } = this.ctx;
     this.ctx.draining = true;
     for (const f of this.fronts) f.drain?.();
+    await this.ctx.cluster
+      .setDraining(true)
+      .catch((err: Error) => log.warn({ err: err.message }, 'cluster state: drain flag not published'));
     if (registry.size > 0 && drainMs > 0) {
       log.info({ active: registry.size, drainMs }, 'draining active calls');
       const deadline = Date.now() + drainMs;
@@ -265,6 +323,7 @@ export class Gateway {
     this.sse.closeAll();
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
+    await this.ctx.cluster.stop();
     log.info('gateway stopped');
   }
 }

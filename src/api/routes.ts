@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
+import { FORWARDED_HEADER, peerAuthentic } from '../cluster/peers.js';
 import type { Call } from '../core/call.js';
 import { TransferPolicy } from '../core/transfer-policy.js';
 import type { GatewayContext } from '../gateway.js';
 import { isIdentityUser, isSipUri, isTelUri, normaliseDestination } from '../sip/header-values.js';
 import { OpsAuth } from './auth.js';
 import { callView } from './call-view.js';
+import { clusterRoutes } from './cluster-routes.js';
 import { sendError, statusOf, zodMessage } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { SseHub, streamAllCalls, streamCall } from './sse.js';
@@ -119,8 +121,11 @@ export function mountOps(
   const v1 = express.Router();
   v1.post('/auth/session', auth.exchange);
   v1.delete('/auth/session', auth.logout);
-  v1.use(auth.require);
+  // Another instance forwarding an operator's request (cluster.secret) acts with the operator's authority.
+  v1.use((req, res, next) => (peerAuthentic(req, config.cluster.secret) ? next() : auth.require(req, res, next)));
   v1.use(express.json({ limit: '64kb' }));
+  const cluster = clusterRoutes(ctx, (req) => !!req.get(FORWARDED_HEADER));
+  v1.use('/calls/:id', cluster.toOwner);
 
   const live = (req: Request, res: Response): Call | undefined => {
     const call = registry.get(String(req.params.id));
@@ -128,7 +133,7 @@ export function mountOps(
     return call;
   };
 
-  v1.get('/calls', (req, res) => {
+  v1.get('/calls', async (req, res) => {
     const q = parse(listQuery, req.query, res);
     if (!q) return;
     if (q.ended === 'true' || q.state === 'ended') {
@@ -136,6 +141,7 @@ export function mountOps(
       return;
     }
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
+    if (cluster.wanted(req)) return void res.json(await cluster.listAll(req, calls.map(callView), q.limit ?? 1000));
     res.json({ calls: calls.map(callView) });
   });
 
@@ -204,7 +210,11 @@ export function mountOps(
   v1.post('/calls', async (req, res) => {
     const body = parse(dialBody, req.body, res);
     if (!body) return;
-    if (ctx.draining) return sendError(res, 503, 'draining', 'the gateway is shutting down');
+    if (ctx.draining) {
+      // Draining: a live instance of the cluster places it instead, when there is one.
+      if (cluster.wanted(req) && (await cluster.placeElsewhere(req, res, body))) return;
+      return sendError(res, 503, 'draining', 'the gateway is shutting down');
+    }
     if (body.route && !config.routes[body.route])
       return sendError(res, 400, 'invalid_request', `route: unknown route "${body.route}"`);
     const dial = ctx.dialers.get(body.front);

@@ -194,13 +194,23 @@ export class RedisClusterState implements ClusterState {
 
   async admit(callId: string, slots: Slot[]): Promise<string | undefined> {
     const keys = [this.k('call', callId), ...slots.map((s) => this.k('slots', s.key))];
-    const r = Number(
-      await this.run(ADMIT, keys, [callId, this.opts.ttlMs, this.instanceId, ...slots.map((s) => s.max)]),
-    );
-    if (r > 0) return slots[r - 1]!.key;
-    const h = this.held.get(callId) ?? { slots: [], aliases: [] };
-    h.slots.push(...keys.slice(1));
+    // Held from before the command goes out: a release() issued meanwhile must see the call (its
+    // RELEASE then runs after this ADMIT on the same connection, so nothing is left behind).
+    const known = this.held.get(callId);
+    const h = known ?? { slots: [], aliases: [] };
     this.held.set(callId, h);
+    let r: number;
+    try {
+      r = Number(await this.run(ADMIT, keys, [callId, this.opts.ttlMs, this.instanceId, ...slots.map((s) => s.max)]));
+    } catch (err) {
+      if (!known) this.held.delete(callId);
+      throw err;
+    }
+    if (r > 0) {
+      if (!known) this.held.delete(callId);
+      return slots[r - 1]!.key;
+    }
+    h.slots.push(...keys.slice(1));
     return undefined;
   }
 

@@ -435,6 +435,36 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.object({ drainSec: z.number().min(0).default(30) }).prefault({}),
+    // ---- Scale-out (issue 14): shared state, so several gateways act as one. ----
+    cluster: z
+      .object({
+        /** This instance's name in shared state (default: hostname-pid). Unique per running process. */
+        instanceId: z
+          .string()
+          .regex(/^[A-Za-z0-9._-]{1,64}$/, 'letters, digits, . _ - (at most 64)')
+          .optional(),
+        /** Base URL the other instances reach this one's ops listener on (REST + webhook forwarding). */
+        advertiseUrl: z.string().url().optional(),
+        /** Shared secret between instances for forwarded webhooks and API calls (x-cluster-secret). */
+        secret: optionalSecret(16, 'a secret of at least 16 characters'),
+        /** How often an instance refreshes its calls in Redis. */
+        heartbeatSec: z.number().positive().default(2),
+        /** A call (or instance) not refreshed for this long is gone: a killed instance's calls stop counting. */
+        ttlSec: z.number().positive().default(10),
+        /** Set to share state in Redis; unset = in-process (one gateway, nothing else to run). */
+        redis: z
+          .object({
+            url: z
+              .string()
+              .regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL')
+              .optional(),
+            keyPrefix: z.string().default('gw:'),
+            /** One command's deadline: a call set-up gets 503 rather than waiting on a dead Redis. */
+            commandTimeoutMs: z.number().int().positive().default(500),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     // ---- Caps (issue 12): nothing a stranger starts may grow without bound. ----
     limits: z
       .object({
@@ -506,7 +536,37 @@ export const configSchema = z
     if (cfg.whatsapp.enabled) checkWhatsApp(cfg.whatsapp, ctx);
     cfg.whatsapp.numbers.forEach((n, i) => check(n.route, ['whatsapp', 'numbers', i, 'route']));
     checkOpenAiProjects(cfg.routes, ctx);
+    checkCluster(cfg.cluster, ctx);
   });
+
+/** With shared state the instances forward to each other: each needs a reachable URL and the secret. */
+function checkCluster(
+  c: { redis: { url?: string }; advertiseUrl?: string; secret?: string; heartbeatSec: number; ttlSec: number },
+  ctx: z.RefinementCtx,
+): void {
+  if (c.ttlSec < c.heartbeatSec * 2)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['cluster', 'ttlSec'],
+      message: `at least twice cluster.heartbeatSec (${c.heartbeatSec}): one late heartbeat must not expire live calls`,
+      input: c.ttlSec,
+    });
+  if (!c.redis.url) return;
+  if (!c.advertiseUrl)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['cluster', 'advertiseUrl'],
+      message: "required with cluster.redis.url: this instance's ops URL as the other instances reach it",
+      input: undefined,
+    });
+  if (!c.secret)
+    ctx.addIssue({
+      code: 'custom',
+      path: ['cluster', 'secret'],
+      message: 'required with cluster.redis.url: the secret instances forward webhooks and API calls with',
+      input: undefined,
+    });
+}
 
 interface WhatsAppRequired {
   accessToken: string;
@@ -588,3 +648,4 @@ export type FirstTurnConfig = z.infer<typeof firstTurn>;
 export type AiTurnConfig = { [K in keyof typeof aiTurnFields]: z.infer<(typeof aiTurnFields)[K]> };
 export type GatewayVadConfig = z.infer<typeof gatewayVad>;
 export type WhatsAppNumberConfig = z.infer<typeof whatsappNumberSchema>;
+export type ClusterConfig = GatewayConfig['cluster'];

@@ -159,3 +159,38 @@ export class InProcessClusterState implements ClusterState {
     return Promise.resolve([{ id: this.instanceId, url: this.url, draining: this.draining, calls: this.slotsOf.size }]);
   }
 }
+
+export type Admission = { ok: true } | { ok: false; full: string } | { ok: false; unavailable: string };
+
+/**
+ * A front's admission of a new call: a full cap and an unreachable shared store are both refusals
+ * (503 / Graph reject), told apart for the log. Never throws.
+ */
+export async function admitCall(state: ClusterState, callId: string, slots: Slot[]): Promise<Admission> {
+  try {
+    const full = await state.admit(callId, slots);
+    return full === undefined ? { ok: true } : { ok: false, full };
+  } catch (err) {
+    return { ok: false, unavailable: (err as Error).message };
+  }
+}
+
+/** A reply from another instance, relayed as is. */
+export interface PeerReply {
+  status: number;
+  body: unknown;
+}
+
+/**
+ * How one instance asks another to act on a call it owns (webhook events, API requests). Lives
+ * beside ClusterState: the fronts and the API depend on this port, src/cluster implements it.
+ */
+export interface PeerLink {
+  /** Sends to `instanceId`'s internal endpoint; rejects on timeout, unknown instance or network error. */
+  send(instanceId: string, method: string, path: string, body?: unknown): Promise<PeerReply>;
+}
+
+/** The single-process link: there is nobody to forward to. */
+export const noPeers: PeerLink = {
+  send: (instanceId) => Promise.reject(new Error(`no cluster: instance ${instanceId} is not reachable`)),
+};

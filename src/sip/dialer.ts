@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import type { GatewayConfig, TrunkConfig } from '../config/schema.js';
 import type { Call } from '../core/call.js';
+import { admitCall, slotKeys } from '../core/cluster-state.js';
 import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
@@ -333,13 +335,23 @@ export class SipDialer implements LegDialer {
     if (!trunk) throw new GatewayError('not_found', req.trunk ? `no trunk "${req.trunk}"` : 'no SIP trunk configured');
     if (req.route && !ctx.router.routeConfig(req.route))
       throw new GatewayError('not_found', `route "${req.route}" is not configured`);
-    const active = ctx.registry.countActive((c) => c.info.front === 'sip' && c.info.trunk === trunk.name);
-    if (active >= trunk.maxCalls)
-      throw new GatewayError('limit_reached', `trunk ${trunk.name} is at its limit of ${trunk.maxCalls} calls`);
     const uri = trunkTarget(trunk, req.to);
     if (!parseUri(uri)) throw new GatewayError('config_invalid', `cannot build a SIP URI for ${req.to}: ${uri}`);
+    // The trunk's maxCalls is the cluster's limit (cluster state; in-process by default).
+    const callId = randomUUID();
+    const admission = await admitCall(ctx.cluster, callId, [{ key: slotKeys.trunk(trunk.name), max: trunk.maxCalls }]);
+    if (!admission.ok)
+      throw new GatewayError(
+        'limit_reached',
+        'full' in admission
+          ? `trunk ${trunk.name} is at its limit of ${trunk.maxCalls} calls`
+          : `cluster state unavailable: ${admission.unavailable}`,
+      );
     const from = req.from ?? 'gateway';
-    const call = ctx.registry.create({ front: 'sip', from, to: req.to, trunk: trunk.name, direction: 'outbound' });
+    const call = ctx.registry.create(
+      { front: 'sip', from, to: req.to, trunk: trunk.name, direction: 'outbound' },
+      callId,
+    );
     call.log.info({ uri, trunk: trunk.name }, 'placing outbound SIP call: opening the AI first');
     const ready = await this.prepareAi(ctx, call, trunk, req.route);
     void this.ringOut(call, trunk, uri, ready);

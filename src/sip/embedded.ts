@@ -83,6 +83,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   private readonly uac = new SipUac(this);
   /** Messages dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
+  /** Set by drain(): OPTIONS outside a dialog get 503 (dispatchers stop sending new calls). */
+  private draining = false;
   readonly log: Logger;
   private readonly guard: InboundGuard;
   private readonly limits: FloodLimits;
@@ -192,6 +194,10 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     const where = `${this.opts.host}:${this.port}`;
     const tls = this.transports.tlsListening ? `${this.opts.host}:${this.transports.tlsPort}` : undefined;
     return { engine: 'embedded', udp: where, tcp: where, tls, contact: this.contact, ...this.counters };
+  }
+
+  drain(): void {
+    this.draining = true;
   }
 
   async stop(): Promise<void> {
@@ -378,6 +384,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
         return this.onCancel(req, src);
       case 'OPTIONS':
         if (toTag && !this.dialogs.has(`${callId}|${toTag}`)) return void this.reply(req, src, 481);
+        if (!toTag && this.draining)
+          return void this.reply(req, src, 503, 'Service Unavailable (draining)', { 'retry-after': '60' });
         return void this.reply(req, src, 200, undefined, {
           allow: ALLOW,
           accept: ACCEPT,

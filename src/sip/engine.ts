@@ -24,6 +24,11 @@ export interface SipEngine extends TypedEmitter<SipEngineEvents> {
    * (drachtio-server refreshes and expires sessions itself; the front must not do it twice).
    */
   readonly sessionTimers?: 'front' | 'engine';
+  /**
+   * Draining: out-of-dialog OPTIONS are answered 503, so a dispatcher probing us (Kamailio
+   * ds_ping_interval) stops sending new calls while the calls in progress finish.
+   */
+  drain?(): void;
 }
 
 export type SipEngineEvents = {

@@ -1,6 +1,8 @@
 import client from 'prom-client';
 import type { TrunkConfig } from '../config/schema.js';
+import { randomUUID } from 'node:crypto';
 import type { Call } from '../core/call.js';
+import { admitCall, slotKeys } from '../core/cluster-state.js';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
@@ -180,6 +182,8 @@ export class SipFront implements Front {
 
   drain(): void {
     this.draining = true;
+    // OPTIONS now answer 503: Kamailio's dispatcher probing stops sending us new calls.
+    this.engine.drain?.();
     // Un-REGISTER now: the carrier stops sending new calls while the ones in progress finish.
     this.unregistering ??= this.registrations?.stop();
   }
@@ -309,11 +313,6 @@ export class SipFront implements Front {
       log.warn({ trunk: trunk.name, status: offered.status, reason: offered.reason }, 'SDP offer refused');
       return inv.reject(offered.status, offered.reason);
     }
-    const active = this.ctx.registry.countActive((c) => c.info.front === 'sip' && c.info.trunk === trunk.name);
-    if (active >= trunk.maxCalls) {
-      log.warn({ trunk: trunk.name, active, max: trunk.maxCalls }, 'trunk call limit reached: 503');
-      return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
-    }
     // The front negotiates the timer on every engine (drachtio-server acts on the Session-Expires we
     // put in the 2xx); an engine whose SIP stack runs RFC 4028 itself refreshes on our behalf.
     const engineTimers = this.engine.sessionTimers === 'engine';
@@ -326,14 +325,34 @@ export class SipFront implements Front {
 
     const to = toE164(userOf(inv.requestUri) || userOf(inv.to), trunk);
     const from = toE164(userOf(inv.from), trunk);
-    const call = this.ctx.registry.create({
-      front: 'sip',
-      from,
-      to,
-      trunk: trunk.name,
-      direction: 'inbound',
-      externalId: inv.callId,
-    });
+    // `maxCalls` is the cluster's limit: the slot is taken in cluster state (in-process by default).
+    const callId = randomUUID();
+    const admission = await admitCall(this.ctx.cluster, callId, [
+      { key: slotKeys.trunk(trunk.name), max: trunk.maxCalls },
+    ]);
+    if (!admission.ok) {
+      if ('full' in admission) {
+        log.warn({ trunk: trunk.name, max: trunk.maxCalls }, 'trunk call limit reached: 503');
+        return inv.reject(503, 'Service Unavailable (trunk call limit)', { 'retry-after': '5' });
+      }
+      log.error({ trunk: trunk.name, err: admission.unavailable }, 'cluster state unavailable: 503');
+      return inv.reject(503, 'Service Unavailable (cluster state unavailable)', { 'retry-after': '5' });
+    }
+    if (inv.cancelled) {
+      await this.ctx.cluster.release(callId).catch(() => {});
+      return;
+    }
+    const call = this.ctx.registry.create(
+      {
+        front: 'sip',
+        from,
+        to,
+        trunk: trunk.name,
+        direction: 'inbound',
+        externalId: inv.callId,
+      },
+      callId,
+    );
     call.log.info(
       {
         sipCallId: inv.callId,

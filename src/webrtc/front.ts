@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import type { Call } from '../core/call.js';
+import { admitCall, slotKeys, type Slot } from '../core/cluster-state.js';
 import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { HangupReason } from '../core/media-leg.js';
@@ -9,6 +11,11 @@ import { EndedCalls } from './ended-calls.js';
 import { BusinessNumbers, type BusinessNumber } from './numbers.js';
 import { OutboundAttempts } from './outbound-attempts.js';
 import { whatsappWebhookRouter, type CallEvent } from './webhook.js';
+
+/** Where another instance forwards a call event for a call this one owns. */
+const FORWARD_PATH = '/whatsapp/events';
+/** How long an offer's call id is claimed cluster-wide (Meta redelivering to another instance). */
+const OFFER_CLAIM_MS = 10 * 60_000;
 import { WebRtcLeg, type WebRtcLegOptions } from './webrtc-leg.js';
 
 export const WEBHOOK_PATH = '/webhooks/whatsapp';
@@ -102,6 +109,22 @@ export class WhatsAppFront implements Front {
         onEvent: (ev) => this.onEvent(ev),
       }),
     );
+    // Events other instances received for calls we own (the load balancer picked them, not us).
+    this.ctx.internal.post(FORWARD_PATH, (req, res) => {
+      const ev = req.body as CallEvent;
+      if (!ev || typeof ev.waCallId !== 'string' || typeof ev.kind !== 'string') {
+        res.status(400).json({ error: { code: 'invalid_request', message: 'a WhatsApp call event' } });
+        return;
+      }
+      if (ev.kind === 'connect' || !this.active.has(ev.waCallId)) {
+        res.status(404).json({ error: { code: 'not_found', message: `no call ${ev.waCallId} here` } });
+        return;
+      }
+      res.status(200).json({ ok: true });
+      this.onEvent(ev, true).catch((err: Error) =>
+        log.error({ waCallId: ev.waCallId, err: err.message }, 'forwarded WhatsApp event failed'),
+      );
+    });
     this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route, from: req.from }));
     this.ctx.mediaSessions = {
       start: (req) => this.startMediaSession(req),
@@ -146,21 +169,62 @@ export class WhatsAppFront implements Front {
     return this.active.size + this.unconfirmed.size;
   }
 
-  /** `limits.maxCalls`: why a new call of this kind would exceed a cap, or undefined. */
-  private overLimit(kind: 'inbound' | 'outbound' | 'media'): string | undefined {
+  /**
+   * `limits.maxCalls` (the cluster's limits): takes the new call's slots, or says why it cannot.
+   * All WhatsApp calls share one cap; dial-outs and media sessions also have their own.
+   */
+  private async admit(kind: 'inbound' | 'outbound' | 'media', callId: string): Promise<string | undefined> {
     const max = this.ctx.config.limits.maxCalls;
-    const all = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp');
-    if (all >= max.whatsapp) return `call limit reached (${max.whatsapp} concurrent calls)`;
-    if (kind === 'outbound') {
-      const out = this.ctx.registry.countActive((c) => c.info.front === 'whatsapp' && c.info.direction === 'outbound');
-      if (out >= max.whatsappOutbound) return `dial-out limit reached (${max.whatsappOutbound} concurrent calls)`;
-    }
-    if (kind === 'media' && this.mediaCalls.size >= max.mediaSessions)
-      return `media session limit reached (${max.mediaSessions} concurrent sessions)`;
-    return undefined;
+    const slots: (Slot & { why: string })[] = [
+      {
+        key: slotKeys.front('whatsapp'),
+        max: max.whatsapp,
+        why: `call limit reached (${max.whatsapp} concurrent calls)`,
+      },
+    ];
+    if (kind === 'outbound')
+      slots.push({
+        key: slotKeys.front('whatsapp-outbound'),
+        max: max.whatsappOutbound,
+        why: `dial-out limit reached (${max.whatsappOutbound} concurrent calls)`,
+      });
+    if (kind === 'media')
+      slots.push({
+        key: slotKeys.front('media-sessions'),
+        max: max.mediaSessions,
+        why: `media session limit reached (${max.mediaSessions} concurrent sessions)`,
+      });
+    const r = await admitCall(this.ctx.cluster, callId, slots);
+    if (r.ok) return undefined;
+    return 'full' in r ? slots.find((x) => x.key === r.full)!.why : `cluster state unavailable (${r.unavailable})`;
   }
 
-  private async onEvent(ev: CallEvent): Promise<void> {
+  /**
+   * An event for a call this instance does not hold: when another instance owns it (cluster state),
+   * hand it over. True when the owner took it.
+   */
+  private async forwardToOwner(ev: CallEvent): Promise<boolean> {
+    const { cluster, peers, log } = this.ctx;
+    if (!cluster.shared) return false;
+    const owner = await cluster.resolve('whatsapp', ev.waCallId).catch(() => undefined);
+    if (!owner || owner.instanceId === cluster.instanceId) return false;
+    try {
+      const r = await peers.send(owner.instanceId, 'POST', `/internal/cluster${FORWARD_PATH}`, ev);
+      log.info(
+        { waCallId: ev.waCallId, kind: ev.kind, owner: owner.instanceId, status: r.status },
+        'WhatsApp event forwarded to the instance that owns the call',
+      );
+      return r.status === 200;
+    } catch (err) {
+      log.warn(
+        { waCallId: ev.waCallId, kind: ev.kind, owner: owner.instanceId, err: (err as Error).message },
+        'WhatsApp event could not be forwarded to its owner',
+      );
+      return false;
+    }
+  }
+
+  private async onEvent(ev: CallEvent, forwarded = false): Promise<void> {
     if (!this.started) return;
     const number = this.numbers.get(ev.phoneNumberId);
     if (!number) {
@@ -178,6 +242,7 @@ export class WhatsAppFront implements Front {
     }
     const a = this.active.get(ev.waCallId) ?? this.confirm(ev);
     if (!a) {
+      if (!forwarded && (await this.forwardToOwner(ev))) return;
       this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
       return;
     }
@@ -212,11 +277,19 @@ export class WhatsAppFront implements Front {
     a.signalled = true;
     a.call.info.externalId = ev.waCallId;
     this.active.set(ev.waCallId, a);
+    this.aliasCall(a.call, ev.waCallId);
     a.call.log.info(
       { waCallId: ev.waCallId, by: ev.opaque ? 'opaque data' : 'user number' },
       'WhatsApp call id learned',
     );
     return a;
+  }
+
+  /** Other instances find this call's owner by Meta's call id (their webhooks, their API). */
+  private aliasCall(call: Call, waCallId: string): void {
+    this.ctx.cluster
+      .alias('whatsapp', waCallId, call.id)
+      .catch((err: Error) => call.log.warn({ err: err.message }, 'cluster state: WhatsApp call id not shared'));
   }
 
   private legOptions(call: Call, entry: () => Active | undefined): WebRtcLegOptions {
@@ -271,24 +344,37 @@ export class WhatsAppFront implements Front {
     if (this.active.has(waCallId) || this.ctx.registry.findByExternalId(waCallId)) return;
     const graph = this.graph.forNumber(number.phoneNumberId);
     const log = this.ctx.log.child({ front: 'whatsapp', waCallId });
+    // The instance that received the offer takes the call: it holds the SDP and Meta's clock is
+    // running, and the load balancer already spread the offers; the cluster-wide caps still apply.
+    // Meta redelivering the offer to another instance must not answer it twice.
+    const cluster = this.ctx.cluster;
+    if (cluster.shared && !(await cluster.claim(`wa-offer:${waCallId}`, OFFER_CLAIM_MS).catch(() => true))) {
+      log.info('WhatsApp offer already taken by another instance: ignored');
+      return;
+    }
     if (this.draining || this.ctx.draining) {
       log.info('draining: rejecting WhatsApp call');
       await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
       return;
     }
-    const refusal = this.overLimit('inbound');
+    const callId = randomUUID();
+    const refusal = await this.admit('inbound', callId);
     if (refusal) {
       log.warn({ limit: refusal }, 'WhatsApp call limit reached: rejecting call');
       await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
       return;
     }
-    const call = this.ctx.registry.create({
-      front: 'whatsapp',
-      from: e164(ev.from),
-      to: e164(ev.to),
-      direction: 'inbound',
-      externalId: waCallId,
-    });
+    const call = this.ctx.registry.create(
+      {
+        front: 'whatsapp',
+        from: e164(ev.from),
+        to: e164(ev.to),
+        direction: 'inbound',
+        externalId: waCallId,
+      },
+      callId,
+    );
+    this.aliasCall(call, waCallId);
     call.log.info({ waCallId, caller: ev.callerName, phoneNumberId: number.phoneNumberId }, 'WhatsApp call offered');
     const ref: { entry?: Active } = {};
     let leg: WebRtcLeg;
@@ -395,17 +481,21 @@ export class WhatsAppFront implements Front {
     if (req.route && !this.ctx.router.routeConfig(req.route)) {
       throw new GatewayError('not_found', `route "${req.route}" is not configured`);
     }
-    const refusal = this.overLimit('outbound');
-    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const number = this.numbers.pick(req.from);
     if (!number) throw new GatewayError('not_found', `"${req.from}" is not a WhatsApp business number of this gateway`);
+    const callId = randomUUID();
+    const refusal = await this.admit('outbound', callId);
+    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const graph = this.graph.forNumber(number.phoneNumberId);
-    const call = this.ctx.registry.create({
-      front: 'whatsapp',
-      from: e164(number.displayNumber),
-      to: e164(req.to),
-      direction: 'outbound',
-    });
+    const call = this.ctx.registry.create(
+      {
+        front: 'whatsapp',
+        from: e164(number.displayNumber),
+        to: e164(req.to),
+        direction: 'outbound',
+      },
+      callId,
+    );
     const ref: { entry?: Active } = {};
     let offered: Awaited<ReturnType<typeof WebRtcLeg.offer>>;
     try {
@@ -456,6 +546,7 @@ export class WhatsAppFront implements Front {
       return call;
     }
     this.active.set(entry.waCallId, entry);
+    this.aliasCall(call, entry.waCallId);
     call.log.info({ waCallId: entry.waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
     this.ringTimeout(call);
     return call;
@@ -487,15 +578,19 @@ export class WhatsAppFront implements Front {
   /** Media-only mode: an external webhook handler owns signalling and asks us for the answer. */
   private async startMediaSession(req: MediaSessionRequest): Promise<{ sdpAnswer: string; call: Call }> {
     if (this.active.has(req.callId)) throw new GatewayError('invalid_state', `session ${req.callId} already exists`);
-    const refusal = this.overLimit('media');
+    const callId = randomUUID();
+    const refusal = await this.admit('media', callId);
     if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
-    const call = this.ctx.registry.create({
-      front: 'whatsapp',
-      from: e164(req.fromNumber),
-      to: e164(req.toNumber),
-      direction: 'inbound',
-      externalId: req.callId,
-    });
+    const call = this.ctx.registry.create(
+      {
+        front: 'whatsapp',
+        from: e164(req.fromNumber),
+        to: e164(req.toNumber),
+        direction: 'inbound',
+        externalId: req.callId,
+      },
+      callId,
+    );
     const ref: { entry?: Active } = {};
     this.mediaCalls.add(call);
     call.onEnd(() => void this.mediaCalls.delete(call));

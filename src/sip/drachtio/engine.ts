@@ -64,6 +64,8 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
   private readonly log: Logger;
   private connected = false;
   private stopped = false;
+  /** Set by drain(): OPTIONS get 503 so a dispatcher in front stops sending new calls. */
+  private draining = false;
   private hostPort = '';
   private readonly dialogs = new Set<DrachtioDialog>();
   private readonly pendingByes = new Map<string, Record<string, string>>();
@@ -106,7 +108,11 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
         res.send(500);
       }
     });
-    srf.options((_req, res) => res.send(200, { headers: { Allow: ALLOW, Accept: 'application/sdp' } }));
+    srf.options((_req, res) =>
+      this.draining
+        ? res.send(503, 'Service Unavailable (draining)', { headers: { 'Retry-After': '60' } })
+        : res.send(200, { headers: { Allow: ALLOW, Accept: 'application/sdp' } }),
+    );
     srf.connect({
       host: this.opts.host,
       port: this.opts.port,
@@ -195,6 +201,10 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
       sip: this.hostPort,
       calls: this.dialogs.size,
     };
+  }
+
+  drain(): void {
+    this.draining = true;
   }
 
   stop(): Promise<void> {
