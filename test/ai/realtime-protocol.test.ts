@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { firstTurnEvent, responseFailure, sessionConfig, wireFormatFor } from '../../src/ai/realtime/protocol.js';
 import { ToolRegistry } from '../../src/ai/realtime/tools.js';
@@ -50,9 +52,15 @@ describe('Realtime session configuration', () => {
   });
 
   it('offers the built-in tools plus route tools; bad arguments become an error output, not a throw', async () => {
+    // A port the OS just gave out and took back: nothing listens there, the connection is refused
+    // (the timeout is long so that a slow refusal on a loaded machine is still a refusal).
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
     const r = route({
       transferTarget: '+250788000000',
-      tools: [{ name: 'crm', description: 'CRM', url: 'http://127.0.0.1:9/x', timeoutMs: 300 }],
+      tools: [{ name: 'crm', description: 'CRM', url: `http://127.0.0.1:${deadPort}/x`, timeoutMs: 5000 }],
     });
     const reg = new ToolRegistry(r);
     expect(reg.definitions().map((d) => d.name)).toEqual(['end_call', 'transfer_call', 'crm']);
@@ -74,8 +82,33 @@ describe('Realtime session configuration', () => {
     });
     // An unreachable tool URL answers the model with an error instead of hanging the call.
     const unreachable = await reg.run('crm', '{"q":1}', ctx);
-    expect(JSON.parse(unreachable.output).error).toMatch(/unreachable|no answer/);
+    expect(JSON.parse(unreachable.output).error).toMatch(/^tool unreachable: /);
     expect(unreachable.respond).toBe(true);
+  });
+
+  it('a tool that accepts the request but never answers times out with its own timeout', async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((_req, _res) => {}); // reads the request, never responds
+    silent.on('connection', (s) => sockets.push(s));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const port = (silent.address() as AddressInfo).port;
+    try {
+      const reg = new ToolRegistry(
+        route({ tools: [{ name: 'crm', description: 'CRM', url: `http://127.0.0.1:${port}/x`, timeoutMs: 300 }] }),
+      );
+      const ctx = {
+        callId: 'c1',
+        log: (await import('../../src/core/logger.js')).testLogger(),
+        signal: new AbortController().signal,
+        control: { hangupAfterPlayout: () => {}, transfer: async () => ({ ok: true, detail: '' }) },
+      };
+      const result = await reg.run('crm', '{"q":1}', ctx);
+      expect(JSON.parse(result.output)).toEqual({ error: 'no answer within 300 ms' });
+      expect(result.respond).toBe(true);
+    } finally {
+      sockets.forEach((s) => s.destroy());
+      await new Promise<void>((r) => silent.close(() => r()));
+    }
   });
 });
 

@@ -493,11 +493,11 @@ describe('Realtime backend robustness', () => {
       (e: unknown) => e,
     );
     const took = Date.now() - t0;
-    expect(took).toBeGreaterThanOrEqual(350);
-    expect(took).toBeLessThan(1500);
+    // It gave up because of its own 400 ms timer (not sooner, and not on some other error).
+    expect(took).toBeGreaterThanOrEqual(399);
     expect((err as GatewayError).code).toBe('ai_connect_failed');
     expect(call.endReason?.cause).toBe('ai_connect_failed');
-    expect(call.endReason?.detail).toMatch(/timed out|within 400 ms/i);
+    expect(call.endReason?.detail).toBe(`[call ${call.id}] AI not ready within 400 ms`);
     expect(sockets.length).toBe(1);
     await until(() => released === 1, 2000, 'the gateway to release the socket');
     expect(clock.subscribers).toBe(0);

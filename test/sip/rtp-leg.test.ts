@@ -98,7 +98,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     carrier.send(tonePkt(200, 1000, 96), leg.localPort, '127.0.0.1'); // unknown PT
     const intruder = await udp();
     intruder.send(tonePkt(300), leg.localPort, '127.0.0.1'); // after latch: ignored
-    await sleep(100);
+    await waitFor(() => leg.quality().packetsReceived === 20 && leg.counters.foreign === 1, 2000, 'all packets');
     expect(started).toBe(1);
     const frames: Int16Array[] = [];
     for (let i = 0; i < 20; i++) {
@@ -187,6 +187,11 @@ describe('RTP leg (G.711 over UDP)', () => {
     const { leg } = await makeLeg({ sdpPort: carrier.address().port, timeoutMs: 300 });
     const hangups: HangupReason[] = [];
     leg.on('hangup', (r) => hangups.push(r));
+    // A control leg with the same timeout and no hold: its rtp_timeout proves the window has passed.
+    const controlPeer = await udp();
+    const control = await makeLeg({ sdpPort: controlPeer.address().port, timeoutMs: 300 });
+    const controlHangups: HangupReason[] = [];
+    control.leg.on('hangup', (r) => controlHangups.push(r));
     const offer = {
       address: '127.0.0.1',
       port: carrier.address().port,
@@ -197,15 +202,17 @@ describe('RTP leg (G.711 over UDP)', () => {
       direction: 'inactive' as const,
     };
     leg.update(offer, 'inactive');
-    await sleep(700);
+    await waitFor(() => controlHangups.length === 1, 3000, 'the control leg timing out');
+    expect(controlHangups[0]).toMatchObject({ cause: 'rtp_timeout' });
     expect(hangups).toHaveLength(0);
     leg.update({ ...offer, direction: 'sendonly' }, 'recvonly');
-    leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await sleep(50);
-    expect(carrier.got).toHaveLength(0);
+    leg.writeFrame(Buffer.alloc(160, 0x11)); // while held: must not be sent
     leg.update({ ...offer, direction: 'sendrecv' }, 'sendrecv');
     leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrier.got.length === 1, 1000, 'audio after unhold');
+    // One socket, one path, in order: had the held frame gone out, it would have arrived first.
+    await waitFor(() => carrier.got.length >= 1, 1000, 'audio after unhold');
+    const first = parseRtp(carrier.got[0]!);
+    expect(first.ok && first.pkt.payload.equals(Buffer.alloc(160, 0xd5))).toBe(true);
   });
 
   it('port pool: even RTP ports, exhaustion is a limit_reached error', async () => {

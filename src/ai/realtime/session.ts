@@ -134,9 +134,11 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     const url = realtimeUrl(this.route);
     return new Promise<void>((resolve, reject) => {
       if (this.closed) return reject(new GatewayError('ai_connect_failed', 'call already ended', this.callId));
+      // Our own timer bounds the whole connect (handshake + session.updated) with one clear message;
+      // ws's handshake timeout is only a backstop behind it.
       const ws = new WebSocket(url, {
         headers: { Authorization: `Bearer ${this.route.apiKey}` },
-        handshakeTimeout: timeoutMs,
+        handshakeTimeout: timeoutMs + 1000,
       });
       this.ws = ws;
       this.ready = false;
@@ -484,6 +486,12 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     }
     if (benign) {
       this.log.debug(info, 'Realtime: nothing to cancel');
+      return;
+    }
+    if (e.code === 'session_expired') {
+      // OpenAI caps a session's length and closes the socket right after this: onDropped re-seeds a
+      // new session, so the call carries on. Expected on long calls, not an AI failure.
+      this.log.info(info, 'Realtime session hit its length limit; a new session will take over');
       return;
     }
     this.stats.errors++;

@@ -300,6 +300,13 @@ export class RealtimeTestServer {
     this.commit(c, itemId, transcript);
   }
 
+  /** End an open connection now the way OpenAI does at its session cap (error, then close 1001). */
+  expireSession(index = 0, limitMs = 60_000): void {
+    const c = [...this.live].find((x) => x.rec.index === index);
+    if (!c) throw new Error(`no open connection ${index}`);
+    this.expire(c, limitMs);
+  }
+
   /** All caller audio a connection received, decoded. */
   callerAudio(index = 0): Int16Array {
     return concat(this.connections[index]?.callerChunks ?? []);
