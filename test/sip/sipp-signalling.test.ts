@@ -135,6 +135,40 @@ describe.each(SIP_ENGINES)('SIP signalling against sipp (real gateway, sip.engin
     const h = await sip.start();
     const res = await runSipp({ scenario: 'options.xml', target: target(h) });
     expect(res.code, res.errors).toBe(0);
+    // Every method a call needs; PRACK only where the engine runs RFC 3262 itself (embedded).
+    const allow =
+      /^Allow: (.*)$/m
+        .exec(res.messages)?.[1]
+        ?.trim()
+        .split(/\s*,\s*/) ?? [];
+    const needed = ['INVITE', 'ACK', 'CANCEL', 'BYE', 'OPTIONS', 'UPDATE', 'REFER', 'NOTIFY'];
+    expect(allow).toEqual(expect.arrayContaining(needed));
+    expect(allow.includes('PRACK')).toBe(engine === 'embedded');
+  });
+
+  it('transfer: our REFER reaches the carrier, its 202 resolves it; the call then ends with our BYE', async () => {
+    const h = await sip.start();
+    const created = nextCall(h);
+    const sipp = runSipp({ scenario: 'uac-refer-accept.xml', target: target(h), vars: NUMS });
+    const call = await Promise.race([created, sipp.then((r) => Promise.reject(new Error(r.errors + r.stderr)))]);
+    await waitFor(() => !!call.transfer, 10_000, 'established');
+    await call.transfer!('+250788000111');
+    await call.end({ by: 'ai', cause: 'transferred' });
+    const res = await sipp;
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/REFER sip:sipp@[^\n]*\n[\s\S]*?Refer-To: <?sip:\+250788000111@/);
+    expect(res.messages).toMatch(/BYE sip:sipp@[^\n]*\n[\s\S]*?Reason: [^\n]*transferred/);
+  });
+
+  it('draining: a new INVITE gets 503 with Retry-After and creates no call', async () => {
+    const h = await sip.start();
+    let created = 0;
+    h.gw.ctx.registry.on('created', () => created++);
+    h.front.drain();
+    const res = await runSipp({ scenario: 'uac-rejected.xml', target: target(h), vars: { ...NUMS, STATUS: '503' } });
+    expect(res.code, res.errors).toBe(0);
+    expect(res.messages).toMatch(/SIP\/2\.0 503 Service Unavailable \(shutting down\)[\s\S]*Retry-After: 60/i);
+    expect(created).toBe(0);
   });
 
   it('re-INVITE hold (sendonly → recvonly) and unhold keep the call up', async () => {

@@ -55,6 +55,46 @@ export async function runBaresip(opts: {
   codec?: 'PCMA' | 'PCMU';
   dtmf?: string;
 }): Promise<BaresipRun> {
+  return baresip({
+    listen: '127.0.0.1:0',
+    account: `<sip:caller@127.0.0.1>;regint=0;audio_codecs=${opts.codec ?? 'PCMA'}`,
+    source: opts.source,
+    seconds: opts.seconds,
+    command: `/dial ${opts.target}`,
+  });
+}
+
+/**
+ * baresip as the called phone: listens on 127.0.0.1:`port` with an account for `user` (the
+ * Request-URI's user part the gateway dials) that answers at once (answermode=auto), sends
+ * `source` and records what it hears; it quits after `seconds`.
+ */
+export function answerWithBaresip(opts: {
+  user: string;
+  port: number;
+  source: Int16Array;
+  seconds: number;
+  codec?: 'PCMA' | 'PCMU';
+}): Promise<BaresipRun> {
+  return baresip({
+    listen: `127.0.0.1:${opts.port}`,
+    // Its SDP would otherwise name the default interface's address while it sends from 127.0.0.1:
+    // the gateway's RTP source policy rightly drops that as foreign.
+    config: ['net_interface 127.0.0.1'],
+    account: `<sip:${opts.user}@127.0.0.1>;regint=0;answermode=auto;audio_codecs=${opts.codec ?? 'PCMA'}`,
+    source: opts.source,
+    seconds: opts.seconds,
+  });
+}
+
+async function baresip(opts: {
+  listen: string;
+  account: string;
+  source: Int16Array;
+  seconds: number;
+  command?: string;
+  config?: string[];
+}): Promise<BaresipRun> {
   const dir = mkdtempSync(join(tmpdir(), 'baresip-'));
   try {
     writeFileSync(join(dir, 'mic.wav'), wav8k(opts.source));
@@ -62,7 +102,7 @@ export async function runBaresip(opts: {
       join(dir, 'config'),
       [
         'poll_method epoll',
-        'sip_listen 127.0.0.1:0',
+        `sip_listen ${opts.listen}`,
         'module_path /usr/lib/baresip/modules',
         'module g711.so',
         'module aufile.so',
@@ -72,12 +112,13 @@ export async function runBaresip(opts: {
         `audio_source aufile,${join(dir, 'mic.wav')}`,
         `snd_path ${dir}`,
         'rtp_timeout 0',
+        ...(opts.config ?? []),
         '',
       ].join('\n'),
     );
-    writeFileSync(join(dir, 'accounts'), `<sip:caller@127.0.0.1>;regint=0;audio_codecs=${opts.codec ?? 'PCMA'}\n`);
+    writeFileSync(join(dir, 'accounts'), `${opts.account}\n`);
     writeFileSync(join(dir, 'contacts'), '\n');
-    const args = ['-f', dir, '-t', String(opts.seconds), '-e', `/dial ${opts.target}`];
+    const args = ['-f', dir, '-t', String(opts.seconds), ...(opts.command ? ['-e', opts.command] : [])];
     const child = spawn('baresip', args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
     child.stdout.on('data', (d: Buffer) => (log += d.toString()));
