@@ -18,7 +18,7 @@ import { InProcessClusterState, noPeers, type ClusterState, type PeerLink } from
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
 import { enforceMaxDuration } from './core/max-duration.js';
-import type { LegDialer } from './core/leg-dialer.js';
+import type { LegDialer, PartyDialer } from './core/leg-dialer.js';
 import type { Logger } from './core/logger.js';
 import { CallRecorder } from './core/recorder.js';
 import { CallRegistry } from './core/registry.js';
@@ -98,6 +98,8 @@ export interface GatewayContext {
   mediaSessions: MediaSessionProvider | undefined;
   /** Set by the SIP front: places outbound SIP legs (OpenAI SIP route, SIP dial-out). */
   legDialer: LegDialer | undefined;
+  /** Second legs of bridged transfers, by front name (SIP: numbers and URIs; WhatsApp: whatsapp:+number). */
+  partyDialers: Map<string, PartyDialer>;
   /** Set by the SIP front: its trunks and their registration state. */
   trunks: (() => TrunkView[]) | undefined;
   /** True while draining for shutdown: fronts refuse new calls. */
@@ -157,6 +159,8 @@ export class Gateway {
         onResponseFailed: (route, reason) => metrics.responseFailures.inc({ route, reason }),
         onLatency: (sample) => metrics.observeLatency(sample),
       },
+      // Bridged transfers: the first front that dials this kind of destination places the leg.
+      partyDialerFor: (destination) => [...this.ctx.partyDialers.values()].find((d) => d.handles(destination)),
     });
     const records = new CallRecordStore(config.records.path, {
       log,
@@ -182,6 +186,7 @@ export class Gateway {
       dialers: new Map(),
       mediaSessions: undefined,
       legDialer: undefined,
+      partyDialers: new Map(),
       trunks: undefined,
       draining: false,
       cluster: clusterState(config, log),

@@ -22,8 +22,29 @@ export interface ToolCallRecord {
 export interface CallControl {
   /** End the call once everything said so far has been played to the caller. */
   hangupAfterPlayout(reason: string): void;
-  /** Hand the call to another destination through the front's own mechanism (SIP REFER, ...). */
-  transfer(destination: string): Promise<{ ok: boolean; detail: string }>;
+  /**
+   * Hand the call to a person: SIP REFER, or the gateway dials them and bridges (route
+   * `transfer.mode`). Resolves once the outcome is known: transferred, or the caller is back with
+   * the AI (busy, no answer, rejected) and `outcome` says which.
+   */
+  transfer(destination: string, opts?: TransferOptions): Promise<TransferResult>;
+  /** Send keypad digits to the far end (RFC 4733 on SIP), e.g. to navigate an IVR. */
+  sendDtmf?(digits: string): { ok: boolean; detail: string };
+}
+
+export interface TransferOptions {
+  /** Warm transfer: what the person hears before the caller is connected. */
+  brief?: string;
+}
+
+/** How a transfer ended, as the model (tool output) and the call record see it. */
+export type TransferOutcome =
+  'referred' | 'bridged' | 'busy' | 'no_answer' | 'rejected' | 'failed' | 'not_allowed' | 'unsupported';
+
+export interface TransferResult {
+  ok: boolean;
+  detail: string;
+  outcome?: TransferOutcome;
 }
 
 export type AiSessionEvents = {
@@ -69,6 +90,8 @@ export interface AiSession extends TypedEmitter<AiSessionEvents> {
   startFirstTurn?(): boolean;
   /** Ask the AI to say something (operator "say"). */
   say?(text: string): void;
+  /** Caller input that is not speech (keypad digits as text): one user message, then a response. */
+  sendText?(text: string): void;
   close(reason: string): Promise<void>;
 }
 

@@ -6,6 +6,7 @@ export function callView(call: Call) {
   const media = call.media;
   const legs = call.legs.map((leg) => ({
     id: leg.id,
+    ...(call.parties.has(leg.id) ? { party: call.parties.get(leg.id) } : {}),
     codec: describeFormat(leg.format),
     quality: call.quality[leg.id] ?? leg.quality(),
   }));
@@ -24,6 +25,8 @@ export function callView(call: Call) {
     durationMs: call.times.answered ? (ended ?? Date.now()) - call.times.answered : 0,
     endReason: call.endReason ?? null,
     legs,
+    /** Transfer attempts: destination, mode, outcome (referred, bridged, busy, no_answer ...), the person's leg. */
+    transfers: call.transfers,
     media: media
       ? {
           aiInput: describeFormat(media.session.inputFormat),

@@ -194,12 +194,21 @@ export const openApiDocument = {
       parameters: [idParam],
       post: {
         summary:
-          "Transfer (SIP REFER). The token holder may leave the route's transfer.allow list (logged at warn); destination must be E.164 or a sip:/tel: URI",
+          "Hand the call to a person: REFER, bridge (the gateway dials them through a trunk or a SIP URI) or auto (REFER, bridge when refused). Destination (E.164 or sip:/tel: URI) must be in the route's transfer.allow unless transfer.operatorOverride (403 otherwise). Resolves once the outcome is known; 409 transfer_failed with details.outcome busy / no_answer / rejected (the caller is back with the AI)",
         requestBody: {
           required: true,
-          ...json({ type: 'object', required: ['destination'], properties: { destination: { type: 'string' } } }),
+          ...json({
+            type: 'object',
+            required: ['destination'],
+            properties: {
+              destination: { type: 'string' },
+              mode: { type: 'string', enum: ['refer', 'bridge', 'auto'] },
+              trunk: { type: 'string' },
+              brief: { type: 'string', description: 'warm transfer: spoken to the person before the caller joins' },
+            },
+          }),
         },
-        responses: { '200': ok, ...std, '409': error },
+        responses: { '200': ok, ...std, '403': error, '409': error },
       },
     },
     '/v1/calls/{id}/say': {

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { FORWARDED_HEADER, peerAuthentic } from '../cluster/peers.js';
+import { transferModeSchema } from '../config/schema.js';
 import type { Call } from '../core/call.js';
 import { TransferPolicy } from '../core/transfer-policy.js';
 import type { GatewayContext } from '../gateway.js';
@@ -23,7 +24,17 @@ const listQuery = z.object({
   limit: z.coerce.number().int().min(1).max(1000).optional(),
 });
 const hangupBody = z.object({ reason: z.string().max(200).optional() }).strict();
-const transferBody = z.object({ destination: z.string().min(1).max(256) }).strict();
+const transferBody = z
+  .object({
+    destination: z.string().min(1).max(256),
+    mode: transferModeSchema.optional(),
+    trunk: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]{1,64}$/, 'a configured trunk name')
+      .optional(),
+    brief: z.string().min(1).max(500).optional(),
+  })
+  .strict();
 const sayBody = z.object({ text: z.string().min(1).max(2000) }).strict();
 const muteBody = z.object({ muted: z.boolean() }).strict();
 const dialBody = z
@@ -166,23 +177,39 @@ export function mountOps(
     if (!body) return;
     const call = live(req, res);
     if (!call) return;
-    if (!call.transfer)
-      return sendError(res, 409, 'unsupported', `transfer is not supported for ${call.info.front} calls`);
     const destination = normaliseDestination(body.destination);
     if (!destination)
       return sendError(res, 400, 'invalid_request', 'destination: an E.164 number or a sip:/sips:/tel: URI');
-    // The ops token is operator authority: an API transfer may leave the route's allow-list, but
-    // it is logged loudly so a leaked token shows up in the logs (README "Security").
+    if (body.trunk && !config.trunks.some((t) => t.name === body.trunk))
+      return sendError(res, 400, 'invalid_request', `trunk: no trunk "${body.trunk}"`);
     const route = call.route ? config.routes[call.route] : undefined;
+    const transfer = route && 'transfer' in route ? route.transfer : undefined;
     const policy = new TransferPolicy(
-      route && 'transfer' in route ? route.transfer.allow : [],
+      transfer?.allow ?? [],
       route && 'transferTarget' in route ? route.transferTarget : undefined,
     );
-    if (!policy.check(destination).ok)
+    if (!policy.check(destination).ok) {
+      // Operator authority beyond the allow-list only where the route says so; logged loudly either
+      // way so a leaked token shows up in the logs (README "Security").
+      if (!transfer?.operatorOverride) {
+        call.log.warn({ destination, route: call.route }, 'operator transfer refused: not in the route transfer list');
+        return sendError(res, 403, 'not_allowed', "destination is not in the route's transfer.allow list");
+      }
       call.log.warn({ destination, route: call.route }, 'operator transfer outside the route transfer list');
-    await call.transfer(destination);
-    call.log.info({ destination }, 'transferred by operator');
-    res.json({ ok: true, destination });
+    }
+    if (!call.handoff) return sendError(res, 409, 'not_bridged', 'the call is not connected yet');
+    const r = await call.handoff({
+      destination,
+      mode: body.mode,
+      trunk: body.trunk,
+      brief: body.brief,
+      by: 'operator',
+    });
+    if (!r.ok) {
+      const code = r.outcome === 'unsupported' ? 'unsupported' : 'transfer_failed';
+      return sendError(res, 409, code, r.detail, { outcome: r.outcome });
+    }
+    res.json({ ok: true, destination, outcome: r.outcome, detail: r.detail });
   });
 
   v1.post('/calls/:id/say', (req, res) => {

@@ -115,6 +115,48 @@ export const trunkSchema = z.object({
   numberFormat: z.enum(['e164', 'national', 'e164-digits']).default('e164'),
 });
 
+// ---- Handoff (issue 19): bridged/warm transfer and keypad input. ----
+/**
+ * How a transfer reaches the person: `refer` (SIP REFER, the carrier re-routes), `bridge` (the
+ * gateway dials the person itself and bridges the two legs) or `auto` (REFER first; when the
+ * trunk refuses it with 403/405/501 or does not answer, bridge).
+ */
+export const transferModeSchema = z.enum(['refer', 'bridge', 'auto']);
+function handoffFields() {
+  return {
+    mode: transferModeSchema.default('refer'),
+    /** Trunk for bridged transfers to numbers (default: the caller's trunk, else the first trunk). */
+    trunk: z.string().optional(),
+    /** How long the person's phone may ring before the caller goes back to the AI. */
+    ringTimeoutSec: z.number().int().min(5).max(120).default(30),
+    /** Said to the caller (local TTS) while the person's phone rings, before the ring-back tone. */
+    holdPrompt: z.string().min(1).max(300).default('Please hold while I connect you.'),
+    /**
+     * Warm transfer: said to the person (local TTS) before the caller is connected. `{from}` is the
+     * caller's number, `{summary}` what the AI or operator passed as `brief`. Unset: no briefing
+     * unless a brief is passed.
+     */
+    briefing: z.string().min(1).max(1000).optional(),
+    /** Whether an operator (API token) may transfer outside `allow`. */
+    operatorOverride: z.boolean().default(false),
+  };
+}
+
+/**
+ * Caller keypad (RFC 4733 / telephone-event) to the AI: `text` collects digits and hands them to
+ * the model as one user message when the terminator is pressed or the caller pauses.
+ */
+const keypad = z
+  .object({
+    mode: z.enum(['off', 'text']).default('text'),
+    interDigitTimeoutMs: z.number().int().min(200).max(30_000).default(3000),
+    /** Ends the input at once (and is not passed on); empty: only the pause does. */
+    terminator: z.enum(['#', '*', '']).default('#'),
+    maxDigits: z.number().int().min(1).max(64).default(32),
+  })
+  .prefault({});
+export type KeypadConfig = z.infer<typeof keypad>;
+
 // ---- Transfers (issue 12): where the AI may send a call. ----
 /** One allowed transfer destination: E.164 number, E.164 prefix ending in `*`, or a sip/sips/tel URI. */
 const transferDestination = z
@@ -128,7 +170,12 @@ const transferDestination = z
  * default) means the route has no transfer_call tool. `transferTarget` is allowed too and is used
  * when the model names no destination.
  */
-const transferPolicy = z.object({ allow: z.array(transferDestination).default([]) }).prefault({});
+const transferPolicy = z
+  .object({
+    allow: z.array(transferDestination).default([]),
+    ...handoffFields(),
+  })
+  .prefault({});
 
 const turnDetection = z.union([
   z.object({
@@ -197,6 +244,7 @@ const gatewayVad = z
 const localRoute = z.object({
   kind: z.literal('local'),
   greeting: z.string().default('Hello, you are connected to the voice gateway. Say something and I will repeat it.'),
+  transfer: transferPolicy,
   ...aiTurnFields,
 });
 
@@ -216,6 +264,7 @@ const realtimeRoute = z.object({
   transcription: z.boolean().default(true),
   transferTarget: transferDestination.optional(),
   transfer: transferPolicy,
+  dtmf: keypad,
   tools: z.array(httpToolSchema).default([]),
   connectTimeoutMs: z.number().int().positive().default(10000),
   gatewayVad,
@@ -239,6 +288,7 @@ const openaiSipRoute = z.object({
   transcription: z.boolean().default(true),
   transferTarget: transferDestination.optional(),
   transfer: transferPolicy,
+  dtmf: keypad,
   tools: z.array(httpToolSchema).default([]),
   /**
    * Bounds reaching OpenAI (dial + accept) before the caller is answered, and the sideband's
@@ -649,3 +699,6 @@ export type AiTurnConfig = { [K in keyof typeof aiTurnFields]: z.infer<(typeof a
 export type GatewayVadConfig = z.infer<typeof gatewayVad>;
 export type WhatsAppNumberConfig = z.infer<typeof whatsappNumberSchema>;
 export type ClusterConfig = GatewayConfig['cluster'];
+// ---- Handoff (issue 19) ----
+export type TransferConfig = z.infer<typeof transferPolicy>;
+export type TransferMode = z.infer<typeof transferModeSchema>;

@@ -71,6 +71,7 @@ export class Bridge {
   private readonly padByte: number;
   private unsubscribe: (() => void) | undefined;
   private hangupWhenDrained: string | undefined;
+  private readonly onDrained: (() => void)[] = [];
   private responseActive = false;
   /** Caller audio goes to the AI while this is true; a front may hold it shut until it answers. */
   uplinkOpen = true;
@@ -179,6 +180,11 @@ export class Bridge {
     this.hangupWhenDrained = reason;
   }
 
+  /** Run `fn` once everything queued so far has been played to the leg (e.g. a briefing before a transfer). */
+  whenDrained(fn: () => void): void {
+    this.onDrained.push(fn);
+  }
+
   /** Operator/AI barge-in: drop queued AI audio at once and tell the AI what was heard. */
   bargeIn(): void {
     const t0 = performance.now();
@@ -232,6 +238,9 @@ export class Bridge {
         if (sampleLevel) this.levels.aiDb = -120;
         this.leg.writeFrame(this.legSilence);
         this.stats.silenceToLeg++;
+        if (this.onDrained.length > 0 && !this.responseActive) {
+          for (const fn of this.onDrained.splice(0)) fn();
+        }
         if (this.hangupWhenDrained !== undefined && !this.responseActive) {
           const cause = this.hangupWhenDrained;
           this.hangupWhenDrained = undefined;

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { AiSession, ToolCallRecord, TranscriptEntry } from '../ai/session.js';
+import type { AiSession, ToolCallRecord, TranscriptEntry, TransferResult } from '../ai/session.js';
 import type { Bridge } from './bridge.js';
 import { GatewayError } from './errors.js';
+import type { HandoffRequest, TransferRecord } from './handoff.js';
 import type { Logger } from './logger.js';
 import type { HangupReason, LegQuality, MediaLeg } from './media-leg.js';
 import { CallLatency } from './turn-latency.js';
@@ -66,6 +67,12 @@ export class Call extends TypedEmitter<CallEvents> {
   media: { bridge: Bridge; session: AiSession } | undefined;
   /** Set by fronts that can transfer (SIP REFER); absent means the front cannot. */
   transfer: ((destination: string) => Promise<void>) | undefined;
+  /** Set by the core once the call is connected: REFER or bridged transfer, per route and request. */
+  handoff: ((req: HandoffRequest) => Promise<TransferResult>) | undefined;
+  /** Transfer attempts and their outcomes (call record). */
+  readonly transfers: TransferRecord[] = [];
+  /** Once a call has two parties (bridged transfer): whose leg is whose, so the record says who hung up. */
+  readonly parties = new Map<string, 'caller' | 'target'>();
   private readonly cleanups: Cleanup[] = [];
   private ending: Promise<void> | undefined;
 
@@ -95,12 +102,26 @@ export class Call extends TypedEmitter<CallEvents> {
 
   addLeg(leg: MediaLeg): void {
     this.legs.push(leg);
-    leg.on('hangup', (reason) => void this.end(reason));
+    leg.on('hangup', (reason) => {
+      const party = this.parties.get(leg.id);
+      void this.end(party ? { ...reason, party } : reason);
+    });
     leg.on('dtmf', (digit) => this.emit('dtmf', digit));
     this.onEnd(async () => {
       this.quality[leg.id] = leg.quality();
-      await leg.close(this.endReason ?? { by: 'gateway', cause: 'ended' });
+      await leg.close(this.closeReasonFor(leg.id));
     });
+  }
+
+  /**
+   * Why a leg is closed: the call's reason, except for the other party of a bridged transfer, whose
+   * far end did not hang up itself and must be told (BYE, Graph terminate).
+   */
+  private closeReasonFor(legId: string): HangupReason {
+    const reason = this.endReason ?? { by: 'gateway', cause: 'ended' };
+    const party = this.parties.get(legId);
+    if (!party || !reason.party || reason.party === party) return reason;
+    return { by: 'gateway', cause: `${reason.party}_hung_up`, detail: reason.detail, party: reason.party };
   }
 
   addTranscript(entry: TranscriptEntry): void {

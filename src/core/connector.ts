@@ -1,9 +1,13 @@
 import type { AiBackend, AiSession, CallControl } from '../ai/session.js';
+import type { RouteConfig } from '../config/schema.js';
 import { ApologySession } from './apology-session.js';
 import { Bridge, type BridgeHooks } from './bridge.js';
 import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
 import type { FrameClock } from './frame-clock.js';
+import { DEFAULT_TRANSFER, Handoff } from './handoff.js';
+import { KeypadCollector, keypadText } from './keypad.js';
+import type { PartyDialer } from './leg-dialer.js';
 import type { MediaLeg } from './media-leg.js';
 import type { ResolvedRoute, Router } from './router.js';
 
@@ -13,6 +17,8 @@ export interface ConnectorDeps {
   backendFor: (route: ResolvedRoute) => AiBackend;
   clock: FrameClock;
   hooks?: BridgeHooks;
+  /** The front that can place a bridged transfer's second leg to a destination (set once fronts start). */
+  partyDialerFor?: (destination: string) => PartyDialer | undefined;
 }
 
 export interface Connected {
@@ -89,16 +95,40 @@ export class CallConnector {
         if (live.bridge && call.state !== 'ringing') live.bridge.hangupAfterPlayout(reason);
         else void call.end({ by: 'ai', cause: reason });
       },
-      transfer: async (destination) => {
-        if (!call.transfer) return { ok: false, detail: `transfer is not supported for ${call.info.front} calls` };
-        try {
-          await call.transfer(destination);
-          return { ok: true, detail: `transferred to ${destination}` };
-        } catch (err) {
-          return { ok: false, detail: (err as Error).message };
-        }
-      },
+      transfer: (destination, opts) => handoff.transfer({ destination, brief: opts?.brief, by: 'ai' }),
+      sendDtmf: (digits) => sendDigits(leg, digits),
     };
+    const handoff = new Handoff(
+      call,
+      leg,
+      transferConfig(route.config),
+      () =>
+        live.bridge && live.session
+          ? {
+              bridge: live.bridge,
+              detach: async (reason) => {
+                const session = live.session;
+                live.session = undefined;
+                live.bridge?.stop();
+                live.bridge = undefined;
+                call.media = undefined;
+                keypad?.stop();
+                await session?.close(reason);
+              },
+            }
+          : undefined,
+      { clock: this.deps.clock, partyDialerFor: (d) => this.deps.partyDialerFor?.(d) },
+    );
+    call.handoff = (req) => handoff.transfer(req);
+    const keypadCfg = 'dtmf' in route.config ? route.config.dtmf : undefined;
+    const keypad =
+      keypadCfg && keypadCfg.mode === 'text'
+        ? new KeypadCollector(keypadCfg, (digits) => deliverKeypad(live.session, digits, call), call.log)
+        : undefined;
+    if (keypad) {
+      call.on('dtmf', (d) => keypad.press(d));
+      call.onEnd(() => keypad.stop());
+    }
     call.onEnd(() => live.session?.close(call.endReason?.cause ?? 'ended'));
     call.onEnd(() => live.bridge?.stop());
     const attach = (session: AiSession): Bridge => {
@@ -162,6 +192,28 @@ export class CallConnector {
     if (!cfg) throw new GatewayError('not_found', `route "${name}" is not configured`, callId);
     return cfg;
   }
+}
+
+function transferConfig(route: RouteConfig) {
+  return 'transfer' in route ? route.transfer : DEFAULT_TRANSFER;
+}
+
+/** Keypad input to the AI as one user message (backends that cannot take text just log it). */
+function deliverKeypad(session: AiSession | undefined, digits: string, call: Call): void {
+  if (!session) return;
+  call.addTranscript({ role: 'caller', text: `[keypad] ${digits}`, at: Date.now() });
+  if (session.sendText) session.sendText(keypadText(digits));
+  else call.log.info({ digits }, 'keypad input not delivered: this AI backend takes no text input');
+}
+
+/** The send_dtmf tool: RFC 4733 digits on the caller's leg. */
+function sendDigits(leg: MediaLeg, digits: string): { ok: boolean; detail: string } {
+  if (!/^[0-9*#A-Da-d]{1,32}$/.test(digits)) return { ok: false, detail: 'digits must be 1 to 32 of 0-9, *, #, A-D' };
+  if (!leg.sendDtmf) return { ok: false, detail: 'this call cannot send keypad tones' };
+  for (const d of digits) {
+    if (!leg.sendDtmf(d)) return { ok: false, detail: 'the far end did not agree to keypad tones (telephone-event)' };
+  }
+  return { ok: true, detail: `sent ${digits}` };
 }
 
 /** session.start(), bounded: a backend that hangs (DNS, TCP, an upgrade never answered) is given up on. */

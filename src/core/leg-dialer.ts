@@ -21,3 +21,28 @@ export interface OutboundLegRequest {
 export interface LegDialer {
   dial(req: OutboundLegRequest): Promise<MediaLeg>;
 }
+
+/**
+ * A person to hand a call to (bridged transfer): a number (through a SIP trunk), a sip:/sips: URI,
+ * or `whatsapp:+<number>` (a business-initiated WhatsApp call). Placed by the front that owns the
+ * destination; the core only bridges the leg it gets back.
+ */
+export interface PartyRequest {
+  call: Call;
+  /** Canonical destination (already allowed by the transfer policy or the operator). */
+  destination: string;
+  /** Trunk to dial numbers through; the front's default when absent. */
+  trunk?: string;
+  /** CANCEL / give up when not answered within this time. */
+  timeoutMs: number;
+}
+
+/**
+ * Places the second leg of a bridged transfer. Rejects with a GatewayError whose `details.status`
+ * is the far end's final status (486 busy, 603 declined...) or whose code is `timeout` (no answer).
+ */
+export interface PartyDialer {
+  /** Whether this dialer places calls to `destination` (e.g. numbers and sip: URIs for SIP). */
+  handles(destination: string): boolean;
+  dialParty(req: PartyRequest): Promise<MediaLeg>;
+}

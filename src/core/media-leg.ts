@@ -9,6 +9,8 @@ export interface HangupReason {
   /** Short machine-readable cause, e.g. `bye`, `cancel`, `rtp_timeout`, `terminate`. */
   cause: string;
   detail?: string;
+  /** After a bridged transfer: which party's leg ended the call (the caller's or the person's). */
+  party?: 'caller' | 'target';
   /**
    * Set when the call is refused because a service (the AI) is temporarily unavailable: a front
    * refusing before answer tells the network when to retry (SIP 503 + Retry-After) so it can fail over.
@@ -44,7 +46,8 @@ export interface MediaLeg extends TypedEmitter<MediaLegEvents> {
   readFrame(): Buffer | null;
   /** Send 20 ms of audio to the party. Called every tick once bridged (silence included). */
   writeFrame(frame: Buffer): void;
-  sendDtmf?(digit: string, durationMs?: number): void;
+  /** Send one keypad digit (RFC 4733 / telephone-event); false when the leg cannot. */
+  sendDtmf?(digit: string, durationMs?: number): boolean;
   /** Release sockets/timers; `reason` is passed to the front for its signalling (BYE, terminate). */
   close(reason: HangupReason): Promise<void>;
   quality(): LegQuality;

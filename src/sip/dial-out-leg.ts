@@ -64,8 +64,8 @@ export class DialOutLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg
     this.inner?.writeFrame(this.toWire ? this.toWire.convert(frame) : frame);
   }
 
-  sendDtmf(digit: string, durationMs?: number): void {
-    this.inner?.sendDtmf(digit, durationMs);
+  sendDtmf(digit: string, durationMs?: number): boolean {
+    return this.inner?.sendDtmf(digit, durationMs) ?? false;
   }
 
   quality(): LegQuality {

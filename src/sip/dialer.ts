@@ -127,7 +127,7 @@ export class SipDialer implements LegDialer {
     private readonly log: Logger,
   ) {}
 
-  private get publicAddress(): string {
+  get publicAddress(): string {
     return this.engine.publicAddress ?? this.config.publicAddress ?? '127.0.0.1';
   }
 
@@ -144,7 +144,7 @@ export class SipDialer implements LegDialer {
    * `mediaAllow`: a trunk's media CIDRs; without one only the answer's SDP address may send media.
    * `ports`: already bound for this leg (a dial-out's leg exists before its INVITE); else bound here.
    */
-  private async dialLeg(
+  async dialLeg(
     req: OutboundLegRequest,
     telephoneEvent: boolean,
     mediaAllow?: AddressSet,

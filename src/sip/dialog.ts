@@ -309,7 +309,10 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
     const req = this.newRequest('REFER', { 'refer-to': `<${target}>`, 'referred-by': this.engine.contact });
     this.engine.log.info({ sipCallId: this.callId, target }, 'sending REFER');
     const res = await this.engine.request(req, this.dest(), timeoutMs);
-    if (res.status >= 300) throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason}`);
+    if (res.status >= 300)
+      throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason}`, undefined, {
+        details: { status: res.status },
+      });
   }
 
   /**

@@ -14,6 +14,7 @@ import { EmbeddedSipEngine } from './embedded.js';
 import { referTarget } from './header-values.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
 import { AddressSet } from './media-source.js';
+import { SipPartyDialer } from './party-dialer.js';
 import { TrunkRegistrations } from './registrations.js';
 import { RtpPortPool } from './rtp.js';
 import { RtpLeg } from './rtp-leg.js';
@@ -173,6 +174,7 @@ export class SipFront implements Front {
       const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log);
       this.dialer = dialer;
       this.ctx.legDialer = dialer;
+      this.ctx.partyDialers.set('sip', new SipPartyDialer(dialer, this.ctx.config.trunks));
       this.ctx.dialers.set('sip', (req) => {
         if (this.draining || this.ctx.draining) throw new GatewayError('limit_reached', 'draining: no new calls');
         return dialer.placeCall(this.ctx, req);
@@ -227,6 +229,7 @@ export class SipFront implements Front {
     if (this.dialer) {
       if (this.ctx.legDialer === this.dialer) this.ctx.legDialer = undefined;
       this.ctx.dialers.delete('sip');
+      this.ctx.partyDialers.delete('sip');
       this.dialer = undefined;
     }
     await this.engine.stop();

@@ -409,14 +409,18 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
     if (++d.endSent >= 3) this.dtmfOut.shift();
   }
 
-  sendDtmf(digit: string, durationMs = 160): void {
+  /** Queue an RFC 4733 event; false when it cannot go out (unknown digit, no telephone-event negotiated). */
+  sendDtmf(digit: string, durationMs = 160): boolean {
     const event = DTMF_EVENTS.indexOf(digit.toUpperCase());
-    if (event < 0 || digit.length !== 1) return;
+    if (event < 0 || digit.length !== 1) return false;
     if (this.offer.dtmfPayloadType === undefined) {
       this.log.warn({ digit }, 'cannot send DTMF: carrier did not offer telephone-event');
-      return;
+      return false;
     }
+    // Bounded: a runaway caller cannot queue minutes of tones.
+    if (this.dtmfOut.length >= 64) return false;
     this.dtmfOut.push({ event, ts: 0, frames: Math.max(2, Math.round(durationMs / 20)), sentFrames: 0, endSent: 0 });
+    return true;
   }
 
   quality(): LegQuality & { rtp: RtpCounters; remote: string } {

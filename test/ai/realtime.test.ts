@@ -98,7 +98,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     });
     expect(conn.session.audio?.input?.transcription).toEqual({ model: 'gpt-4o-mini-transcribe' });
     // No transfer.allow on this route: no transfer tool at all (toll-fraud guard).
-    expect(conn.session.tools?.map((t) => t.name)).toEqual(['end_call']);
+    expect(conn.session.tools?.map((t) => t.name)).toEqual(['end_call', 'send_dtmf']);
 
     const before = leg.written.length;
     let maxLateness = 0;
@@ -300,7 +300,12 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     const leg = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
     const { bridge } = await connector.connect(call, leg);
     const conn = server.connections[0]!;
-    expect(conn.session.tools?.map((t) => t.name)).toEqual(['end_call', 'transfer_call', 'lookup_balance']);
+    expect(conn.session.tools?.map((t) => t.name)).toEqual([
+      'end_call',
+      'send_dtmf',
+      'transfer_call',
+      'lookup_balance',
+    ]);
 
     const before = leg.written.length;
     leg.feed(ulawFrames(CALLER_TONE));

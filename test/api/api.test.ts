@@ -95,17 +95,33 @@ describe('call control on a live simulated call', () => {
     expect((await api(gw)('DELETE', `/v1/calls/${call.id}`, { reason: 5 })).status).toBe(400);
   });
 
-  it('transfer uses the front transfer, or says clearly that the front cannot', async () => {
-    const { call } = await simulatedCall(gw);
-    const no = await api(gw)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
-    expect(no.status).toBe(409);
-    expect(no.body.error?.message).toMatch(/not supported for test calls/);
-    const seen: string[] = [];
-    call.transfer = async (d) => void seen.push(d);
-    const yes = await api(gw)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
-    expect(yes.status).toBe(200);
-    expect(seen).toEqual(['+250788999999']);
-    expect((await api(gw)('POST', `/v1/calls/${call.id}/transfer`, {})).status).toBe(400);
+  it('transfer uses the front transfer, or says clearly that the front cannot; the allow-list binds the token', async () => {
+    const g = await startTestGateway({
+      routes: { local: { kind: 'local', greeting: 'Hello caller.', transfer: { allow: ['+250788999999'] } } },
+    });
+    try {
+      const { call } = await simulatedCall(g);
+      const no = await api(g)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
+      expect(no.status).toBe(409);
+      expect(no.body.error?.message).toMatch(/not supported for test calls/);
+      const outside = await api(g)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788111111' });
+      expect(outside.status).toBe(403);
+      expect(outside.body.error?.code).toBe('not_allowed');
+      const seen: string[] = [];
+      call.transfer = async (d) => void seen.push(d);
+      const yes = await api(g)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
+      expect(yes.status).toBe(200);
+      expect(yes.body).toMatchObject({ ok: true, outcome: 'referred' });
+      expect(seen).toEqual(['+250788999999']);
+      expect((await api(g)('POST', `/v1/calls/${call.id}/transfer`, {})).status).toBe(400);
+      const badMode = await api(g)('POST', `/v1/calls/${call.id}/transfer`, {
+        destination: '+250788999999',
+        mode: 'teleport',
+      });
+      expect(badMode.status).toBe(400);
+    } finally {
+      await g.stop('test_done', 0);
+    }
   });
 
   it('say makes the AI speak (transcript + audio to the caller); mute stops caller audio to the AI', async () => {

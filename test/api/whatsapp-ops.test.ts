@@ -22,13 +22,13 @@ describe('ops API on a live WhatsApp call', () => {
     };
     expect(live.calls.map((c) => c.id)).toEqual([call.id]);
     expect(live.calls[0]!.legs[0]!.codec).toBe('opus/48000');
-    // Transfer is clearly unsupported on WhatsApp.
+    // The route allows no transfer destination: the token cannot transfer either.
     const tr = await fetch(`${base}/v1/calls/${call.id}/transfer`, {
       method: 'POST',
       headers: auth,
       body: JSON.stringify({ destination: '+250788000000' }),
     });
-    expect(tr.status).toBe(409);
+    expect(tr.status).toBe(403);
     const del = await fetch(`${base}/v1/calls/${call.id}`, {
       method: 'DELETE',
       headers: auth,

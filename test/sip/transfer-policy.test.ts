@@ -78,17 +78,21 @@ describe('transfers only where the operator allows (toll-fraud guard)', () => {
     expect(refer.headers.get('refer-to')).toBe('<sip:+250788000002@127.0.0.1>');
     peer.reply(refer, 202, 'Accepted', h.port);
     await rt.until(() => conn.toolOutputs.length === 3, 5000, 'transfer output');
-    expect(JSON.parse(conn.toolOutputs[2]!.output)).toEqual({ ok: true, detail: 'transferred to +250788000002' });
+    expect(JSON.parse(conn.toolOutputs[2]!.output)).toEqual({
+      ok: true,
+      outcome: 'referred',
+      detail: 'transferred to +250788000002',
+    });
     expect(refers(peer)).toHaveLength(1);
   });
 
   it('a route without allowed destinations offers no transfer tool at all', async () => {
     const { rt } = await setup();
-    expect(rt.connections[0]!.session.tools?.map((t) => t.name)).toEqual(['end_call']);
+    expect(rt.connections[0]!.session.tools?.map((t) => t.name)).toEqual(['end_call', 'send_dtmf']);
   });
 
   it('the API refuses a Refer-To with CR/LF (400, no REFER); a valid operator transfer goes out', async () => {
-    const { peer, call, h } = await setup({ allow: ['+250788000000'] });
+    const { peer, call, h } = await setup({ allow: ['+250788000000'], operatorOverride: true });
     const http = api(h.gw, TOKEN);
     const bad = await http('POST', `/v1/calls/${call.id}/transfer`, {
       destination: 'sip:a@b.example>\r\nContact: <sip:evil@x',
@@ -102,6 +106,16 @@ describe('transfers only where the operator allows (toll-fraud guard)', () => {
     expect(refer.headers.get('refer-to')).toBe('<sip:desk@pbx.example;transport=tcp>');
     peer.reply(refer, 202, 'Accepted', h.port);
     expect((await good).status).toBe(200);
+  });
+
+  it('without transfer.operatorOverride the token cannot leave the allow-list (403, no REFER)', async () => {
+    const { peer, call, h } = await setup({ allow: ['+250788000000'] });
+    const r = await api(h.gw, TOKEN)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
+    expect(r.status).toBe(403);
+    expect(r.body.error?.code).toBe('not_allowed');
+    await sleep(200);
+    expect(refers(peer)).toHaveLength(0);
+    expect(call.state).toBe('bridged');
   });
 
   it('POST /v1/calls refuses a `from` that would inject SIP headers', async () => {

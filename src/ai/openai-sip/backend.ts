@@ -135,7 +135,8 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
       log: this.opts.log,
       control: {
         hangupAfterPlayout: (reason) => this.hangUpAfterSpeech(reason),
-        transfer: (destination) => this.opts.control.transfer(destination),
+        transfer: (destination, o) => this.opts.control.transfer(destination, o),
+        sendDtmf: this.opts.control.sendDtmf,
       },
     });
     sideband.on('transcript', (entry) => this.emit('transcript', entry));

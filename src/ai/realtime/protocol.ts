@@ -140,6 +140,14 @@ export function sayEvent(text: string): RealtimeClientEvent {
   };
 }
 
+/** Caller input that is not speech (keypad digits): a user message the model answers like a turn. */
+export function userTextEvent(text: string): RealtimeClientEvent {
+  return {
+    type: 'conversation.item.create',
+    item: { type: 'message', role: 'user', content: [{ type: 'input_text', text }] },
+  };
+}
+
 export function describeRefusal(status: number, body: string): string {
   let detail = '';
   try {

@@ -17,6 +17,7 @@ import {
   onUpgradeRefused,
   sayEvent,
   parseServerEvent,
+  userTextEvent,
   realtimeUrl,
   sessionConfig,
   wireFormatFor,
@@ -330,6 +331,16 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     }
     const sent = this.send(sayEvent(text));
     if (!sent) this.log.warn('operator say ignored: Realtime session not connected');
+  }
+
+  sendText(text: string): void {
+    if (!this.send(userTextEvent(text))) {
+      this.log.warn('caller text input dropped: Realtime session not connected');
+      return;
+    }
+    // One response at a time: if the model is speaking, it answers right after.
+    if (this.responseId) this.respondAfterDone = true;
+    else this.send({ type: 'response.create' });
   }
 
   async close(reason: string): Promise<void> {

@@ -63,7 +63,13 @@ function transferCall(policy: TransferPolicy): Tool {
         (fallback ? ` Without a destination the call goes to ${fallback}.` : ''),
       parameters: {
         type: 'object',
-        properties: { destination: { type: 'string', description: `One of: ${policy.describe()}` } },
+        properties: {
+          destination: { type: 'string', description: `One of: ${policy.describe()}` },
+          brief: {
+            type: 'string',
+            description: 'One or two sentences for the person taking the call: who is calling and what they need.',
+          },
+        },
         ...(fallback ? {} : { required: ['destination'] }),
       },
     },
@@ -80,12 +86,38 @@ function transferCall(policy: TransferPolicy): Tool {
           respond: true,
         };
       }
-      const r = await ctx.control.transfer(decision.destination);
+      const brief = typeof args.brief === 'string' ? args.brief.slice(0, 500) : undefined;
+      const r = await ctx.control.transfer(decision.destination, brief ? { brief } : undefined);
       ctx.log.info({ destination: decision.destination, ok: r.ok, detail: r.detail }, 'AI transfer request');
       return { output: json(r), respond: true };
     },
   };
 }
+
+/**
+ * Built-in: the model presses keys on the call (RFC 4733 on SIP), e.g. to work an IVR on an outbound
+ * call. Digits are checked before anything is sent.
+ */
+const sendDtmf: Tool = {
+  definition: {
+    type: 'function',
+    name: 'send_dtmf',
+    description: 'Press keys on the phone keypad during the call (for automated menus). Digits 0-9, * and #, in order.',
+    parameters: {
+      type: 'object',
+      properties: { digits: { type: 'string', description: 'The keys to press, e.g. "1" or "4512#"' } },
+      required: ['digits'],
+    },
+  },
+  async run(args, ctx) {
+    const digits = typeof args.digits === 'string' ? args.digits.replace(/[\s-]/g, '') : '';
+    const r = ctx.control.sendDtmf
+      ? ctx.control.sendDtmf(digits)
+      : { ok: false, detail: 'this call cannot send keypad tones' };
+    ctx.log.info({ digits: digits.slice(0, 40), ok: r.ok, detail: r.detail }, 'AI pressed keys');
+    return { output: json(r), respond: false };
+  },
+};
 
 /** A route-configured tool: the model's JSON arguments are POSTed to the tool's URL. */
 function httpTool(cfg: HttpToolConfig): Tool {
@@ -124,6 +156,7 @@ export class ToolRegistry {
 
   constructor(route: Pick<RealtimeRouteConfig, 'tools' | 'transferTarget'> & { transfer?: { allow: string[] } }) {
     this.add(endCall);
+    this.add(sendDtmf);
     const policy = new TransferPolicy(route.transfer?.allow ?? [], route.transferTarget);
     if (!policy.empty) this.add(transferCall(policy));
     for (const t of route.tools) this.add(httpTool(t));

@@ -152,7 +152,9 @@ export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements Sip
         timeout,
       ]);
       if (res.status >= 300)
-        throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason ?? ''}`.trim());
+        throw new GatewayError('upstream', `REFER rejected: ${res.status} ${res.reason ?? ''}`.trim(), undefined, {
+          details: { status: res.status },
+        });
     } finally {
       clearTimeout(timer);
     }

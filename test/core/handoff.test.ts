@@ -1,0 +1,109 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { createCodec } from '../../src/core/audio/codecs.js';
+import { OPUS_48K, PCMA_8K } from '../../src/core/audio/format.js';
+import { Call } from '../../src/core/call.js';
+import { FrameClock } from '../../src/core/frame-clock.js';
+import { KeypadCollector } from '../../src/core/keypad.js';
+import { LegBridge } from '../../src/core/leg-bridge.js';
+import { testLogger } from '../../src/core/logger.js';
+import { concat, dominantFrequency, frames, tone } from '../support/audio.js';
+import { MemoryLeg } from '../support/memory-leg.js';
+
+const log = testLogger();
+const KEYPAD = { mode: 'text' as const, interDigitTimeoutMs: 3000, terminator: '#' as const, maxDigits: 32 };
+
+afterEach(() => vi.useRealTimers());
+
+describe('KeypadCollector', () => {
+  it('1 2 3 # is one input "123"; the terminator is not passed on', () => {
+    const got: string[] = [];
+    const k = new KeypadCollector(KEYPAD, (d) => got.push(d), log);
+    for (const d of '123#') k.press(d);
+    expect(got).toEqual(['123']);
+    k.stop();
+  });
+
+  it('a pause of interDigitTimeoutMs ends the input; a lone terminator is still an answer', () => {
+    vi.useFakeTimers();
+    const got: string[] = [];
+    const k = new KeypadCollector(KEYPAD, (d) => got.push(d), log);
+    k.press('4');
+    vi.advanceTimersByTime(2999);
+    k.press('2'); // restarts the timer
+    vi.advanceTimersByTime(2999);
+    expect(got).toEqual([]);
+    vi.advanceTimersByTime(2);
+    expect(got).toEqual(['42']);
+    k.press('#');
+    expect(got).toEqual(['42', '#']);
+    k.stop();
+  });
+
+  it('hostile: a flood of digits is cut into maxDigits pieces, junk is ignored, nothing after stop()', () => {
+    vi.useFakeTimers();
+    const got: string[] = [];
+    const k = new KeypadCollector({ ...KEYPAD, maxDigits: 8 }, (d) => got.push(d), log);
+    for (let i = 0; i < 20; i++) k.press(String(i % 10));
+    k.press('x');
+    k.press('12');
+    k.press('');
+    expect(got).toEqual(['01234567', '89012345']);
+    k.stop();
+    vi.advanceTimersByTime(10_000);
+    k.press('9');
+    expect(got).toHaveLength(2);
+  });
+});
+
+describe('LegBridge', () => {
+  const pcma = createCodec(PCMA_8K);
+
+  it('G.711 ⇄ same G.711 is passthrough: the bytes arrive untouched, silence fills gaps both ways', () => {
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    const a = new MemoryLeg('a', PCMA_8K);
+    const b = new MemoryLeg('b', PCMA_8K);
+    const lb = new LegBridge(call, a, b, new FrameClock());
+    expect(lb.passthrough).toBe(true);
+    const sent = frames(tone(700, 8000, 100), 160).map((f) => pcma.encode(f));
+    a.feed(sent);
+    for (let i = 0; i < 6; i++) lb.tick();
+    expect(b.written.slice(0, 5)).toEqual(sent);
+    expect(b.written[5]).toEqual(pcma.silence());
+    expect(a.written).toHaveLength(6); // b had nothing: a got 20 ms of silence every tick
+    expect(lb.stats).toMatchObject({ aToB: 5, silenceToB: 1, bToA: 0, silenceToA: 6 });
+  });
+
+  it('Opus 48 kHz ⇄ PCMA is transcoded both ways with the tone intact', () => {
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    const opusEnc = createCodec(OPUS_48K, 48000);
+    const opusDec = createCodec(OPUS_48K, 48000);
+    const wa = new MemoryLeg('wa', OPUS_48K);
+    const sip = new MemoryLeg('sip', PCMA_8K);
+    const lb = new LegBridge(call, wa, sip, new FrameClock());
+    expect(lb.passthrough).toBe(false);
+    wa.feed(frames(tone(500, 48000, 1000), 960).map((f) => opusEnc.encode(f)));
+    sip.feed(frames(tone(1300, 8000, 1000), 160).map((f) => pcma.encode(f)));
+    for (let i = 0; i < 50; i++) lb.tick();
+    const atSip = concat(sip.written.slice(10).map((f) => pcma.decode(f)));
+    const atWa = concat(wa.written.slice(10).map((f) => opusDec.decode(f)));
+    expect(Math.abs(dominantFrequency(atSip, 8000) - 500)).toBeLessThan(10);
+    expect(Math.abs(dominantFrequency(atWa, 48000) - 1300)).toBeLessThan(15);
+  });
+
+  it('a leg that throws is counted and skipped; the other direction carries on', () => {
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    const wa = new MemoryLeg('wa', OPUS_48K);
+    const sip = new MemoryLeg('sip', PCMA_8K);
+    wa.readFrame = () => {
+      throw new Error('SRTP unprotect failed');
+    };
+    const lb = new LegBridge(call, wa, sip, new FrameClock());
+    sip.feed([pcma.encode(tone(1300, 8000, 20)), pcma.encode(tone(1300, 8000, 20))]);
+    lb.tick();
+    lb.tick();
+    expect(lb.stats.badFrames).toBe(2);
+    expect(lb.stats.bToA).toBe(2);
+    expect(wa.written).toHaveLength(2);
+    expect(sip.written).toHaveLength(0);
+  });
+});

@@ -1,0 +1,123 @@
+import { createSocket } from 'node:dgram';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import { runSipp } from '../peers/sip/harness.js';
+import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
+import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { api, sleep, waitFor } from '../support/gateway.js';
+
+/**
+ * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
+ * RTP endpoint): the gateway bridges Opus 48 kHz ⇄ G.711 A-law, and the person's BYE ends the
+ * WhatsApp call with Graph terminate.
+ */
+const USER_HZ = 500;
+const HUMAN_HZ = 1300;
+
+let cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const fn of cleanups.reverse()) await fn();
+  cleanups = [];
+});
+
+async function freeUdpPort(): Promise<number> {
+  const s = createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+async function bound(port: number): Promise<void> {
+  for (let i = 0; i < 400; i++) {
+    const free = await new Promise<boolean>((res) => {
+      const u = createSocket('udp4');
+      u.once('error', () => res(false));
+      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
+    });
+    if (!free) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing listens on UDP ${port}`);
+}
+
+describe('WhatsApp caller handed to a SIP person', () => {
+  it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
+    const phonePort = await freeUdpPort();
+    const rtpMin = 30000 + Math.floor(Math.random() * 100) * 100;
+    const h: Harness = await startHarness({
+      routes: {
+        local: {
+          kind: 'local',
+          greeting: 'Hello caller.',
+          transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
+        },
+      },
+      config: {
+        sip: {
+          enabled: true,
+          host: '127.0.0.1',
+          port: 0,
+          publicAddress: '127.0.0.1',
+          rtpPortMin: rtpMin,
+          rtpPortMax: rtpMin + 99,
+        },
+        trunks: [
+          {
+            name: 'mtn-rwanda',
+            allow: ['127.0.0.1/32'],
+            countryCode: '250',
+            nationalPrefix: '0',
+            dialUri: `sip:127.0.0.1:${phonePort}`,
+          },
+        ],
+      },
+    });
+    cleanups.push(() => h.stop());
+    const human = new RtpEndpoint();
+    human.freq = HUMAN_HZ;
+    const rtpPort = await human.start();
+    cleanups.push(() => human.stop());
+    const sipp = runSipp({
+      scenario: 'uas-party.xml',
+      target: '127.0.0.1:5060',
+      vars: { RTPPORT: String(rtpPort), EXPECT_USER: '.250788000111', RING_MS: '1000', TALK_MS: '5000' },
+      args: ['-p', String(phonePort)],
+      timeoutSec: 40,
+    });
+    cleanups.push(() => sipp);
+    await bound(phonePort);
+
+    const user = h.user('250788123456');
+    await user.call(20_000);
+    user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
+    await waitFor(() => h.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
+    const call: Call = h.gw.ctx.registry.list({ front: 'whatsapp' })[0]!;
+
+    const r = await api(h.gw, API_TOKEN)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788000111' });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ ok: true, outcome: 'bridged' });
+    expect(h.sessions.get(call.id)!.closedWith).toBe('transferred');
+    const talk = performance.now();
+    await sleep(2500);
+
+    const atHuman = human.audioSince(talk + 300);
+    expect(atHuman.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(atHuman, 8000) - USER_HZ)).toBeLessThan(10);
+    expect(toneLevelDb(atHuman, 8000, USER_HZ)).toBeGreaterThan(-20);
+    const atUser = user.decodeReceived(talk + 300);
+    expect(atUser.length).toBeGreaterThan(48000);
+    expect(Math.abs(dominantFrequency(atUser, 48000) - HUMAN_HZ)).toBeLessThan(15);
+    expect(toneLevelDb(atUser, 48000, HUMAN_HZ)).toBeGreaterThan(-20);
+
+    const res = await sipp;
+    expect(res.code, res.errors + res.messages.slice(-2000)).toBe(0);
+    const term = await h.graph.waitFor('terminate', user.waCallId, 8000);
+    expect(term.problems).toEqual([]);
+    await waitFor(() => call.ended, 5000, 'call ended');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye', party: 'target' });
+    expect(call.transfers).toMatchObject([{ destination: '+250788000111', mode: 'auto', outcome: 'bridged' }]);
+    expect(call.legs.map((l) => l.format.codec)).toEqual(['opus', 'pcma']);
+  }, 60_000);
+});
