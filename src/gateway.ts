@@ -1,4 +1,5 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { BackendRegistry } from './ai/backends.js';
@@ -110,6 +111,8 @@ export interface GatewayContext {
   peers: PeerLink;
   /** Instance-to-instance endpoints (/internal/cluster on the ops listener, behind cluster.secret). */
   internal: express.Router;
+  /** WebSocket upgrades on the ops listener, by path (the SIP front's `/sip`, RFC 7118). */
+  upgrades: Map<string, UpgradeHandler>;
 }
 
 /** In-process unless `cluster.redis.url` is set. */
@@ -128,6 +131,8 @@ function clusterState(config: GatewayConfig, log: Logger): ClusterState {
     log: log.child({ component: 'cluster' }),
   });
 }
+
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
 
 /** Wires config → registry, router, AI backends, media clock, HTTP app, ops API and fronts. */
 export class Gateway {
@@ -192,6 +197,7 @@ export class Gateway {
       cluster: clusterState(config, log),
       peers: noPeers,
       internal: express.Router(),
+      upgrades: new Map(),
     };
     if (this.ctx.cluster.shared) this.ctx.peers = new HttpPeerLink(this.ctx.cluster, config.cluster.secret);
     this.opsApp.use(
@@ -285,6 +291,12 @@ export class Gateway {
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
+    (this.opsServer ?? this.server).on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (req.url ?? '').split('?')[0] ?? '';
+      const handler = this.ctx.upgrades.get(path);
+      if (handler) return handler(req, socket, head);
+      socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    });
     log.info(
       {
         http: `${config.http.host}:${this.httpPort}`,
@@ -299,6 +311,14 @@ export class Gateway {
     }
     const routes = Object.entries(config.routes).map(([n, r]) => `${n}(${r.kind})`);
     log.info({ routes, default: config.routing.default }, 'gateway ready');
+    if (config.browser.enabled && config.sip.enabled && config.sip.engine === 'embedded') {
+      const host = config.ops.port !== undefined ? config.ops.host : config.http.host;
+      const shown = host === '0.0.0.0' || host === '::' || host === '127.0.0.1' ? 'localhost' : host;
+      const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${this.opsPort}`;
+      if (config.api.token) log.info({ url }, `open ${url} and press Call`);
+      else
+        log.warn({ url }, `set API_TOKEN, then open ${url} and press Call (the console and its phone need the token)`);
+    }
   }
 
   /**

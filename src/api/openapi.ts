@@ -287,6 +287,29 @@ export const openApiDocument = {
       parameters: [{ name: 'callId', in: 'path', required: true, schema: { type: 'string' } }],
       post: { summary: 'End a media-only session', responses: { '200': ok, '401': error, '404': error, '501': error } },
     },
+    '/v1/routes': {
+      get: {
+        summary: 'Configured AI routes (name, kind, whether it is routing.default): the console phone picks one',
+        responses: {
+          '200': {
+            description: 'Routes',
+            ...json({
+              type: 'object',
+              properties: {
+                routes: {
+                  type: 'array',
+                  items: {
+                    type: 'object',
+                    properties: { name: { type: 'string' }, kind: { type: 'string' }, default: { type: 'boolean' } },
+                  },
+                },
+              },
+            }),
+          },
+          '401': error,
+        },
+      },
+    },
     '/v1/trunks': {
       get: {
         summary: 'SIP trunks: IP or registration, active calls, and registration state',

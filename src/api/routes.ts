@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { FORWARDED_HEADER, peerAuthentic } from '../cluster/peers.js';
@@ -15,10 +16,15 @@ import { openApiDocument } from './openapi.js';
 import { SseHub, streamAllCalls, streamCall } from './sse.js';
 
 const DASHBOARD = readFileSync(new URL('./dashboard.html', import.meta.url), 'utf8');
+const nodeModule = (path: string) => fileURLToPath(new URL(`../../node_modules/${path}`, import.meta.url));
+const CONSOLE_FILES: [string, string][] = [
+  ['/console', fileURLToPath(new URL('./console', import.meta.url))],
+  ['/vendor/sip.js', nodeModule('sip.js/lib')],
+];
 
 const listQuery = z.object({
   state: z.enum(['ringing', 'answered', 'bridged', 'ended']).optional(),
-  front: z.enum(['sip', 'whatsapp', 'api', 'test']).optional(),
+  front: z.enum(['sip', 'whatsapp', 'api', 'browser', 'test']).optional(),
   trunk: z.string().optional(),
   ended: z.enum(['true', 'false']).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
@@ -125,6 +131,8 @@ export function mountOps(
   app.get('/', (_req, res) => {
     res.type('html').send(DASHBOARD);
   });
+  // The console's scripts and the libraries it uses, served from node_modules (no CDN, no build step).
+  for (const [prefix, dir] of CONSOLE_FILES) app.use(prefix, express.static(dir, { fallthrough: false, index: false }));
   app.get('/v1/openapi.json', (_req, res) => {
     res.json(openApiDocument);
   });
@@ -256,6 +264,14 @@ export function mountOps(
   });
   v1.get('/events', (req, res) => streamAllCalls(sse, registry, req, res));
 
+  v1.get('/routes', (_req, res) => {
+    const routes = Object.entries(config.routes).map(([name, r]) => ({
+      name,
+      kind: r.kind,
+      default: name === config.routing.default,
+    }));
+    res.json({ routes });
+  });
   v1.get('/trunks', (_req, res) => {
     res.json({ trunks: ctx.trunks?.() ?? [] });
   });

@@ -315,7 +315,7 @@ export const whatsappNumberSchema = z.object({
 export const routeSchema = z.discriminatedUnion('kind', [localRoute, realtimeRoute, openaiSipRoute]);
 
 export const ruleSchema = z.object({
-  front: z.enum(['sip', 'whatsapp', 'api']).optional(),
+  front: z.enum(['sip', 'whatsapp', 'api', 'browser']).optional(),
   trunk: z.string().optional(),
   /** Called number: exact E.164, or a prefix ending in `*`. */
   to: z.string().optional(),
@@ -473,6 +473,25 @@ export const configSchema = z
         mediaTimeoutSec: z.number().positive().default(15),
         /** Once media has flowed, end the call after this long with no RTP from WhatsApp. */
         rtpTimeoutSec: z.number().positive().default(15),
+      })
+      .prefault({}),
+    // ---- Browser phone (issue 16): SIP over WebSocket (RFC 7118) + a WebRTC leg, front `browser`. ----
+    browser: z
+      .object({
+        /** Accept SIP over WebSocket on the ops listener under /sip (embedded SIP engine). */
+        enabled: z.boolean().default(true),
+        /** Browser calls at once; more get 486. */
+        maxCalls: z.number().int().positive().default(4),
+        /** WebSocket connections at once under /sip; more are refused (503) at the upgrade. */
+        maxConnections: z.number().int().positive().default(32),
+        /** The address browsers reach our ICE candidate on (this host as the browser sees it). */
+        publicIp: z.string().default('127.0.0.1'),
+        udpPortMin: z.number().int().min(1024).default(31000),
+        udpPortMax: z.number().int().max(65535).default(31099),
+        /** Once media has flowed, end the call after this long with no RTP from the browser. */
+        rtpTimeoutSec: z.number().positive().default(15),
+        /** ICE + DTLS must complete within this after the 200 OK. */
+        mediaTimeoutSec: z.number().positive().default(15),
       })
       .prefault({}),
     records: z

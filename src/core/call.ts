@@ -9,7 +9,7 @@ import { CallLatency } from './turn-latency.js';
 import { TypedEmitter } from './typed-emitter.js';
 
 export type CallState = 'ringing' | 'answered' | 'bridged' | 'ended';
-export type Front = 'sip' | 'whatsapp' | 'api' | 'test';
+export type Front = 'sip' | 'whatsapp' | 'api' | 'browser' | 'test';
 
 export interface CallInfo {
   front: Front;

@@ -163,6 +163,8 @@ export class EmbeddedDialog extends TypedEmitter<SipDialogEvents> implements Sip
 
   /** Where in-dialog requests go: the first loose route, else the remote target; the source as fallback. */
   private dest(): Dest {
+    // A browser (SIP over WebSocket) is reachable only over the connection it opened (RFC 7118 §5).
+    if (this.src.transport === 'ws' || this.src.transport === 'wss') return this.src;
     const first = this.routeSet[0] ? parseNameAddr(this.routeSet[0])?.uri : undefined;
     const uri = parseUri(first ?? this.remoteTarget);
     if (!uri || uri.scheme === 'tel' || !uri.host) return this.src;

@@ -23,6 +23,7 @@ import {
   ClientTx,
   type Dest,
   InviteTx,
+  isWebSocket,
   mergeKey,
   newBranch,
   stampVia,
@@ -35,7 +36,7 @@ import { type Admission, DEFAULT_FLOOD_LIMITS, type FloodLimits, InboundGuard, t
 
 // Importers (uac.ts, front.ts, tests) get the engine's parts from here as before the split.
 export { EmbeddedDialog, type DialogInit } from './dialog.js';
-export { ALLOW, type Dest, newBranch, newTag, SUPPORTED, type Transport } from './transactions.js';
+export { ALLOW, type Dest, type DialTransport, newBranch, newTag, SUPPORTED, type Transport } from './transactions.js';
 export { SipStreamFramer } from './stream-transport.js';
 
 /**
@@ -46,7 +47,7 @@ export { SipStreamFramer } from './stream-transport.js';
  */
 export interface EmbeddedEngineOptions extends Pick<
   SipTransportsOptions,
-  'host' | 'port' | 'tls' | 'publicAddress' | 'publicAddress6'
+  'host' | 'port' | 'tls' | 'publicAddress' | 'publicAddress6' | 'webSocket'
 > {
   log: Logger;
   t1Ms?: number;
@@ -109,6 +110,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       publicAddress: opts.publicAddress,
       publicAddress6: opts.publicAddress6,
       tls: opts.tls,
+      webSocket: opts.webSocket,
       log: this.log,
       limits: opts.limits,
       sampler: this.guard.sampler,
@@ -193,7 +195,8 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   describe(): Record<string, unknown> {
     const where = `${this.opts.host}:${this.port}`;
     const tls = this.transports.tlsListening ? `${this.opts.host}:${this.transports.tlsPort}` : undefined;
-    return { engine: 'embedded', udp: where, tcp: where, tls, contact: this.contact, ...this.counters };
+    const ws = this.opts.webSocket ? `http listener /sip (${this.transports.wsConnections} open)` : undefined;
+    return { engine: 'embedded', udp: where, tcp: where, tls, ws, contact: this.contact, ...this.counters };
   }
 
   drain(): void {
@@ -334,8 +337,10 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   private onRequest(req: SipRequest, from: Dest): void {
     let src = from;
     const inDialog = this.isInDialog(req);
-    // Before anything else (even a 400): a stranger gets one stateless answer at most.
-    const admission = inDialog ? undefined : this.guard.admitUnknown(req.method, from.address);
+    // Before anything else (even a 400): a stranger gets one stateless answer at most. WebSocket
+    // peers passed the upgrade checks and are authenticated per request by the front (digest).
+    const admission =
+      inDialog || isWebSocket(from.transport) ? undefined : this.guard.admitUnknown(req.method, from.address);
     if (admission && !admission.ok) return this.replyStateless(req, from, admission);
     const invalid = validateRequest(req);
     if (invalid) {

@@ -40,7 +40,7 @@ export type SipEngineEvents = {
 export interface SourceAddress {
   address: string;
   port: number;
-  transport: 'udp' | 'tcp' | 'tls';
+  transport: 'udp' | 'tcp' | 'tls' | 'ws' | 'wss';
 }
 
 export type IncomingInviteEvents = {

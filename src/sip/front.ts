@@ -7,6 +7,7 @@ import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { Front, GatewayContext, TrunkView } from '../gateway.js';
+import { BrowserCalls } from './browser-calls.js';
 import { DigestAuthenticator } from './digest.js';
 import { SipDialer } from './dialer.js';
 import { DrachtioEngine } from './drachtio/engine.js';
@@ -30,9 +31,12 @@ import {
 } from './sdp.js';
 import { negotiateAsUas, SessionTimer, type SessionTerms } from './session-timer.js';
 import { toE164, TrunkTable, userOf } from './trunks.js';
+import type { WebRtcMediaFactory } from './webrtc-media.js';
 
 export interface SipFrontOptions {
   engine?: SipEngine;
+  /** WebRTC legs for browser phones (SIP over WebSocket, config `browser`); absent: no browser calls. */
+  webrtc?: WebRtcMediaFactory;
   /** Digest nonce lifetime (tests shorten it). */
   nonceTtlMs?: number;
 }
@@ -98,6 +102,7 @@ export function createEngine(
     publicAddress6: sip.publicAddress6,
     log,
     tls: sip.tls,
+    webSocket: ctx.config.browser.enabled ? { maxConnections: ctx.config.browser.maxConnections } : undefined,
     isKnownSource: (address) =>
       trunks.match(address) !== undefined || fromAnywhere || (byRegistration.length > 0 && registrarSource(address)),
     unknownSource: sip.unknownSource,
@@ -136,6 +141,8 @@ export class SipFront implements Front {
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
   private draining = false;
+  /** Browser phone calls over SIP-over-WebSocket (embedded engine with `browser.enabled`). */
+  private readonly browser: BrowserCalls | undefined;
   /** Outbound legs and calls; set once the engine is started. */
   dialer: SipDialer | undefined;
   /** Registration trunks (embedded engine only); set once the engine is listening. */
@@ -155,6 +162,11 @@ export class SipFront implements Front {
     // IPv6 media (IN IP6 offers) only when an IPv6 address for our SDP is configured.
     const rtpHost6 = sip.publicAddress6 ? (sip.host.includes(':') ? sip.host : '::') : undefined;
     this.ports = new RtpPortPool(rtpHost, sip.rtpPortMin, sip.rtpPortMax, rtpHost6);
+    const engine = this.engine;
+    if (ctx.config.browser.enabled && opts.webrtc && engine instanceof EmbeddedSipEngine) {
+      this.browser = new BrowserCalls(ctx, opts.webrtc, this.digest, () => this.draining || ctx.draining);
+      ctx.upgrades.set('/sip', (req, socket, head) => engine.transports.handleUpgrade(req, socket, head));
+    }
   }
 
   async start(): Promise<void> {
@@ -267,6 +279,10 @@ export class SipFront implements Front {
   private async onInvite(inv: IncomingInvite): Promise<void> {
     const src = `${inv.source.address}:${inv.source.port}`;
     const log = this.log.child({ sipCallId: inv.callId, src });
+    if (inv.source.transport === 'ws' || inv.source.transport === 'wss') {
+      if (this.browser) return this.browser.onInvite(inv);
+      return inv.reject(403, 'Forbidden (browser calls are off)');
+    }
     if (this.draining || this.ctx.draining) {
       log.info('INVITE while draining: 503');
       return inv.reject(503, 'Service Unavailable (shutting down)', { 'retry-after': '60' });

@@ -36,7 +36,10 @@ const LIST_HEADERS = new Set(['require', 'supported', 'allow', 'proxy-require', 
 export const newTag = () => randomBytes(6).toString('hex');
 export const newBranch = () => `z9hG4bK${randomBytes(8).toString('hex')}`;
 
-export type Transport = 'udp' | StreamKind;
+/** `ws`/`wss`: SIP over WebSocket (RFC 7118), inbound only (browsers), on the ops HTTP listener. */
+export type Transport = DialTransport | 'ws' | 'wss';
+/** What we can open towards a peer (a WebSocket is only ever the browser's connection to us). */
+export type DialTransport = 'udp' | StreamKind;
 
 export interface Dest extends StreamDest {
   transport: Transport;
@@ -44,7 +47,8 @@ export interface Dest extends StreamDest {
   conn?: StreamSocket;
 }
 
-export const isStream = (t: Transport): t is StreamKind => t !== 'udp';
+export const isStream = (t: Transport): t is StreamKind => t === 'tcp' || t === 'tls';
+export const isWebSocket = (t: Transport): t is 'ws' | 'wss' => t === 'ws' || t === 'wss';
 
 /** A server transaction we keep after responding, to absorb retransmissions of its request. */
 interface ServerTx {

@@ -1,4 +1,6 @@
 import { createSocket, type Socket } from 'node:dgram';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { isIP, type Socket as StreamSocket } from 'node:net';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -14,7 +16,8 @@ import {
   tlsSockets,
   type StreamKind,
 } from './stream-transport.js';
-import { type Dest, isStream, type Transport } from './transactions.js';
+import { type Dest, isStream, isWebSocket, type Transport } from './transactions.js';
+import { SipWsTransport } from './ws-transport.js';
 
 export interface SipTransportsOptions {
   host: string;
@@ -48,6 +51,8 @@ export interface SipTransportsOptions {
   inUse(uses: (dest: Dest | undefined) => boolean): boolean;
   /** How long after a dialog or transaction ends its connection is checked for release (T1). */
   releaseDelayMs: number;
+  /** SIP over WebSocket (RFC 7118): accepted on an HTTP listener's upgrade (see handleUpgrade). */
+  webSocket?: { maxConnections: number };
 }
 
 /**
@@ -68,6 +73,9 @@ export class SipTransports {
   private readonly learnt: { 4?: string; 6?: string } = {};
   /** Bound to an IPv6 address or `::` (dual stack): IPv4 peers appear as ::ffff:a.b.c.d. */
   readonly ipv6: boolean;
+  /** SIP over WebSocket, when enabled; its port is the HTTP listener's (set by whoever mounts it). */
+  private ws: SipWsTransport | undefined;
+  wsPort = 0;
 
   constructor(private readonly opts: SipTransportsOptions) {
     this.ipv6 = isIP(opts.host) === 6;
@@ -129,6 +137,7 @@ export class SipTransports {
    * port (with no listener the far end must reuse our connection, which OpenAI and SBCs do).
    */
   portFor(transport: Transport): number {
+    if (isWebSocket(transport)) return this.wsPort;
     if (transport !== 'tls') return this.port;
     return this.streams?.tls.port || this.opts.tls?.port || 5061;
   }
@@ -147,7 +156,35 @@ export class SipTransports {
     return { tcp: this.streams?.tcp.connectionCount ?? 0, tls: this.streams?.tls.connectionCount ?? 0 };
   }
 
+  /**
+   * An HTTP upgrade for the SIP WebSocket path (the HTTP server belongs to the gateway). Refused
+   * (503) when WebSocket is off or the engine is not running.
+   */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (!this.ws) return void socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n');
+    // Our Contact/Via for WebSocket peers name the port they reached us on.
+    this.wsPort = req.socket.localPort ?? this.wsPort;
+    this.ws.handleUpgrade(req, socket, head);
+  }
+
+  /** Open SIP WebSocket connections. */
+  get wsConnections(): number {
+    return this.ws?.connectionCount ?? 0;
+  }
+
   async start(): Promise<void> {
+    if (this.opts.webSocket) {
+      const limits = { ...DEFAULT_STREAM_LIMITS, ...this.opts.limits };
+      this.ws = new SipWsTransport({
+        log: this.opts.log,
+        sampler: this.opts.sampler,
+        maxConnections: this.opts.webSocket.maxConnections,
+        maxMessageBytes: limits.maxMessageBytes,
+        idleMs: limits.connectionIdleSec * 1000,
+        inUse: (key) => this.opts.inUse((d) => !!d && isWebSocket(d.transport) && `${d.address}:${d.port}` === key),
+        onMessage: (buf, src) => this.receive(buf, src),
+      });
+    }
     const stream = (kind: StreamKind, sockets: SocketFactory) =>
       new StreamTransport({
         kind,
@@ -224,7 +261,9 @@ export class SipTransports {
     this.releaseChecks.clear();
     const streams = this.streams;
     this.streams = undefined;
-    if (streams) await Promise.all([streams.tcp.close(), streams.tls.close()]);
+    const ws = this.ws;
+    this.ws = undefined;
+    await Promise.all([streams?.tcp.close(), streams?.tls.close(), ws?.close()]);
   }
 
   /**
@@ -265,7 +304,13 @@ export class SipTransports {
     };
   }
 
+  /** Whether a WebSocket peer's connection is still open. */
+  wsOpen(dest: Dest): boolean {
+    return !!this.ws?.isOpen(dest.address, dest.port);
+  }
+
   send(buf: Buffer, dest: Dest): void {
+    if (isWebSocket(dest.transport)) return void this.ws?.send(buf, dest.address, dest.port);
     if (isStream(dest.transport)) return this.streams?.[dest.transport].send(buf, dest);
     // A dual-stack socket reaches IPv4 peers at their IPv4-mapped address.
     const address = this.ipv6 && isIP(dest.address) === 4 ? `::ffff:${dest.address}` : dest.address;

@@ -11,6 +11,7 @@ import {
   newBranch,
   newTag,
   SUPPORTED,
+  type DialTransport,
   type Transport,
 } from './embedded.js';
 import { DigestSession, type DigestClientCredentials } from './digest-client.js';
@@ -50,7 +51,7 @@ export interface InviteOptions {
   /** No final answer within this → CANCEL and reject with a timeout. */
   timeoutMs: number;
   /** Overrides the URI's transport parameter. */
-  transport?: Transport;
+  transport?: DialTransport;
   /** Stream transports: how long opening the TCP/TLS connection may take (default 5 s, capped by timeoutMs). */
   connectTimeoutMs?: number;
   /** Aborting before the answer sends CANCEL (the call ended while ringing). */
@@ -92,7 +93,7 @@ const CONNECT_TIMEOUT_MS = 5000;
  */
 export async function resolveTargets(
   uri: string,
-  override: Transport | undefined,
+  override: DialTransport | undefined,
   callId?: string,
   resolver?: SipDnsResolver,
   ipv6 = false,

@@ -1,0 +1,105 @@
+// Browser phone: sip.js over SIP-over-WebSocket (RFC 7118) to the gateway's /sip, WebRTC media.
+// Vendored from node_modules (served under /vendor/sip.js/), no CDN, no build step.
+import { Inviter, SessionState, UserAgent } from '/vendor/sip.js/index.js';
+
+/** The digest username the gateway expects (src/sip/browser-calls.ts); the password is the ops token. */
+const USER = 'ops';
+
+/**
+ * One phone: call(route) → talk → hangUp(); dtmf(digit); setMuted(bool). `levels` holds the
+ * latest RMS (0..1) of the microphone and of the AI, measured with AnalyserNodes.
+ */
+export function createPhone({ token, onState, audio }) {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ua = new UserAgent({
+    uri: UserAgent.makeURI(`sip:${USER}@${location.hostname}`),
+    transportOptions: { server: `${scheme}://${location.host}/sip` },
+    authorizationUsername: USER,
+    authorizationPassword: token,
+    logLevel: 'warn',
+    sessionDescriptionHandlerFactoryOptions: {
+      peerConnectionConfiguration: { iceServers: [] },
+      iceGatheringTimeout: 1000,
+    },
+  });
+  const levels = { local: 0, remote: 0, remoteMax: 0 };
+  let session;
+  let meterTimer;
+  let actx;
+
+  function analyse(stream, key) {
+    actx ??= new AudioContext();
+    const analyser = actx.createAnalyser();
+    analyser.fftSize = 1024;
+    actx.createMediaStreamSource(stream).connect(analyser);
+    const buf = new Float32Array(analyser.fftSize);
+    return () => {
+      analyser.getFloatTimeDomainData(buf);
+      let sum = 0;
+      for (const v of buf) sum += v * v;
+      levels[key] = Math.sqrt(sum / buf.length);
+      if (key === 'remote') levels.remoteMax = Math.max(levels.remoteMax, levels.remote);
+    };
+  }
+
+  function attachMedia() {
+    const pc = session.sessionDescriptionHandler.peerConnection;
+    const remote = new MediaStream(
+      pc
+        .getReceivers()
+        .map((r) => r.track)
+        .filter(Boolean),
+    );
+    audio.srcObject = remote;
+    audio.play().catch(() => {});
+    const local = new MediaStream(
+      pc
+        .getSenders()
+        .map((s) => s.track)
+        .filter(Boolean),
+    );
+    const tick = [analyse(remote, 'remote'), analyse(local, 'local')];
+    meterTimer = setInterval(() => tick.forEach((f) => f()), 50);
+  }
+
+  return {
+    levels,
+    async call(route) {
+      if (session) throw new Error('a call is in progress');
+      if (ua.state !== 'Started') await ua.start();
+      const target = UserAgent.makeURI(`sip:${encodeURIComponent(route || 'ai')}@${location.host}`);
+      session = new Inviter(ua, target, {
+        sessionDescriptionHandlerOptions: { constraints: { audio: true, video: false } },
+      });
+      session.stateChange.addListener((state) => {
+        if (state === SessionState.Established) attachMedia();
+        if (state === SessionState.Terminated) {
+          clearInterval(meterTimer);
+          session = undefined;
+        }
+        onState(state);
+      });
+      await session.invite({
+        requestDelegate: {
+          onReject: (res) => onState(`rejected: ${res.message.statusCode} ${res.message.reasonPhrase}`),
+        },
+      });
+    },
+    async hangUp() {
+      if (!session) return;
+      if (session.state === SessionState.Established) await session.bye();
+      else if (session.state === SessionState.Establishing) await session.cancel();
+    },
+    dtmf(digit) {
+      // RFC 4733 telephone-events on the media path (RTCDTMFSender).
+      session?.sessionDescriptionHandler?.sendDtmf(digit);
+    },
+    setMuted(muted) {
+      const pc = session?.sessionDescriptionHandler?.peerConnection;
+      pc?.getSenders().forEach((s) => s.track && (s.track.enabled = !muted));
+    },
+    get inCall() {
+      return !!session;
+    },
+  };
+}
