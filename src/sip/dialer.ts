@@ -56,6 +56,16 @@ export function buildOffer(p: OfferParams): string {
   });
 }
 
+/**
+ * RFC 3326 Reason for a CANCEL sent because the call ended while the far end rang: Q.850 41
+ * (temporary failure) when the AI or the gateway failed, so a carrier's CDR tells it from an
+ * ordinary hang-up (16, normal clearing).
+ */
+export function cancelReason(reason: HangupReason): string {
+  const code = reason.by === 'ai' || reason.by === 'error' ? 41 : 16;
+  return `Q.850;cause=${code};text="${reason.cause.replace(/[^\w.-]/g, '')}"`;
+}
+
 /** An RtpLeg whose far end is a SIP dialog we opened: its BYE is reported as the leg's hangup. */
 export class DialedRtpLeg extends RtpLeg {
   constructor(
@@ -195,6 +205,7 @@ export class SipDialer implements LegDialer {
         sdp: offer,
         timeoutMs: req.timeoutMs,
         signal: abort.signal,
+        cancelReason: () => call.endReason && cancelReason(call.endReason),
         callId: call.id,
         credentials,
         onProvisional: (status) => call.log.info({ status, uri: req.uri }, 'outbound leg ringing'),

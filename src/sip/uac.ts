@@ -56,6 +56,8 @@ export interface InviteOptions {
   connectTimeoutMs?: number;
   /** Aborting before the answer sends CANCEL (the call ended while ringing). */
   signal?: AbortSignal;
+  /** An RFC 3326 Reason for that CANCEL (why the call ended), read when the CANCEL is built. */
+  cancelReason?: () => string | undefined;
   /** The gateway call this INVITE belongs to (errors and logs carry it). */
   callId?: string;
   /** Each provisional response (180 ringing, 183 progress). */
@@ -506,6 +508,8 @@ class InviteClientTx implements UacTx {
     h.add('to', this.req.headers.get('to')!);
     h.add('call-id', this.req.headers.get('call-id')!);
     h.add('cseq', `${this.cseq} CANCEL`);
+    const reason = this.opts.cancelReason?.();
+    if (reason) h.add('reason', reason);
     const cancel: SipRequest = { kind: 'request', method: 'CANCEL', uri: this.req.uri, headers: h, body: '' };
     this.log.info('sending CANCEL');
     this.engine

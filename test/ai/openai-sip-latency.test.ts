@@ -134,4 +134,38 @@ describe('OpenAI SIP route: answer and turn latency from the sideband and the SI
     expect(stored.status).toBe(200);
     expect(stored.body.latency).toEqual(live.body.latency);
   });
+
+  it('hostile sideband events (bad audio_end_ms, absurd VAD settings, a flood) do not corrupt the figures', async () => {
+    const { call: c } = await call(4000, 1000);
+    const conv = openai.calls[0]!;
+    await waitFor(() => conv.sent.some((e) => e.type === 'output_audio_buffer.stopped'), 5000, 'greeting played');
+    expect(c.latency.view().answerToFirstAudio).not.toBeNull();
+    conv.send({
+      type: 'session.updated',
+      session: { audio: { input: { turn_detection: { type: 'server_vad', silence_duration_ms: 1e9 } } } },
+    });
+    conv.send({ type: 'session.updated', session: { audio: { input: { turn_detection: 'semantic' } } } });
+    conv.send({ type: 'session.updated', session: null });
+    const bad: unknown[] = ['soon', -5, 1e15, null, Number.NaN, { ms: 1 }];
+    for (let i = 0; i < 600; i++) {
+      conv.send({ type: 'input_audio_buffer.speech_started', audio_start_ms: i, item_id: `item_${i}` });
+      conv.send({ type: 'input_audio_buffer.speech_stopped', audio_end_ms: bad[i % bad.length], item_id: `item_${i}` });
+    }
+    conv.send({ type: 'input_audio_buffer.speech_stopped' });
+    conv.send({ type: 'output_audio_buffer.started' });
+    conv.send({ type: 'session.updated', session: conv.session() }); // back to the real settings
+    // The caller's real turn after all that is measured as before, and only it.
+    await waitFor(() => c.latency.view().turns.count >= 1, 8000, 'turn latency');
+    await waitFor(
+      () => conv.sent.filter((e) => e.type === 'output_audio_buffer.stopped').length === 2,
+      5000,
+      'answer played',
+    );
+    const { turns } = c.latency.view();
+    expect(turns.count).toBe(1);
+    expect(turns.samples[0]!.totalMs).toBeGreaterThanOrEqual(VAD_SILENCE_MS + THINK_MS - 40);
+    expect(turns.samples[0]!.totalMs).toBeLessThan(5000);
+    expect(c.ended).toBe(false);
+    expect(c.state).toBe('bridged');
+  });
 });

@@ -154,9 +154,9 @@ describe.each(engines)(
   },
 );
 
-describe('SIP dial-out when the AI cannot be reached (embedded engine)', () => {
+describe('SIP dial-out when the AI cannot be reached', () => {
   it.each([{ policy: 'reject' }, { policy: 'apologise' }])(
-    'Realtime 401, onAiUnavailable $policy: the callee is never dialled and the API says why',
+    'Realtime 401, onAiUnavailable $policy (embedded engine): the callee is never dialled and the API says why',
     async ({ policy }) => {
       // The callee's address: a plain UDP socket that counts whatever reaches it.
       const phone = createSocket('udp4');
@@ -184,28 +184,34 @@ describe('SIP dial-out when the AI cannot be reached (embedded engine)', () => {
     },
   );
 
-  it('the AI is lost while the callee rings: the INVITE is CANCELled, never answered into silence', async () => {
-    const phonePort = await freePort();
-    // The socket drops 300 ms after it opens and the reconnect is refused: the AI is gone for good.
-    const { h, rt } = await setup(engines[0]!, phonePort, { dropAfterMs: 300, rejectWith: 401, rejectFrom: 1 });
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml', // rings until CANCEL (200 to it, 487 to the INVITE)
-      target: '127.0.0.1:5060',
-      args: ['-p', String(phonePort)],
-      timeoutSec: 30,
-    });
-    await bound(phonePort);
-    const placed = await api(h.gw)('POST', '/v1/calls', { front: 'sip', to: '+250788000001', trunk: 'lab' });
-    expect(placed.status, JSON.stringify(placed.body)).toBe(201);
-    const c = h.gw.ctx.registry.get(placed.body.id as string)!;
-    const res = await sipp;
-    expect(res.code, res.errors + res.stderr).toBe(0);
-    expect(res.messages).toMatch(/CANCEL sip:\+250788000001@/);
-    const okToInvite = /message sent[^\n]*\n+SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ INVITE/;
-    expect(sippLog(res.messages).filter((e) => okToInvite.test(e.text))).toEqual([]);
-    await waitFor(() => c.ended, 3000, 'call ended');
-    expect(c.endReason).toMatchObject({ by: 'ai', cause: 'ai_unavailable' });
-    expect(rt.connections.length).toBeGreaterThanOrEqual(1);
-    await waitFor(() => h.front.ports.used === 0 && h.front.dialer!.activeCount === 0, 3000, 'ports released');
-  });
+  it.each(engines)(
+    'the AI is lost while the callee rings ($name engine): CANCEL with a Reason, never answered into silence',
+    async (engine) => {
+      const phonePort = await freePort();
+      // The socket drops 300 ms after it opens and the reconnect is refused: the AI is gone for good.
+      const { h, rt } = await setup(engine, phonePort, { dropAfterMs: 300, rejectWith: 401, rejectFrom: 1 });
+      const sipp = runSipp({
+        scenario: 'uas-busy-then-ring.xml', // rings until CANCEL (200 to it, 487 to the INVITE)
+        target: '127.0.0.1:5060',
+        args: ['-p', String(phonePort)],
+        timeoutSec: 30,
+      });
+      await bound(phonePort);
+      const placed = await api(h.gw)('POST', '/v1/calls', { front: 'sip', to: '+250788000001', trunk: 'lab' });
+      expect(placed.status, JSON.stringify(placed.body)).toBe(201);
+      const c = h.gw.ctx.registry.get(placed.body.id as string)!;
+      const res = await sipp;
+      expect(res.code, res.errors + res.stderr).toBe(0);
+      const cancel = sippLog(res.messages).find((e) =>
+        /message received[^\n]*\n+CANCEL sip:\+250788000001@/.test(e.text),
+      );
+      expect(cancel?.text).toMatch(/^Reason: Q\.850;cause=41;text="ai_unavailable"\r?$/m);
+      const okToInvite = /message sent[^\n]*\n+SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ INVITE/;
+      expect(sippLog(res.messages).filter((e) => okToInvite.test(e.text))).toEqual([]);
+      await waitFor(() => c.ended, 3000, 'call ended');
+      expect(c.endReason).toMatchObject({ by: 'ai', cause: 'ai_unavailable' });
+      expect(rt.connections.length).toBeGreaterThanOrEqual(1);
+      await waitFor(() => h.front.ports.used === 0 && h.front.dialer!.activeCount === 0, 3000, 'ports released');
+    },
+  );
 });

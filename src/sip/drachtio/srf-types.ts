@@ -29,7 +29,7 @@ export interface SrfSipError extends Error {
 
 /** An INVITE we sent (createUAC's cbRequest): cancellable until its final response. */
 export interface SrfSentRequest {
-  cancel(cb?: (err: unknown) => void): void;
+  cancel(opts: { headers?: Record<string, string> }, cb?: (err: unknown) => void): void;
   get(name: string): string | undefined;
 }
 

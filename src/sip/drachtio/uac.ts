@@ -51,7 +51,11 @@ export async function placeInvite(host: DialogHost, opts: InviteOptions, log: Lo
   const cancel = (why: GatewayError) => {
     if (giveUp) return;
     giveUp = why;
-    sent?.cancel(() => {});
+    sent?.cancel(cancelOpts(), () => {});
+  };
+  const cancelOpts = () => {
+    const reason = opts.cancelReason?.();
+    return reason ? { headers: { Reason: reason } } : {};
   };
   const timer = setTimeout(
     () => cancel(new GatewayError('timeout', `not answered within ${opts.timeoutMs} ms (CANCEL sent)`, callId)),
@@ -77,7 +81,7 @@ export async function placeInvite(host: DialogHost, opts: InviteOptions, log: Lo
         cbRequest: (err, req) => {
           if (err) return;
           sent = req;
-          if (giveUp) req.cancel(() => {}); // gave up before drachtio-server confirmed the INVITE
+          if (giveUp) req.cancel(cancelOpts(), () => {}); // gave up before drachtio-server confirmed the INVITE
         },
         cbProvisional: (res) => opts.onProvisional?.(res.status, res.reason ?? ''),
       },
