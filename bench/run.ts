@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchAiTurns } from './ai-turns.js';
 import { benchCodecPaths } from './codec-paths.js';
+import { benchPlayout } from './playout.js';
 import { benchRealtime } from './realtime.js';
 import { benchSip } from './sip.js';
 import type { BenchSection } from './stats.js';
@@ -18,6 +19,7 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   realtime: benchRealtime,
   sip: benchSip,
   turns: benchAiTurns,
+  playout: benchPlayout,
 };
 
 const DOC = 'docs/performance.md';

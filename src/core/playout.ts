@@ -56,7 +56,10 @@ export class PlayoutBuffer {
   private underrunInReply = false;
   /** A frame of this reply has been played. */
   private startedReply = false;
-  /** Arrival of the current reply: first byte time and bytes received (for the rate estimate). */
+  /**
+   * Arrival of the current reply, for the rate estimate: when its first chunk came, and the bytes
+   * that came after it (the first chunk arrived "at once" and would overstate the rate).
+   */
   private replyStartAt: number | undefined;
   private replyBytes = 0;
   targetMs = BASE_TARGET_MS;
@@ -100,8 +103,8 @@ export class PlayoutBuffer {
     this.queue.push({ data, offset: 0, itemId });
     this.queuedBytes += data.length;
     if (this.streamingNow) {
-      this.replyStartAt ??= this.now();
-      this.replyBytes += data.length;
+      if (this.replyStartAt === undefined) this.replyStartAt = this.now();
+      else this.replyBytes += data.length;
     }
   }
 
