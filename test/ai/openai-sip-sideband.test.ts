@@ -102,7 +102,12 @@ describe('OpenAI SIP sideband', () => {
     expect(conn.model).toBeNull();
     expect(conn.authorization).toBe(`Bearer ${API_KEY}`);
     const update = rt.receivedOf('session.update')[0]!;
-    expect(update.session.tools?.map((t) => t.name)).toEqual(['end_call', 'transfer_call', 'lookup_order']);
+    expect(update.session.tools?.map((t) => t.name)).toEqual([
+      'end_call',
+      'send_dtmf',
+      'transfer_call',
+      'lookup_order',
+    ]);
     expect(update.session.audio?.input?.transcription?.model).toBe('gpt-4o-mini-transcribe');
     expect(update.session.audio?.input?.format).toBeUndefined(); // formats are the SIP leg's business
 
@@ -165,7 +170,11 @@ describe('OpenAI SIP sideband', () => {
     rt.callerTurn('Put me through to a person.');
     await rt.until(() => conn.toolOutputs.length === 2, 5000, 'transfer output');
     expect(transfers).toEqual(['+250788000009']);
-    expect(JSON.parse(conn.toolOutputs[1]!.output)).toEqual({ ok: true, detail: 'transferred to +250788000009' });
+    expect(JSON.parse(conn.toolOutputs[1]!.output)).toEqual({
+      ok: true,
+      outcome: 'referred',
+      detail: 'transferred to +250788000009',
+    });
     expect(standIn.requests.some((r) => r.action === 'refer')).toBe(false);
     await waitFor(() => call.toolCalls.length === 2, 2000, 'tool records');
     expect(call.toolCalls.map((t) => [t.name, t.output])).toEqual([
@@ -222,6 +231,21 @@ describe('OpenAI SIP sideband', () => {
     expect(Math.abs(dominantFrequency(heard, 8000) - 440)).toBeLessThan(9);
     expect(standIn.requests.some((r) => r.action === 'hangup')).toBe(false);
     await rt.until(() => rt.openConnections === 0, 3000, 'sideband closed');
+    expect(rt.violations).toEqual([]);
+  });
+
+  it('caller keypad 1 2 # reaches OpenAI over the sideband as one user message, then a response', async () => {
+    const { call, caller } = await placeCall();
+    const conn = await sidebandUp();
+    for (const d of '12#') caller.dtmf(d);
+    await rt.until(() => conn.seededItems.length === 1, 3000, 'keypad item over the sideband');
+    expect(conn.seededItems[0]).toMatchObject({
+      type: 'message',
+      role: 'user',
+      content: [{ type: 'input_text', text: 'The caller pressed these keys on their phone keypad: 12' }],
+    });
+    await rt.until(() => rt.receivedOf('response.create').length === 1, 3000, 'response asked for');
+    expect(call.transcript.map((t) => t.text)).toContain('[keypad] 12');
     expect(rt.violations).toEqual([]);
   });
 

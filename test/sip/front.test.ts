@@ -68,7 +68,7 @@ describe('SIP front policy (raw UDP carrier, real gateway)', () => {
     const refer = await peer.waitFor((m) => m.kind === 'request' && m.method === 'REFER', 2000, 'REFER');
     expect(refer.headers.get('refer-to')).toBe('<sip:+250788999000@127.0.0.1>');
     peer.reply(refer, 202, 'Accepted', h.port);
-    await expect(result).resolves.toEqual({ ok: true, detail: 'transferred to +250788999000' });
+    await expect(result).resolves.toEqual({ ok: true, outcome: 'referred', detail: 'transferred to +250788999000' });
     // A refused transfer is reported to the AI, the call stays up.
     const r2 = session.control.transfer('sip:desk@example.com');
     const refer2 = await peer.waitFor(

@@ -229,6 +229,31 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expect(res.messages).toMatch(/CANCEL sip:/);
   }, 60_000);
 
+  it('the call ends while the person rings: their INVITE is CANCELled, the caller gets BYE, ports and timers released', async () => {
+    const rig = await setup({ allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 });
+    const { rt, call, h } = rig;
+    const sipp = runSipp({
+      scenario: 'uas-busy-then-ring.xml',
+      target: '127.0.0.1:5060',
+      args: ['-p', String(rig.phonePort)],
+      timeoutSec: 30,
+    });
+    cleanups.push(() => sipp);
+    await bound(rig.phonePort);
+    aiTransfers(rt, { destination: '+250788000408' });
+    await waitFor(() => h.front.dialer!.activeCount === 1, 8000, 'the person is being dialled');
+    await sleep(500);
+    await call.end({ by: 'operator', cause: 'api_hangup' });
+    const [person, caller] = await Promise.all([sipp, rig.callerSipp]);
+    expect(person.code, person.errors + person.messages.slice(-2000)).toBe(0);
+    expect(person.messages).toMatch(/CANCEL sip:/);
+    expect(caller.code, caller.errors + caller.messages.slice(-2000)).toBe(0);
+    await waitFor(() => h.front.ports.used === 0 && h.front.dialer!.activeCount === 0, 5000, 'ports released');
+    await waitFor(() => call.transfers.length === 1, 5000, 'transfer outcome recorded');
+    expect(call.transfers[0]!.outcome).toBe('failed');
+    expect(h.gw.ctx.clock.subscribers).toBe(0);
+  }, 60_000);
+
   it('warm transfer: the person hears the briefing before any of the caller audio', async () => {
     const rig = await setup({ allow: ['+250788000111'], mode: 'bridge', briefing: 'Call from {from}. {summary}' });
     const { rt, call, caller } = rig;

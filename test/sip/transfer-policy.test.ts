@@ -113,6 +113,19 @@ describe('transfers only where the operator allows (toll-fraud guard)', () => {
     const r = await api(h.gw, TOKEN)('POST', `/v1/calls/${call.id}/transfer`, { destination: '+250788999999' });
     expect(r.status).toBe(403);
     expect(r.body.error?.code).toBe('not_allowed');
+    // Hostile bodies: unknown trunk, header-ish trunk name, oversized brief, unknown mode, extra keys.
+    const bad = [
+      { destination: '+250788000000', trunk: 'nope' },
+      { destination: '+250788000000', trunk: 'mtn\r\nX: 1' },
+      { destination: '+250788000000', brief: 'x'.repeat(501) },
+      { destination: '+250788000000', mode: 'teleport' },
+      { destination: '+250788000000', extra: true },
+    ];
+    for (const body of bad) {
+      const res = await api(h.gw, TOKEN)('POST', `/v1/calls/${call.id}/transfer`, body);
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(res.body.error?.code).toBe('invalid_request');
+    }
     await sleep(200);
     expect(refers(peer)).toHaveLength(0);
     expect(call.state).toBe('bridged');

@@ -54,6 +54,8 @@ describe('WhatsApp caller handed to a SIP person', () => {
           transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
         },
       },
+      // Its own ICE port range: other WhatsApp test files run in parallel on 41000-41999.
+      whatsapp: { udpPortMin: 46000 + (rtpMin % 1000), udpPortMax: 46099 + (rtpMin % 1000) },
       config: {
         sip: {
           enabled: true,

@@ -225,6 +225,11 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     return true;
   }
 
+  /** Caller keypad input: only possible through the sideband (OpenAI's SIP leg gets no text). */
+  sendText(text: string): void {
+    if (!this.sideband?.sendText(text)) this.opts.log.warn('keypad input not delivered: no OpenAI sideband connected');
+  }
+
   /** Operator "say": only possible through the sideband (the SIP leg carries audio, not events). */
   say(text: string): void {
     if (!this.sideband?.say(text)) this.opts.log.warn('operator say ignored: no OpenAI sideband connected');

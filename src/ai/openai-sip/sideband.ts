@@ -13,6 +13,7 @@ import {
   type RealtimeSessionCreateRequest,
   type ServerEventOf,
   TRANSCRIPTION_MODEL,
+  userTextEvent,
 } from '../realtime/protocol.js';
 import { ToolRegistry } from '../realtime/tools.js';
 import type { CallControl, ToolCallRecord, TranscriptEntry } from '../session.js';
@@ -244,6 +245,14 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
   /** Operator "say" over the sideband; false when the sideband is not connected. */
   say(text: string): boolean {
     return this.send(sayEvent(text));
+  }
+
+  /** Caller keypad input as a user message, answered after any response in progress; false when not connected. */
+  sendText(text: string): boolean {
+    if (!this.send(userTextEvent(text))) return false;
+    if (this.responseId) this.respondAfterDone = true;
+    else this.send({ type: 'response.create' });
+    return true;
   }
 
   private send(ev: RealtimeClientEvent): boolean {
