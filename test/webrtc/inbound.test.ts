@@ -48,7 +48,8 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     expect(answer.sdp).toMatch(/a=fingerprint:sha-256 /);
     const cand = m.candidates!;
     expect(cand.length).toBeGreaterThan(0);
-    expect(cand.every((c) => c.ip === '127.0.0.1' && c.port >= 41000 && c.port <= 41999)).toBe(true);
+    const { udpPortMin, udpPortMax } = h.gw.ctx.config.whatsapp;
+    expect(cand.every((c) => c.ip === '127.0.0.1' && c.port >= udpPortMin && c.port <= udpPortMax)).toBe(true);
     expect(m.port).toBe(cand[0]!.port);
 
     // The call is bridged to the AI route.
