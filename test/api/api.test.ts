@@ -8,7 +8,7 @@ import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
 import type { Gateway } from '../../src/gateway.js';
 import { frames, tone } from '../support/audio.js';
-import { api, simulatedCall, sleep, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { api, simulatedCall, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
 
 let gw: Gateway;
 beforeEach(async () => {
@@ -136,13 +136,16 @@ describe('call control on a live simulated call', () => {
     await waitFor(() => bridge.stats.framesToLeg > before + 25, 10_000, 'spoken audio');
     // Mute: frames stop flowing to the AI even while the caller talks.
     expect((await api(gw)('POST', `/v1/calls/${call.id}/mute`, { muted: true })).status).toBe(200);
+    // Synchronised on the leg: once the bridge has pulled every fed frame, each was sent or held back.
     const toAi = bridge.stats.framesToAi;
     leg.feed(frames(tone(1000, 8000, 400), 160).map((f) => pcmu.encode(f)));
-    await sleep(300);
+    await waitFor(() => leg.inbound.length === 0, 5000, 'muted frames pulled');
     expect(bridge.stats.framesToAi).toBe(toAi);
     expect((await api(gw)('POST', `/v1/calls/${call.id}/mute`, { muted: false })).status).toBe(200);
-    await sleep(200);
-    expect(bridge.stats.framesToAi).toBeGreaterThan(toAi);
+    const unmutedFrom = bridge.stats.framesToAi;
+    leg.feed(frames(tone(1000, 8000, 400), 160).map((f) => pcmu.encode(f)));
+    await waitFor(() => leg.inbound.length === 0, 5000, 'unmuted frames pulled');
+    expect(bridge.stats.framesToAi - unmutedFrom).toBeGreaterThanOrEqual(20);
     expect((await api(gw)('POST', `/v1/calls/${call.id}/mute`, { muted: 'yes' })).status).toBe(400);
   });
 
@@ -220,8 +223,7 @@ describe('graceful shutdown', () => {
     const g = await startTestGateway({ records: { path } });
     const { call } = await simulatedCall(g);
     const stopping = g.stop('shutdown', 500);
-    await sleep(50);
-    expect(g.ctx.draining).toBe(true);
+    await waitFor(() => g.ctx.draining, 2000, 'draining');
     expect((await api(g)('POST', '/v1/calls', { front: 'sip', to: '+250788123456' })).status).toBe(503);
     expect((await api(g, null)('GET', '/readyz')).status).toBe(503);
     expect(call.state).toBe('bridged'); // still running during the drain window

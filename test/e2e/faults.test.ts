@@ -1,3 +1,4 @@
+import { leasePortRange } from '../support/ports.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
@@ -39,7 +40,7 @@ afterEach(() => {
 /** The gateway as `npm start` runs it, with the test fault hook preloaded. */
 async function startProcess(drainSec: number) {
   const [httpPort, sipPort] = await Promise.all([freePort('tcp'), freePort('udp')]);
-  const rtpBase = 26000 + Math.floor(Math.random() * 50) * 100;
+  const [rtpBase] = leasePortRange(100);
   const records = join(mkdtempSync(join(tmpdir(), 'gw-fault-')), 'calls.sqlite');
   let out = '';
   const proc = spawn(process.execPath, ['--import', 'tsx', '--import', './test/support/fault-hook.ts', 'src/main.ts'], {

@@ -1,3 +1,4 @@
+import { leasePortRange } from '../support/ports.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
@@ -38,7 +39,7 @@ afterEach(() => {
 describe('the gateway as `npm start` runs it (real process, real SIP, real API)', () => {
   it('serves a carrier call, hangs it up from the API, and on SIGTERM drains, BYEs and keeps every record', async () => {
     const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
-    const rtpBase = 24000 + Math.floor(Math.random() * 50) * 100;
+    const [rtpBase] = leasePortRange(100);
     const records = join(mkdtempSync(join(tmpdir(), 'gw-proc-')), 'calls.sqlite');
     let out = '';
     child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {

@@ -1,3 +1,4 @@
+import { leasePortRange } from '../support/ports.js';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -91,7 +92,8 @@ describe('soak: many calls through one gateway, every end path, nothing left beh
   it(`${CALLS} SIP and WhatsApp calls; resources, sockets, timers, registry and heap return to baseline`, async () => {
     const graph = new GraphStub();
     await graph.start();
-    const rtpMin = 40000 + Math.floor(Math.random() * 10) * 100; // clear of the WebRTC range below
+    const [rtpMin] = leasePortRange(100);
+    const [webrtcMin, webrtcMax] = leasePortRange(1000);
     const config = parseConfig(
       {
         http: { host: '127.0.0.1', port: 0, keepAliveTimeoutMs: 500 },
@@ -117,8 +119,8 @@ describe('soak: many calls through one gateway, every end path, nothing left beh
           graphBaseUrl: graph.baseUrl,
           graphVersion: graph.version,
           publicIp: '127.0.0.1',
-          udpPortMin: 44000,
-          udpPortMax: 44999,
+          udpPortMin: webrtcMin,
+          udpPortMax: webrtcMax,
           mediaTimeoutSec: 8,
         },
         routes: { local: { kind: 'local' } },

@@ -40,3 +40,14 @@ export function speechMatch(ref: Int16Array, refRate: number, got: Int16Array, g
     best = Math.max(best, correlation(r, g.slice(lag, lag + r.length)));
   return best;
 }
+
+/** The 20 ms frames (at 24 kHz) that carry sound (above -45 dBFS), joined: silence removed. */
+export function audible(pcm: Int16Array, frame = 480): Int16Array {
+  const keep: number[] = [];
+  for (let i = 0; i + frame <= pcm.length; i += frame) {
+    let sum = 0;
+    for (let k = i; k < i + frame; k++) sum += pcm[k]! * pcm[k]!;
+    if (10 * Math.log10(sum / frame / 32768 ** 2 + 1e-12) > -45) for (let k = i; k < i + frame; k++) keep.push(pcm[k]!);
+  }
+  return Int16Array.from(keep);
+}

@@ -1,3 +1,4 @@
+import { audible } from '../support/speech.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { concat, dbfsOf, dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
@@ -48,7 +49,9 @@ describe('20 concurrent WhatsApp calls', () => {
       const heard = concat(session.heard.slice(Math.max(0, until - 90), until));
       const g = dominantFrequency(heard, 24000);
       expect(Math.abs(g - userHz(k)) / userHz(k), `AI ${k} heard ${g} Hz`).toBeLessThan(0.02);
-      expect(toneLevelDb(heard, 24000, userHz(k))).toBeGreaterThan(-20);
+      // Level over the frames that carry sound: a sender stalled by a loaded machine shows as silence
+      // in the AI's real-time input (as a pause does), which must not read as attenuation.
+      expect(toneLevelDb(audible(heard), 24000, userHz(k))).toBeGreaterThan(-20);
     }
 
     // Every caller hangs up; every leg and call is released.

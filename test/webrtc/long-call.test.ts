@@ -11,7 +11,7 @@ afterAll(async () => {
 const CALL_MS = 32_000;
 
 describe('WhatsApp long call (the ~21 s drop)', () => {
-  it('stays up 32 s with audio both ways, no RTP gap over 100 ms, and consent checks throughout', async () => {
+  it('stays up 32 s with audio both ways, no RTP gap over 300 ms or missing packet, and consent checks throughout', async () => {
     // The AI talks in 1 s bursts with 1 s of nothing between: the gateway must fill those with encoded silence.
     h = await startHarness({ freqFor: () => 550, gapEveryMs: 2000 });
     const user = h.user('250788555000');
@@ -59,7 +59,10 @@ describe('WhatsApp long call (the ~21 s drop)', () => {
       .map((a, i) => ({ at: Math.round(a.at - t0), gap: Math.round(a.at - opus[i]!.at) }))
       .sort((a, b) => b.gap - a.gap);
     const why = `largest gaps ${JSON.stringify(gaps.slice(0, 5))}, clock ${JSON.stringify(h.gw.ctx.clock.stats)}`;
-    expect(user.maxGapMs(t0 + 200), why).toBeLessThan(100);
+    // Arrival gaps are measured in this process, which also runs the gateway: on a loaded machine a
+    // stalled event loop shows as a gap without any packet missing. Holes the gateway makes show in
+    // the sequence check below; 300 ms still catches a sender that pauses (DTX, starved playout).
+    expect(user.maxGapMs(t0 + 200), why).toBeLessThan(300);
     expect(opus.length).toBeGreaterThan((CALL_MS / 20) * 0.97);
     for (let i = 1; i < opus.length; i++) expect((opus[i]!.seq - opus[i - 1]!.seq) & 0xffff).toBe(1);
 

@@ -1,3 +1,4 @@
+import { leasePortRange } from '../support/ports.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { testLogger } from '../../src/core/logger.js';
@@ -42,7 +43,8 @@ describe('WhatsApp caller → gateway → OpenAI SIP peer (real SIP leg, werift 
     await peer.start();
     cleanups.push(() => peer.stop());
 
-    const rtpMin = 29000 + Math.floor(Math.random() * 50) * 20;
+    const [rtpMin] = leasePortRange(100);
+    const [webrtcMin, webrtcMax] = leasePortRange(100);
     const config = parseConfig(
       {
         http: { host: '127.0.0.1', port: 0 },
@@ -59,8 +61,8 @@ describe('WhatsApp caller → gateway → OpenAI SIP peer (real SIP leg, werift 
           graphBaseUrl: graph.baseUrl,
           graphVersion: graph.version,
           publicIp: '127.0.0.1',
-          udpPortMin: 42000,
-          udpPortMax: 42999,
+          udpPortMin: webrtcMin,
+          udpPortMax: webrtcMax,
           mediaTimeoutSec: 8,
         },
         routes: {

@@ -4,6 +4,7 @@ import { testLogger } from '../../../src/core/logger.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../../src/webrtc/front.js';
+import { leasePortRange, releasePortRange } from '../../support/ports.js';
 import { ToneAi } from '../tone-ai.js';
 import { GraphStub } from './graph-stub.js';
 import { WhatsAppUser, type UserOptions } from './user.js';
@@ -49,6 +50,7 @@ export async function startHarness(
   } = {},
 ): Promise<Harness> {
   const graph = new GraphStub(undefined, undefined, undefined, opts.graphNumbers);
+  const ports = leasePortRange(100);
   await graph.start();
   const config = parseConfig(
     {
@@ -68,8 +70,8 @@ export async function startHarness(
         graphBaseUrl: graph.baseUrl,
         graphVersion: graph.version,
         publicIp: '127.0.0.1',
-        udpPortMin: 41000,
-        udpPortMax: 41999,
+        udpPortMin: ports[0],
+        udpPortMax: ports[1],
         mediaTimeoutSec: opts.mediaTimeoutSec ?? 8,
         ...opts.whatsapp,
       },
@@ -113,6 +115,7 @@ export async function startHarness(
       await Promise.all(users.map((u) => u.close().catch(() => {})));
       await gw.stop('test_done', 0);
       await graph.stop();
+      releasePortRange(ports);
     },
   };
 }
