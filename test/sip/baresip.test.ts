@@ -1,20 +1,15 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { runBaresip } from '../peers/sip/baresip.js';
-import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 
-let h: SipHarness | undefined;
-afterEach(async () => {
-  await h?.stop();
-  h = undefined;
-});
-
-describe('baresip (a real SIP phone) calling the gateway', () => {
+describe.each(SIP_ENGINES)('baresip (a real SIP phone) calling the gateway (sip.engine $engine)', ({ engine }) => {
+  const sip = useSipEngine(engine);
   it('carries audio both ways: the phone hears the AI tone, the AI hears the phone tone', async () => {
-    h = await startSipHarness({ aiFreq: 440 });
-    const created = new Promise<Call>((r) => h!.gw.ctx.registry.once('created', r));
+    const h = await sip.start({ aiFreq: 440 });
+    const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
     const run = await runBaresip({
       target: `sip:0700000001@127.0.0.1:${h.port}`,
       source: tone(1000, 8000, 6000),

@@ -45,10 +45,9 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     const toTag = tagOf(oks[0]!.msg.headers.get('to'));
     peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
     const dialog = await dialogP;
-    const n = peer.responses(200, 'INVITE').length;
-    await sleep(T1 * 6);
-    expect(peer.responses(200, 'INVITE').length).toBe(n);
     expect(dialog.callId).toBe(callId);
+    // The ACK ended the 2xx retransmission: no INVITE context (and so no timer) is left to resend it.
+    expect(engine.activeState).toMatchObject({ invites: 0, dialogs: 1 });
   });
 
   it('no ACK within 64·T1: gives up, rejects the answer and sends BYE', async () => {
@@ -204,13 +203,15 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
       else if (i % 3 === 1) b.fill(Math.floor(rnd() * 256), Math.floor(rnd() * b.length));
       const cut = i % 3 === 2 ? b.subarray(0, Math.floor(rnd() * b.length)) : b;
       peer.send(cut.toString('latin1'), engine.port);
-      if (i % 200 === 0) await sleep(5);
+      // In steps of 20, each taken in before the next (a burst of 2000 would overflow the socket buffer).
+      if (i % 20 === 19) await waitFor(() => engine.counters.received === i + 1, 3000, `datagram ${i + 1}`);
     }
     expect(parseMessage(Buffer.from([0, 1, 2])).ok).toBe(false);
-    await sleep(100);
     peer.send(request({ method: 'OPTIONS', localPort: peer.port, targetPort: engine.port }), engine.port);
     await peer.waitFor((m) => m.kind === 'response' && m.status === 200 && m.headers.get('cseq') === '1 OPTIONS');
-    expect(engine.counters.malformed + engine.counters.badRequests).toBeGreaterThan(0);
+    // The mutations are seeded, so which datagrams cannot be parsed is fixed: the unparseable count
+    // is exact. (badRequests depends on flood admission of the parseable ones, which is timed.)
+    expect(engine.counters.malformed).toBe(1616);
   });
 
   it('TCP framing: messages split across chunks, CRLF keep-alives, oversize streams cut off', () => {

@@ -127,7 +127,7 @@ describe('trunks: source match, E.164, digest, SDP', () => {
       'INVITE sip:1@h SIP/2.0\r\nv: SIP/2.0/UDP 1.2.3.4:5060;branch=z9hG4bKx, SIP/2.0/UDP 5.6.7.8\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>\r\ni: abc\r\nCSeq: 1\r\n  INVITE\r\nl: 0\r\n\r\n',
     );
     expect(p.ok).toBe(true);
-    if (!p.ok || p.msg.kind !== 'request') return;
+    if (!p.ok || p.msg.kind !== 'request') throw new Error('the INVITE did not parse as a request'); // never return silently
     expect(p.msg.headers.getAll('via')).toHaveLength(2);
     expect(p.msg.headers.get('cseq')).toBe('1 INVITE');
     expect(validateRequest(p.msg)).toBeUndefined();

@@ -66,7 +66,8 @@ describe('SIP UAC in the embedded engine (raw UDP peer, T1 = 50 ms)', () => {
     expect(err.code).toBe('timeout');
     expect(err.message).toMatch(/no response to INVITE within 3200 ms/);
     expect(elapsed).toBeGreaterThan(64 * T1 - 20);
-    expect(elapsed).toBeLessThan(64 * T1 + 2000); // generous: a loaded CI box delays timers, never hastens them
+    // Timer B, not the dial's own 10 s timeout (a loaded box delays timers, never hastens them).
+    expect(elapsed).toBeLessThan(10_000);
     const invites = requests(peer, 'INVITE');
     // Sent at 0, 50, 150, 350, 750, 1550, 3150 ms: timer A doubles with no T2 cap.
     expect(invites.length).toBeGreaterThanOrEqual(6);
@@ -231,7 +232,8 @@ describe('SIP UAC in the embedded engine (raw UDP peer, T1 = 50 ms)', () => {
       .catch((e: unknown) => e)) as GatewayError;
     expect(tls.code).toBe('upstream');
     expect(tls.message).toMatch(/SIP tls connection to 127\.0\.0\.1:\d+ failed: .*ECONNREFUSED/);
-    expect(performance.now() - t0).toBeLessThan(1000);
+    // Refused at once: well before the 5 s dial timeout (the message names ECONNREFUSED).
+    expect(performance.now() - t0).toBeLessThan(5000);
     expect(engine.streamConnections.tls).toBe(0);
   });
 });
