@@ -25,6 +25,13 @@ const listQuery = z.object({
   trunk: z.string().optional(),
   ended: z.enum(['true', 'false']).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
+  // History search (ended calls, from the SQLite records).
+  number: z.string().max(64).optional(),
+  route: z.string().max(64).optional(),
+  outcome: z.string().max(64).optional(),
+  since: z.coerce.date().optional(),
+  until: z.coerce.date().optional(),
+  offset: z.coerce.number().int().min(0).max(1_000_000).optional(),
 });
 const hangupBody = z.object({ reason: z.string().max(200).optional() }).strict();
 const transferBody = z.object({ destination: z.string().min(1).max(256) }).strict();
@@ -140,7 +147,9 @@ export function mountOps(
     const q = parse(listQuery, req.query, res);
     if (!q) return;
     if (q.ended === 'true' || q.state === 'ended') {
-      res.json({ calls: records.list({ front: q.front, trunk: q.trunk, limit: q.limit }) });
+      const { since, until, ...rest } = q;
+      const calls = records.list({ ...rest, since: since?.getTime(), until: until?.getTime() });
+      res.json({ calls, offset: q.offset ?? 0, limit: q.limit ?? 100 });
       return;
     }
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
