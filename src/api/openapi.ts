@@ -299,6 +299,19 @@ export const openApiDocument = {
       parameters: [{ name: 'callId', in: 'path', required: true, schema: { type: 'string' } }],
       post: { summary: 'End a media-only session', responses: { '200': ok, '401': error, '404': error, '501': error } },
     },
+    '/v1/calls/{id}/recording': {
+      parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+      get: {
+        summary: 'The call recording (stereo WAV: caller left, AI right); Range requests answered with 206',
+        responses: {
+          '200': { description: 'WAV', content: { 'audio/wav': { schema: { type: 'string', format: 'binary' } } } },
+          '206': { description: 'Part of the WAV' },
+          '400': error,
+          '401': error,
+          '404': error,
+        },
+      },
+    },
     '/v1/routes': {
       get: {
         summary: 'Configured AI routes (name, kind, whether it is routing.default): the console phone picks one',

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -161,6 +162,17 @@ export function mountOps(
     const view = call ? callView(call) : records.get(req.params.id);
     if (!view) return sendError(res, 404, 'not_found', `no call ${req.params.id}`);
     res.json(view);
+  });
+
+  // The call's stereo WAV (records.recordAudio), behind auth; express's sendFile answers Range
+  // requests (206), so the console's player can seek without downloading the whole file.
+  v1.get('/calls/:id/recording', (req, res) => {
+    const id = String(req.params.id);
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return sendError(res, 400, 'invalid_request', 'not a call id');
+    if (!config.records.recordAudio) return sendError(res, 404, 'not_found', 'recording is off (records.recordAudio)');
+    res.sendFile(`${id}.wav`, { root: resolve(config.records.recordingsDir), dotfiles: 'deny' }, (err) => {
+      if (err && !res.headersSent) sendError(res, 404, 'not_found', `no recording for call ${id}`);
+    });
   });
 
   v1.delete('/calls/:id', async (req, res) => {

@@ -50,6 +50,14 @@ async function load() {
     .replaceChildren(
       ...(c.transcript ?? []).map((t) => el('tr', [el('td', time(t.at)), el('td', t.role), el('td', t.text)])),
     );
+  // The recording (if any): the browser's player fetches it with Range requests (the cookie authorises GET).
+  const head = await fetch('/v1/calls/' + encodeURIComponent(id) + '/recording', { headers: { range: 'bytes=0-0' } });
+  if (head.status === 206 || head.status === 200) {
+    const player = el('audio');
+    player.controls = true;
+    player.src = '/v1/calls/' + encodeURIComponent(id) + '/recording';
+    document.getElementById('recording').replaceChildren(player);
+  }
   document.getElementById('quality').textContent = JSON.stringify({ legs: c.legs, latency: c.latency }, null, 2);
 }
 load();
