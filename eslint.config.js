@@ -31,6 +31,7 @@ export default tseslint.config(
           'MediaStream',
           'EventSource',
           'URLSearchParams',
+          'FormData',
         ].map((g) => [g, 'readonly']),
       ),
     },

@@ -41,6 +41,8 @@ export function callView(call: Call) {
     latency: call.latency.view(),
     transcript: call.transcript,
     toolCalls: call.toolCalls,
+    /** Every signalling message (SIP ladder), bounded by limits.maxSignallingMessages. */
+    signalling: call.signalling,
     /** Older transcript lines / tool calls let go to keep the call's memory bounded (limits.*). */
     dropped: { ...call.dropped },
   };

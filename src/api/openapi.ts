@@ -114,10 +114,20 @@ export const openApiDocument = {
           },
           transcript: { type: 'array', items: { $ref: '#/components/schemas/TranscriptEntry' } },
           toolCalls: { type: 'array', items: { type: 'object' } },
+          signalling: {
+            type: 'array',
+            description:
+              'SIP messages of the call in order (ladder): at, direction in|out, protocol, peer, summary, raw',
+            items: { type: 'object' },
+          },
           dropped: {
             type: 'object',
             description: 'Older transcript lines / tool calls let go (limits.maxTranscriptEntries, maxToolCalls)',
-            properties: { transcript: { type: 'integer' }, toolCalls: { type: 'integer' } },
+            properties: {
+              transcript: { type: 'integer' },
+              toolCalls: { type: 'integer' },
+              signalling: { type: 'integer' },
+            },
           },
         },
       },
@@ -129,10 +139,21 @@ export const openApiDocument = {
         summary: 'List active calls, or ended call records with ended=true',
         parameters: [
           { name: 'state', in: 'query', schema: { type: 'string', enum: ['ringing', 'answered', 'bridged', 'ended'] } },
-          { name: 'front', in: 'query', schema: { type: 'string', enum: ['sip', 'whatsapp', 'api', 'test'] } },
+          {
+            name: 'front',
+            in: 'query',
+            schema: { type: 'string', enum: ['sip', 'whatsapp', 'api', 'browser', 'test'] },
+          },
           { name: 'trunk', in: 'query', schema: { type: 'string' } },
           { name: 'ended', in: 'query', schema: { type: 'string', enum: ['true', 'false'] } },
           { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000 } },
+          // History search (ended=true): SQLite call records, newest first.
+          { name: 'number', in: 'query', description: 'Part of the from or to number', schema: { type: 'string' } },
+          { name: 'route', in: 'query', schema: { type: 'string' } },
+          { name: 'outcome', in: 'query', description: 'End cause (endReason.cause)', schema: { type: 'string' } },
+          { name: 'since', in: 'query', description: 'Ended at or after (ISO date)', schema: { type: 'string' } },
+          { name: 'until', in: 'query', description: 'Ended before (ISO date)', schema: { type: 'string' } },
+          { name: 'offset', in: 'query', description: 'Records to skip (pagination)', schema: { type: 'integer' } },
         ],
         responses: {
           '200': {
@@ -286,6 +307,19 @@ export const openApiDocument = {
     '/v1/sessions/{callId}/stop': {
       parameters: [{ name: 'callId', in: 'path', required: true, schema: { type: 'string' } }],
       post: { summary: 'End a media-only session', responses: { '200': ok, '401': error, '404': error, '501': error } },
+    },
+    '/v1/calls/{id}/recording': {
+      parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+      get: {
+        summary: 'The call recording (stereo WAV: caller left, AI right); Range requests answered with 206',
+        responses: {
+          '200': { description: 'WAV', content: { 'audio/wav': { schema: { type: 'string', format: 'binary' } } } },
+          '206': { description: 'Part of the WAV' },
+          '400': error,
+          '401': error,
+          '404': error,
+        },
+      },
     },
     '/v1/routes': {
       get: {

@@ -8,6 +8,30 @@ export interface RecordQuery {
   front?: string;
   trunk?: string;
   limit?: number;
+  /** Part of the calling or called number. */
+  number?: string;
+  route?: string;
+  /** End cause (endReason.cause), e.g. bye, api_hangup. */
+  outcome?: string;
+  /** Ended at or after / before (epoch ms). */
+  since?: number;
+  until?: number;
+  /** Records to skip (pagination, newest first). */
+  offset?: number;
+}
+
+/** The same filters as the SQL, for records still queued for writing. */
+function matches(v: CallView, q: RecordQuery): boolean {
+  const ended = v.times.ended ?? 0;
+  return (
+    (!q.front || v.front === q.front) &&
+    (!q.trunk || v.trunk === q.trunk) &&
+    (!q.number || v.from.includes(q.number) || v.to.includes(q.number)) &&
+    (!q.route || v.route === q.route) &&
+    (!q.outcome || v.endReason?.cause === q.outcome) &&
+    (q.since === undefined || ended >= q.since) &&
+    (q.until === undefined || ended < q.until)
+  );
 }
 
 export interface RecordStoreOptions {
@@ -139,26 +163,39 @@ export class CallRecordStore {
   list(q: RecordQuery = {}): CallView[] {
     const where: string[] = [];
     const args: (string | number)[] = [];
-    if (q.front) {
-      where.push('front = ?');
-      args.push(q.front);
+    const add = (sql: string, ...values: (string | number)[]) => {
+      where.push(sql);
+      args.push(...values);
+    };
+    if (q.front) add('front = ?', q.front);
+    if (q.trunk) add('trunk = ?', q.trunk);
+    if (q.number) {
+      const like = `%${q.number.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      add(
+        "(json_extract(record, '$.from') LIKE ? ESCAPE '\\' OR json_extract(record, '$.to') LIKE ? ESCAPE '\\')",
+        like,
+        like,
+      );
     }
-    if (q.trunk) {
-      where.push('trunk = ?');
-      args.push(q.trunk);
-    }
+    if (q.route) add("json_extract(record, '$.route') = ?", q.route);
+    if (q.outcome) add("json_extract(record, '$.endReason.cause') = ?", q.outcome);
+    if (q.since !== undefined) add('ended_at >= ?', q.since);
+    if (q.until !== undefined) add('ended_at < ?', q.until);
     const limit = q.limit ?? 100;
-    const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ended_at DESC LIMIT ?`;
-    const rows = this.db.prepare(sql).all(...args, limit) as { record: string }[];
-    const stored = rows.map((r) => JSON.parse(r.record) as CallView);
+    const offset = q.offset ?? 0;
+    // Records still queued (disk busy) are newer than any stored one: they lead page one.
     const queued = this.queue
       .map((x) => x.view)
-      .filter((v) => (!q.front || v.front === q.front) && (!q.trunk || v.trunk === q.trunk))
+      .filter((v) => matches(v, q))
       .reverse();
     const ids = new Set(queued.map((v) => v.id));
-    return [...queued, ...stored.filter((v) => !ids.has(v.id))]
-      .sort((a, b) => (b.times.ended ?? 0) - (a.times.ended ?? 0))
-      .slice(0, limit);
+    const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ended_at DESC LIMIT ? OFFSET ?`;
+    const rows = this.db.prepare(sql).all(...args, limit + queued.length, Math.max(0, offset - queued.length)) as {
+      record: string;
+    }[];
+    const stored = rows.map((r) => JSON.parse(r.record) as CallView).filter((v) => !ids.has(v.id));
+    const page = offset < queued.length ? [...queued.slice(offset), ...stored] : stored;
+    return page.sort((a, b) => (b.times.ended ?? 0) - (a.times.ended ?? 0)).slice(0, limit);
   }
 
   /** Flush, then close. Records that still cannot be written are counted lost. */

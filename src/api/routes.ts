@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -28,6 +29,13 @@ const listQuery = z.object({
   trunk: z.string().optional(),
   ended: z.enum(['true', 'false']).optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
+  // History search (ended calls, from the SQLite records).
+  number: z.string().max(64).optional(),
+  route: z.string().max(64).optional(),
+  outcome: z.string().max(64).optional(),
+  since: z.coerce.date().optional(),
+  until: z.coerce.date().optional(),
+  offset: z.coerce.number().int().min(0).max(1_000_000).optional(),
 });
 const hangupBody = z.object({ reason: z.string().max(200).optional() }).strict();
 const transferBody = z
@@ -156,7 +164,9 @@ export function mountOps(
     const q = parse(listQuery, req.query, res);
     if (!q) return;
     if (q.ended === 'true' || q.state === 'ended') {
-      res.json({ calls: records.list({ front: q.front, trunk: q.trunk, limit: q.limit }) });
+      const { since, until, ...rest } = q;
+      const calls = records.list({ ...rest, since: since?.getTime(), until: until?.getTime() });
+      res.json({ calls, offset: q.offset ?? 0, limit: q.limit ?? 100 });
       return;
     }
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
@@ -169,6 +179,17 @@ export function mountOps(
     const view = call ? callView(call) : records.get(req.params.id);
     if (!view) return sendError(res, 404, 'not_found', `no call ${req.params.id}`);
     res.json(view);
+  });
+
+  // The call's stereo WAV (records.recordAudio), behind auth; express's sendFile answers Range
+  // requests (206), so the console's player can seek without downloading the whole file.
+  v1.get('/calls/:id/recording', (req, res) => {
+    const id = String(req.params.id);
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return sendError(res, 400, 'invalid_request', 'not a call id');
+    if (!config.records.recordAudio) return sendError(res, 404, 'not_found', 'recording is off (records.recordAudio)');
+    res.sendFile(`${id}.wav`, { root: resolve(config.records.recordingsDir), dotfiles: 'deny' }, (err) => {
+      if (err && !res.headersSent) sendError(res, 404, 'not_found', `no recording for call ${id}`);
+    });
   });
 
   v1.delete('/calls/:id', async (req, res) => {

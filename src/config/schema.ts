@@ -557,6 +557,8 @@ export const configSchema = z
         /** Transcript lines and tool calls kept per call (oldest dropped, counted). */
         maxTranscriptEntries: z.number().int().positive().default(500),
         maxToolCalls: z.number().int().positive().default(100),
+        /** SIP messages kept per call for its ladder (the first ones, and the last). */
+        maxSignallingMessages: z.number().int().positive().default(200),
       })
       .prefault({}),
     routes: z.record(z.string(), routeSchema).prefault({ local: { kind: 'local' } }),

@@ -29,12 +29,28 @@ export type CallEvents = {
   ended: [reason: HangupReason];
 };
 
+/**
+ * One signalling message of the call as a front saw it (a SIP message for the console's ladder,
+ * a WhatsApp webhook or Graph request), in the order sent or received.
+ */
+export interface SignallingMessage {
+  at: number;
+  direction: 'in' | 'out';
+  protocol: 'sip' | 'whatsapp';
+  /** The far end, e.g. `udp:192.0.2.1:5060`. */
+  peer: string;
+  /** `INVITE`, `200 OK (INVITE)`, ... */
+  summary: string;
+  raw: string;
+}
+
 /** How much of a call's history is kept in memory (and in its record). */
 export interface CallBounds {
   maxTranscriptEntries: number;
   maxToolCalls: number;
+  maxSignallingMessages?: number;
 }
-const DEFAULT_BOUNDS: CallBounds = { maxTranscriptEntries: 500, maxToolCalls: 100 };
+const DEFAULT_BOUNDS: CallBounds = { maxTranscriptEntries: 500, maxToolCalls: 100, maxSignallingMessages: 200 };
 
 const NEXT: Record<CallState, CallState[]> = {
   ringing: ['answered', 'ended'],
@@ -57,7 +73,9 @@ export class Call extends TypedEmitter<CallEvents> {
   /** The latest `limits.maxTranscriptEntries` lines; `dropped` counts older ones let go. */
   readonly transcript: TranscriptEntry[] = [];
   readonly toolCalls: ToolCallRecord[] = [];
-  readonly dropped = { transcript: 0, toolCalls: 0 };
+  readonly dropped = { transcript: 0, toolCalls: 0, signalling: 0 };
+  /** Signalling messages (SIP ladder), the first `maxSignallingMessages` kept: the set-up matters most. */
+  readonly signalling: SignallingMessage[] = [];
   readonly legs: MediaLeg[] = [];
   /** Last quality snapshot per leg, kept after the legs close for the call record. */
   readonly quality: Record<string, LegQuality> = {};
@@ -131,6 +149,15 @@ export class Call extends TypedEmitter<CallEvents> {
       this.dropped.transcript++;
     }
     this.emit('transcript', entry);
+  }
+
+  addSignalling(msg: SignallingMessage): void {
+    // Keep the first ones (set-up) and always the last one (how it ended) once the cap is reached.
+    const max = this.bounds.maxSignallingMessages ?? 200;
+    if (this.signalling.length >= max) {
+      this.signalling[max - 1] = msg;
+      this.dropped.signalling++;
+    } else this.signalling.push(msg);
   }
 
   addToolCall(record: ToolCallRecord): void {

@@ -1,3 +1,4 @@
+import type { Call } from '../core/call.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext } from '../gateway.js';
@@ -33,7 +34,8 @@ export class BrowserCalls {
     this.log = ctx.log.child({ front: 'browser' });
   }
 
-  async onInvite(inv: IncomingInvite): Promise<void> {
+  /** `claim`: the call now owns the INVITE's Call-ID (its SIP ladder). */
+  async onInvite(inv: IncomingInvite, claim: (call: Call) => void): Promise<void> {
     const { config, registry, router } = this.ctx;
     const log = this.log.child({ sipCallId: inv.callId, src: `${inv.source.address}:${inv.source.port}` });
     if (this.isDraining()) return inv.reject(503, 'Service Unavailable (shutting down)', { 'retry-after': '60' });
@@ -69,6 +71,7 @@ export class BrowserCalls {
       direction: 'inbound',
       externalId: inv.callId,
     });
+    claim(call);
     call.log.info({ sipCallId: inv.callId, route: named ?? '(routing)' }, 'browser INVITE accepted');
     inv.on('cancel', () => void call.end({ by: 'remote', cause: 'cancel' }));
     const signalling: { dialog?: Promise<SipDialog>; established?: SipDialog } = {};

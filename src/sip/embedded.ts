@@ -58,6 +58,8 @@ export interface EmbeddedEngineOptions extends Pick<
   unknownSource?: 'reject' | 'drop';
   limits?: Partial<FloodLimits & StreamLimits>;
   onReject?: (reason: RejectReason, method: string) => void;
+  /** Every message sent or received (parsed ones), for per-call SIP ladders (src/sip/ladder.ts). */
+  onTrace?: (direction: 'in' | 'out', buf: Buffer, peer: Dest) => void;
 }
 
 /** The SDP an ACK carries (a delayed offer's answer), '' when none or not usable. */
@@ -114,7 +116,10 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       log: this.log,
       limits: opts.limits,
       sampler: this.guard.sampler,
-      onMessage: (msg, src) => (msg.kind === 'response' ? this.onResponse(msg) : this.onRequest(msg, src)),
+      onMessage: (msg, src, raw) => {
+        opts.onTrace?.('in', raw, src);
+        return msg.kind === 'response' ? this.onResponse(msg) : this.onRequest(msg, src);
+      },
       counters: this.counters,
       onError: (err) => this.emit('error', err),
       inUse: (uses) => this.usesConnection(uses),
@@ -240,6 +245,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   sendRaw(buf: Buffer, dest: Dest): void {
+    this.opts.onTrace?.('out', buf, dest);
     this.transports.send(buf, dest);
   }
 

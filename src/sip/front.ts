@@ -14,6 +14,7 @@ import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import { referTarget } from './header-values.js';
 import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
+import { SipLadder } from './ladder.js';
 import { AddressSet } from './media-source.js';
 import { SipPartyDialer } from './party-dialer.js';
 import { TrunkRegistrations } from './registrations.js';
@@ -76,6 +77,7 @@ const NO_MEDIA_YET: AudioOffer = {
 export function createEngine(
   ctx: GatewayContext,
   registrarSource: (address: string) => boolean = () => false,
+  ladder?: SipLadder,
 ): SipEngine {
   const sip = ctx.config.sip;
   const log = ctx.log.child({ front: 'sip' });
@@ -108,6 +110,7 @@ export function createEngine(
     unknownSource: sip.unknownSource,
     limits: sip.limits,
     onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),
+    onTrace: ladder && ((dir, buf, peer) => ladder.record(dir, buf, peer)),
   });
 }
 
@@ -141,6 +144,8 @@ export class SipFront implements Front {
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
   private draining = false;
+  /** Every SIP message per call, for the console's ladder (embedded engine). */
+  readonly ladder = new SipLadder();
   /** Browser phone calls over SIP-over-WebSocket (embedded engine with `browser.enabled`). */
   private readonly browser: BrowserCalls | undefined;
   /** Outbound legs and calls; set once the engine is started. */
@@ -155,7 +160,8 @@ export class SipFront implements Front {
   ) {
     const sip = ctx.config.sip;
     this.log = ctx.log.child({ front: 'sip' });
-    this.engine = opts.engine ?? createEngine(ctx, (a) => this.registrations?.isRegistrarSource(a) ?? false);
+    this.engine =
+      opts.engine ?? createEngine(ctx, (a) => this.registrations?.isRegistrarSource(a) ?? false, this.ladder);
     this.trunks = new TrunkTable(ctx.config.trunks);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;
@@ -280,7 +286,7 @@ export class SipFront implements Front {
     const src = `${inv.source.address}:${inv.source.port}`;
     const log = this.log.child({ sipCallId: inv.callId, src });
     if (inv.source.transport === 'ws' || inv.source.transport === 'wss') {
-      if (this.browser) return this.browser.onInvite(inv);
+      if (this.browser) return this.browser.onInvite(inv, (call) => this.ladder.claim(inv.callId, call));
       return inv.reject(403, 'Forbidden (browser calls are off)');
     }
     if (this.draining || this.ctx.draining) {
@@ -372,6 +378,7 @@ export class SipFront implements Front {
       },
       callId,
     );
+    this.ladder.claim(inv.callId, call);
     call.log.info(
       {
         sipCallId: inv.callId,

@@ -38,8 +38,8 @@ export interface SipTransportsOptions {
   log: Logger;
   limits?: Partial<StreamLimits>;
   sampler: LogSampler;
-  /** Every parsed message (datagram or framed stream message), with where it came from. */
-  onMessage(msg: SipMessage, src: Dest): void;
+  /** Every parsed message (datagram or framed stream message), with where it came from and its bytes. */
+  onMessage(msg: SipMessage, src: Dest, raw: Buffer): void;
   /** The engine's counters: messages received, and dropped as unparseable or broken framing. */
   counters: { received: number; malformed: number };
   /** The UDP socket failed after start. */
@@ -244,7 +244,7 @@ export class SipTransports {
         );
         return;
       }
-      this.opts.onMessage(parsed.msg, src);
+      this.opts.onMessage(parsed.msg, src, data);
     } catch (err) {
       // A bug on one message must not take the engine (and every live call) down.
       counters.malformed++;

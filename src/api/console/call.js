@@ -1,0 +1,63 @@
+// One call's detail: timeline, SIP ladder (every SIP message, in order), transcript, quality.
+import { el } from '/console/dom.js';
+
+const id = new URLSearchParams(location.search).get('id') ?? '';
+const time = (t) => new Date(t).toISOString().slice(11, 23);
+
+async function load() {
+  const res = await fetch('/v1/calls/' + encodeURIComponent(id));
+  if (!res.ok) {
+    document.getElementById('summary').textContent =
+      res.status === 401 ? 'sign in on the live page first' : 'no call ' + id;
+    return;
+  }
+  const c = await res.json();
+  document.getElementById('title').textContent = 'Call ' + c.id.slice(0, 8);
+  document.getElementById('summary').textContent =
+    `${c.front}${c.trunk ? ' / ' + c.trunk : ''} · ${c.from} → ${c.to} · route ${c.route ?? '—'} · ${c.state}`;
+
+  const events = [];
+  for (const [state, at] of Object.entries(c.times)) events.push({ at, what: state });
+  for (const t of c.toolCalls ?? [])
+    events.push({
+      at: t.at ?? t.startedAt ?? 0,
+      what: `tool ${t.name}(${JSON.stringify(t.arguments ?? t.args ?? {})})`,
+    });
+  if (c.endReason && c.times.ended)
+    events.push({ at: c.times.ended, what: `end: ${c.endReason.by} / ${c.endReason.cause}` });
+  events.sort((a, b) => a.at - b.at);
+  document
+    .getElementById('timeline')
+    .replaceChildren(...events.map((e) => el('tr', [el('td', time(e.at)), el('td', e.what)])));
+
+  const ladder = document.getElementById('ladder');
+  ladder.replaceChildren();
+  for (const m of c.signalling ?? []) {
+    const arrow = m.direction === 'out' ? `—— ${m.summary} ——▶` : `◀—— ${m.summary} ——`;
+    const raw = el('pre', m.raw);
+    raw.hidden = true;
+    const cell = el('td', [el('span', arrow), raw], 'arrow');
+    cell.onclick = () => (raw.hidden = !raw.hidden);
+    const tr = el('tr', [el('td', time(m.at)), el('td', 'gateway'), cell, el('td', m.peer)], m.direction);
+    tr.classList.add('ladder-msg');
+    tr.dataset.summary = m.summary;
+    ladder.append(tr);
+  }
+  if (c.dropped?.signalling) ladder.append(el('tr', [el('td', `${c.dropped.signalling} messages not kept`)]));
+
+  document
+    .getElementById('transcript')
+    .replaceChildren(
+      ...(c.transcript ?? []).map((t) => el('tr', [el('td', time(t.at)), el('td', t.role), el('td', t.text)])),
+    );
+  // The recording (if any): the browser's player fetches it with Range requests (the cookie authorises GET).
+  const head = await fetch('/v1/calls/' + encodeURIComponent(id) + '/recording', { headers: { range: 'bytes=0-0' } });
+  if (head.status === 206 || head.status === 200) {
+    const player = el('audio');
+    player.controls = true;
+    player.src = '/v1/calls/' + encodeURIComponent(id) + '/recording';
+    document.getElementById('recording').replaceChildren(player);
+  }
+  document.getElementById('quality').textContent = JSON.stringify({ legs: c.legs, latency: c.latency }, null, 2);
+}
+load();
