@@ -6,7 +6,9 @@ import { installOpenAiSip } from './ai/openai-sip/install.js';
 import { callView } from './api/call-view.js';
 import { hardenedServer, limitBody } from './api/http-server.js';
 import { GatewayMetrics } from './api/metrics.js';
+import type { RecordStore } from './api/record-store.js';
 import { CallRecordStore } from './api/records.js';
+import { PostgresRecordStore } from './api/records-postgres.js';
 import { mountOps } from './api/routes.js';
 import type { SseHub } from './api/sse.js';
 import type { GatewayConfig } from './config/schema.js';
@@ -90,7 +92,10 @@ export interface GatewayContext {
   backends: BackendRegistry;
   connector: CallConnector;
   metrics: GatewayMetrics;
+  /** This instance's SQLite record file. */
   records: CallRecordStore;
+  /** Where ended calls are written and the history is read: `records` itself, or PostgreSQL shared by all instances. */
+  history: RecordStore;
   app: express.Express;
   /** Outbound call placers, by front name (registered by the fronts that can dial). */
   dialers: Map<string, Dialer>;
@@ -178,6 +183,7 @@ export class Gateway {
       connector,
       metrics,
       records,
+      history: records,
       app,
       dialers: new Map(),
       mediaSessions: undefined,
@@ -188,6 +194,13 @@ export class Gateway {
       peers: noPeers,
       internal: express.Router(),
     };
+    if (config.records.postgres.url)
+      this.ctx.history = new PostgresRecordStore({
+        url: config.records.postgres.url,
+        instanceId: this.ctx.cluster.instanceId,
+        log: log.child({ component: 'records' }),
+        onLost: (n) => metrics.recordsLost.inc(n),
+      });
     if (this.ctx.cluster.shared) this.ctx.peers = new HttpPeerLink(this.ctx.cluster, config.cluster.secret);
     this.opsApp.use(
       '/internal/cluster',
@@ -206,7 +219,7 @@ export class Gateway {
 
   /** Persist every call's record when it ends, and its audio when recording is on. */
   private recordCall(call: Call): void {
-    const { config, records } = this.ctx;
+    const { config, history } = this.ctx;
     if (config.records.recordAudio) {
       call.on('state', (s) => {
         if (s !== 'bridged' || !call.media) return;
@@ -223,7 +236,7 @@ export class Gateway {
     }
     call.once('ended', () => {
       try {
-        records.append(callView(call));
+        history.append(callView(call));
       } catch (err) {
         call.log.error({ err: (err as Error).message }, 'could not store call record');
       }
@@ -277,6 +290,12 @@ export class Gateway {
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
     await this.ctx.cluster.start();
+    if (this.ctx.history instanceof PostgresRecordStore) {
+      // A database that is down at start delays nothing: records queue and the schema is applied on the first write.
+      await this.ctx.history
+        .migrate()
+        .catch((err: Error) => log.warn({ err: err.message }, 'PostgreSQL not reachable at start: records will queue'));
+    }
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
@@ -323,6 +342,7 @@ export class Gateway {
     this.sse.closeAll();
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
+    if (this.ctx.history !== this.ctx.records) await this.ctx.history.close();
     await this.ctx.cluster.stop();
     log.info('gateway stopped');
   }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from '../core/logger.js';
 import type { CallView } from './call-view.js';
+import type { RecordStore } from './record-store.js';
 
 export interface RecordQuery {
   front?: string;
@@ -36,7 +37,7 @@ export interface RecordStoreOptions {
  * too, so a record is visible the moment its call has ended. `flush()` writes what is queued
  * (shutdown, fatal error).
  */
-export class CallRecordStore {
+export class CallRecordStore implements RecordStore {
   private readonly db: Database.Database;
   private readonly insert: Database.Statement;
   private readonly insertMany: (views: CallView[]) => void;

@@ -72,7 +72,8 @@ export function mountOps(
   mount: OpsMount,
   ready: () => { ok: boolean; checks: Record<string, boolean> },
 ): SseHub {
-  const { registry, records, metrics, config } = ctx;
+  const { registry, metrics, config } = ctx;
+  const records = ctx.history;
   const { publicApp, opsApp: app } = mount;
   const shared = publicApp === app;
   const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
@@ -137,7 +138,7 @@ export function mountOps(
     const q = parse(listQuery, req.query, res);
     if (!q) return;
     if (q.ended === 'true' || q.state === 'ended') {
-      res.json({ calls: records.list({ front: q.front, trunk: q.trunk, limit: q.limit }) });
+      res.json({ calls: await records.list({ front: q.front, trunk: q.trunk, limit: q.limit }) });
       return;
     }
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
@@ -145,9 +146,9 @@ export function mountOps(
     res.json({ calls: calls.map(callView) });
   });
 
-  v1.get('/calls/:id', (req, res) => {
+  v1.get('/calls/:id', async (req, res) => {
     const call = registry.get(req.params.id);
-    const view = call ? callView(call) : records.get(req.params.id);
+    const view = call ? callView(call) : await records.get(req.params.id);
     if (!view) return sendError(res, 404, 'not_found', `no call ${req.params.id}`);
     res.json(view);
   });
