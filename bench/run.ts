@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchAiTurns } from './ai-turns.js';
+import { benchCluster } from './cluster.js';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchRealtime } from './realtime.js';
 import { benchSip } from './sip.js';
@@ -18,6 +19,7 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   realtime: benchRealtime,
   sip: benchSip,
   turns: benchAiTurns,
+  cluster: benchCluster,
 };
 
 const DOC = 'docs/performance.md';
