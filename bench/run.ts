@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { benchAiTurns } from './ai-turns.js';
+import { benchCluster } from './cluster.js';
 import { benchCodecPaths } from './codec-paths.js';
 import { benchPlayout } from './playout.js';
 import { benchRealtime } from './realtime.js';
@@ -20,6 +21,7 @@ const suites: Record<string, () => Promise<BenchSection> | BenchSection> = {
   sip: benchSip,
   turns: benchAiTurns,
   playout: benchPlayout,
+  cluster: benchCluster,
 };
 
 const DOC = 'docs/performance.md';

@@ -7,7 +7,9 @@ import { installOpenAiSip } from './ai/openai-sip/install.js';
 import { callView } from './api/call-view.js';
 import { hardenedServer, limitBody } from './api/http-server.js';
 import { GatewayMetrics } from './api/metrics.js';
+import type { RecordStore } from './api/record-store.js';
 import { CallRecordStore } from './api/records.js';
+import { PostgresRecordStore } from './api/records-postgres.js';
 import { mountOps } from './api/routes.js';
 import type { SseHub } from './api/sse.js';
 import type { GatewayConfig } from './config/schema.js';
@@ -91,7 +93,10 @@ export interface GatewayContext {
   backends: BackendRegistry;
   connector: CallConnector;
   metrics: GatewayMetrics;
+  /** This instance's SQLite record file. */
   records: CallRecordStore;
+  /** Where ended calls are written and the history is read: `records` itself, or PostgreSQL shared by all instances. */
+  history: RecordStore;
   app: express.Express;
   /** Outbound call placers, by front name (registered by the fronts that can dial). */
   dialers: Map<string, Dialer>;
@@ -187,6 +192,7 @@ export class Gateway {
       connector,
       metrics,
       records,
+      history: records,
       app,
       dialers: new Map(),
       mediaSessions: undefined,
@@ -199,6 +205,13 @@ export class Gateway {
       internal: express.Router(),
       upgrades: new Map(),
     };
+    if (config.records.postgres.url)
+      this.ctx.history = new PostgresRecordStore({
+        url: config.records.postgres.url,
+        instanceId: this.ctx.cluster.instanceId,
+        log: log.child({ component: 'records' }),
+        onLost: (n) => metrics.recordsLost.inc(n),
+      });
     if (this.ctx.cluster.shared) this.ctx.peers = new HttpPeerLink(this.ctx.cluster, config.cluster.secret);
     this.opsApp.use(
       '/internal/cluster',
@@ -217,7 +230,7 @@ export class Gateway {
 
   /** Persist every call's record when it ends, and its audio when recording is on. */
   private recordCall(call: Call): void {
-    const { config, records } = this.ctx;
+    const { config, history } = this.ctx;
     if (config.records.recordAudio) {
       call.on('state', (s) => {
         if (s !== 'bridged' || !call.media) return;
@@ -234,7 +247,7 @@ export class Gateway {
     }
     call.once('ended', () => {
       try {
-        records.append(callView(call));
+        history.append(callView(call));
       } catch (err) {
         call.log.error({ err: (err as Error).message }, 'could not store call record');
       }
@@ -288,6 +301,12 @@ export class Gateway {
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
     await this.ctx.cluster.start();
+    if (this.ctx.history instanceof PostgresRecordStore) {
+      // A database that is down at start delays nothing: records queue and the schema is applied on the first write.
+      await this.ctx.history
+        .migrate()
+        .catch((err: Error) => log.warn({ err: err.message }, 'PostgreSQL not reachable at start: records will queue'));
+    }
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
@@ -348,6 +367,7 @@ export class Gateway {
     this.sse.closeAll();
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
+    if (this.ctx.history !== this.ctx.records) await this.ctx.history.close();
     await this.ctx.cluster.stop();
     log.info('gateway stopped');
   }

@@ -3,6 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from '../core/logger.js';
 import type { CallView } from './call-view.js';
+import type { RecordStore } from './record-store.js';
 
 export interface RecordQuery {
   front?: string;
@@ -21,7 +22,7 @@ export interface RecordQuery {
 }
 
 /** The same filters as the SQL, for records still queued for writing. */
-function matches(v: CallView, q: RecordQuery): boolean {
+export function recordMatches(v: CallView, q: RecordQuery): boolean {
   const ended = v.times.ended ?? 0;
   return (
     (!q.front || v.front === q.front) &&
@@ -60,7 +61,7 @@ export interface RecordStoreOptions {
  * too, so a record is visible the moment its call has ended. `flush()` writes what is queued
  * (shutdown, fatal error).
  */
-export class CallRecordStore {
+export class CallRecordStore implements RecordStore {
   private readonly db: Database.Database;
   private readonly insert: Database.Statement;
   private readonly insertMany: (views: CallView[]) => void;
@@ -186,7 +187,7 @@ export class CallRecordStore {
     // Records still queued (disk busy) are newer than any stored one: they lead page one.
     const queued = this.queue
       .map((x) => x.view)
-      .filter((v) => matches(v, q))
+      .filter((v) => recordMatches(v, q))
       .reverse();
     const ids = new Set(queued.map((v) => v.id));
     const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ended_at DESC LIMIT ? OFFSET ?`;

@@ -97,7 +97,8 @@ export function mountOps(
   mount: OpsMount,
   ready: () => { ok: boolean; checks: Record<string, boolean> },
 ): SseHub {
-  const { registry, records, metrics, config } = ctx;
+  const { registry, metrics, config } = ctx;
+  const records = ctx.history;
   const { publicApp, opsApp: app } = mount;
   const shared = publicApp === app;
   const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
@@ -165,7 +166,7 @@ export function mountOps(
     if (!q) return;
     if (q.ended === 'true' || q.state === 'ended') {
       const { since, until, ...rest } = q;
-      const calls = records.list({ ...rest, since: since?.getTime(), until: until?.getTime() });
+      const calls = await records.list({ ...rest, since: since?.getTime(), until: until?.getTime() });
       res.json({ calls, offset: q.offset ?? 0, limit: q.limit ?? 100 });
       return;
     }
@@ -174,9 +175,9 @@ export function mountOps(
     res.json({ calls: calls.map(callView) });
   });
 
-  v1.get('/calls/:id', (req, res) => {
+  v1.get('/calls/:id', async (req, res) => {
     const call = registry.get(req.params.id);
-    const view = call ? callView(call) : records.get(req.params.id);
+    const view = call ? callView(call) : await records.get(req.params.id);
     if (!view) return sendError(res, 404, 'not_found', `no call ${req.params.id}`);
     res.json(view);
   });

@@ -501,6 +501,15 @@ export const configSchema = z
         /** Stereo WAV per call, caller left / AI right. Off by default. */
         recordAudio: z.boolean().default(false),
         recordingsDir: z.string().default('data/recordings'),
+        /** Issue 14: one history for every instance. Set to write and read records in PostgreSQL instead of `path`. */
+        postgres: z
+          .object({
+            url: z
+              .string()
+              .regex(/^postgres(ql)?:\/\//, 'a postgres:// URL (secrets as ${VAR})')
+              .optional(),
+          })
+          .prefault({}),
       })
       .prefault({}),
     shutdown: z.object({ drainSec: z.number().min(0).default(30) }).prefault({}),
