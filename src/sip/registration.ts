@@ -3,23 +3,20 @@ import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import { DigestSession } from './digest-client.js';
 import { assertHeaderValue } from './header-check.js';
-import {
-  parseNameAddr,
-  parseUri,
-  parseVia,
-  SipHeaders,
-  splitList,
-  type SipRequest,
-  type SipResponse,
-} from './message.js';
+import { parseUri, parseVia, type SipRequest, type SipResponse } from './message.js';
+import { contactUriFor, grantedExpiry, registerRequest } from './register-message.js';
+import { RegistrarKeepAlive } from './registrar-keepalive.js';
 import type { SipTarget, SipTransport } from './srv.js';
+
+export { grantedExpiry } from './register-message.js';
 
 /**
  * Outbound registration of one trunk (RFC 3261 §10): REGISTER with digest, refresh before the
  * expiry the registrar granted, 423 → Min-Expires, failures retried with capped exponential
  * backoff and jitter, re-REGISTER when the TCP/TLS flow drops, public address learnt from the
  * 200's Via received/rport (RFC 3581), NAT keep-alives, and `Expires: 0` on stop. The SIP engine is
- * reached through RegistrarLink so this file holds only the registration logic.
+ * reached through RegistrarLink so this file holds only the registration logic; the messages are
+ * built in register-message.ts and the keep-alives run in registrar-keepalive.ts.
  */
 export interface RegistrationConfig {
   trunk: string;
@@ -115,7 +112,7 @@ export class TrunkRegistration {
   private readonly registrarUri: string;
   private expires: number;
   private timer: NodeJS.Timeout | undefined;
-  private keepAlive: NodeJS.Timeout | undefined;
+  private readonly keepAlive: RegistrarKeepAlive;
   private flow: { release(): void } | undefined;
   private target: SipTarget | undefined;
   private resolved = new Set<string>();
@@ -157,6 +154,14 @@ export class TrunkRegistration {
     const domain = cfg.domain ?? reg.host;
     this.aor = `sip:${cfg.username}@${domain.includes(':') && !domain.startsWith('[') ? `[${domain}]` : domain}`;
     this.expires = cfg.expiresSec;
+    this.keepAlive = new RegistrarKeepAlive(
+      link,
+      log,
+      cfg,
+      { aor: this.aor, registrarUri: this.registrarUri },
+      () => (this.state === 'registered' ? this.target : undefined),
+      () => this.kick(),
+    );
     this.digest = new DigestSession({
       username: cfg.authUsername ?? cfg.username,
       password: cfg.password,
@@ -250,32 +255,15 @@ export class TrunkRegistration {
 
   private contactUri(): string {
     const t = this.cfg.transport;
-    const { address, port } = this.link.advertised(t);
-    const host = address.includes(':') ? `[${address}]` : address;
-    const scheme = /^sips:/i.test(this.registrarUri) ? 'sips' : 'sip';
-    return `${scheme}:${this.contactUser}@${host}:${port}${t === 'udp' || scheme === 'sips' ? '' : `;transport=${t}`}`;
+    return contactUriFor(this.registrarUri, this.contactUser, t, this.link.advertised(t));
   }
 
   private buildRegister(contacts: string[], expires: number): SipRequest {
-    const h = new SipHeaders();
-    h.add('from', `<${this.aor}>;tag=${this.localTag}`);
-    h.add('to', `<${this.aor}>`);
-    h.add('call-id', this.callId);
-    h.add('cseq', `${++this.cseq} REGISTER`);
-    for (const c of contacts) h.add('contact', c);
-    h.add('expires', String(expires));
-    h.add('allow', 'INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, REFER, NOTIFY, INFO');
-    const req: SipRequest = { kind: 'request', method: 'REGISTER', uri: this.requestUri(), headers: h, body: '' };
+    const ids = { aor: this.aor, callId: this.callId, localTag: this.localTag, cseq: ++this.cseq };
+    const req = registerRequest(ids, this.registrarUri, contacts, expires);
     const auth = this.digest.authorize('REGISTER', req.uri);
-    if (auth) h.add(auth.name, auth.value);
+    if (auth) req.headers.add(auth.name, auth.value);
     return req;
-  }
-
-  /** The registrar URI without user part or header parameters (RFC 3261 §10.2). */
-  private requestUri(): string {
-    const u = parseUri(this.registrarUri)!;
-    const host = u.host.includes(':') ? `[${u.host}]` : u.host;
-    return `${u.scheme}:${host}${u.port ? `:${u.port}` : ''}`;
   }
 
   /**
@@ -395,7 +383,7 @@ export class TrunkRegistration {
     const refreshSec = granted <= 60 ? granted / 2 : Math.max(granted / 2, granted - 60);
     this.schedule(refreshSec * 1000, 'refresh');
     this.setState('registered');
-    this.armKeepAlive();
+    this.keepAlive.arm();
     if (this.learnAddress(res)) this.kick(); // our Contact changed: bind the new one now
   }
 
@@ -427,7 +415,7 @@ export class TrunkRegistration {
     this.events.onFailure?.(this.cfg.trunk, status);
     this.digest.reset();
     this.dropFlow();
-    this.stopKeepAlive();
+    this.keepAlive.stop();
     // Capped exponential backoff with jitter (50–100 %): a refused account must not hammer the carrier.
     const exp = Math.min(this.cfg.retryMaxSec, this.cfg.retryMinSec * 2 ** (this.status.failures - 1));
     let delaySec = exp * (0.5 + this.random() * 0.5);
@@ -439,43 +427,6 @@ export class TrunkRegistration {
     this.setState('failing');
   }
 
-  private armKeepAlive(): void {
-    this.stopKeepAlive();
-    const sec = this.cfg.keepAliveSec;
-    if (sec <= 0) return;
-    this.keepAlive = setInterval(() => this.sendKeepAlive(), sec * 1000);
-    this.keepAlive.unref();
-  }
-
-  private stopKeepAlive(): void {
-    clearInterval(this.keepAlive);
-    this.keepAlive = undefined;
-  }
-
-  private sendKeepAlive(): void {
-    const target = this.target;
-    if (!target || this.state !== 'registered') return;
-    if (target.transport !== 'udp' || this.cfg.udpKeepAlive === 'crlf') {
-      // RFC 5626 §3.5.1: CRLFCRLF ping over streams; a bare CRLF keeps a UDP NAT pinhole open.
-      this.link.sendRaw(Buffer.from(target.transport === 'udp' ? '\r\n' : '\r\n\r\n'), target);
-      return;
-    }
-    const h = new SipHeaders();
-    h.add('from', `<${this.aor}>;tag=${randomBytes(6).toString('hex')}`);
-    h.add('to', `<${this.requestUri()}>`);
-    h.add('call-id', randomBytes(12).toString('hex'));
-    h.add('cseq', '1 OPTIONS');
-    const req: SipRequest = { kind: 'request', method: 'OPTIONS', uri: this.requestUri(), headers: h, body: '' };
-    this.link.request(req, target, REQUEST_TIMEOUT_MS).catch((err: unknown) => {
-      if (this.state !== 'registered') return;
-      this.log.info(
-        { trunk: this.cfg.trunk, err: (err as Error).message },
-        'registrar keep-alive unanswered: re-registering',
-      );
-      this.kick();
-    });
-  }
-
   /** Stop refreshing and remove our binding (`Expires: 0`); resolves when answered or timed out. */
   async stop(): Promise<void> {
     if (this.state === 'stopped') return;
@@ -484,7 +435,7 @@ export class TrunkRegistration {
     clearTimeout(this.timer);
     this.timer = undefined;
     this.status.nextAttemptAt = undefined;
-    this.stopKeepAlive();
+    this.keepAlive.stop();
     await this.running?.catch(() => undefined);
     if (wasBound) {
       const contact = this.boundContact!;
@@ -500,30 +451,4 @@ export class TrunkRegistration {
     }
     this.dropFlow();
   }
-}
-
-/**
- * The expiry granted to our contact: its `expires` parameter in the 200's Contact list (RFC 3261
- * §10.2.4), else the Expires header, else what we asked for.
- */
-export function grantedExpiry(res: SipResponse, ourContact: string, requested: number): number {
-  const ours = normaliseUri(ourContact);
-  for (const c of res.headers.getAll('contact')) {
-    for (const one of splitList(c)) {
-      const na = parseNameAddr(one);
-      if (na && normaliseUri(na.uri) === ours && na.params.expires !== undefined) {
-        const n = Number(na.params.expires);
-        if (Number.isInteger(n) && n >= 0) return n;
-      }
-    }
-  }
-  const e = Number(res.headers.get('expires'));
-  return Number.isInteger(e) && e >= 0 ? e : requested;
-}
-
-/** Compare contacts on scheme, user, host, port and transport (registrars reorder parameters). */
-function normaliseUri(uri: string): string {
-  const u = parseUri(uri);
-  if (!u) return uri.toLowerCase();
-  return `${u.scheme}:${u.user ?? ''}@${u.host.toLowerCase()}:${u.port ?? ''};${(u.params.transport ?? 'udp').toLowerCase()}`;
 }
