@@ -219,7 +219,8 @@ export class Gateway {
       express.json({ limit: '1mb' }),
       this.ctx.internal,
     );
-    installOpenAiSip(this.ctx);
+    // Webhook de-duplication is cluster-wide: OpenAI may deliver one event to several instances.
+    installOpenAiSip(this.ctx, this.ctx.cluster);
     registry.on('created', (call) => this.recordCall(call));
     this.trackOwnership(registry);
     registry.on('created', (call) =>
