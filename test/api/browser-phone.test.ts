@@ -11,6 +11,7 @@ import { testLogger } from '../../src/core/logger.js';
 import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { leasePortRange } from '../support/ports.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const dir = mkdtempSync(join(tmpdir(), 'browser-phone-'));
@@ -39,7 +40,7 @@ beforeAll(async () => {
     '0',
     '1.5',
   ]);
-  const port = 32000 + Math.floor(Math.random() * 300) * 10;
+  const [port] = leasePortRange(100);
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: 0 },

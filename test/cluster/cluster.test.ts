@@ -10,6 +10,7 @@ import { startDispatcher, type KamailioDispatcher } from '../peers/kamailio/disp
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+import { leasePortRange } from '../support/ports.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -184,7 +185,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
 
   it('SIGKILL: a dead gateway process drops out; its calls expire from Redis within the TTL and the counter recovers', async () => {
     const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
-    const rtpBase = 26000 + Math.floor(Math.random() * 40) * 100;
+    const [rtpBase] = leasePortRange(100);
     let out = '';
     const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
       env: {

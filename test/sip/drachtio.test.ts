@@ -14,6 +14,7 @@ import {
 import { createEngine, SipFront } from '../../src/sip/front.js';
 import { sdpOffer } from '../peers/sip/udp-peer.js';
 import { waitFor } from '../support/gateway.js';
+import { leasePortRange } from '../support/ports.js';
 
 /** drachtio-srf's request as our engine sees it (headers, source address, cancel event). */
 class FakeReq extends EventEmitter implements SrfRequestLike {
@@ -107,7 +108,7 @@ afterEach(async () => {
 });
 
 async function start(srf: FakeSrf, linkGraceSec = 30): Promise<SipFront> {
-  const rtpMin = 26000 + Math.floor(Math.random() * 50) * 20;
+  const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: 0 },

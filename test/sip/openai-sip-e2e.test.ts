@@ -21,6 +21,7 @@ import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { newId, RawSipPeer } from '../peers/sip/udp-peer.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { drachtioUnavailable, startDrachtioServer, type DrachtioServer } from '../peers/drachtio/server.js';
+import { leasePortRange } from '../support/ports.js';
 
 const SECRET = `whsec_${Buffer.from('openai-sip-e2e-secret-0123456789').toString('base64')}`;
 const API_KEY = 'sk-test-openai-sip-e2e';
@@ -57,7 +58,7 @@ async function startRig(engine: Engine): Promise<Rig> {
   const webhookUrl = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/openai_sip`;
   const peer = new OpenAiSipPeer({ webhookUrl, secret: SECRET, api: standIn });
   await peer.start();
-  const rtpMin = 28000 + Math.floor(Math.random() * 100) * 20;
+  const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: 0 },

@@ -9,8 +9,9 @@ import { RtpLeg } from '../../src/sip/rtp-leg.js';
 import type { AudioOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, rmsOf } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
+import { leasePortRange } from '../support/ports.js';
 
-const base = 23000 + Math.floor(Math.random() * 100) * 40;
+const [base] = leasePortRange(200);
 const cleanup: (() => Promise<void> | void)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();

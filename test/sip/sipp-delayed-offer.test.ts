@@ -8,6 +8,7 @@ import { waitFor } from '../support/gateway.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 import { nextCall, runSipp } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+import { leasePortRange } from '../support/ports.js';
 
 let dir: string;
 beforeAll(() => {
@@ -28,7 +29,7 @@ describe.each(SIP_ENGINES)('delayed offer against sipp (real gateway, sip.engine
     async () => {
       const h = await sip.start();
       const created = nextCall(h);
-      const mediaPort = 16000 + Math.floor(Math.random() * 4000) * 2;
+      const [mediaPort] = leasePortRange(100);
       // Sample how many RTP packets we have sent, to see media stop (inactive answer) and resume.
       const samples: { at: number; sent: number }[] = [];
       let call: Call | undefined;

@@ -22,6 +22,7 @@ import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { newId, sdpOffer } from '../peers/sip/udp-peer.js';
 import { ToneAi } from '../peers/tone-ai.js';
+import { leasePortRange } from '../support/ports.js';
 
 const T1 = 50;
 
@@ -128,7 +129,7 @@ const isRes = (status: number, method: string) => (m: SipMessage) =>
 
 /** The gateway with its SIP front on an embedded engine with TLS (T1 = 50 ms) and a 440 Hz tone AI. */
 async function startGateway(tls: Record<string, unknown>, trunks: Record<string, unknown>[] = []) {
-  const rtpMin = 28000 + Math.floor(Math.random() * 50) * 20;
+  const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: 0 },

@@ -19,6 +19,7 @@ import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { RawSipPeer, sdpOffer } from '../peers/sip/udp-peer.js';
 import { EngineRig, RIG_T1 } from '../peers/sip/engine-rig.js';
+import { leasePortRange } from '../support/ports.js';
 
 const T1 = RIG_T1;
 const OFFER = sdpOffer(40000, 'sendrecv', '0 101');
@@ -285,7 +286,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
       await phone.stop();
     });
 
-    const rtpMin = 26000 + Math.floor(Math.random() * 50) * 20;
+    const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
         http: { host: '127.0.0.1', port: 0 },
@@ -361,7 +362,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     });
     await phone.start();
     cleanups.push(() => phone.stop());
-    const rtpMin = 27000 + Math.floor(Math.random() * 50) * 20;
+    const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
         http: { host: '127.0.0.1', port: 0 },

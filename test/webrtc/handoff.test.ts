@@ -6,6 +6,7 @@ import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
+import { leasePortRange } from '../support/ports.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -45,7 +46,7 @@ async function bound(port: number): Promise<void> {
 describe('WhatsApp caller handed to a SIP person', () => {
   it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
     const phonePort = await freeUdpPort();
-    const rtpMin = 30000 + Math.floor(Math.random() * 100) * 100;
+    const [rtpMin] = leasePortRange(100);
     const h: Harness = await startHarness({
       routes: {
         local: {

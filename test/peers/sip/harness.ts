@@ -12,6 +12,7 @@ import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { SipFront } from '../../../src/sip/front.js';
 import { ToneAi } from '../tone-ai.js';
+import { leasePortRange, releasePortRange } from '../../support/ports.js';
 
 export { ToneAi };
 
@@ -41,12 +42,11 @@ export interface SipHarnessOptions {
   config?: Record<string, unknown>;
 }
 
-let portBase = 21000 + Math.floor(Math.random() * 200) * 100;
-
 /** The real Gateway (parseConfig + buildFronts) with the SIP front on a free port and a tone AI. */
 export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<SipHarness> {
-  const rtpMin = portBase;
-  portBase += 200;
+  // Leased, not random: another test process on the machine may be using any fixed or random range.
+  const rtpRange = leasePortRange(200);
+  const rtpMin = rtpRange[0];
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: 0 },
@@ -100,6 +100,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
     sessions,
     async stop() {
       await gw.stop('test_done', 0);
+      releasePortRange(rtpRange);
     },
   };
 }
@@ -128,6 +129,8 @@ export async function runSipp(opts: {
   calls?: number;
 }): Promise<SippResult> {
   const dir = mkdtempSync(join(tmpdir(), 'sipp-'));
+  // sipp's media socket(s) (-mp and the ports beside it) in a leased range, freed after the run.
+  const mediaRange = opts.mediaPort === undefined ? leasePortRange(100) : undefined;
   try {
     let xml = readFileSync(join(import.meta.dirname, '../../sipp', opts.scenario), 'utf8');
     for (const [k, v] of Object.entries(opts.vars ?? {})) xml = xml.replaceAll(`@@${k}@@`, v);
@@ -146,7 +149,7 @@ export async function runSipp(opts: {
       '-mi',
       opts.localIp ?? '127.0.0.1',
       '-mp',
-      String(opts.mediaPort ?? 16000 + Math.floor(Math.random() * 4000) * 2),
+      String(opts.mediaPort ?? mediaRange![0]),
       '-nostdin',
       '-timeout',
       `${timeout}s`,
@@ -181,6 +184,7 @@ export async function runSipp(opts: {
     };
     return { code, stdout, stderr, messages: read('messages.log'), errors: read('errors.log') };
   } finally {
+    if (mediaRange) releasePortRange(mediaRange);
     rmSync(dir, { recursive: true, force: true });
   }
 }
