@@ -9,12 +9,11 @@ import { TypedEmitter } from '../../core/typed-emitter.js';
 import type { AiSession, AiSessionEvents, AiSessionOptions, CallControl, TranscriptEntry } from '../session.js';
 import { AppendClock } from './append-clock.js';
 import { ManualTurns } from './manual-turns.js';
+import { OutputItems } from './output-items.js';
 import {
-  describeRefusal,
   firstTurnEvent,
   responseFailure,
   seedEvent,
-  onUpgradeRefused,
   sayEvent,
   parseServerEvent,
   userTextEvent,
@@ -26,7 +25,10 @@ import {
   type ServerEventOf,
   type WireFormats,
 } from './protocol.js';
+import { ResponseTurns } from './response-turns.js';
+import { closeRealtimeSocket, openRealtimeSocket, type PendingConnect } from './socket.js';
 import { ToolRegistry } from './tools.js';
+import { CallerAudioUplink } from './uplink.js';
 
 /** Optional timing taps for the benchmark (never needed in production). */
 export interface RealtimeHooks {
@@ -38,10 +40,6 @@ export interface RealtimeHooks {
 
 /** A long call may outlive several server-side session caps; more drops than this means the service is sick. */
 const MAX_RECONNECTS = 3;
-/** Stop queueing caller audio when the socket stalls (the bytes would be stale anyway). */
-const MAX_BUFFERED_BYTES = 1 << 20;
-/** Per-item audio lengths kept for barge-in truncation; older items can no longer be interrupted. */
-const MAX_TRACKED_ITEMS = 32;
 /** Context handed to a re-established session, newest last. */
 const MAX_SEED_CHARS = 8000;
 
@@ -54,15 +52,12 @@ export interface RealtimeStats {
   failedResponses: number;
 }
 
-interface Pending {
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
-
 /**
  * One call's conversation with OpenAI Realtime over a WebSocket (GA protocol). Caller audio goes up
  * as one `input_audio_buffer.append` per 20 ms frame; model audio comes back in bursts and the
- * bridge paces it. The session owns barge-in truncation, tools, and recovery from a dropped socket.
+ * bridge paces it. The session owns barge-in truncation, tools, and recovery from a dropped socket;
+ * the socket and its connect attempt are in socket.ts, caller audio up in uplink.ts, one-response-
+ * at-a-time in response-turns.ts, per-item audio for truncation in output-items.ts.
  */
 export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements AiSession {
   readonly inputFormat: AudioFormat;
@@ -82,20 +77,15 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   private readonly control: CallControl;
   private readonly abort = new AbortController();
   private ws: WebSocket | undefined;
-  private pending: Pending | undefined;
+  private pending: PendingConnect | undefined;
   private ready = false;
   private closed = false;
-  /** The response the model is generating now (from response.created to response.done). */
-  private responseId: string | undefined;
-  /** After a tool output: ask for a response as soon as the current one is done. */
-  private respondAfterDone = false;
-  private readonly saysQueued: string[] = [];
-  /** Milliseconds of audio received per output item, and which items are complete. */
-  private readonly itemMs = new Map<string, number>();
-  private readonly itemDone = new Set<string>();
+  /** One response at a time: the current one, and what waits for it. */
+  private readonly responses = new ResponseTurns((ev) => this.send(ev));
+  /** Audio received per output item, for barge-in truncation. */
+  private readonly outputItems = new OutputItems();
   private speechAt: number | undefined;
   private readonly transcript: TranscriptEntry[] = [];
-  private bufferedWarned = false;
   /** The gateway's own VAD, when the route turns server turn detection off. */
   private readonly manual: ManualTurns | undefined;
   /** startFirstTurn() was called; the first turn goes out as soon as the session is ready. */
@@ -105,6 +95,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   private failedInARow = 0;
   private giveUp = false;
   private readonly appendClock = new AppendClock();
+  private readonly uplink: CallerAudioUplink;
   constructor(
     private readonly route: RealtimeRouteConfig,
     opts: AiSessionOptions,
@@ -118,6 +109,14 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     this.callId = opts.callId;
     this.control = opts.control;
     this.log = opts.log.child({ ai: 'realtime', model: route.model });
+    const written = hooks.appendWritten;
+    this.uplink = new CallerAudioUplink(
+      this.stats,
+      this.appendClock,
+      this.log,
+      (ev, cb) => this.send(ev, cb),
+      written ? (frame) => written(this.callId, frame) : undefined,
+    );
     if (route.turnDetection === null) this.manual = new ManualTurns(this.inputFormat, route.gatewayVad);
   }
 
@@ -131,58 +130,35 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
 
   /** Open a socket and configure the session; resolves on `session.updated`. */
   private connect(reseed: boolean): Promise<void> {
-    const timeoutMs = this.route.connectTimeoutMs;
-    const url = realtimeUrl(this.route);
-    return new Promise<void>((resolve, reject) => {
-      if (this.closed) return reject(new GatewayError('ai_connect_failed', 'call already ended', this.callId));
-      // Our own timer bounds the whole connect (handshake + session.updated) with one clear message;
-      // ws's handshake timeout is only a backstop behind it.
-      const ws = new WebSocket(url, {
-        headers: { Authorization: `Bearer ${this.route.apiKey}` },
-        handshakeTimeout: timeoutMs + 1000,
-      });
-      this.ws = ws;
-      this.ready = false;
-      this.appendClock.reset();
-      let settled = false;
-      const finish = (err?: Error) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        this.pending = undefined;
-        if (!err) return resolve();
-        ws.removeAllListeners();
-        ws.on('error', () => {}); // a socket being torn down may still report; nothing left to do
-        ws.terminate();
-        reject(err);
-      };
-      const fail = (msg: string) => finish(new GatewayError('ai_connect_failed', msg, this.callId));
-      const timer = setTimeout(() => fail(`OpenAI Realtime did not get ready within ${timeoutMs} ms`), timeoutMs);
-      this.pending = {
-        resolve: () => finish(),
-        reject: (err) => finish(err),
-      };
-
-      onUpgradeRefused(ws, (status, body) => fail(describeRefusal(status, body)));
-      ws.on('open', () => {
+    if (this.closed) return Promise.reject(new GatewayError('ai_connect_failed', 'call already ended', this.callId));
+    const attempt = openRealtimeSocket({
+      url: realtimeUrl(this.route),
+      apiKey: this.route.apiKey,
+      timeoutMs: this.route.connectTimeoutMs,
+      callId: this.callId,
+      onOpen: () => {
         this.send({
           type: 'session.update',
           session: sessionConfig(this.route, this.formats, this.tools.definitions()),
         });
         if (reseed) this.sendSeed();
-      });
-      ws.on('message', (data: WebSocket.RawData) => {
-        if (ws === this.ws) this.onMessage(data);
-      });
-      ws.on('error', (err) => {
-        if (!settled) fail(`cannot reach OpenAI Realtime at ${new URL(url).host}: ${err.message}`);
-        else this.log.warn({ err: err.message }, 'Realtime socket error');
-      });
-      ws.on('close', (code, reason) => {
-        if (!settled) fail(`OpenAI Realtime closed the socket before the session was ready (code ${code})`);
-        else if (ws === this.ws) void this.onDropped(code, reason.toString());
-      });
+      },
+      onMessage: (data) => {
+        if (attempt.ws === this.ws) this.onMessage(data);
+      },
+      onSettled: () => {
+        this.pending = undefined;
+      },
+      onError: (err) => this.log.warn({ err: err.message }, 'Realtime socket error'),
+      onClosed: (code, reason) => {
+        if (attempt.ws === this.ws) void this.onDropped(code, reason);
+      },
     });
+    this.ws = attempt.ws;
+    this.ready = false;
+    this.appendClock.reset();
+    this.pending = attempt.pending;
+    return attempt.done;
   }
 
   /** Re-seed a fresh session with what was said so far, so the model can carry on. */
@@ -194,13 +170,9 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     if (this.closed) return;
     this.ready = false;
     this.log.warn({ code, reason }, 'Realtime socket dropped mid-call');
-    if (this.responseId) {
-      // The response will never finish: release the bridge's hang-up-after-playout wait.
-      const id = this.responseId;
-      this.responseId = undefined;
-      this.emit('response_done', id);
-    }
-    this.respondAfterDone = false;
+    // The response will never finish: release the bridge's hang-up-after-playout wait.
+    const id = this.responses.dropped();
+    if (id) this.emit('response_done', id);
     if (this.stats.reconnects >= MAX_RECONNECTS) {
       return this.unavailable(new GatewayError('upstream', `socket dropped ${MAX_RECONNECTS + 1} times`, this.callId));
     }
@@ -246,13 +218,13 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       this.stats.droppedFrames++;
       return;
     }
-    if (!this.manual) return this.append(ws, frame);
+    if (!this.manual) return this.uplink.append(ws, frame);
     const { append, event } = this.manual.push(frame);
     if (event === 'start') {
       this.speechAt = performance.now();
       this.emit('speech_started'); // barge-in: the bridge clears playout and calls playoutCleared()
     }
-    for (const f of append) this.append(ws, f);
+    for (const f of append) this.uplink.append(ws, f);
     if (event === 'stop') this.endManualTurn();
   }
 
@@ -260,48 +232,23 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   private endManualTurn(): void {
     this.send({ type: 'input_audio_buffer.commit' });
     // A cancelled response may not have reported done yet: answer right after it.
-    if (this.responseId) this.respondAfterDone = true;
-    else this.send({ type: 'response.create' });
+    this.responses.request();
     this.emit('speech_stopped', this.manual!.lastLoudAt, performance.now());
-  }
-
-  private append(ws: WebSocket, frame: Buffer): void {
-    if (ws.bufferedAmount > MAX_BUFFERED_BYTES) {
-      this.stats.droppedFrames++;
-      if (!this.bufferedWarned)
-        this.log.warn({ buffered: ws.bufferedAmount }, 'Realtime socket stalled; dropping caller audio');
-      this.bufferedWarned = true;
-      return;
-    }
-    this.bufferedWarned = false;
-    this.stats.appends++;
-    this.appendClock.mark();
-    const hook = this.hooks.appendWritten;
-    this.send(
-      { type: 'input_audio_buffer.append', audio: frame.toString('base64') },
-      hook ? () => hook(this.callId, frame) : undefined,
-    );
   }
 
   playoutCleared(mark: PlayedMark): void {
     const gatewayMs = this.speechAt !== undefined ? performance.now() - this.speechAt : undefined;
     this.speechAt = undefined;
-    if (this.responseId) {
+    if (this.responses.active) {
       // With server/semantic VAD the server usually cancels by itself; a "not active" reply is expected then.
-      this.send({ type: 'response.cancel', response_id: this.responseId });
+      this.send({ type: 'response.cancel', response_id: this.responses.active });
     }
-    let truncatedAt: number | undefined;
     const item = mark.itemId;
-    const received = item !== undefined ? this.itemMs.get(item) : undefined;
-    if (item !== undefined && received !== undefined) {
-      const end = Math.max(0, Math.min(Math.round(mark.playedMs), Math.floor(received)));
-      const heardAll = this.itemDone.has(item) && end >= Math.floor(received) - 1;
-      if (!heardAll) {
-        this.send({ type: 'conversation.item.truncate', item_id: item, content_index: 0, audio_end_ms: end });
-        truncatedAt = end;
-      }
+    const truncatedAt = this.outputItems.truncateAt(item, mark.playedMs);
+    if (item !== undefined && truncatedAt !== undefined) {
+      this.send({ type: 'conversation.item.truncate', item_id: item, content_index: 0, audio_end_ms: truncatedAt });
     }
-    const interrupted = truncatedAt !== undefined || this.responseId !== undefined;
+    const interrupted = truncatedAt !== undefined || this.responses.active !== undefined;
     this.log[interrupted ? 'info' : 'debug'](
       { item, playedMs: mark.playedMs, truncatedAt, gatewayMs: gatewayMs?.toFixed(2) },
       interrupted ? 'caller barged in; playout cleared' : 'caller started speaking',
@@ -325,10 +272,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
   }
 
   say(text: string): void {
-    if (this.responseId) {
-      this.saysQueued.push(text);
-      return;
-    }
+    if (this.responses.queueSay(text)) return;
     const sent = this.send(sayEvent(text));
     if (!sent) this.log.warn('operator say ignored: Realtime session not connected');
   }
@@ -339,8 +283,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       return;
     }
     // One response at a time: if the model is speaking, it answers right after.
-    if (this.responseId) this.respondAfterDone = true;
-    else this.send({ type: 'response.create' });
+    this.responses.request();
   }
 
   async close(reason: string): Promise<void> {
@@ -351,17 +294,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     this.pending?.reject(new GatewayError('ai_connect_failed', `call ended (${reason})`, this.callId));
     const ws = this.ws;
     this.ws = undefined;
-    if (ws) {
-      if (ws.readyState === WebSocket.OPEN) {
-        ws.close(1000, 'call ended');
-        // Don't wait on a peer that never completes the close handshake.
-        const t = setTimeout(() => ws.terminate(), 2000);
-        t.unref();
-        ws.once('close', () => clearTimeout(t));
-      } else {
-        ws.terminate();
-      }
-    }
+    if (ws) closeRealtimeSocket(ws);
     this.log.info({ reason, ...this.stats }, 'Realtime session closed');
     this.emit('closed', reason);
   }
@@ -414,14 +347,14 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
         return;
       case 'response.created': {
         const id = ev.response.id ?? `resp-${Date.now()}`;
-        this.responseId = id;
+        this.responses.active = id;
         this.emit('response_started', id);
         return;
       }
       case 'response.output_audio.delta':
         return this.onDelta(ev, receivedAt);
       case 'response.output_audio.done':
-        this.itemDone.add(ev.item_id);
+        this.outputItems.markDone(ev.item_id);
         return;
       case 'response.output_audio_transcript.done':
         this.addTranscript({ role: 'ai', text: ev.transcript, at: Date.now(), itemId: ev.item_id });
@@ -443,19 +376,14 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     this.hooks.deltaReceived?.(this.callId, ev.item_id, receivedAt);
     const chunk = Buffer.from(ev.delta, 'base64');
     this.stats.deltas++;
-    if (!this.itemMs.has(ev.item_id) && this.itemMs.size >= MAX_TRACKED_ITEMS) {
-      const oldest = this.itemMs.keys().next().value!;
-      this.itemMs.delete(oldest);
-      this.itemDone.delete(oldest);
-    }
-    this.itemMs.set(ev.item_id, (this.itemMs.get(ev.item_id) ?? 0) + durationMs(this.outputFormat, chunk.length));
+    this.outputItems.addAudio(ev.item_id, durationMs(this.outputFormat, chunk.length));
     this.emit('audio', chunk, ev.item_id);
   }
 
   private onResponseDone(ev: ServerEventOf<'response.done'>): void {
-    const id = ev.response.id ?? this.responseId ?? 'unknown';
+    const id = ev.response.id ?? this.responses.active ?? 'unknown';
     const failure = responseFailure(ev.response);
-    this.responseId = undefined;
+    this.responses.active = undefined;
     if (failure) {
       this.stats.failedResponses++;
       this.failedInARow++;
@@ -475,13 +403,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
       void this.unavailable(new GatewayError('upstream', why, this.callId));
       return;
     }
-    if (this.respondAfterDone) {
-      this.respondAfterDone = false;
-      this.send({ type: 'response.create' });
-    } else {
-      const text = this.saysQueued.shift();
-      if (text !== undefined) this.say(text);
-    }
+    this.responses.next((text) => this.say(text));
   }
 
   private onServerError(ev: ServerEventOf<'error'>): void {
@@ -523,8 +445,7 @@ export class RealtimeSession extends TypedEmitter<AiSessionEvents> implements Ai
     result.after?.();
     if (!result.respond) return;
     // Only one response at a time: if the model is still finishing this one, ask right after it.
-    if (this.responseId) this.respondAfterDone = true;
-    else this.send({ type: 'response.create' });
+    this.responses.request();
   }
 
   private addTranscript(entry: TranscriptEntry): void {
