@@ -43,7 +43,9 @@ describe('20 concurrent WhatsApp calls', () => {
       const got = u.decodeReceived(t0 + 1000, t0 + 3000);
       const f = dominantFrequency(got, 48000);
       expect(Math.abs(f - aiHz(k)) / aiHz(k), `caller ${k} heard ${f} Hz`).toBeLessThan(0.02);
-      expect(toneLevelDb(got, 48000, aiHz(k))).toBeGreaterThan(-20);
+      // Level over the frames that carry sound, as on the AI side below: 20 calls on a loaded box can
+      // delay a few of the AI's frames past the window, which is a gap, not attenuation.
+      expect(toneLevelDb(audible(got), 48000, aiHz(k))).toBeGreaterThan(-20);
       const session = h.sessions.get(call.id)!;
       const until = heardUntil.get(call.id)!;
       const heard = concat(session.heard.slice(Math.max(0, until - 90), until));
