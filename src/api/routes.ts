@@ -101,7 +101,7 @@ export function mountOps(
   const records = ctx.history;
   const { publicApp, opsApp: app } = mount;
   const shared = publicApp === app;
-  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
+  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000, ctx.localAccess);
   const sse = new SseHub(config.api.sseMaxClients, config.api.sseMaxBufferedBytes, ctx.log);
 
   for (const a of shared ? [app] : [publicApp, app]) {
@@ -149,6 +149,7 @@ export function mountOps(
   const v1 = express.Router();
   v1.post('/auth/session', auth.exchange);
   v1.delete('/auth/session', auth.logout);
+  v1.post('/auth/login', express.json({ limit: '1kb' }), auth.login);
   // Another instance forwarding an operator's request (cluster.secret) acts with the operator's authority.
   v1.use((req, res, next) => (peerAuthentic(req, config.cluster.secret) ? next() : auth.require(req, res, next)));
   v1.use(express.json({ limit: '64kb' }));
