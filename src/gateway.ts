@@ -27,6 +27,7 @@ import { CallRecorder } from './core/recorder.js';
 import { CallRegistry } from './core/registry.js';
 import { Router } from './core/router.js';
 import { isLoopback, LocalAccess } from './api/local-access.js';
+import { SystemSampler } from './api/system-series.js';
 
 /** A front (SIP, WhatsApp, ...) as the gateway starts and stops it. */
 export interface Front {
@@ -121,6 +122,8 @@ export interface GatewayContext {
   upgrades: Map<string, UpgradeHandler>;
   /** Set when no api.token is configured: a token made up for this run, loopback peers only. */
   localAccess: LocalAccess | undefined;
+  /** The console's system page history (calls, late frames, CPU, memory), sampled in-process. */
+  system: SystemSampler;
 }
 
 /** In-process unless `cluster.redis.url` is set. */
@@ -212,6 +215,7 @@ export class Gateway {
       internal: express.Router(),
       upgrades: new Map(),
       localAccess,
+      system: new SystemSampler(registry, clock.stats, config.api.systemSampleMs, config.api.systemSamples),
     };
     if (config.records.postgres.url)
       this.ctx.history = new PostgresRecordStore({
@@ -328,6 +332,7 @@ export class Gateway {
         .migrate()
         .catch((err: Error) => log.warn({ err: err.message }, 'PostgreSQL not reachable at start: records will queue'));
     }
+    this.ctx.system.start();
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
@@ -384,6 +389,7 @@ export class Gateway {
     for (const f of [...this.fronts].reverse()) await f.stop();
     // Event streams never end by themselves: close them, or server.close() would wait forever.
     this.sse.closeAll();
+    this.ctx.system.stop();
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
     if (this.ctx.history !== this.ctx.records) await this.ctx.history.close();

@@ -21,6 +21,7 @@ const nodeModule = (path: string) => fileURLToPath(new URL(`../../node_modules/$
 const CONSOLE_FILES: [string, string][] = [
   ['/console', fileURLToPath(new URL('./console', import.meta.url))],
   ['/vendor/sip.js', nodeModule('sip.js/lib')],
+  ['/vendor/uplot', nodeModule('uplot/dist')],
 ];
 
 const listQuery = z.object({
@@ -174,6 +175,11 @@ export function mountOps(
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
     if (cluster.wanted(req)) return void res.json(await cluster.listAll(req, calls.map(callView), q.limit ?? 1000));
     res.json({ calls: calls.map(callView) });
+  });
+
+  // The console's system page: the gateway's own figures over time (see SystemSampler).
+  v1.get('/system/series', (_req, res) => {
+    res.json(ctx.system.series());
   });
 
   v1.get('/calls/:id', async (req, res) => {
