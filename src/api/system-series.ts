@@ -1,4 +1,5 @@
 import type { ClockStats } from '../core/frame-clock.js';
+import type { Call } from '../core/call.js';
 import type { CallRegistry } from '../core/registry.js';
 
 /** What the system page charts, column-wise (uPlot's data layout): one entry per sample. */
@@ -21,7 +22,8 @@ export interface SystemSeries {
  * media clock's counters, process CPU and memory) every `intervalMs` into fixed-size rings, so the
  * console's system page gets history without a Prometheus. Memory is bounded: `capacity` samples,
  * and at most `maxKeys` call-count series (trunk and route names come from config, fronts are fixed;
- * the cap guards against a misconfiguration growing it without end).
+ * the cap guards against a misconfiguration growing it without end). On the same tick it samples
+ * each live call's quality (Call.qualityOverTime, at most `capacity` per call) for its call page.
  */
 export class SystemSampler {
   private readonly t: number[] = [];
@@ -72,6 +74,7 @@ export class SystemSampler {
 
     const counts = new Map<string, number>();
     for (const call of this.registry.list()) {
+      sampleQuality(call, this.capacity);
       for (const key of [
         `front:${call.info.front}`,
         call.info.trunk ? `trunk:${call.info.trunk}` : '',
@@ -108,3 +111,20 @@ export class SystemSampler {
 }
 
 const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
+
+/** Append one quality sample to a live call (caller leg = its first leg), keeping the last `capacity`. */
+function sampleQuality(call: Call, capacity: number): void {
+  const leg = call.legs[0];
+  if (!leg || call.ended) return;
+  const jitter = leg.quality().jitter;
+  const levels = call.media?.bridge.levels;
+  call.qualityOverTime.push({
+    at: Date.now(),
+    jitterMs: round(jitter?.jitterMs ?? 0),
+    lost: jitter?.lost ?? 0,
+    late: jitter?.late ?? 0,
+    callerDb: levels?.callerDb ?? -120,
+    aiDb: levels?.aiDb ?? -120,
+  });
+  if (call.qualityOverTime.length > capacity) call.qualityOverTime.splice(0, call.qualityOverTime.length - capacity);
+}

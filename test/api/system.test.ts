@@ -71,6 +71,11 @@ describe('system page: the gateway’s own figures over time', () => {
       10_000,
       'a sample with the call',
     );
+    await waitFor(
+      () => call.qualityOverTime.length >= 3 && call.qualityOverTime.some((q) => q.aiDb > -120),
+      15_000,
+      'quality samples with the greeting',
+    );
     await call.end({ by: 'gateway', cause: 'test' });
     const page = await browser.newPage();
     const base = `http://127.0.0.1:${gw.httpPort}`;
@@ -89,6 +94,15 @@ describe('system page: the gateway’s own figures over time', () => {
     for (const c of Object.values(charts)) expect(c.points).toBeGreaterThan(1);
     // uPlot drew them: one canvas per chart.
     expect(await page.locator('.uplot canvas').count()).toBe(4);
+    // The call page charts the call's quality over time (kept in its record once ended).
+    await page.goto(`${base}/console/call.html?id=${call.id}`);
+    await page.locator('#quality-chart .uplot canvas').waitFor({ timeout: 10_000 });
+    expect(await page.locator('#levels-chart .uplot canvas').count()).toBe(1);
+    const points = await page.evaluate(() => (window as unknown as { qualityPoints: number }).qualityPoints);
+    expect(points).toBe(call.qualityOverTime.length);
+    expect(points).toBeGreaterThanOrEqual(3);
+    // The AI's greeting is on the levels series, and the samples survive into the record.
+    expect(gw.ctx.records.get(call.id)?.qualityOverTime).toHaveLength(points);
     await page.close();
   });
 });
