@@ -26,6 +26,8 @@ import type { Logger } from './core/logger.js';
 import { CallRecorder } from './core/recorder.js';
 import { CallRegistry } from './core/registry.js';
 import { Router } from './core/router.js';
+import { isLoopback, LocalAccess } from './api/local-access.js';
+import { SystemSampler } from './api/system-series.js';
 
 /** A front (SIP, WhatsApp, ...) as the gateway starts and stops it. */
 export interface Front {
@@ -118,6 +120,10 @@ export interface GatewayContext {
   internal: express.Router;
   /** WebSocket upgrades on the ops listener, by path (the SIP front's `/sip`, RFC 7118). */
   upgrades: Map<string, UpgradeHandler>;
+  /** Set when no api.token is configured: a token made up for this run, loopback peers only. */
+  localAccess: LocalAccess | undefined;
+  /** The console's system page history (calls, late frames, CPU, memory), sampled in-process. */
+  system: SystemSampler;
 }
 
 /** In-process unless `cluster.redis.url` is set. */
@@ -152,7 +158,11 @@ export class Gateway {
   private readonly recordings = new Set<Promise<void>>();
   private stopping: Promise<void> | undefined;
 
-  constructor(config: GatewayConfig, log: Logger) {
+  constructor(configured: GatewayConfig, log: Logger) {
+    // No API_TOKEN: `npm start` must still let a newcomer open the console and press Call, and
+    // must not open the API to anyone else. See LocalAccess.
+    const localAccess = configured.api.token ? undefined : new LocalAccess();
+    const config = localAccess ? { ...configured, api: { ...configured.api, token: localAccess.token } } : configured;
     const registry = new CallRegistry(log, config.limits);
     const router = new Router(config);
     const clock = new FrameClock();
@@ -204,6 +214,8 @@ export class Gateway {
       peers: noPeers,
       internal: express.Router(),
       upgrades: new Map(),
+      localAccess,
+      system: new SystemSampler(registry, clock.stats, config.api.systemSampleMs, config.api.systemSamples),
     };
     if (config.records.postgres.url)
       this.ctx.history = new PostgresRecordStore({
@@ -293,6 +305,19 @@ export class Gateway {
     return this.opsServer ? ((this.opsServer.address() as AddressInfo | null)?.port ?? 0) : this.httpPort;
   }
 
+  /**
+   * The console's address as the start-up log prints it. Without API_TOKEN it is a one-time login
+   * link (the code in the fragment, which browsers never send to a server).
+   */
+  get consoleUrl(): string {
+    const { config } = this.ctx;
+    const host = config.ops.port !== undefined ? config.ops.host : config.http.host;
+    const shown = host === '0.0.0.0' || host === '::' || host === '127.0.0.1' ? 'localhost' : host;
+    const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${this.opsPort}/`;
+    const code = this.ctx.localAccess?.loginCode;
+    return code ? `${url}#login=${code}` : url;
+  }
+
   ready(): { ok: boolean; checks: Record<string, boolean> } {
     const checks: Record<string, boolean> = { http: !!this.server?.listening, config: true };
     for (const f of this.fronts) checks[f.name] = f.ready ? f.ready() : true;
@@ -308,10 +333,13 @@ export class Gateway {
         .migrate()
         .catch((err: Error) => log.warn({ err: err.message }, 'PostgreSQL not reachable at start: records will queue'));
     }
+    this.ctx.system.start();
     this.server = await listen(hardenedServer(app, config.http), config.http.port, config.http.host);
     if (config.ops.port !== undefined)
       this.opsServer = await listen(hardenedServer(this.opsApp, config.http), config.ops.port, config.ops.host);
     (this.opsServer ?? this.server).on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      if (this.ctx.localAccess && !isLoopback(req.socket.remoteAddress))
+        return void socket.end('HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       const path = (req.url ?? '').split('?')[0] ?? '';
       const handler = this.ctx.upgrades.get(path);
       if (handler) return handler(req, socket, head);
@@ -321,7 +349,7 @@ export class Gateway {
       {
         http: `${config.http.host}:${this.httpPort}`,
         ops: this.opsServer ? `${config.ops.host}:${this.opsPort}` : 'shared with http',
-        api: !!config.api.token,
+        api: this.ctx.localAccess ? 'loopback only (no API_TOKEN)' : 'token',
       },
       'HTTP listening',
     );
@@ -331,14 +359,10 @@ export class Gateway {
     }
     const routes = Object.entries(config.routes).map(([n, r]) => `${n}(${r.kind})`);
     log.info({ routes, default: config.routing.default }, 'gateway ready');
-    if (config.browser.enabled && config.sip.enabled && config.sip.engine === 'embedded') {
-      const host = config.ops.port !== undefined ? config.ops.host : config.http.host;
-      const shown = host === '0.0.0.0' || host === '::' || host === '127.0.0.1' ? 'localhost' : host;
-      const url = `http://${shown.includes(':') ? `[${shown}]` : shown}:${this.opsPort}`;
-      if (config.api.token) log.info({ url }, `open ${url} and press Call`);
-      else
-        log.warn({ url }, `set API_TOKEN, then open ${url} and press Call (the console and its phone need the token)`);
-    }
+    const url = this.consoleUrl;
+    if (config.browser.enabled && config.sip.enabled && config.sip.engine === 'embedded')
+      log.info({ url: url.split('#')[0] }, `open ${url} and press Call`);
+    else if (this.ctx.localAccess) log.info({ url: url.split('#')[0] }, `console: open ${url}`);
   }
 
   /**
@@ -366,6 +390,7 @@ export class Gateway {
     for (const f of [...this.fronts].reverse()) await f.stop();
     // Event streams never end by themselves: close them, or server.close() would wait forever.
     this.sse.closeAll();
+    this.ctx.system.stop();
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
     if (this.ctx.history !== this.ctx.records) await this.ctx.history.close();

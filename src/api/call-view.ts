@@ -39,6 +39,8 @@ export function callView(call: Call) {
       : null,
     /** Answer → first AI audio and caller turn → AI reply, gateway and AI shares (ms). */
     latency: call.latency.view(),
+    /** The caller leg's jitter, loss, late packets and both levels over time (bounded samples). */
+    qualityOverTime: call.qualityOverTime,
     transcript: call.transcript,
     toolCalls: call.toolCalls,
     /** Every signalling message (SIP ladder), bounded by limits.maxSignallingMessages. */

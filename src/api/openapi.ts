@@ -211,6 +211,24 @@ export const openApiDocument = {
       },
       delete: { summary: 'Forget the session cookie', responses: { '204': { description: 'cookie cleared' } } },
     },
+    '/v1/system/series': {
+      get: {
+        summary:
+          "The console's system page: samples (every api.systemSampleMs, the last api.systemSamples) of active calls per front:/trunk:/route:, late-frame ratio, CPU % and memory MB, column-wise ({t, cpu, rssMb, heapMb, lateRatio, calls})",
+        responses: { '200': { description: 'SystemSeries' }, '401': error },
+      },
+    },
+    '/v1/auth/login': {
+      post: {
+        summary:
+          "No api.token configured, loopback peers only: trade the start-up log's one-time login code ({code}) for a session cookie and this run's generated token ({token}). The code works once",
+        responses: {
+          '200': { description: '{token}; Set-Cookie: gw_ops=…; HttpOnly; SameSite=Strict' },
+          '401': error,
+          '404': error,
+        },
+      },
+    },
     '/v1/calls/{id}/transfer': {
       parameters: [idParam],
       post: {

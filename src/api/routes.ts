@@ -21,6 +21,7 @@ const nodeModule = (path: string) => fileURLToPath(new URL(`../../node_modules/$
 const CONSOLE_FILES: [string, string][] = [
   ['/console', fileURLToPath(new URL('./console', import.meta.url))],
   ['/vendor/sip.js', nodeModule('sip.js/lib')],
+  ['/vendor/uplot', nodeModule('uplot/dist')],
 ];
 
 const listQuery = z.object({
@@ -101,7 +102,7 @@ export function mountOps(
   const records = ctx.history;
   const { publicApp, opsApp: app } = mount;
   const shared = publicApp === app;
-  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000);
+  const auth = new OpsAuth(config.api.token, config.api.sessionTtlSec * 1000, ctx.localAccess);
   const sse = new SseHub(config.api.sseMaxClients, config.api.sseMaxBufferedBytes, ctx.log);
 
   for (const a of shared ? [app] : [publicApp, app]) {
@@ -149,6 +150,7 @@ export function mountOps(
   const v1 = express.Router();
   v1.post('/auth/session', auth.exchange);
   v1.delete('/auth/session', auth.logout);
+  v1.post('/auth/login', express.json({ limit: '1kb' }), auth.login);
   // Another instance forwarding an operator's request (cluster.secret) acts with the operator's authority.
   v1.use((req, res, next) => (peerAuthentic(req, config.cluster.secret) ? next() : auth.require(req, res, next)));
   v1.use(express.json({ limit: '64kb' }));
@@ -173,6 +175,11 @@ export function mountOps(
     const calls = registry.list({ state: q.state, front: q.front, trunk: q.trunk }).slice(0, q.limit ?? 1000);
     if (cluster.wanted(req)) return void res.json(await cluster.listAll(req, calls.map(callView), q.limit ?? 1000));
     res.json({ calls: calls.map(callView) });
+  });
+
+  // The console's system page: the gateway's own figures over time (see SystemSampler).
+  v1.get('/system/series', (_req, res) => {
+    res.json(ctx.system.series());
   });
 
   v1.get('/calls/:id', async (req, res) => {

@@ -63,6 +63,10 @@ export const configSchema = z
           .int()
           .positive()
           .default(256 * 1024),
+        /** How often the console's system page figures are sampled (calls, late frames, CPU, memory). */
+        systemSampleMs: z.number().int().min(100).default(5000),
+        /** Samples kept for the system page (720 × 5 s = one hour); older ones are dropped. */
+        systemSamples: z.number().int().min(10).max(100_000).default(720),
         /** Lifetime of a dashboard session cookie (exchanged once for the token). */
         sessionTtlSec: z
           .number()

@@ -61,6 +61,16 @@ const NEXT: Record<CallState, CallState[]> = {
 
 type Cleanup = () => Promise<void> | void;
 
+/** One sample of a call's quality: caller leg's jitter and cumulative loss/late packets, levels (dBFS). */
+export interface QualitySample {
+  at: number;
+  jitterMs: number;
+  lost: number;
+  late: number;
+  callerDb: number;
+  aiDb: number;
+}
+
 /** One call through the gateway: its parties, route, state machine and what happened on it. */
 export class Call extends TypedEmitter<CallEvents> {
   readonly id: string;
@@ -79,6 +89,8 @@ export class Call extends TypedEmitter<CallEvents> {
   readonly legs: MediaLeg[] = [];
   /** Last quality snapshot per leg, kept after the legs close for the call record. */
   readonly quality: Record<string, LegQuality> = {};
+  /** Quality over time of the caller's leg (sampled by the ops layer; bounded there), for the call page. */
+  readonly qualityOverTime: QualitySample[] = [];
   /** Answer → first AI audio and caller turn → AI reply, measured by the bridge. */
   readonly latency = new CallLatency();
   /** The bridge and AI session once connected (operator mute/say, live levels). */

@@ -51,12 +51,12 @@ describe('REST API auth and documentation', () => {
     }
   });
 
-  it('with no token configured the API is disabled, not open', async () => {
+  it('with no token configured the API is not open: a generated token is needed (see local-access.test.ts)', async () => {
     const open = await startTestGateway({ api: {} });
     try {
       const r = await api(open, null)('GET', '/v1/calls');
-      expect(r.status).toBe(503);
-      expect(r.body.error?.code).toBe('api_disabled');
+      expect(r.status).toBe(401);
+      expect(r.body.error?.code).toBe('unauthorized');
     } finally {
       await open.stop('test_done', 0);
     }

@@ -1,5 +1,36 @@
 // One call's detail: timeline, SIP ladder (every SIP message, in order), transcript, quality.
 import { el } from '/console/dom.js';
+import uPlot from '/vendor/uplot/uPlot.esm.js';
+
+/** Quality over time (sampled by the gateway every api.systemSampleMs, bounded per call) as two uPlot charts. */
+function chartQuality(samples) {
+  if (samples.length < 2) return;
+  const t = samples.map((s) => s.at / 1000);
+  const opts = (title, labels) => ({
+    title,
+    width: Math.min(900, document.body.clientWidth - 20),
+    height: 180,
+    series: [{}, ...labels.map(([label, stroke]) => ({ label, stroke, width: 1.5 }))],
+  });
+  new uPlot(
+    opts('Caller leg: jitter (ms), lost and late packets', [
+      ['jitter ms', '#1f77b4'],
+      ['lost', '#d62728'],
+      ['late', '#ff7f0e'],
+    ]),
+    [t, samples.map((s) => s.jitterMs), samples.map((s) => s.lost), samples.map((s) => s.late)],
+    document.getElementById('quality-chart'),
+  );
+  new uPlot(
+    opts('Levels (dBFS)', [
+      ['caller', '#2ca02c'],
+      ['AI', '#9467bd'],
+    ]),
+    [t, samples.map((s) => s.callerDb), samples.map((s) => s.aiDb)],
+    document.getElementById('levels-chart'),
+  );
+  window.qualityPoints = samples.length; // tests read it
+}
 
 const id = new URLSearchParams(location.search).get('id') ?? '';
 const time = (t) => new Date(t).toISOString().slice(11, 23);
@@ -58,6 +89,7 @@ async function load() {
     player.src = '/v1/calls/' + encodeURIComponent(id) + '/recording';
     document.getElementById('recording').replaceChildren(player);
   }
+  chartQuality(c.qualityOverTime ?? []);
   document.getElementById('quality').textContent = JSON.stringify({ legs: c.legs, latency: c.latency }, null, 2);
 }
 load();
