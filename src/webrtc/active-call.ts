@@ -2,6 +2,7 @@ import type { Call } from '../core/call.js';
 import type { Connected } from '../core/connector.js';
 import type { HangupReason } from '../core/media-leg.js';
 import { GraphError, type NumberCalls } from './graph.js';
+import type { CallEvent } from './webhook.js';
 import type { WebRtcLeg } from './webrtc-leg.js';
 
 /** One WhatsApp call this instance holds: its leg and what Meta has been told about it. */
@@ -24,6 +25,8 @@ export interface ActiveCall {
   /** Media-only session: an external handler owns the WhatsApp signalling, we send none. */
   mediaOnly?: boolean;
   route?: string;
+  /** The person's leg of a bridged transfer: its webhooks go to the dialer that placed it. */
+  party?: { onEvent(ev: CallEvent): Promise<void> };
 }
 
 export const e164 = (n: string) => (n ? (n.startsWith('+') ? n : `+${n}`) : n);
@@ -90,4 +93,15 @@ export function endIfUnanswered(call: Call): void {
       void call.end({ by: 'timeout', cause: 'no_answer', detail: `no answer in ${RING_TIMEOUT_MS} ms` });
   }, RING_TIMEOUT_MS);
   call.onEnd(() => clearTimeout(ring));
+}
+
+/** A terminate webhook as one line for the call record: status, duration, Meta's errors. */
+export function terminateDetail(ev: Extract<CallEvent, { kind: 'terminate' }>): string {
+  return [
+    ev.status,
+    ev.durationSec !== undefined ? `${ev.durationSec}s` : '',
+    ...ev.errors.map((e) => `${e.code}: ${e.message}`),
+  ]
+    .filter(Boolean)
+    .join(' ');
 }

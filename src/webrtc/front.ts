@@ -5,7 +5,16 @@ import { GatewayError } from '../core/errors.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { ResolvedRoute } from '../core/router.js';
 import type { Front, GatewayContext } from '../gateway.js';
-import { digits, e164, endIfUnanswered, failCall, signalGraphEnd, waitMedia, type ActiveCall } from './active-call.js';
+import {
+  digits,
+  e164,
+  endIfUnanswered,
+  terminateDetail,
+  failCall,
+  signalGraphEnd,
+  waitMedia,
+  type ActiveCall,
+} from './active-call.js';
 import { admitWhatsAppCall } from './admission.js';
 import { acceptForwardedEvents, forwardToOwner } from './event-forwarding.js';
 import { GraphClient, GraphError } from './graph.js';
@@ -13,6 +22,7 @@ import { EndedCalls } from './ended-calls.js';
 import { MediaSessions } from './media-sessions.js';
 import { BusinessNumbers, type BusinessNumber } from './numbers.js';
 import { OutboundAttempts } from './outbound-attempts.js';
+import { WhatsAppPartyDialer, type WhatsAppCallHost } from './party-dialer.js';
 import { whatsappWebhookRouter, type CallEvent } from './webhook.js';
 import { WebRtcLeg, type WebRtcLegOptions } from './webrtc-leg.js';
 /** How long an offer's call id is claimed cluster-wide (Meta redelivering to another instance). */
@@ -33,7 +43,7 @@ export interface OutboundCallRequest {
  * ready) → accept → bridge. Outbound: AI ready → our offer via Graph `connect` → answer by webhook →
  * media → bridge. Either way the caller is never "connected" to an AI that is not there.
  */
-export class WhatsAppFront implements Front {
+export class WhatsAppFront implements Front, WhatsAppCallHost {
   readonly name = 'whatsapp';
   readonly graph: GraphClient;
   readonly numbers: BusinessNumbers;
@@ -88,6 +98,7 @@ export class WhatsAppFront implements Front {
       (waCallId) => this.active.has(waCallId),
       (ev) => this.onEvent(ev, true),
     );
+    this.ctx.partyDialers.set('whatsapp', new WhatsAppPartyDialer(this));
     this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route, from: req.from }));
     this.ctx.mediaSessions = {
       start: (req) => this.mediaSessions.start(req),
@@ -104,6 +115,7 @@ export class WhatsAppFront implements Front {
   async stop(): Promise<void> {
     this.started = false;
     this.ctx.dialers.delete('whatsapp');
+    this.ctx.partyDialers.delete('whatsapp');
     await Promise.all([...this.active.values()].map((a) => a.call.end({ by: 'gateway', cause: 'shutdown' })));
     this.graph.close();
   }
@@ -154,17 +166,12 @@ export class WhatsAppFront implements Front {
       this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
       return;
     }
+    if (a.party) return a.party.onEvent(ev);
     switch (ev.kind) {
       case 'connect':
         return this.onAnswer(a, ev.sdp);
       case 'terminate': {
-        const detail = [
-          ev.status,
-          ev.durationSec !== undefined ? `${ev.durationSec}s` : '',
-          ...ev.errors.map((e) => `${e.code}: ${e.message}`),
-        ]
-          .filter(Boolean)
-          .join(' ');
+        const detail = terminateDetail(ev);
         a.call.log.info({ status: ev.status, durationSec: ev.durationSec, errors: ev.errors }, 'WhatsApp terminate');
         await a.call.end({ by: 'remote', cause: 'terminate', detail });
         return;
@@ -184,13 +191,18 @@ export class WhatsAppFront implements Front {
     a.waCallId = ev.waCallId;
     a.signalled = true;
     a.call.info.externalId = ev.waCallId;
-    this.active.set(ev.waCallId, a);
-    this.aliasCall(a.call, ev.waCallId);
+    this.hold(a);
     a.call.log.info(
       { waCallId: ev.waCallId, by: ev.opaque ? 'opaque data' : 'user number' },
       'WhatsApp call id learned',
     );
     return a;
+  }
+
+  /** Webhooks for the call's Meta id reach it from now on, here and (cluster) from other instances. */
+  hold(a: ActiveCall): void {
+    this.active.set(a.waCallId!, a);
+    this.aliasCall(a.call, a.waCallId!);
   }
 
   /** Other instances find this call's owner by Meta's call id (their webhooks, their API). */
@@ -200,7 +212,7 @@ export class WhatsAppFront implements Front {
       .catch((err: Error) => call.log.warn({ err: err.message }, 'cluster state: WhatsApp call id not shared'));
   }
 
-  private legOptions(call: Call, entry: () => ActiveCall | undefined): WebRtcLegOptions {
+  legOptions(call: Call, entry: () => ActiveCall | undefined): WebRtcLegOptions {
     const wa = this.ctx.config.whatsapp;
     return {
       callId: call.id,
@@ -223,7 +235,7 @@ export class WhatsAppFront implements Front {
     await signalGraphEnd(a, reason);
   }
 
-  private get mediaTimeoutMs(): number {
+  get mediaTimeoutMs(): number {
     return this.ctx.config.whatsapp.mediaTimeoutSec * 1000;
   }
 
@@ -416,8 +428,7 @@ export class WhatsAppFront implements Front {
         .catch((err: Error) => call.log.warn({ err: err.message }, 'Graph terminate failed'));
       return call;
     }
-    this.active.set(entry.waCallId, entry);
-    this.aliasCall(call, entry.waCallId);
+    this.hold(entry);
     call.log.info({ waCallId: entry.waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
     endIfUnanswered(call);
     return call;
