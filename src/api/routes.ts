@@ -216,7 +216,12 @@ export function mountOps(
     if (!call) return;
     const destination = normaliseDestination(body.destination);
     if (!destination)
-      return sendError(res, 400, 'invalid_request', 'destination: an E.164 number or a sip:/sips:/tel: URI');
+      return sendError(
+        res,
+        400,
+        'invalid_request',
+        'destination: an E.164 number, a sip:/sips:/tel: URI or whatsapp:+<number>',
+      );
     if (body.trunk && !config.trunks.some((t) => t.name === body.trunk))
       return sendError(res, 400, 'invalid_request', `trunk: no trunk "${body.trunk}"`);
     const route = call.route ? config.routes[call.route] : undefined;

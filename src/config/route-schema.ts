@@ -44,12 +44,12 @@ export const keypad = z
 export type KeypadConfig = z.infer<typeof keypad>;
 
 // ---- Transfers (issue 12): where the AI may send a call. ----
-/** One allowed transfer destination: E.164 number, E.164 prefix ending in `*`, or a sip/sips/tel URI. */
+/** One allowed transfer destination: E.164 number, E.164 prefix ending in `*`, a sip/sips/tel URI, or whatsapp:+<number>. */
 export const transferDestination = z
   .string()
   .refine(
-    (v) => isE164(v) || /^\+\d{1,15}\*$/.test(v) || isSipUri(v) || isTelUri(v),
-    'an E.164 number (+250788000000), a prefix ending in * (+25078*), or a sip:/tel: URI',
+    (v) => isE164(v) || /^\+\d{1,15}\*$/.test(v) || isSipUri(v) || isTelUri(v) || /^whatsapp:\+\d{6,15}$/.test(v),
+    'an E.164 number (+250788000000), a prefix ending in * (+25078*), a sip:/tel: URI, or whatsapp:+<number>',
   );
 /**
  * `transfer.allow`: the only destinations the model may transfer to (toll-fraud guard). Empty (the

@@ -54,11 +54,17 @@ export function isTelUri(value: string): boolean {
 
 /**
  * A destination for Refer-To or a Request-URI user: an E.164/dialable number or a sip/sips/tel
- * URI. Returns the canonical form (numbers without visual separators), or undefined when unsafe.
+ * URI, or whatsapp:+<number> (bridged transfers only). Returns the canonical form (numbers without
+ * visual separators), or undefined when unsafe.
  */
 export function normaliseDestination(value: string): string | undefined {
   const v = value.trim();
   if (!v || hasControlChars(v)) return undefined;
+  // A person on WhatsApp (bridged transfer as a business-initiated call): whatsapp:+<E.164>.
+  if (/^whatsapp:/i.test(v)) {
+    const number = v.slice('whatsapp:'.length).replace(/[ \-.()]/g, '');
+    return /^\+\d{6,15}$/.test(number) ? `whatsapp:${number}` : undefined;
+  }
   if (/^(sips?|tel):/i.test(v)) {
     if (/^tel:/i.test(v)) return isTelUri(v) ? `tel:${v.slice(4).replace(/[-.()]/g, '')}` : undefined;
     return isSipUri(v) ? v : undefined;

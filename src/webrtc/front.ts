@@ -1,48 +1,34 @@
 import { randomUUID } from 'node:crypto';
 import type { Call } from '../core/call.js';
-import { admitCall, slotKeys, type Slot } from '../core/cluster-state.js';
 import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { ResolvedRoute } from '../core/router.js';
-import type { Front, GatewayContext, MediaSessionRequest } from '../gateway.js';
-import { GraphClient, GraphError, type NumberCalls } from './graph.js';
+import type { Front, GatewayContext } from '../gateway.js';
+import {
+  digits,
+  e164,
+  endIfUnanswered,
+  terminateDetail,
+  failCall,
+  signalGraphEnd,
+  waitMedia,
+  type ActiveCall,
+} from './active-call.js';
+import { admitWhatsAppCall } from './admission.js';
+import { acceptForwardedEvents, forwardToOwner } from './event-forwarding.js';
+import { GraphClient, GraphError } from './graph.js';
 import { EndedCalls } from './ended-calls.js';
+import { MediaSessions } from './media-sessions.js';
 import { BusinessNumbers, type BusinessNumber } from './numbers.js';
 import { OutboundAttempts } from './outbound-attempts.js';
+import { WhatsAppPartyDialer, type WhatsAppCallHost } from './party-dialer.js';
 import { whatsappWebhookRouter, type CallEvent } from './webhook.js';
-
-/** Where another instance forwards a call event for a call this one owns. */
-const FORWARD_PATH = '/whatsapp/events';
+import { WebRtcLeg, type WebRtcLegOptions } from './webrtc-leg.js';
 /** How long an offer's call id is claimed cluster-wide (Meta redelivering to another instance). */
 const OFFER_CLAIM_MS = 10 * 60_000;
-import { WebRtcLeg, type WebRtcLegOptions } from './webrtc-leg.js';
 
 export const WEBHOOK_PATH = '/webhooks/whatsapp';
-
-/** A business-initiated call the user never picks up is abandoned after this long. */
-const RING_TIMEOUT_MS = 60_000;
-
-interface Active {
-  call: Call;
-  leg: WebRtcLeg;
-  direction: 'inbound' | 'outbound';
-  /** Meta's call id; unknown for a business call whose `connect` response was lost. */
-  waCallId: string | undefined;
-  /** Graph control for the business number the call belongs to (absent in media-only mode). */
-  graph: NumberCalls | undefined;
-  /** Meta knows the call is live (pre_accept/accept/connect succeeded): end it with terminate. */
-  signalled: boolean;
-  /** Meta has already been told how this call ends (a reject sent on purpose): send nothing more. */
-  graphDone?: boolean;
-  /** Outbound: the AI, ready before the user could answer. */
-  prepared?: Connected;
-  /** Graph accept was sent (inbound): from then on the call ends with terminate, before it with reject. */
-  accepted?: boolean;
-  /** Media-only session: an external handler owns the WhatsApp signalling, we send none. */
-  mediaOnly?: boolean;
-  route?: string;
-}
 
 export interface OutboundCallRequest {
   to: string;
@@ -51,25 +37,21 @@ export interface OutboundCallRequest {
   from?: string;
 }
 
-const e164 = (n: string) => (n ? (n.startsWith('+') ? n : `+${n}`) : n);
-const digits = (n: string) => n.replace(/^\+/, '');
-
 /**
  * WhatsApp Business Calling front: Meta's `calls` webhooks in, Graph API call control out, one
  * werift WebRTC leg per call. Inbound: offer → answer → pre_accept → (ICE+DTLS connected and the AI
  * ready) → accept → bridge. Outbound: AI ready → our offer via Graph `connect` → answer by webhook →
  * media → bridge. Either way the caller is never "connected" to an AI that is not there.
  */
-export class WhatsAppFront implements Front {
+export class WhatsAppFront implements Front, WhatsAppCallHost {
   readonly name = 'whatsapp';
   readonly graph: GraphClient;
   readonly numbers: BusinessNumbers;
-  private readonly active = new Map<string, Active>();
-  private readonly unconfirmed = new OutboundAttempts<Active>();
+  private readonly active = new Map<string, ActiveCall>();
+  private readonly unconfirmed = new OutboundAttempts<ActiveCall>();
   /** Calls that ended here: their late webhooks (Meta's terminate after ours) are ignored. */
   private readonly ended = new EndedCalls();
-  /** Media-only sessions (POST /v1/sessions/start) in progress, for limits.maxCalls.mediaSessions. */
-  private readonly mediaCalls = new Set<Call>();
+  private readonly mediaSessions: MediaSessions;
   private started = false;
   private draining = false;
 
@@ -79,6 +61,7 @@ export class WhatsAppFront implements Front {
   ) {
     const wa = ctx.config.whatsapp;
     this.numbers = new BusinessNumbers(wa);
+    this.mediaSessions = new MediaSessions(ctx, this.active, (call, entry) => this.legOptions(call, entry));
     this.graph =
       graph ??
       new GraphClient({
@@ -109,26 +92,17 @@ export class WhatsAppFront implements Front {
         onEvent: (ev) => this.onEvent(ev),
       }),
     );
-    // Events other instances received for calls we own (the load balancer picked them, not us).
-    this.ctx.internal.post(FORWARD_PATH, (req, res) => {
-      const ev = req.body as CallEvent;
-      if (!ev || typeof ev.waCallId !== 'string' || typeof ev.kind !== 'string') {
-        res.status(400).json({ error: { code: 'invalid_request', message: 'a WhatsApp call event' } });
-        return;
-      }
-      if (ev.kind === 'connect' || !this.active.has(ev.waCallId)) {
-        res.status(404).json({ error: { code: 'not_found', message: `no call ${ev.waCallId} here` } });
-        return;
-      }
-      res.status(200).json({ ok: true });
-      this.onEvent(ev, true).catch((err: Error) =>
-        log.error({ waCallId: ev.waCallId, err: err.message }, 'forwarded WhatsApp event failed'),
-      );
-    });
+    acceptForwardedEvents(
+      this.ctx,
+      log,
+      (waCallId) => this.active.has(waCallId),
+      (ev) => this.onEvent(ev, true),
+    );
+    this.ctx.partyDialers.set('whatsapp', new WhatsAppPartyDialer(this));
     this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route, from: req.from }));
     this.ctx.mediaSessions = {
-      start: (req) => this.startMediaSession(req),
-      stop: (id) => this.stopMediaSession(id),
+      start: (req) => this.mediaSessions.start(req),
+      stop: (id) => this.mediaSessions.stop(id),
     };
     this.started = true;
     return Promise.resolve();
@@ -141,6 +115,7 @@ export class WhatsAppFront implements Front {
   async stop(): Promise<void> {
     this.started = false;
     this.ctx.dialers.delete('whatsapp');
+    this.ctx.partyDialers.delete('whatsapp');
     await Promise.all([...this.active.values()].map((a) => a.call.end({ by: 'gateway', cause: 'shutdown' })));
     this.graph.close();
   }
@@ -169,61 +144,6 @@ export class WhatsAppFront implements Front {
     return this.active.size + this.unconfirmed.size;
   }
 
-  /**
-   * `limits.maxCalls` (the cluster's limits): takes the new call's slots, or says why it cannot.
-   * All WhatsApp calls share one cap; dial-outs and media sessions also have their own.
-   */
-  private async admit(kind: 'inbound' | 'outbound' | 'media', callId: string): Promise<string | undefined> {
-    const max = this.ctx.config.limits.maxCalls;
-    const slots: (Slot & { why: string })[] = [
-      {
-        key: slotKeys.front('whatsapp'),
-        max: max.whatsapp,
-        why: `call limit reached (${max.whatsapp} concurrent calls)`,
-      },
-    ];
-    if (kind === 'outbound')
-      slots.push({
-        key: slotKeys.front('whatsapp-outbound'),
-        max: max.whatsappOutbound,
-        why: `dial-out limit reached (${max.whatsappOutbound} concurrent calls)`,
-      });
-    if (kind === 'media')
-      slots.push({
-        key: slotKeys.front('media-sessions'),
-        max: max.mediaSessions,
-        why: `media session limit reached (${max.mediaSessions} concurrent sessions)`,
-      });
-    const r = await admitCall(this.ctx.cluster, callId, slots);
-    if (r.ok) return undefined;
-    return 'full' in r ? slots.find((x) => x.key === r.full)!.why : `cluster state unavailable (${r.unavailable})`;
-  }
-
-  /**
-   * An event for a call this instance does not hold: when another instance owns it (cluster state),
-   * hand it over. True when the owner took it.
-   */
-  private async forwardToOwner(ev: CallEvent): Promise<boolean> {
-    const { cluster, peers, log } = this.ctx;
-    if (!cluster.shared) return false;
-    const owner = await cluster.resolve('whatsapp', ev.waCallId).catch(() => undefined);
-    if (!owner || owner.instanceId === cluster.instanceId) return false;
-    try {
-      const r = await peers.send(owner.instanceId, 'POST', `/internal/cluster${FORWARD_PATH}`, ev);
-      log.info(
-        { waCallId: ev.waCallId, kind: ev.kind, owner: owner.instanceId, status: r.status },
-        'WhatsApp event forwarded to the instance that owns the call',
-      );
-      return r.status === 200;
-    } catch (err) {
-      log.warn(
-        { waCallId: ev.waCallId, kind: ev.kind, owner: owner.instanceId, err: (err as Error).message },
-        'WhatsApp event could not be forwarded to its owner',
-      );
-      return false;
-    }
-  }
-
   private async onEvent(ev: CallEvent, forwarded = false): Promise<void> {
     if (!this.started) return;
     const number = this.numbers.get(ev.phoneNumberId);
@@ -242,21 +162,16 @@ export class WhatsAppFront implements Front {
     }
     const a = this.active.get(ev.waCallId) ?? this.confirm(ev);
     if (!a) {
-      if (!forwarded && (await this.forwardToOwner(ev))) return;
+      if (!forwarded && (await forwardToOwner(this.ctx, ev))) return;
       this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
       return;
     }
+    if (a.party) return a.party.onEvent(ev);
     switch (ev.kind) {
       case 'connect':
         return this.onAnswer(a, ev.sdp);
       case 'terminate': {
-        const detail = [
-          ev.status,
-          ev.durationSec !== undefined ? `${ev.durationSec}s` : '',
-          ...ev.errors.map((e) => `${e.code}: ${e.message}`),
-        ]
-          .filter(Boolean)
-          .join(' ');
+        const detail = terminateDetail(ev);
         a.call.log.info({ status: ev.status, durationSec: ev.durationSec, errors: ev.errors }, 'WhatsApp terminate');
         await a.call.end({ by: 'remote', cause: 'terminate', detail });
         return;
@@ -269,20 +184,25 @@ export class WhatsAppFront implements Front {
   }
 
   /** A webhook for a business call whose `connect` response we never got: adopt Meta's call id. */
-  private confirm(ev: CallEvent): Active | undefined {
+  private confirm(ev: CallEvent): ActiveCall | undefined {
     const user = ev.kind === 'connect' ? ev.to : ev.user;
     const a = this.unconfirmed.claim({ phoneNumberId: ev.phoneNumberId, opaque: ev.opaque, user });
     if (!a) return undefined;
     a.waCallId = ev.waCallId;
     a.signalled = true;
     a.call.info.externalId = ev.waCallId;
-    this.active.set(ev.waCallId, a);
-    this.aliasCall(a.call, ev.waCallId);
+    this.hold(a);
     a.call.log.info(
       { waCallId: ev.waCallId, by: ev.opaque ? 'opaque data' : 'user number' },
       'WhatsApp call id learned',
     );
     return a;
+  }
+
+  /** Webhooks for the call's Meta id reach it from now on, here and (cluster) from other instances. */
+  hold(a: ActiveCall): void {
+    this.active.set(a.waCallId!, a);
+    this.aliasCall(a.call, a.waCallId!);
   }
 
   /** Other instances find this call's owner by Meta's call id (their webhooks, their API). */
@@ -292,7 +212,7 @@ export class WhatsAppFront implements Front {
       .catch((err: Error) => call.log.warn({ err: err.message }, 'cluster state: WhatsApp call id not shared'));
   }
 
-  private legOptions(call: Call, entry: () => Active | undefined): WebRtcLegOptions {
+  legOptions(call: Call, entry: () => ActiveCall | undefined): WebRtcLegOptions {
     const wa = this.ctx.config.whatsapp;
     return {
       callId: call.id,
@@ -305,29 +225,18 @@ export class WhatsAppFront implements Front {
   }
 
   /** The leg closed: tell Meta unless Meta ended it (or the call belongs to an external handler). */
-  private async signalEnd(a: Active | undefined, reason: HangupReason): Promise<void> {
+  private async signalEnd(a: ActiveCall | undefined, reason: HangupReason): Promise<void> {
     if (!a) return;
     if (a.waCallId) {
       this.active.delete(a.waCallId);
       this.ended.add(a.waCallId);
     }
     this.unconfirmed.delete(a.call.id);
-    if (a.mediaOnly || a.graphDone || reason.by === 'remote' || !a.graph) return;
-    if (!a.waCallId) {
-      a.call.log.warn({ reason }, "ending a WhatsApp call whose id Meta never gave us: it can't be terminated");
-      return;
-    }
-    try {
-      if (a.signalled && (a.direction === 'outbound' || a.accepted)) {
-        a.call.log.info({ reason }, 'terminating WhatsApp call via Graph');
-        await a.graph.terminate(a.waCallId, a.call.id);
-      } else if (a.direction === 'inbound') {
-        a.call.log.info({ reason }, 'rejecting WhatsApp call via Graph');
-        await a.graph.reject(a.waCallId, a.call.id);
-      }
-    } catch (err) {
-      a.call.log.warn({ err: (err as Error).message }, 'Graph terminate failed');
-    }
+    await signalGraphEnd(a, reason);
+  }
+
+  get mediaTimeoutMs(): number {
+    return this.ctx.config.whatsapp.mediaTimeoutSec * 1000;
   }
 
   private routeFor(call: Call, number: BusinessNumber | undefined, requested?: string): ResolvedRoute {
@@ -358,7 +267,7 @@ export class WhatsAppFront implements Front {
       return;
     }
     const callId = randomUUID();
-    const refusal = await this.admit('inbound', callId);
+    const refusal = await admitWhatsAppCall(this.ctx, 'inbound', callId);
     if (refusal) {
       log.warn({ limit: refusal }, 'WhatsApp call limit reached: rejecting call');
       await graph.reject(waCallId).catch((err: Error) => log.warn({ err: err.message }, 'reject failed'));
@@ -376,7 +285,7 @@ export class WhatsAppFront implements Front {
     );
     this.aliasCall(call, waCallId);
     call.log.info({ waCallId, caller: ev.callerName, phoneNumberId: number.phoneNumberId }, 'WhatsApp call offered');
-    const ref: { entry?: Active } = {};
+    const ref: { entry?: ActiveCall } = {};
     let leg: WebRtcLeg;
     let answerSdp: string;
     let route: ResolvedRoute;
@@ -393,7 +302,7 @@ export class WhatsAppFront implements Front {
       await call.end({ by: 'error', cause: 'bad_offer', detail });
       return;
     }
-    const entry: Active = { call, leg, direction: 'inbound', waCallId, graph, signalled: false };
+    const entry: ActiveCall = { call, leg, direction: 'inbound', waCallId, graph, signalled: false };
     ref.entry = entry;
     this.active.set(waCallId, entry);
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
@@ -401,7 +310,7 @@ export class WhatsAppFront implements Front {
       await graph.preAccept(waCallId, answerSdp, call.id);
     } catch (err) {
       // pre_accept only speeds media up; when its outcome is unknown, accept still decides.
-      if (!(err instanceof GraphError && err.outcome === 'unknown')) return this.failCall(call, err);
+      if (!(err instanceof GraphError && err.outcome === 'unknown')) return failCall(call, err);
       call.log.warn({ err: err.message }, 'pre_accept outcome unknown: carrying on');
     }
     entry.signalled = true;
@@ -410,7 +319,7 @@ export class WhatsAppFront implements Front {
     // retransmit, and werift 0.24 fails a handshake that sees a repeated HelloVerifyRequest.
     // A refusing AI ends the call in the connector (route onAiUnavailable: reject), and signalEnd
     // then sends Graph reject since nothing was accepted; `apologise` resolves with a spoken apology.
-    if (!(await this.waitMedia(entry)) || call.ended) return;
+    if (!(await waitMedia(entry, this.mediaTimeoutMs)) || call.ended) return;
     let prepared: Connected;
     try {
       prepared = await this.ctx.connector.prepare(call, leg, route);
@@ -427,13 +336,13 @@ export class WhatsAppFront implements Front {
    * it may have answered the call, and Meta refuses a second one — so the call carries on: if Meta
    * did not take it, its terminate webhook (or the media timeout) ends the call.
    */
-  private async accept(a: Active, answerSdp: string): Promise<boolean> {
+  private async accept(a: ActiveCall, answerSdp: string): Promise<boolean> {
     try {
       a.accepted = true; // from here on, terminate (an unknown outcome may have answered the call)
       await a.graph!.accept(a.waCallId!, answerSdp, a.call.id);
     } catch (err) {
       if (!(err instanceof GraphError && err.outcome === 'unknown')) {
-        await this.failCall(a.call, err);
+        await failCall(a.call, err);
         return false;
       }
       a.call.log.warn({ err: err.message }, 'accept outcome unknown: not repeating it, carrying on');
@@ -441,32 +350,6 @@ export class WhatsAppFront implements Front {
     if (a.call.ended) return false;
     a.call.transition('answered');
     return true;
-  }
-
-  /** ICE+DTLS connected within mediaTimeoutSec; false (call ended) otherwise. */
-  private async waitMedia(a: Active): Promise<boolean> {
-    try {
-      await a.leg.waitConnected(this.ctx.config.whatsapp.mediaTimeoutSec * 1000);
-      return true;
-    } catch (err) {
-      if (a.call.ended) return false;
-      const detail = (err as Error).message;
-      a.call.log.warn({ detail }, 'WhatsApp media never connected: terminating call');
-      await a.call.end({ by: 'timeout', cause: 'media_timeout', detail });
-      return false;
-    }
-  }
-
-  private async failCall(call: Call, err: unknown): Promise<void> {
-    if (call.ended) return;
-    const e = err as Error;
-    const meta = err instanceof GraphError ? err.meta : undefined;
-    call.log.error({ err: e.message, meta }, 'WhatsApp call setup failed');
-    await call.end({
-      by: 'error',
-      cause: err instanceof GraphError ? 'graph_error' : 'setup_failed',
-      detail: e.message,
-    });
   }
 
   /**
@@ -484,7 +367,7 @@ export class WhatsAppFront implements Front {
     const number = this.numbers.pick(req.from);
     if (!number) throw new GatewayError('not_found', `"${req.from}" is not a WhatsApp business number of this gateway`);
     const callId = randomUUID();
-    const refusal = await this.admit('outbound', callId);
+    const refusal = await admitWhatsAppCall(this.ctx, 'outbound', callId);
     if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
     const graph = this.graph.forNumber(number.phoneNumberId);
     const call = this.ctx.registry.create(
@@ -496,7 +379,7 @@ export class WhatsAppFront implements Front {
       },
       callId,
     );
-    const ref: { entry?: Active } = {};
+    const ref: { entry?: ActiveCall } = {};
     let offered: Awaited<ReturnType<typeof WebRtcLeg.offer>>;
     try {
       offered = await WebRtcLeg.offer(this.legOptions(call, () => ref.entry));
@@ -507,7 +390,7 @@ export class WhatsAppFront implements Front {
     }
     const { leg, offerSdp } = offered;
     call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
-    const entry: Active = { call, leg, direction: 'outbound', waCallId: undefined, graph, signalled: false };
+    const entry: ActiveCall = { call, leg, direction: 'outbound', waCallId: undefined, graph, signalled: false };
     ref.entry = entry;
     try {
       entry.prepared = await this.ctx.connector.prepare(call, leg, this.routeFor(call, number, req.route));
@@ -523,7 +406,7 @@ export class WhatsAppFront implements Front {
       if (e instanceof GraphError && e.outcome === 'unknown') {
         call.log.warn({ err: e.message }, 'connect outcome unknown: not repeating it; waiting for its webhooks');
         this.unconfirmed.add({ callId: call.id, phoneNumberId: number.phoneNumberId, user: digits(req.to) }, entry);
-        this.ringTimeout(call);
+        endIfUnanswered(call);
         return call;
       }
       call.log.warn({ err: e.message, meta: e.meta }, 'WhatsApp business-initiated call refused by Meta');
@@ -545,22 +428,13 @@ export class WhatsAppFront implements Front {
         .catch((err: Error) => call.log.warn({ err: err.message }, 'Graph terminate failed'));
       return call;
     }
-    this.active.set(entry.waCallId, entry);
-    this.aliasCall(call, entry.waCallId);
+    this.hold(entry);
     call.log.info({ waCallId: entry.waCallId, to: call.info.to }, 'WhatsApp business-initiated call placed');
-    this.ringTimeout(call);
+    endIfUnanswered(call);
     return call;
   }
 
-  private ringTimeout(call: Call): void {
-    const ring = setTimeout(() => {
-      if (call.state === 'ringing')
-        void call.end({ by: 'timeout', cause: 'no_answer', detail: `no answer in ${RING_TIMEOUT_MS} ms` });
-    }, RING_TIMEOUT_MS);
-    call.onEnd(() => clearTimeout(ring));
-  }
-
-  private async onAnswer(a: Active, sdp: string): Promise<void> {
+  private async onAnswer(a: ActiveCall, sdp: string): Promise<void> {
     if (a.direction !== 'outbound' || !a.prepared) {
       a.call.log.debug('SDP answer for a call we did not place: ignored');
       return;
@@ -568,64 +442,10 @@ export class WhatsAppFront implements Front {
     try {
       await a.leg.acceptAnswer(sdp);
       a.call.log.info('WhatsApp user answered; connecting media');
-      if (!(await this.waitMedia(a)) || a.call.ended) return;
+      if (!(await waitMedia(a, this.mediaTimeoutMs)) || a.call.ended) return;
       a.prepared.answered();
     } catch (err) {
-      await this.failCall(a.call, err);
+      await failCall(a.call, err);
     }
-  }
-
-  /** Media-only mode: an external webhook handler owns signalling and asks us for the answer. */
-  private async startMediaSession(req: MediaSessionRequest): Promise<{ sdpAnswer: string; call: Call }> {
-    if (this.active.has(req.callId)) throw new GatewayError('invalid_state', `session ${req.callId} already exists`);
-    const callId = randomUUID();
-    const refusal = await this.admit('media', callId);
-    if (refusal) throw new GatewayError('limit_reached', `WhatsApp ${refusal}`);
-    const call = this.ctx.registry.create(
-      {
-        front: 'whatsapp',
-        from: e164(req.fromNumber),
-        to: e164(req.toNumber),
-        direction: 'inbound',
-        externalId: req.callId,
-      },
-      callId,
-    );
-    const ref: { entry?: Active } = {};
-    this.mediaCalls.add(call);
-    call.onEnd(() => void this.mediaCalls.delete(call));
-    try {
-      const { leg, answerSdp } = await WebRtcLeg.answer(
-        req.sdpOffer,
-        this.legOptions(call, () => ref.entry),
-      );
-      const entry: Active = {
-        call,
-        leg,
-        direction: 'inbound',
-        waCallId: req.callId,
-        graph: undefined,
-        signalled: false,
-        mediaOnly: true,
-        route: req.route,
-      };
-      ref.entry = entry;
-      this.active.set(req.callId, entry);
-      call.onEnd(() => leg.close(call.endReason ?? { by: 'gateway', cause: 'ended' }));
-      void (async () => {
-        if (await this.waitMedia(entry)) await this.ctx.connector.connect(call, leg, req.route);
-      })().catch((err) => this.failCall(call, err));
-      return { sdpAnswer: answerSdp, call };
-    } catch (err) {
-      await call.end({ by: 'error', cause: 'bad_offer', detail: (err as Error).message });
-      throw err;
-    }
-  }
-
-  private async stopMediaSession(id: string): Promise<boolean> {
-    const a = this.active.get(id);
-    if (!a?.mediaOnly) return false;
-    await a.call.end({ by: 'operator', cause: 'session_stopped' });
-    return true;
   }
 }

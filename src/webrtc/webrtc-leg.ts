@@ -296,6 +296,11 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     };
   }
 
+  /** The far end ended the call in signalling (a Graph terminate webhook): the leg's owner hears a hangup. */
+  remoteHangup(reason: HangupReason): void {
+    this.emit('hangup', reason);
+  }
+
   /** Idempotent: stops timers, closes the peer connection (its socket), then runs front signalling. */
   close(reason: HangupReason): Promise<void> {
     this.closing ??= (async () => {

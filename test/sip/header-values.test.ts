@@ -37,6 +37,17 @@ describe('SIP header values (one validator for Refer-To, From, P-Asserted-Identi
     expect(() => referTarget(v, host, 'call-1')).toThrow(/not a valid SIP value/);
   });
 
+  it('a WhatsApp transfer destination is whatsapp:+E.164 only', () => {
+    expect(normaliseDestination('whatsapp:+250 788-000.222')).toBe('whatsapp:+250788000222');
+    for (const bad of [
+      'whatsapp:250788000222',
+      'whatsapp:+2507880\r\nX: 1',
+      'whatsapp:+1234',
+      `whatsapp:+${'9'.repeat(16)}`,
+    ])
+      expect(normaliseDestination(bad)).toBeUndefined();
+  });
+
   it('a hostile caller identity goes out anonymous; a PAI with CR/LF or a bad URI is dropped', () => {
     expect(safeIdentity('+250788\r\nVia: x')).toBe('anonymous');
     // A name-addr (a trunk's presented identity) passes only when nothing in it can break the header.

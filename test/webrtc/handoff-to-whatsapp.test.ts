@@ -1,0 +1,138 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Call } from '../../src/core/call.js';
+import type { SipFront } from '../../src/sip/front.js';
+import { runSipp, SIPP_NUMS } from '../peers/sip/harness.js';
+import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
+import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { api, sleep, waitFor } from '../support/gateway.js';
+
+/**
+ * A carrier caller (sipp, media at a test RTP endpoint) handed to a person on WhatsApp: the gateway
+ * places a business-initiated call (Graph `connect` with our offer), the werift user answers, and
+ * the legs are bridged G.711 A-law ⇄ Opus 48 kHz. A REJECTED status is a `rejected` outcome.
+ */
+const CALLER_HZ = 500;
+const USER_HZ = 1300;
+const PERSON = '250788000222';
+
+let cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const fn of cleanups.reverse()) await fn();
+  cleanups = [];
+});
+
+async function rig(): Promise<{ h: Harness; caller: RtpEndpoint; call: Call; callerSipp: ReturnType<typeof runSipp> }> {
+  const rtpMin = 30000 + Math.floor(Math.random() * 100) * 100;
+  const h = await startHarness({
+    routes: {
+      local: {
+        kind: 'local',
+        greeting: 'Hello caller.',
+        transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec: 10 },
+      },
+    },
+    whatsapp: { udpPortMin: 47000 + (rtpMin % 1000), udpPortMax: 47099 + (rtpMin % 1000) },
+    config: {
+      sip: {
+        enabled: true,
+        host: '127.0.0.1',
+        port: 0,
+        publicAddress: '127.0.0.1',
+        rtpPortMin: rtpMin,
+        rtpPortMax: rtpMin + 99,
+      },
+      trunks: [
+        {
+          name: 'mtn-rwanda',
+          allow: ['127.0.0.1/32'],
+          countryCode: '250',
+          nationalPrefix: '0',
+          dialUri: 'sip:127.0.0.1:9',
+        },
+      ],
+    },
+  });
+  cleanups.push(() => h.stop());
+  const caller = new RtpEndpoint();
+  caller.freq = CALLER_HZ;
+  const rtpPort = await caller.start();
+  cleanups.push(() => caller.stop());
+  const front = (h.gw as unknown as { fronts: { name: string }[] }).fronts.find((f) => f.name === 'sip') as SipFront;
+  const sipPort = (front.engine as unknown as { port: number }).port;
+  const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+  const callerSipp = runSipp({
+    scenario: 'uac-handoff.xml',
+    target: `127.0.0.1:${sipPort}`,
+    vars: { ...SIPP_NUMS, RTPPORT: String(rtpPort), REFER_STATUS: '403 Forbidden' },
+    timeoutSec: 60,
+  });
+  cleanups.push(() => callerSipp);
+  const call = await created;
+  cleanups.push(() => call.end({ by: 'operator', cause: 'test_done' }));
+  await waitFor(() => call.state === 'bridged', 8000, 'bridged to the AI');
+  return { h, caller, call, callerSipp };
+}
+
+describe('SIP caller handed to a person on WhatsApp', () => {
+  it('business-initiated call on transfer: G.711 ⇄ Opus both ways; the user terminate ends the call', async () => {
+    const { h, caller, call, callerSipp } = await rig();
+    const user = h.user(PERSON);
+    const transfer = api(h.gw, API_TOKEN)('POST', `/v1/calls/${call.id}/transfer`, {
+      destination: `whatsapp:+${PERSON}`,
+    });
+    const connect = await h.graph.waitFor('connect', undefined, 25_000); // after the AI's drain wait (a tone AI never drains)
+    expect(connect.problems).toEqual([]);
+    expect(connect.body.to).toBe(PERSON);
+    const waCallId = String(connect.body.assigned_call_id);
+    user.waCallId = waCallId;
+    expect(await user.postStatus(waCallId, 'RINGING')).toBe(200);
+    await user.answerBusinessCall((connect.body.session as { sdp: string }).sdp, waCallId);
+    await user.waitConnected(8000);
+    user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
+
+    const r = await transfer;
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toMatchObject({ ok: true, outcome: 'bridged' });
+    const talk = performance.now();
+    await sleep(2500);
+
+    const atUser = user.decodeReceived(talk + 300);
+    expect(atUser.length).toBeGreaterThan(48000);
+    expect(Math.abs(dominantFrequency(atUser, 48000) - CALLER_HZ)).toBeLessThan(15);
+    expect(toneLevelDb(atUser, 48000, CALLER_HZ)).toBeGreaterThan(-20);
+    const atCaller = caller.audioSince(talk + 300);
+    expect(atCaller.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(atCaller, 8000) - USER_HZ)).toBeLessThan(10);
+    expect(toneLevelDb(atCaller, 8000, USER_HZ)).toBeGreaterThan(-20);
+
+    // The person hangs up on WhatsApp: the call ends (by the target) and the caller gets our BYE.
+    expect(await user.hangup()).toBe(200);
+    await waitFor(() => call.ended, 5000, 'call ended');
+    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'terminate', party: 'target' });
+    const res = await callerSipp;
+    expect(res.code, res.errors + res.messages.slice(-2000)).toBe(0);
+    expect(call.transfers).toMatchObject([{ destination: `whatsapp:+${PERSON}`, outcome: 'bridged' }]);
+    expect(call.legs.map((l) => l.format.codec)).toEqual(['pcma', 'opus']);
+    expect(h.graph.byAction('terminate').filter((t) => t.body.call_id === waCallId)).toEqual([]);
+  }, 60_000);
+
+  it('the user declines (REJECTED): the tool result says rejected and the caller is back with the AI', async () => {
+    const { h, call } = await rig();
+    const user = h.user(PERSON);
+    const transfer = api(h.gw, API_TOKEN)('POST', `/v1/calls/${call.id}/transfer`, {
+      destination: `whatsapp:+${PERSON}`,
+    });
+    const connect = await h.graph.waitFor('connect', undefined, 25_000); // after the AI's drain wait (a tone AI never drains)
+    const waCallId = String(connect.body.assigned_call_id);
+    expect(await user.postStatus(waCallId, 'REJECTED')).toBe(200);
+    const r = await transfer;
+    expect(r.status).toBe(409);
+    expect(r.body).toMatchObject({ error: { code: 'transfer_failed', details: { outcome: 'rejected' } } });
+    expect(call.transfers).toMatchObject([{ destination: `whatsapp:+${PERSON}`, outcome: 'rejected' }]);
+    expect(call.ended).toBe(false);
+    await waitFor(() => call.state === 'bridged' && call.legs.length === 1, 8000, 'back with the AI');
+    // Meta ended it (the user declined): nothing is sent back.
+    expect(h.graph.byAction('terminate').filter((t) => t.body.call_id === waCallId)).toEqual([]);
+  }, 60_000);
+});
