@@ -31,6 +31,11 @@ export class DialOutLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg
   }
 
   /** Whether the callee answered and media is wired. */
+  /** The RTP port offered in the INVITE (the far end sends here, before and after the answer). */
+  get localPort(): number {
+    return this.ports.port;
+  }
+
   get answered(): boolean {
     return this.inner !== undefined;
   }
