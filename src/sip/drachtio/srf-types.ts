@@ -18,6 +18,16 @@ export interface SrfRequestLike {
 
 export interface SrfResponseLike {
   send(status: number, reasonOrOpts?: string | object, opts?: object): void;
+  /**
+   * A provisional with `Require: 100rel` goes out reliably (drachtio-server adds RSeq and resends
+   * it); `onPrack` runs when its PRACK arrives (drachtio-srf then answers the PRACK 200 itself).
+   */
+  send(
+    status: number,
+    opts: object,
+    callback: (err: Error | null) => void,
+    onPrack: (prack: SrfRequestLike) => void,
+  ): void;
   finalResponseSent?: boolean;
 }
 
