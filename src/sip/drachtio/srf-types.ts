@@ -59,9 +59,11 @@ export interface DialogLike {
   /** The control connection this dialog's requests go over. */
   readonly socket?: { destroyed?: boolean };
   on(event: 'destroy', fn: (msg?: unknown, reason?: string) => void): unknown;
-  on(event: 'ack', fn: () => void): unknown;
+  /** The ACK of the 2xx to the initial INVITE or to a re-INVITE (its body: a delayed offer's answer). */
+  on(event: 'ack', fn: (ack?: SrfRequestLike) => void): unknown;
   on(event: 'modify' | 'update', fn: (req: SrfRequestLike, res: SrfResponseLike) => void): unknown;
   removeAllListeners(event?: string): unknown;
+  removeListener(event: 'ack', fn: (ack?: SrfRequestLike) => void): unknown;
   destroy(opts?: { headers: Record<string, string> }): Promise<unknown>;
   request(opts: {
     method: string;
