@@ -29,6 +29,8 @@ export interface SrfResponseLike {
     onPrack: (prack: SrfRequestLike) => void,
   ): void;
   finalResponseSent?: boolean;
+  /** drachtio-srf's Response emits 'end' once a final response went out. */
+  once?(event: 'end', fn: () => void): unknown;
 }
 
 /** drachtio-srf's SipError: a final non-2xx response to a request we sent. */
