@@ -138,12 +138,15 @@ async function start(srf: FakeSrf, linkGraceSec = 30): Promise<SipFront> {
   return front;
 }
 
+let calls = 0;
+/** A new INVITE each time (its own Call-ID: the engine answers a repeated one as merged, 482). */
 const invite = (src = '127.0.0.1', extra: Record<string, string> = {}) =>
   new FakeReq(
     'sip:0700000001@gw',
     sdpOffer(4100),
     {
-      'Call-ID': 'abc@carrier',
+      'Call-ID': `abc${++calls}@carrier`,
+      CSeq: '1 INVITE',
       From: '<sip:0788123456@carrier>;tag=1',
       To: '<sip:0700000001@gw>',
       ...extra,

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
@@ -20,14 +20,8 @@ const NUMS = { FROM: '0788123456', TO: '0700000001' };
 
 describe.each(SIP_ENGINES)('RFC 3262 against sipp (real gateway, sip.engine $engine)', ({ engine }) => {
   const sip = useSipEngine(engine);
-  // The drachtio engine sends progress with a plain res.send(180): drachtio-server then neither
-  // adds RSeq nor holds the 200 for the PRACK.
-  const it100rel = sip.itExcept(
-    ['drachtio'],
-    'the engine does not ask drachtio-server for reliable provisionals (its 180 has no RSeq, its 200 does not wait for PRACK)',
-  );
   for (const rel of ['Require: 100rel', 'Supported: 100rel, timer']) {
-    it100rel(`${rel}: reliable 180, PRACK answered, the 200 only after the PRACK, then audio`, async () => {
+    it(`${rel}: reliable 180, PRACK answered, the 200 only after the PRACK, then audio`, async () => {
       const h = await sip.start();
       const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
       const res = await runSipp({

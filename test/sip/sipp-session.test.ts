@@ -37,11 +37,13 @@ function expectAudioThroughout(h: SipHarness, call: Call, seconds: number) {
 
 describe.each(SIP_ENGINES)('session timers against sipp (real gateway, sip.engine $engine)', ({ engine }) => {
   const sip = useSipEngine(engine);
-  // drachtio-server runs RFC 4028 itself with Min-SE 90 s: the 90 s refresh it sends is covered
-  // by drachtio-inbound.test.ts; these compressed calls would take minutes there.
+  // drachtio-server runs RFC 4028 itself with a Min-SE it does not let anyone configure (v0.9.10,
+  // src/sip-dialog.cpp: m_nMinSE(90), setMinSE never called; its 2xx uses max(90, Session-Expires);
+  // the only session-timer setting is sip/session-timers@default-refresher). Its 90 s refresh is
+  // covered by drachtio-inbound.test.ts; these calls compressed to 2-4 s would take minutes there.
   const itTimers = sip.itExcept(
     ['drachtio'],
-    'drachtio-server answers these compressed 2-4 s intervals 422 (its own Min-SE: 90); its 90 s refresh is tested in drachtio-inbound',
+    'drachtio-server hard-codes Min-SE 90 (not in its config): it answers these 2-4 s intervals 422; its 90 s refresh is tested in drachtio-inbound',
   );
   itTimers(
     'carrier refreshes (re-INVITE and UPDATE) four times: each 2xx carries Session-Expires + Require: timer, the call stays up',

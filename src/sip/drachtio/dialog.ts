@@ -26,6 +26,9 @@ export function serverByeReason(reason: string | undefined): HangupReason | unde
   return undefined;
 }
 
+/** 64·T1: how long drachtio-server resends our 2xx to a re-INVITE waiting for its ACK. */
+const REINVITE_ACK_WAIT_MS = 64 * 500;
+
 const byeHeaders = (reason: string): Record<string, string> => ({
   Reason: `Q.850;cause=16;text="${reason.replace(/["\\\r\n]/g, '')}"`,
 });
@@ -37,12 +40,15 @@ const byeHeaders = (reason: string): Record<string, string> => ({
  */
 export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements SipDialog {
   private gone = false;
+  /** Set while the ACK of our 2xx to a body-less re-INVITE is awaited. */
+  private stopAwaitingAck: (() => void) | undefined;
 
   constructor(
     private readonly dialog: DialogLike,
     readonly callId: string,
     private readonly host: DialogHost,
     private readonly log: Logger,
+    private readonly reinviteAckWaitMs = REINVITE_ACK_WAIT_MS,
   ) {
     super();
     host.track(this);
@@ -62,11 +68,12 @@ export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements Sip
         method: req.method === 'UPDATE' ? 'UPDATE' : 'INVITE',
         sdp: req.body?.trim() ? req.body : undefined,
         header: (name) => (req.has(name) ? req.get(name) : undefined),
-        // onAck is not called: srf does not hand us the ACK of a re-INVITE.
         respond: (a) => {
           if (answered) return;
           answered = true;
           if ('status' in a) return void res.send(a.status, a.reason ?? '', { headers: a.headers ?? {} });
+          // A body-less re-INVITE: our offer goes in the 200, the answer comes in its ACK.
+          if (a.onAck && req.method === 'INVITE') this.awaitReinviteAck(a.onAck);
           if (a.sdp === undefined) return void res.send(200, { headers: a.headers ?? {} });
           res.send(200, { body: a.sdp, headers: { 'Content-Type': 'application/sdp', ...a.headers } });
         },
@@ -78,12 +85,35 @@ export class DrachtioDialog extends TypedEmitter<SipDialogEvents> implements Sip
     dialog.on('update', onModify);
   }
 
+  /**
+   * drachtio-server relays the ACK of our 2xx to a re-INVITE and drachtio-srf's dialog emits it as
+   * 'ack'; its body is the far end's answer. Without one within 64·T1 (drachtio-server gave up
+   * resending the 2xx) the offer stays unanswered: onAck(undefined).
+   */
+  private awaitReinviteAck(onAck: (sdp: string | undefined) => void): void {
+    this.stopAwaitingAck?.();
+    const stop = () => {
+      clearTimeout(timer);
+      this.dialog.removeListener('ack', onAckEvent);
+      this.stopAwaitingAck = undefined;
+    };
+    const done = (sdp: string | undefined) => {
+      stop();
+      onAck(sdp);
+    };
+    const onAckEvent = (ack?: SrfRequestLike) => done(ack?.body?.trim() ? ack.body : undefined);
+    const timer = setTimeout(() => done(undefined), this.reinviteAckWaitMs);
+    this.dialog.on('ack', onAckEvent);
+    this.stopAwaitingAck = stop;
+  }
+
   get stackDialogId(): string {
     return this.dialog.id;
   }
 
   private finish(): void {
     this.gone = true;
+    this.stopAwaitingAck?.(); // the call is over: its media has nothing left to apply
     this.host.untrack(this);
   }
 

@@ -5,6 +5,7 @@ import type { SipEngine, SipEngineEvents } from '../engine.js';
 import type { InviteOptions } from '../uac.js';
 import { DrachtioDialog, type DialogHost } from './dialog.js';
 import type { SrfLike } from './srf-types.js';
+import { MergedInviteGuard } from './merged.js';
 import { placeInvite, type PlacedInvite } from './uac.js';
 import { DrachtioInvite } from './uas.js';
 
@@ -68,6 +69,7 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
   private draining = false;
   private hostPort = '';
   private readonly dialogs = new Set<DrachtioDialog>();
+  private readonly merged = new MergedInviteGuard();
   private readonly pendingByes = new Map<string, Record<string, string>>();
   private graceTimer: NodeJS.Timeout | undefined;
   private downSince: number | undefined;
@@ -101,6 +103,10 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
       ),
     );
     srf.invite((req, res) => {
+      if (this.merged.isMerged(req, res)) {
+        this.log.warn({ sipCallId: req.get('Call-ID'), source: req.source_address }, 'merged INVITE answered 482');
+        return res.send(482, 'Loop Detected (merged request)');
+      }
       try {
         this.emit('invite', new DrachtioInvite(this, req, res, this.log));
       } catch (err) {
@@ -209,6 +215,7 @@ export class DrachtioEngine extends TypedEmitter<SipEngineEvents> implements Sip
 
   stop(): Promise<void> {
     this.stopped = true;
+    this.merged.clear();
     clearTimeout(this.graceTimer);
     try {
       this.srf.disconnect();

@@ -18,7 +18,19 @@ export interface SrfRequestLike {
 
 export interface SrfResponseLike {
   send(status: number, reasonOrOpts?: string | object, opts?: object): void;
+  /**
+   * A provisional with `Require: 100rel` goes out reliably (drachtio-server adds RSeq and resends
+   * it); `onPrack` runs when its PRACK arrives (drachtio-srf then answers the PRACK 200 itself).
+   */
+  send(
+    status: number,
+    opts: object,
+    callback: (err: Error | null) => void,
+    onPrack: (prack: SrfRequestLike) => void,
+  ): void;
   finalResponseSent?: boolean;
+  /** drachtio-srf's Response emits 'end' once a final response went out. */
+  once?(event: 'end', fn: () => void): unknown;
 }
 
 /** drachtio-srf's SipError: a final non-2xx response to a request we sent. */
@@ -49,9 +61,11 @@ export interface DialogLike {
   /** The control connection this dialog's requests go over. */
   readonly socket?: { destroyed?: boolean };
   on(event: 'destroy', fn: (msg?: unknown, reason?: string) => void): unknown;
-  on(event: 'ack', fn: () => void): unknown;
+  /** The ACK of the 2xx to the initial INVITE or to a re-INVITE (its body: a delayed offer's answer). */
+  on(event: 'ack', fn: (ack?: SrfRequestLike) => void): unknown;
   on(event: 'modify' | 'update', fn: (req: SrfRequestLike, res: SrfResponseLike) => void): unknown;
   removeAllListeners(event?: string): unknown;
+  removeListener(event: 'ack', fn: (ack?: SrfRequestLike) => void): unknown;
   destroy(opts?: { headers: Record<string, string> }): Promise<unknown>;
   request(opts: {
     method: string;

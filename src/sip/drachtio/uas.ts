@@ -11,12 +11,23 @@ import { transportOf, type DialogLike, type SrfRequestLike, type SrfResponseLike
  */
 const ACK_WAIT_MS = 64 * 500 + 5000;
 
+/** RFC 3262 §3: a reliable 18x not PRACKed within 64·T1 ends the INVITE with a 5xx. */
+const PRACK_WAIT_MS = 64 * 500;
+
+const has100rel = (value: string | undefined) => !!value && /(^|[\s,])100rel([\s,;]|$)/i.test(value);
+
 /** A new INVITE relayed by drachtio-server; answering it makes a DrachtioDialog once the ACK comes. */
 export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implements IncomingInvite {
   readonly callId: string;
   readonly source: SourceAddress;
   cancelled = false;
   private final = false;
+  /** The caller offered 100rel (Require or Supported): our 18x go reliably. */
+  private readonly reliable: boolean;
+  /** A reliable 18x is out and not PRACKed yet: no 2xx until it is (RFC 3262 §3). */
+  private prackTimer: NodeJS.Timeout | undefined;
+  /** answer() called while the PRACK was outstanding. */
+  private afterPrack: { go(): void; fail(err: Error): void } | undefined;
 
   constructor(
     private readonly host: DialogHost,
@@ -24,8 +35,10 @@ export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implement
     private readonly res: SrfResponseLike,
     private readonly log: Logger,
     private readonly ackWaitMs = ACK_WAIT_MS,
+    private readonly prackWaitMs = PRACK_WAIT_MS,
   ) {
     super();
+    this.reliable = has100rel(this.header('Require')) || has100rel(this.header('Supported'));
     this.callId = req.get('Call-ID') ?? '';
     this.source = {
       address: req.source_address,
@@ -36,6 +49,7 @@ export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implement
     req.on('cancel', () => {
       this.cancelled = true;
       this.final = true;
+      this.stopWaitingForPrack(new GatewayError('leg_closed', 'INVITE was cancelled'));
       this.emit('cancel');
     });
   }
@@ -57,22 +71,74 @@ export class DrachtioInvite extends TypedEmitter<IncomingInviteEvents> implement
   }
 
   progress(status: 180 | 183): void {
-    if (!this.final) this.res.send(status);
+    // One reliable 18x at a time: a later one would only queue behind the unacknowledged one.
+    if (this.final || this.prackTimer) return;
+    if (!this.reliable) return void this.res.send(status);
+    this.prackTimer = setTimeout(() => this.onPrackTimeout(), this.prackWaitMs);
+    this.res.send(
+      status,
+      { headers: { Require: '100rel' } },
+      (err) => {
+        if (!err) return;
+        // drachtio-server could not send it reliably: nothing will PRACK it, so do not wait.
+        this.log.warn({ sipCallId: this.callId, err: err.message }, 'reliable provisional not sent');
+        this.onPrack();
+      },
+      () => this.onPrack(),
+    );
+  }
+
+  private onPrack(): void {
+    if (!this.prackTimer) return;
+    clearTimeout(this.prackTimer);
+    this.prackTimer = undefined;
+    const next = this.afterPrack;
+    this.afterPrack = undefined;
+    next?.go();
+  }
+
+  private onPrackTimeout(): void {
+    this.prackTimer = undefined;
+    if (this.final) return;
+    const why = `no PRACK for a reliable provisional response within ${this.prackWaitMs} ms`;
+    this.log.warn({ sipCallId: this.callId }, why);
+    this.reject(500, 'Server Internal Error (no PRACK)');
+    this.emit('failed', why);
+  }
+
+  private stopWaitingForPrack(err: Error): void {
+    clearTimeout(this.prackTimer);
+    this.prackTimer = undefined;
+    const waiting = this.afterPrack;
+    this.afterPrack = undefined;
+    waiting?.fail(err);
   }
 
   reject(status: number, reason?: string, headers: Record<string, string> = {}): void {
     if (this.final) return;
     this.final = true;
+    this.stopWaitingForPrack(new GatewayError('leg_closed', `INVITE rejected (${status})`));
     if (reason) this.res.send(status, reason, { headers });
     else this.res.send(status, { headers });
   }
 
   ackSdp: string | undefined;
 
-  /** 200 with our SDP; resolves once the ACK arrives (drachtio-srf resolves createUAS on the 200). */
+  /**
+   * 200 with our SDP, held until the PRACK of a reliable 18x; resolves once the ACK arrives
+   * (drachtio-srf resolves createUAS on the 200).
+   */
   async answer(sdp: string, headers: Record<string, string> = {}): Promise<SipDialog> {
     if (this.cancelled) throw new GatewayError('leg_closed', 'INVITE was cancelled');
-    if (this.final) throw new GatewayError('invalid_state', 'INVITE already answered');
+    if (this.final || this.afterPrack) throw new GatewayError('invalid_state', 'INVITE already answered');
+    if (this.prackTimer) {
+      await new Promise<void>((go, fail) => (this.afterPrack = { go, fail }));
+      if (this.final) throw new GatewayError('invalid_state', 'INVITE already answered');
+    }
+    return this.sendOk(sdp, headers);
+  }
+
+  private async sendOk(sdp: string, headers: Record<string, string>): Promise<SipDialog> {
     if (!this.host.linkUp()) throw new GatewayError('upstream', 'drachtio-server link is down: cannot answer');
     this.final = true;
     let dialog: DialogLike;

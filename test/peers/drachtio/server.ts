@@ -98,6 +98,8 @@ export interface DrachtioServerOptions {
   tls?: { cert: string; key: string };
   /** sofia-loglevel 9 traces every SIP message in output(). */
   traceSip?: boolean;
+  /** Also listen on [::1] (same port) for IPv6 calls. */
+  ipv6?: boolean;
 }
 
 /** Starts drachtio-server and resolves once its admin port accepts connections. */
@@ -110,6 +112,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
   const sipPort = await freePort();
   const tlsPort = opts.tls ? await freePort() : undefined;
   const contacts = [`<contact>sip:127.0.0.1:${sipPort};transport=udp,tcp</contact>`];
+  if (opts.ipv6) contacts.push(`<contact>sip:[::1]:${sipPort};transport=udp,tcp</contact>`);
   if (tlsPort) contacts.push(`<contact>sip:127.0.0.1:${tlsPort};transport=tls</contact>`);
   const tls = opts.tls ? `<tls><key-file>${opts.tls.key}</key-file><cert-file>${opts.tls.cert}</cert-file></tls>` : '';
   const conf = join(dir, 'drachtio.conf.xml');

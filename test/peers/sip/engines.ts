@@ -1,6 +1,11 @@
 import { afterAll, afterEach, beforeAll, beforeEach, it, type TestFunction } from 'vitest';
 import { startDrachtioHarness } from '../drachtio/gateway.js';
-import { drachtioUnavailable, startDrachtioServer, type DrachtioServer } from '../drachtio/server.js';
+import {
+  drachtioUnavailable,
+  startDrachtioServer,
+  type DrachtioServer,
+  type DrachtioServerOptions,
+} from '../drachtio/server.js';
 import { startSipHarness, type SipHarness, type SipHarnessOptions } from './harness.js';
 
 /**
@@ -30,14 +35,15 @@ export interface SipEngineFixture {
 /**
  * Registers the hooks for one engine inside a describe block. When drachtio-server cannot run here,
  * drachtioUnavailable() prints one line saying why and every drachtio test is skipped with that note.
+ * `opts.drachtio` configures the file's drachtio-server (e.g. an IPv6 contact).
  */
-export function useSipEngine(engine: SipEngineName): SipEngineFixture {
+export function useSipEngine(engine: SipEngineName, opts: { drachtio?: DrachtioServerOptions } = {}): SipEngineFixture {
   let server: DrachtioServer | undefined;
   let h: SipHarness | undefined;
   const unavailable = engine === 'drachtio' ? drachtioUnavailable() : undefined;
   if (engine === 'drachtio') {
     beforeAll(async () => {
-      if (!unavailable) server = await startDrachtioServer();
+      if (!unavailable) server = await startDrachtioServer(opts.drachtio);
     });
     afterAll(async () => {
       await server?.stop();
