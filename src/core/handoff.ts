@@ -59,6 +59,12 @@ export interface HandoffDeps {
   partyDialerFor(destination: string): PartyDialer | undefined;
 }
 
+/** Whether a REFER's Refer-To can carry `destination`: a bare number or a sip:/sips:/tel: URI. */
+export function referable(destination: string): boolean {
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(destination)?.[1]?.toLowerCase();
+  return scheme === undefined || scheme === 'sip' || scheme === 'sips' || scheme === 'tel';
+}
+
 /**
  * Hands a call to a person: SIP REFER through the front (`refer`), or the gateway dials the person
  * itself and bridges the caller's leg to theirs (`bridge`), or REFER first and bridge when the
@@ -111,7 +117,9 @@ export class Handoff {
   }
 
   private async run(req: HandoffRequest, mode: TransferMode): Promise<TransferResult & { targetLeg?: string }> {
-    const refer = this.call.transfer;
+    // A REFER can only carry what the trunk can dial (a number, sip:/sips:/tel: URI); any other
+    // scheme (e.g. whatsapp:) is reached by bridging, in `auto` mode straight away.
+    const refer = referable(req.destination) ? this.call.transfer : undefined;
     if (mode !== 'bridge') {
       if (refer) {
         try {
@@ -128,7 +136,9 @@ export class Handoff {
         return {
           ok: false,
           outcome: 'unsupported',
-          detail: `transfer by REFER is not supported for ${this.call.info.front} calls`,
+          detail: this.call.transfer
+            ? `${req.destination} cannot be reached by REFER; use mode bridge or auto`
+            : `transfer by REFER is not supported for ${this.call.info.front} calls`,
         };
       }
     }

@@ -107,3 +107,13 @@ describe('LegBridge', () => {
     expect(sip.written).toHaveLength(0);
   });
 });
+
+describe('which destinations a REFER can carry', () => {
+  it('numbers and sip:/sips:/tel: URIs go by REFER; any other scheme (whatsapp:, http:) is bridged', async () => {
+    const { referable } = await import('../../src/core/handoff.js');
+    for (const d of ['+250788123456', 'sip:desk@pbx.example', 'SIPS:desk@pbx.example', 'tel:+35621000000'])
+      expect(referable(d), d).toBe(true);
+    for (const d of ['whatsapp:+250788123456', 'http://evil.example/', 'mailto:a@b', 'data:text/plain,x'])
+      expect(referable(d), d).toBe(false);
+  });
+});
