@@ -126,7 +126,7 @@ describe('OpenAI SIP route: answer and turn latency from the sideband and the SI
       answerToFirstAudio: { kind: 'answer', totalMs: answer.totalMs },
       turns: { count: 1, samples: [{ kind: 'turn', totalMs: turn.totalMs, aiMs: turn.aiMs }] },
     });
-    const hist = await gw.ctx.metrics.registry.getSingleMetricAsString('gateway_turn_latency_ms');
+    const hist = await gw.ctx.metrics.registry.getSingleMetricAsString('gateway_turn_latency_seconds');
     expect(hist).toMatch(/share="ai"/);
 
     await c.end({ by: 'remote', cause: 'bye' });

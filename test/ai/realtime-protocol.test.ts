@@ -63,7 +63,7 @@ describe('Realtime session configuration', () => {
       tools: [{ name: 'crm', description: 'CRM', url: `http://127.0.0.1:${deadPort}/x`, timeoutMs: 5000 }],
     });
     const reg = new ToolRegistry(r);
-    expect(reg.definitions().map((d) => d.name)).toEqual(['end_call', 'transfer_call', 'crm']);
+    expect(reg.definitions().map((d) => d.name)).toEqual(['end_call', 'send_dtmf', 'transfer_call', 'crm']);
     const ctx = {
       callId: 'c1',
       log: (await import('../../src/core/logger.js')).testLogger(),

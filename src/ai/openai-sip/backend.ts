@@ -8,6 +8,7 @@ import type { LegDialer } from '../../core/leg-dialer.js';
 import type { Logger } from '../../core/logger.js';
 import type { MediaLeg } from '../../core/media-leg.js';
 import { TypedEmitter } from '../../core/typed-emitter.js';
+import { AppendClock } from '../realtime/append-clock.js';
 import { firstTurnEvent, type RealtimeClientEvent } from '../realtime/protocol.js';
 import type { AiBackend, AiSession, AiSessionEvents, AiSessionOptions } from '../session.js';
 import { type AcceptSession, OpenAiCallsApi } from './calls-api.js';
@@ -22,6 +23,12 @@ const DRAIN_QUIET_DBFS = -45;
 const DRAIN_QUIET_MS = 400;
 /** ...but a goodbye never holds the line longer than this. */
 const DRAIN_MAX_MS = 15_000;
+/**
+ * A caller end of speech placed (via audio_end_ms) further back than this before the
+ * speech_stopped event reached us is not believed: the timelines disagree (e.g. OpenAI counted
+ * time we sent no audio), and the event's arrival minus the VAD's trailing silence is used.
+ */
+const MAX_DETECTION_LAG_MS = 2000;
 
 export interface OpenAiSipDeps {
   clock: FrameClock;
@@ -49,6 +56,8 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
   openAiCallId: string | undefined;
   /** The first turn, once the caller is answered (sent over the sideband). */
   private firstTurn: RealtimeClientEvent | undefined;
+  /** When each caller frame went out on the OpenAI leg: places audio_end_ms on our clock. */
+  private readonly appendClock = new AppendClock();
 
   constructor(
     private readonly backend: OpenAiSipBackend,
@@ -132,6 +141,15 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
     });
     sideband.on('transcript', (entry) => this.emit('transcript', entry));
     sideband.on('tool_call', (record) => this.emit('tool_call', record));
+    // Turn latency: OpenAI's VAD events come over the sideband, its audio over the SIP leg.
+    sideband.on('speech_started', () => this.emit('speech_started'));
+    sideband.on('speech_stopped', (audioEndMs, hangoverMs, receivedAt) => {
+      const endedAt = this.endOfSpeech(audioEndMs, hangoverMs, receivedAt);
+      this.emit('speech_stopped', endedAt, endedAt);
+    });
+    sideband.on('output_started', (responseId) =>
+      this.opts.log.debug({ responseId }, 'OpenAI started streaming a response into the SIP call'),
+    );
     this.sideband = sideband;
     if (this.firstTurn) sideband.requestFirstTurn(this.firstTurn);
     sideband.start();
@@ -171,7 +189,21 @@ class OpenAiSipSession extends TypedEmitter<AiSessionEvents> implements AiSessio
   }
 
   sendAudio(frame: Buffer): void {
-    this.leg?.writeFrame(frame);
+    if (!this.leg) return;
+    this.leg.writeFrame(frame);
+    this.appendClock.mark();
+  }
+
+  /**
+   * When the caller's speech ended, on our clock: the frame we sent at audio_end_ms minus the VAD's
+   * trailing silence (the same mapping as the WebSocket backend; OpenAI's input timeline counts the
+   * audio it was sent on this call). Implausible → the event's arrival minus the trailing silence.
+   */
+  private endOfSpeech(audioEndMs: unknown, hangoverMs: number, receivedAt: number): number {
+    const fallback = receivedAt - hangoverMs;
+    const mapped = this.appendClock.endOfSpeech(audioEndMs, hangoverMs);
+    if (mapped === undefined || mapped > fallback || fallback - mapped > MAX_DETECTION_LAG_MS) return fallback;
+    return mapped;
   }
 
   playoutCleared(): void {

@@ -47,7 +47,20 @@ export interface SidebandOptions {
 export type SidebandEvents = {
   transcript: [entry: TranscriptEntry];
   tool_call: [record: ToolCallRecord];
+  /** OpenAI's server VAD heard the caller start speaking (it also cuts its own output then). */
+  speech_started: [];
+  /**
+   * OpenAI's server VAD decided the caller's turn is over. `audioEndMs`: the event's audio_end_ms
+   * (on OpenAI's input-audio timeline; it includes the VAD's trailing silence, `hangoverMs`).
+   * `receivedAt`: performance.now() when the event reached us.
+   */
+  speech_stopped: [audioEndMs: unknown, hangoverMs: number, receivedAt: number];
+  /** OpenAI started streaming a response's audio into the SIP call (output_audio_buffer.started). */
+  output_started: [responseId: string | undefined];
 };
+
+/** OpenAI's server_vad default silence_duration_ms, until session.created/updated says otherwise. */
+const DEFAULT_VAD_SILENCE_MS = 500;
 
 /** `wss://…/v1/realtime?call_id=<id>`: the sideband of a SIP call names the call, not a model. */
 export function sidebandUrl(base: string, openAiCallId: string): string {
@@ -81,6 +94,8 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
   private respondAfterDone = false;
   /** The route's first turn, asked for once the call is answered; sent when the socket is up. */
   private firstTurn: { event: RealtimeClientEvent; sent: boolean } | undefined;
+  /** The session's VAD trailing silence, which audio_end_ms includes (from session.created/updated). */
+  private vadSilenceMs = DEFAULT_VAD_SILENCE_MS;
 
   constructor(private readonly opts: SidebandOptions) {
     super();
@@ -267,10 +282,16 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
 
   private handle(ev: RealtimeServerEvent): void {
     switch (ev.type) {
+      case 'session.created':
+        return this.learnTurnDetection(ev.session);
       case 'session.updated':
         if (!this.configured) this.log.debug('OpenAI sideband session configured');
         this.configured = true;
-        return;
+        return this.learnTurnDetection(ev.session);
+      case 'input_audio_buffer.speech_started':
+        return void this.emit('speech_started');
+      case 'input_audio_buffer.speech_stopped':
+        return void this.emit('speech_stopped', ev.audio_end_ms, this.vadSilenceMs, performance.now());
       case 'conversation.item.input_audio_transcription.completed':
         return this.transcript('caller', ev.transcript, ev.item_id);
       case 'response.output_audio_transcript.done':
@@ -287,6 +308,7 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
         return;
       case 'output_audio_buffer.started':
         this.speaking = true;
+        this.emit('output_started', typeof ev.response_id === 'string' ? ev.response_id : undefined);
         return;
       case 'output_audio_buffer.stopped':
       case 'output_audio_buffer.cleared':
@@ -303,6 +325,18 @@ export class OpenAiSideband extends TypedEmitter<SidebandEvents> {
       default:
         return; // item/rate-limit/delta events need no action here
     }
+  }
+
+  /**
+   * audio_end_ms includes the VAD's trailing silence: server_vad says how long (silence_duration_ms);
+   * semantic_vad has no fixed figure, so nothing is taken off (the AI's share then includes it).
+   */
+  private learnTurnDetection(session: unknown): void {
+    const td = (session as { audio?: { input?: { turn_detection?: unknown } } } | undefined)?.audio?.input
+      ?.turn_detection as { type?: unknown; silence_duration_ms?: unknown } | null | undefined;
+    if (td === undefined) return;
+    const ms = td?.type === 'server_vad' ? (td.silence_duration_ms ?? DEFAULT_VAD_SILENCE_MS) : 0;
+    this.vadSilenceMs = typeof ms === 'number' && Number.isFinite(ms) && ms >= 0 && ms <= 10_000 ? ms : 0;
   }
 
   private transcript(role: TranscriptEntry['role'], text: unknown, itemId: unknown): void {
