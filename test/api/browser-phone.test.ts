@@ -2,18 +2,15 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { parseConfig } from '../../src/config/load.js';
 import type { Call } from '../../src/core/call.js';
-import { testLogger } from '../../src/core/logger.js';
-import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
+import { startBrowserGateway } from '../support/browser-gateway.js';
+import { fakeMicrophone, launchChromium } from '../support/chromium.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { leasePortRange } from '../support/ports.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const dir = mkdtempSync(join(tmpdir(), 'browser-phone-'));
 /** The fake microphone: 700 Hz for 1 s, then 1.5 s of silence (an utterance the agent's VAD ends), looped. */
 const MIC_WAV = join(dir, 'mic.wav');
@@ -21,6 +18,7 @@ const MIC_WAV = join(dir, 'mic.wav');
 let gw: Gateway;
 let browser: Browser;
 let base: string;
+let stopGateway: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
   execFileSync('sox', [
@@ -40,52 +38,12 @@ beforeAll(async () => {
     '0',
     '1.5',
   ]);
-  const [port] = leasePortRange(100);
-  const config = parseConfig(
-    {
-      http: { host: '127.0.0.1', port: 0 },
-      api: { token: TEST_TOKEN },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: port,
-        rtpPortMax: port + 9,
-      },
-      browser: { publicIp: '127.0.0.1', udpPortMin: port, udpPortMax: port + 9, maxCalls: 2 },
-      routes: { local: { kind: 'local', greeting: 'Hello caller, this is the local agent.' } },
-      routing: { default: 'local' },
-    },
-    {},
-  );
-  gw = new Gateway(config, testLogger());
-  for (const f of buildFronts(gw.ctx)) gw.addFront(f);
-  await gw.start();
-  base = `http://127.0.0.1:${gw.httpPort}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--use-fake-ui-for-media-stream',
-      '--use-fake-device-for-media-stream',
-      `--use-file-for-fake-audio-capture=${MIC_WAV}`,
-      '--autoplay-policy=no-user-gesture-required',
-    ],
-  });
+  ({ gw, base, stop: stopGateway } = await startBrowserGateway({ token: TEST_TOKEN }));
+  browser = await launchChromium(fakeMicrophone(MIC_WAV));
 });
 afterAll(async () => {
   await browser?.close();
-  await gw?.stop('test_done', 0);
+  await stopGateway?.();
 });
 
 const nextBrowserCall = (): Promise<Call> =>

@@ -1,29 +1,17 @@
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
 import type { Gateway } from '../../src/gateway.js';
 import { frames, tone } from '../support/audio.js';
 import { simulatedCall, startTestGateway, TEST_TOKEN } from '../support/gateway.js';
-
-const CHROMIUM = '/usr/bin/chromium';
+import { launchChromium } from '../support/chromium.js';
 
 let gw: Gateway;
 let browser: Browser;
 beforeAll(async () => {
   gw = await startTestGateway();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();

@@ -1,44 +1,20 @@
 import { networkInterfaces } from 'node:os';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isLoopback } from '../../src/api/local-access.js';
-import { parseConfig } from '../../src/config/load.js';
 import type { Call } from '../../src/core/call.js';
-import { testLogger } from '../../src/core/logger.js';
-import { buildFronts } from '../../src/fronts.js';
-import { Gateway } from '../../src/gateway.js';
+import type { Gateway } from '../../src/gateway.js';
+import { startBrowserGateway } from '../support/browser-gateway.js';
+import { fakeMicrophone, launchChromium } from '../support/chromium.js';
 
 // `npm start` with no API_TOKEN: a generated token and a one-time login link, loopback peers only.
 let gw: Gateway;
 let base: string;
+let stopGateway: (() => Promise<void>) | undefined;
 beforeAll(async () => {
-  const port = 33000 + Math.floor(Math.random() * 300) * 10;
-  const config = parseConfig(
-    {
-      http: { host: '0.0.0.0', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: port,
-        rtpPortMax: port + 9,
-      },
-      browser: { publicIp: '127.0.0.1', udpPortMin: port, udpPortMax: port + 9, maxCalls: 2 },
-      routes: { local: { kind: 'local', greeting: 'Hello caller, this is the local agent.' } },
-      routing: { default: 'local' },
-    },
-    {},
-  );
-  expect(config.api.token).toBeUndefined();
-  gw = new Gateway(config, testLogger());
-  for (const f of buildFronts(gw.ctx)) gw.addFront(f);
-  await gw.start();
-  base = `http://127.0.0.1:${gw.httpPort}`;
+  ({ gw, base, stop: stopGateway } = await startBrowserGateway({ httpHost: '0.0.0.0' }));
+  expect(gw.ctx.localAccess, 'no token configured: a generated one, loopback only').toBeDefined();
 });
-afterAll(() => gw?.stop('test_done', 0));
+afterAll(() => stopGateway?.());
 
 const login = (code: unknown, from = base) =>
   fetch(from + '/v1/auth/login', {
@@ -100,40 +76,8 @@ describe('no API_TOKEN: local access by one-time login link', () => {
 
 describe('no API_TOKEN: open the printed URL and press Call (headless Chromium)', () => {
   it('the login link signs the console in; the phone reaches the local agent and hangs up', async () => {
-    const fresh = new Gateway(
-      parseConfig(
-        {
-          http: { host: '127.0.0.1', port: 0 },
-          records: { path: ':memory:' },
-          shutdown: { drainSec: 0 },
-          sip: {
-            enabled: true,
-            host: '127.0.0.1',
-            port: 0,
-            publicAddress: '127.0.0.1',
-            rtpPortMin: 33990,
-            rtpPortMax: 33999,
-          },
-          browser: { publicIp: '127.0.0.1', udpPortMin: 33990, udpPortMax: 33999, maxCalls: 1 },
-          routes: { local: { kind: 'local', greeting: 'Hello caller.' } },
-          routing: { default: 'local' },
-        },
-        {},
-      ),
-      testLogger(),
-    );
-    for (const f of buildFronts(fresh.ctx)) fresh.addFront(f);
-    await fresh.start();
-    const browser = await chromium.launch({
-      executablePath: '/usr/bin/chromium',
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--use-fake-ui-for-media-stream',
-        '--use-fake-device-for-media-stream',
-      ],
-    });
+    const { gw: fresh, stop } = await startBrowserGateway({ greeting: 'Hello caller.', maxCalls: 1 });
+    const browser = await launchChromium(fakeMicrophone());
     try {
       const page = await browser.newPage();
       const created = new Promise<Call>((resolve) => fresh.ctx.registry.once('created', resolve));
@@ -155,7 +99,7 @@ describe('no API_TOKEN: open the printed URL and press Call (headless Chromium)'
       expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
     } finally {
       await browser.close();
-      await fresh.stop('test_done', 0);
+      await stop();
     }
   });
 });

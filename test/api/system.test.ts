@@ -1,17 +1,15 @@
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SystemSeries } from '../../src/api/system-series.js';
 import type { Gateway } from '../../src/gateway.js';
 import { api, simulatedCall, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { launchChromium } from '../support/chromium.js';
 
 let gw: Gateway;
 let browser: Browser;
 beforeAll(async () => {
   gw = await startTestGateway({ api: { token: TEST_TOKEN, systemSampleMs: 100, systemSamples: 30 } });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu'],
-  });
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();

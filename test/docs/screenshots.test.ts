@@ -5,11 +5,11 @@
  *   SCREENSHOTS=1 npx vitest run test/docs/screenshots.test.ts
  */
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 import { describe, it } from 'vitest';
 import { nextCall, runSipp, SIPP_NUMS, sippTarget, startSipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { launchChromium } from '../support/chromium.js';
 
 const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 const OUT = join(import.meta.dirname, '../../docs');
@@ -17,10 +17,7 @@ const OUT = join(import.meta.dirname, '../../docs');
 async function main(): Promise<void> {
   const h = await startSipHarness({ config: { api: { token: TEST_TOKEN } } });
   const base = `http://127.0.0.1:${h.gw.httpPort}`;
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-sync'],
-  });
+  const browser = await launchChromium();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await page.goto(base + '/');
