@@ -1,5 +1,4 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +10,7 @@ import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { leasePortRange } from '../support/ports.js';
+import { freeUdpPort } from '../support/udp.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -32,14 +32,6 @@ async function freeTcpPort(): Promise<number> {
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as { port: number }).port;
   await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
   return port;
 }
 

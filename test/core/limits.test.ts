@@ -30,7 +30,7 @@ describe('per-call history is bounded', () => {
     for (let i = 0; i < 7; i++) call.addToolCall({ name: 't', callId: `x${i}`, arguments: '{}', at: i });
     expect(call.transcript.map((t) => t.text)).toEqual(['line 997', 'line 998', 'line 999']);
     expect(call.toolCalls.map((t) => t.callId)).toEqual(['x5', 'x6']);
-    expect(call.dropped).toEqual({ transcript: 997, toolCalls: 5 });
+    expect(call.dropped).toEqual({ transcript: 997, toolCalls: 5, signalling: 0 });
   });
 
   it('the gateway applies limits.* to every call it creates', async () => {

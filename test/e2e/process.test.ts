@@ -1,6 +1,5 @@
 import { leasePortRange } from '../support/ports.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +9,7 @@ import { CallRecordStore } from '../../src/api/records.js';
 import { tagOf } from '../../src/sip/message.js';
 import { waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { freeUdpPort } from '../support/udp.js';
 
 const TOKEN = 'process-test-token-0123456789';
 
@@ -18,14 +18,6 @@ async function freeTcpPort(): Promise<number> {
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   const port = (srv.address() as { port: number }).port;
   await new Promise((r) => srv.close(r));
-  return port;
-}
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  s.close();
   return port;
 }
 

@@ -8,6 +8,7 @@ import { RealtimeTestServer, type RealtimeTestServerOptions } from '../peers/rea
 import { runSipp, startSipHarness, type SipHarness, type SipHarnessOptions } from '../peers/sip/harness.js';
 import { concat, dbfsOf, dominantFrequency, frames } from '../support/audio.js';
 import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { udpBound } from '../support/udp.js';
 
 /** The stated bound: after the callee's 200 they hear the AI's greeting within this (saying nothing). */
 const GREETING_WITHIN_MS = 2000;
@@ -57,20 +58,6 @@ async function setup(
   return { h, rt };
 }
 
-/** Resolves once something (sipp) holds the UDP port. */
-async function bound(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const free = await new Promise<boolean>((res) => {
-      const u = createSocket('udp4');
-      u.once('error', () => res(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
-    });
-    if (!free) return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on UDP ${port}`);
-}
-
 /** sipp's -trace_msg log, one entry per message: its wall-clock stamp (epoch ms) and text. */
 function sippLog(messages: string): { at: number; text: string }[] {
   return messages.split(/^-{10,} /m).flatMap((b) => {
@@ -110,7 +97,7 @@ describe.each(engines)(
           args: ['-p', String(phonePort)],
           timeoutSec: 30,
         });
-        await bound(phonePort);
+        await udpBound(phonePort);
         let answeredAt = 0;
         h.gw.ctx.registry.once('created', (c: Call) =>
           c.on('state', (s) => s === 'answered' && (answeredAt = performance.now())),
@@ -196,7 +183,7 @@ describe('SIP dial-out when the AI cannot be reached', () => {
         args: ['-p', String(phonePort)],
         timeoutSec: 30,
       });
-      await bound(phonePort);
+      await udpBound(phonePort);
       const placed = await api(h.gw)('POST', '/v1/calls', { front: 'sip', to: '+250788000001', trunk: 'lab' });
       expect(placed.status, JSON.stringify(placed.body)).toBe(201);
       const c = h.gw.ctx.registry.get(placed.body.id as string)!;

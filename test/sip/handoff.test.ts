@@ -1,4 +1,3 @@
-import { createSocket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { RealtimeTestServer } from '../peers/realtime/server.js';
@@ -6,6 +5,7 @@ import { nextCall, runSipp, SIPP_NUMS, sippTarget, startSipHarness, type SipHarn
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
+import { freeUdpPort, udpBound } from '../support/udp.js';
 
 /**
  * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties: sipp does
@@ -20,28 +20,6 @@ afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
 });
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-/** Resolves once something has bound `port` (sipp as the person is listening). */
-async function bound(port: number): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const free = await new Promise<boolean>((res) => {
-      const u = createSocket('udp4');
-      u.once('error', () => res(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
-    });
-    if (!free) return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on UDP ${port}`);
-}
 
 interface Rig {
   h: SipHarness;
@@ -119,7 +97,7 @@ async function person(rig: Rig, vars: { user: string; ringMs: number; talkMs: nu
     timeoutSec: 25,
   });
   cleanups.push(() => sipp);
-  await bound(rig.phonePort);
+  await udpBound(rig.phonePort);
   return { human, sipp };
 }
 
@@ -186,7 +164,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
       timeoutSec: 30,
     });
     cleanups.push(() => sipp);
-    await bound(rig.phonePort);
+    await udpBound(rig.phonePort);
     const conn = rt.connections[0]!;
     const asked = performance.now();
     aiTransfers(rt, { destination: '+250788000486' });
@@ -213,7 +191,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
       timeoutSec: 30,
     });
     cleanups.push(() => sipp);
-    await bound(rig.phonePort);
+    await udpBound(rig.phonePort);
     const conn = rt.connections[0]!;
     const asked = performance.now();
     aiTransfers(rt, { destination: '+250788000408' });
@@ -239,7 +217,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
       timeoutSec: 30,
     });
     cleanups.push(() => sipp);
-    await bound(rig.phonePort);
+    await udpBound(rig.phonePort);
     aiTransfers(rt, { destination: '+250788000408' });
     await waitFor(() => h.front.dialer!.activeCount === 1, 8000, 'the person is being dialled');
     await sleep(500);

@@ -1,35 +1,21 @@
-import { createSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { DialOutLeg } from '../../src/sip/dial-out-leg.js';
 import { RtpLeg } from '../../src/sip/rtp-leg.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
-import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { freePort } from '../peers/drachtio/server.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { answerWithBaresip } from '../peers/sip/baresip.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 import { runSipp, type SipHarness } from '../peers/sip/harness.js';
+import { udpBound } from '../support/udp.js';
 
 /**
  * Outbound SIP against stacks we did not write (issue 20): the API's dial-out (`POST /v1/calls
  * {front: sip}`) answered by sipp as a UAS and by baresip, on both engines. The gateway's AI plays
  * 440 Hz; the called party sends 700 Hz (baresip: 1 kHz); both directions are frequency-checked.
  */
-
-/** Resolves once something (sipp, baresip) holds the UDP port. */
-async function bound(port: number): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    const free = await new Promise<boolean>((res) => {
-      const u = createSocket('udp4');
-      u.once('error', () => res(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
-    });
-    if (!free) return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on UDP ${port}`);
-}
 
 /** A trunk whose calls go to a phone on `port` (numbers as the Request-URI's user part). */
 const labTrunk = (port: number) => ({
@@ -60,7 +46,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
         args: ['-p', String(phonePort)],
         timeoutSec: 30,
       });
-      await bound(phonePort);
+      await udpBound(phonePort);
       const call = api(h.gw);
       const placed = await call('POST', '/v1/calls', { front: 'sip', to: '+250788123456', trunk: 'lab' });
       expect(placed.status, JSON.stringify(placed.body)).toBe(201);
@@ -106,7 +92,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
       calls: 2,
       timeoutSec: 30,
     });
-    await bound(phonePort);
+    await udpBound(phonePort);
     const call = api(h.gw);
     const busy = await call('POST', '/v1/calls', { front: 'sip', to: '+250788000486' });
     expect(busy.status, JSON.stringify(busy.body)).toBe(201);
@@ -136,7 +122,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
       source: tone(1000, 8000, 8000),
       seconds: 8,
     });
-    await bound(phonePort);
+    await udpBound(phonePort);
     const call = api(h.gw);
     const placed = await call('POST', '/v1/calls', { front: 'sip', to: '+250788123456', trunk: 'lab' });
     expect(placed.status, JSON.stringify(placed.body)).toBe(201);

@@ -1,4 +1,3 @@
-import { createSocket } from 'node:dgram';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { runSipp } from '../peers/sip/harness.js';
@@ -7,6 +6,7 @@ import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
 import { leasePortRange } from '../support/ports.js';
+import { freeUdpPort, udpBound } from '../support/udp.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -21,27 +21,6 @@ afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
 });
-
-async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
-async function bound(port: number): Promise<void> {
-  for (let i = 0; i < 400; i++) {
-    const free = await new Promise<boolean>((res) => {
-      const u = createSocket('udp4');
-      u.once('error', () => res(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
-    });
-    if (!free) return;
-    await sleep(50);
-  }
-  throw new Error(`nothing listens on UDP ${port}`);
-}
 
 describe('WhatsApp caller handed to a SIP person', () => {
   it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
@@ -90,7 +69,7 @@ describe('WhatsApp caller handed to a SIP person', () => {
       timeoutSec: 40,
     });
     cleanups.push(() => sipp);
-    await bound(phonePort);
+    await udpBound(phonePort);
 
     const user = h.user('250788123456');
     await user.call(20_000);

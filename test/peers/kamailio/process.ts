@@ -3,6 +3,7 @@ import { createSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+export { freeUdpPort } from '../../support/udp.js';
 
 /** Where Debian (and other layouts) install kamailio's modules. */
 export const KAMAILIO_MODULE_DIRS = [
@@ -16,14 +17,6 @@ export function kamailioModuleDir(module: string): string {
   const dir = KAMAILIO_MODULE_DIRS.find((d) => existsSync(join(d, module)));
   if (!dir) throw new Error('kamailio modules not found (apt-get install kamailio)');
   return dir;
-}
-
-export async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /**
