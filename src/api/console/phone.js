@@ -30,15 +30,22 @@ export function createPhone({ token, onState, audio }) {
   function analyse(stream, key) {
     actx ??= new AudioContext();
     const analyser = actx.createAnalyser();
-    analyser.fftSize = 1024;
+    // 4096 samples (~85 ms at 48 kHz) outlast the 50 ms meter tick, so no audio falls between
+    // reads even when the page's timers run late.
+    analyser.fftSize = 4096;
     actx.createMediaStreamSource(stream).connect(analyser);
     const buf = new Float32Array(analyser.fftSize);
     return () => {
       analyser.getFloatTimeDomainData(buf);
       let sum = 0;
-      for (const v of buf) sum += v * v;
+      let peak = 0;
+      for (const v of buf) {
+        sum += v * v;
+        peak = Math.max(peak, Math.abs(v));
+      }
       levels[key] = Math.sqrt(sum / buf.length);
-      if (key === 'remote') levels.remoteMax = Math.max(levels.remoteMax, levels.remote);
+      // remoteMax is the loudest sample heard: a short greeting's peak, not its (gappy) mean.
+      if (key === 'remote') levels.remoteMax = Math.max(levels.remoteMax, peak);
     };
   }
 
