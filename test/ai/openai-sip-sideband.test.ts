@@ -194,26 +194,24 @@ describe('OpenAI SIP sideband', () => {
     const conn = await sidebandUp();
     const seen: { type: string; ended: boolean; at: number }[] = [];
     let endedAt = 0;
-    let writtenWhenSilenced = -1;
     call.once('ended', () => (endedAt = performance.now()));
     rt.onSent = (_, type) => {
-      if (!type.startsWith('output_audio_buffer.')) return;
-      seen.push({ type, ended: call.ended, at: performance.now() });
-      if (type !== 'output_audio_buffer.started') return;
-      setTimeout(() => {
-        openai.inbound.length = 0;
-        writtenWhenSilenced = caller.written.length;
-      }, 750);
+      if (type.startsWith('output_audio_buffer.')) seen.push({ type, ended: call.ended, at: performance.now() });
     };
     rt.callerTurn('That is all, thanks.');
     await waitFor(() => call.toolCalls.length === 1, 3000, 'end_call tool call');
     const atEndCall = caller.written.length;
+    // Synchronised on frames, not a timer: once the caller has heard 10 more frames of the goodbye,
+    // OpenAI's leg falls silent.
+    await waitFor(() => caller.written.length >= atEndCall + 10, 3000, 'goodbye frames after end_call');
+    openai.inbound.length = 0;
+    const writtenWhenSilenced = caller.written.length;
     await rt.until(() => conn.toolOutputs.length === 1, 2000, 'end_call output');
     expect(conn.toolOutputs).toEqual([{ call_id: conn.answers[0]!.toolCallId, output: '{"ok":true}' }]);
     await waitFor(() => call.ended, 5000, 'call end');
 
     // The call was still up when OpenAI said its playout had stopped (its leg had been quiet for
-    // ~750 ms by then: the sideband's "still playing" held the line), and ended only after the quiet
+    // a while by then: the sideband's "still playing" held the line), and ended only after the quiet
     // spell that follows (DRAIN_QUIET_MS = 400), long before the 15 s cap.
     expect(seen.map((s) => [s.type, s.ended])).toEqual([
       ['output_audio_buffer.started', false],
@@ -252,7 +250,12 @@ describe('OpenAI SIP sideband', () => {
   it('a refused sideband (401) leaves the call up with audio both ways', async () => {
     rt.configure({ rejectWith: 401 });
     const { call, caller, openai } = await placeCall();
-    await sleep(1200);
+    await rt.until(() => rt.attempts >= 1, 3000, 'the refused sideband attempt');
+    await waitFor(
+      () => loudPcm(openai.written).length > 4000 && loudPcm(caller.written).length > 4000,
+      5000,
+      'audio both ways after the refusal',
+    );
     expect(call.ended).toBe(false);
     expect(call.state).toBe('bridged');
     expect(rt.connections).toEqual([]);

@@ -47,7 +47,8 @@ export class RealtimeTestServer {
   private wss: WebSocketServer | undefined;
   private readonly live = new Set<Conn>();
   private eventSeq = 0;
-  private attempts = 0;
+  /** WebSocket upgrade attempts, refused ones included. */
+  attempts = 0;
   /** What the parts (events, turns, responses, sideband) act through. */
   private readonly ctx: ServerContext;
 
