@@ -3,8 +3,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from '../core/logger.js';
 import type { CallView } from './call-view.js';
-import type { RecordStore } from './record-store.js';
-import { recordMatches, type RecordQuery } from './records.js';
+import type { RecordQuery, RecordStore } from './record-store.js';
+import { WriteBehindQueue } from './write-behind.js';
 
 export interface PostgresRecordOptions {
   url: string;
@@ -36,15 +36,10 @@ const BATCH = 200;
  */
 export class PostgresRecordStore implements RecordStore {
   private readonly pool: pg.Pool;
-  private readonly queue: { view: CallView; attempts: number }[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private writing: Promise<void> | undefined;
-  private delayMs: number;
-  private closed = false;
+  private readonly queue: WriteBehindQueue;
   /** Schema applied by this process (done at start, or before the first write once the database is up). */
   private migrated = false;
   private readonly opts: Required<Omit<PostgresRecordOptions, 'onLost'>> & Pick<PostgresRecordOptions, 'onLost'>;
-  lost = 0;
 
   constructor(opts: PostgresRecordOptions) {
     this.opts = {
@@ -55,7 +50,11 @@ export class PostgresRecordStore implements RecordStore {
       migrationsDir: MIGRATIONS,
       ...opts,
     };
-    this.delayMs = this.opts.retryDelayMs;
+    this.queue = new WriteBehindQueue((views) => this.insert(views), {
+      ...this.opts,
+      batchSize: BATCH,
+      store: 'PostgreSQL',
+    });
     this.pool = new pg.Pool({
       connectionString: opts.url,
       max: 4,
@@ -103,77 +102,41 @@ export class PostgresRecordStore implements RecordStore {
     return applied;
   }
 
+  /** Records given up on since start. */
+  get lost(): number {
+    return this.queue.lost;
+  }
+
   get pending(): number {
-    return this.queue.length;
+    return this.queue.pending;
   }
 
   append(view: CallView): void {
-    this.queue.push({ view, attempts: 0 });
-    if (this.queue.length > this.opts.maxQueued) this.giveUp(this.queue.shift()!, 'queue full');
-    this.schedule(0);
+    this.queue.push(view);
   }
 
-  private schedule(ms: number): void {
-    if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.writing ??= this.writeQueued().finally(() => (this.writing = undefined));
-    }, ms);
-  }
-
-  /** Batches until the queue is empty or a write fails (then retried with backoff). */
-  private async writeQueued(): Promise<void> {
-    while (this.queue.length) {
-      const batch = this.queue.slice(0, BATCH);
-      const values: unknown[] = [];
-      const rows = batch.map((b, i) => {
-        const v = b.view;
-        values.push(v.id, new Date(v.times.ended ?? Date.now()), v.front, v.trunk ?? null, this.opts.instanceId, v);
-        const o = i * 6;
-        return `($${o + 1}, $${o + 2}, $${o + 3}, $${o + 4}, $${o + 5}, $${o + 6})`;
-      });
-      try {
-        if (!this.migrated) await this.migrate();
-        await this.pool.query(
-          `INSERT INTO call_records (id, ended_at, front, trunk, instance, record) VALUES ${rows.join(', ')}
-           ON CONFLICT (id) DO NOTHING`,
-          values,
-        );
-        this.queue.splice(0, batch.length);
-        this.delayMs = this.opts.retryDelayMs;
-      } catch (err) {
-        const e = err as Error & { code?: string };
-        for (const b of batch) b.attempts++;
-        while (this.queue.length && this.queue[0]!.attempts >= this.opts.maxAttempts)
-          this.giveUp(this.queue.shift()!, e.code ?? e.message);
-        this.opts.log.warn(
-          { err: e.message, code: e.code, queued: this.queue.length, retryInMs: this.delayMs },
-          'call records not written to PostgreSQL: will retry',
-        );
-        if (this.queue.length) {
-          this.schedule(this.delayMs);
-          this.delayMs = Math.min(this.delayMs * 2, 30_000);
-        }
-        return;
-      }
-    }
-  }
-
-  private giveUp(item: { view: CallView }, why: string): void {
-    this.lost++;
-    this.opts.onLost?.(1);
-    this.opts.log.error({ callId: item.view.id, why }, 'call record lost');
-  }
-
-  private queued(q: RecordQuery): CallView[] {
-    return this.queue
-      .map((x) => x.view)
-      .filter((v) => recordMatches(v, q))
-      .reverse();
+  /**
+   * One multi-row INSERT. ON CONFLICT (id) DO NOTHING: a batch retried after an unknown outcome
+   * (connection lost mid-commit) never writes a record twice.
+   */
+  private async insert(views: CallView[]): Promise<void> {
+    if (!this.migrated) await this.migrate();
+    const values: unknown[] = [];
+    const rows = views.map((v, i) => {
+      values.push(v.id, new Date(v.times.ended ?? Date.now()), v.front, v.trunk ?? null, this.opts.instanceId, v);
+      const o = i * 6;
+      return `($${o + 1}, $${o + 2}, $${o + 3}, $${o + 4}, $${o + 5}, $${o + 6})`;
+    });
+    await this.pool.query(
+      `INSERT INTO call_records (id, ended_at, front, trunk, instance, record) VALUES ${rows.join(', ')}
+       ON CONFLICT (id) DO NOTHING`,
+      values,
+    );
   }
 
   async get(id: string): Promise<CallView | undefined> {
-    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.view.id === id) return this.queue[i]!.view;
+    const queued = this.queue.find(id);
+    if (queued) return queued;
     const r = await this.pool.query<{ record: CallView }>('SELECT record FROM call_records WHERE id = $1', [id]);
     return r.rows[0]?.record;
   }
@@ -194,7 +157,7 @@ export class PostgresRecordStore implements RecordStore {
     if (q.until !== undefined) where.push(`ended_at < to_timestamp($${args.push(q.until / 1000)})`);
     const limit = q.limit ?? 100;
     const offset = q.offset ?? 0;
-    const queued = this.queued(q);
+    const queued = this.queue.matching(q);
     // Queued records sort before stored ones only by their end time, so read enough stored rows to
     // cover the page whatever the merge order; queued ids win over a stored copy of the same call.
     const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''}
@@ -208,12 +171,7 @@ export class PostgresRecordStore implements RecordStore {
 
   /** One last bounded attempt at what is queued, then close the pool; the rest is counted lost. */
   async close(): Promise<void> {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    await this.writing;
-    this.closed = true;
-    if (this.queue.length) await this.writeQueued();
-    for (const item of this.queue.splice(0)) this.giveUp(item, 'store closed');
+    await this.queue.close();
     await this.pool.end();
   }
 }

@@ -3,37 +3,8 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Logger } from '../core/logger.js';
 import type { CallView } from './call-view.js';
-import type { RecordStore } from './record-store.js';
-
-export interface RecordQuery {
-  front?: string;
-  trunk?: string;
-  limit?: number;
-  /** Part of the calling or called number. */
-  number?: string;
-  route?: string;
-  /** End cause (endReason.cause), e.g. bye, api_hangup. */
-  outcome?: string;
-  /** Ended at or after / before (epoch ms). */
-  since?: number;
-  until?: number;
-  /** Records to skip (pagination, newest first). */
-  offset?: number;
-}
-
-/** The same filters as the SQL, for records still queued for writing. */
-export function recordMatches(v: CallView, q: RecordQuery): boolean {
-  const ended = v.times.ended ?? 0;
-  return (
-    (!q.front || v.front === q.front) &&
-    (!q.trunk || v.trunk === q.trunk) &&
-    (!q.number || v.from.includes(q.number) || v.to.includes(q.number)) &&
-    (!q.route || v.route === q.route) &&
-    (!q.outcome || v.endReason?.cause === q.outcome) &&
-    (q.since === undefined || ended >= q.since) &&
-    (q.until === undefined || ended < q.until)
-  );
-}
+import type { RecordQuery, RecordStore } from './record-store.js';
+import { WriteBehindQueue } from './write-behind.js';
 
 export interface RecordStoreOptions {
   /**
@@ -63,31 +34,29 @@ export interface RecordStoreOptions {
  */
 export class CallRecordStore implements RecordStore {
   private readonly db: Database.Database;
-  private readonly insert: Database.Statement;
-  private readonly insertMany: (views: CallView[]) => void;
-  private readonly queue: { view: CallView; attempts: number }[] = [];
-  private timer: NodeJS.Timeout | undefined;
-  private delayMs: number;
-  private closed = false;
+  private readonly queue: WriteBehindQueue;
   readonly opts: Required<Omit<RecordStoreOptions, 'log' | 'onLost'>> & Pick<RecordStoreOptions, 'log' | 'onLost'>;
-  /** Records given up on since start. */
-  lost = 0;
 
   constructor(path: string, opts: RecordStoreOptions = {}) {
     this.opts = { busyTimeoutMs: 25, maxAttempts: 8, retryDelayMs: 250, maxQueued: 10_000, ...opts };
-    this.delayMs = this.opts.retryDelayMs;
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
     this.db = new Database(path, { timeout: this.opts.busyTimeoutMs });
     this.db.pragma('journal_mode = WAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS call_records (
       id TEXT PRIMARY KEY, ended_at INTEGER NOT NULL, front TEXT NOT NULL, trunk TEXT, record TEXT NOT NULL)`);
     this.db.exec('CREATE INDEX IF NOT EXISTS call_records_ended ON call_records (ended_at)');
-    this.insert = this.db.prepare(
+    const insert = this.db.prepare(
       'INSERT OR REPLACE INTO call_records (id, ended_at, front, trunk, record) VALUES (?, ?, ?, ?, ?)',
     );
-    this.insertMany = this.db.transaction((views: CallView[]) => {
-      for (const v of views) this.insert.run(v.id, v.times.ended ?? Date.now(), v.front, v.trunk, JSON.stringify(v));
+    const insertMany = this.db.transaction((views: CallView[]) => {
+      for (const v of views) insert.run(v.id, v.times.ended ?? Date.now(), v.front, v.trunk, JSON.stringify(v));
     });
+    this.queue = new WriteBehindQueue(insertMany, { ...this.opts, batchSize: Infinity, store: 'SQLite' });
+  }
+
+  /** Records given up on since start. */
+  get lost(): number {
+    return this.queue.lost;
   }
 
   /** Raw access for tests and maintenance (e.g. simulating a full disk with max_page_count). */
@@ -96,66 +65,21 @@ export class CallRecordStore implements RecordStore {
   }
 
   get pending(): number {
-    return this.queue.length;
+    return this.queue.pending;
   }
 
   append(view: CallView): void {
-    this.queue.push({ view, attempts: 0 });
-    if (this.queue.length > this.opts.maxQueued) this.giveUp(this.queue.shift()!, 'queue full');
-    this.schedule(0);
+    this.queue.push(view);
   }
 
-  private schedule(ms: number): void {
-    if (this.timer || this.closed) return;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.writeQueued();
-    }, ms);
-  }
-
-  /** One attempt at everything queued; returns true when the queue is empty afterwards. */
-  private writeQueued(): boolean {
-    if (!this.queue.length) return true;
-    const batch = this.queue.slice();
-    try {
-      this.insertMany(batch.map((b) => b.view));
-      this.queue.splice(0, batch.length);
-      this.delayMs = this.opts.retryDelayMs;
-      return true;
-    } catch (err) {
-      const e = err as Error & { code?: string };
-      for (const b of batch) b.attempts++;
-      while (this.queue.length && this.queue[0]!.attempts >= this.opts.maxAttempts)
-        this.giveUp(this.queue.shift()!, e.code ?? e.message);
-      this.opts.log?.warn(
-        { err: e.message, code: e.code, queued: this.queue.length, retryInMs: this.delayMs },
-        'call records not written: will retry',
-      );
-      if (this.queue.length) {
-        this.schedule(this.delayMs);
-        this.delayMs = Math.min(this.delayMs * 2, 30_000);
-      }
-      return false;
-    }
-  }
-
-  private giveUp(item: { view: CallView }, why: string): void {
-    this.lost++;
-    this.opts.onLost?.(1);
-    this.opts.log?.error({ callId: item.view.id, why }, 'call record lost');
-  }
-
-  /** Write what is queued now (one attempt); what still fails stays counted as pending. */
+  /** Write what is queued now (one attempt); what still fails stays queued for a retry. */
   flush(): boolean {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const ok = this.writeQueued();
-    if (!ok && this.queue.length && !this.closed) this.schedule(this.delayMs);
-    return ok;
+    return this.queue.drain() as boolean;
   }
 
   get(id: string): CallView | undefined {
-    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.view.id === id) return this.queue[i]!.view;
+    const queued = this.queue.find(id);
+    if (queued) return queued;
     const row = this.db.prepare('SELECT record FROM call_records WHERE id = ?').get(id) as
       { record: string } | undefined;
     return row ? (JSON.parse(row.record) as CallView) : undefined;
@@ -185,10 +109,7 @@ export class CallRecordStore implements RecordStore {
     const limit = q.limit ?? 100;
     const offset = q.offset ?? 0;
     // Records still queued (disk busy) are newer than any stored one: they lead page one.
-    const queued = this.queue
-      .map((x) => x.view)
-      .filter((v) => recordMatches(v, q))
-      .reverse();
+    const queued = this.queue.matching(q);
     const ids = new Set(queued.map((v) => v.id));
     const sql = `SELECT record FROM call_records ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY ended_at DESC LIMIT ? OFFSET ?`;
     const rows = this.db.prepare(sql).all(...args, limit + queued.length, Math.max(0, offset - queued.length)) as {
@@ -201,10 +122,7 @@ export class CallRecordStore implements RecordStore {
 
   /** Flush, then close. Records that still cannot be written are counted lost. */
   close(): void {
-    this.flush();
-    this.closed = true;
-    clearTimeout(this.timer);
-    for (const item of this.queue.splice(0)) this.giveUp(item, 'store closed');
+    this.queue.closeSync();
     this.db.close();
   }
 }
