@@ -118,6 +118,22 @@ export const aiTurnFields = {
   maxFailedResponses: z.number().int().min(1).max(100).default(3),
 };
 
+/** The model and its persona, shared by the Realtime WebSocket and OpenAI SIP routes. */
+const openAiModelFields = {
+  apiKey: z.string().min(1),
+  model: z.string().default('gpt-realtime'),
+  voice: z.string().default('marin'),
+  instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
+};
+
+/** What the model may do to the call: transfer (allow-listed), keypad both ways, HTTP tools. */
+const callActionFields = {
+  transferTarget: transferDestination.optional(),
+  transfer: transferPolicy,
+  dtmf: keypad,
+  tools: z.array(httpToolSchema).default([]),
+};
+
 /** The gateway's own energy VAD, used for manual turns (`turnDetection: null`). */
 export const gatewayVad = z
   .object({
@@ -137,10 +153,7 @@ export const localRoute = z.object({
 export const realtimeRoute = z.object({
   kind: z.literal('realtime'),
   url: z.string().url().default('wss://api.openai.com/v1/realtime'),
-  apiKey: z.string().min(1),
-  model: z.string().default('gpt-realtime'),
-  voice: z.string().default('marin'),
-  instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
+  ...openAiModelFields,
   turnDetection: turnDetection.default({
     type: 'server_vad',
     threshold: 0.5,
@@ -148,10 +161,7 @@ export const realtimeRoute = z.object({
     silenceDurationMs: 500,
   }),
   transcription: z.boolean().default(true),
-  transferTarget: transferDestination.optional(),
-  transfer: transferPolicy,
-  dtmf: keypad,
-  tools: z.array(httpToolSchema).default([]),
+  ...callActionFields,
   connectTimeoutMs: z.number().int().positive().default(10000),
   gatewayVad,
   ...aiTurnFields,
@@ -161,21 +171,15 @@ export const openaiSipRoute = z.object({
   kind: z.literal('openai-sip'),
   projectId: z.string().min(1),
   webhookSecret: z.string().min(1),
-  apiKey: z.string().min(1),
+  ...openAiModelFields,
   sipUri: z.string().optional(),
   apiBaseUrl: z.string().url().default('https://api.openai.com/v1'),
-  model: z.string().default('gpt-realtime'),
-  voice: z.string().default('marin'),
-  instructions: z.string().default('You are a helpful voice assistant on a phone call. Be brief.'),
   /** Sideband WebSocket to the call (`?call_id=`): transcripts, tools, end_call. Audio stays on SIP. */
   sideband: z.boolean().default(true),
   realtimeUrl: z.string().url().default('wss://api.openai.com/v1/realtime'),
   /** Caller transcripts (input transcription, switched on over the sideband). */
   transcription: z.boolean().default(true),
-  transferTarget: transferDestination.optional(),
-  transfer: transferPolicy,
-  dtmf: keypad,
-  tools: z.array(httpToolSchema).default([]),
+  ...callActionFields,
   /**
    * Bounds reaching OpenAI (dial + accept) before the caller is answered, and the sideband's
    * connect; a sideband that never comes up leaves the call running without it.
