@@ -205,7 +205,12 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      await waitFor(() => out.includes('gateway ready'), 30_000, `gw-c ready: ${out.slice(-500)}`);
+      // A cold `tsx` start of the whole gateway: slow on a loaded box, so a generous bound.
+      await waitFor(
+        () => out.includes('gateway ready'),
+        90_000,
+        () => `gw-c ready; its output: ${out.slice(-1500)}`,
+      );
       const calls = runSipp({
         scenario: 'uac-audio.xml',
         target: `127.0.0.1:${sipPort}`,
@@ -235,7 +240,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
     } finally {
       child.kill('SIGKILL');
     }
-  });
+  }, 150_000);
 
   it('SIGTERM (drain) on one gateway: its calls finish, Kamailio sends new calls to the other, none refused', async () => {
     const got = collect();

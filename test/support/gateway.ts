@@ -71,10 +71,16 @@ export function api(gw: Gateway, token: string | null = TEST_TOKEN) {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function waitFor(cond: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> {
+/** Poll `cond` every 20 ms; `what` may be a function, read at the timeout (e.g. a child's output so far). */
+export async function waitFor(
+  cond: () => boolean,
+  timeoutMs = 10_000,
+  what: string | (() => string) = 'condition',
+): Promise<void> {
   const t0 = Date.now();
   while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(`timed out waiting for ${typeof what === 'function' ? what() : what}`);
     await sleep(20);
   }
 }
