@@ -87,7 +87,7 @@ export class BrowserCalls {
       ({ leg, answerSdp } = await this.media.answer(inv.sdp, {
         callId: call.id,
         log: call.log,
-        onClose: (reason) => this.onLegClosed(inv, signalling, reason),
+        onClose: (reason) => this.onLegClosed(call, inv, signalling, reason),
       }));
     } catch (err) {
       call.log.warn({ err: (err as Error).message }, 'browser offer refused: 488');
@@ -128,13 +128,14 @@ export class BrowserCalls {
 
   /** Front signalling when the call ends: BYE once answered, a final response before that. */
   private async onLegClosed(
+    call: Call,
     inv: IncomingInvite,
     s: { dialog?: Promise<SipDialog>; established?: SipDialog },
     reason: HangupReason,
   ): Promise<void> {
     if (reason.by === 'remote') return;
-    if (s.established) return void s.established.bye(reason.cause);
-    if (s.dialog) return void s.dialog.then((d) => d.bye(reason.cause)).catch(() => {});
+    if (s.established) return call.settleAfterEnd(s.established.bye(reason.cause));
+    if (s.dialog) return call.settleAfterEnd(s.dialog.then((d) => d.bye(reason.cause)));
     if (!inv.cancelled) inv.reject(reason.retryAfterSec !== undefined ? 503 : 480);
   }
 }
