@@ -32,6 +32,22 @@ function chartQuality(samples) {
   window.qualityPoints = samples.length; // tests read it
 }
 
+/** One row per message, an arrow by direction; a click shows the message as sent or received. */
+function drawMessages(body, messages, cls) {
+  body.replaceChildren();
+  for (const m of messages) {
+    const arrow = m.direction === 'out' ? `—— ${m.summary} ——▶` : `◀—— ${m.summary} ——`;
+    const raw = el('pre', m.raw);
+    raw.hidden = true;
+    const cell = el('td', [el('span', arrow), raw], 'arrow');
+    cell.onclick = () => (raw.hidden = !raw.hidden);
+    const tr = el('tr', [el('td', time(m.at)), el('td', 'gateway'), cell, el('td', m.peer)], m.direction);
+    tr.classList.add(cls);
+    tr.dataset.summary = m.summary;
+    body.append(tr);
+  }
+}
+
 const id = new URLSearchParams(location.search).get('id') ?? '';
 const time = (t) => new Date(t).toISOString().slice(11, 23);
 
@@ -61,20 +77,18 @@ async function load() {
     .getElementById('timeline')
     .replaceChildren(...events.map((e) => el('tr', [el('td', time(e.at)), el('td', e.what)])));
 
-  const ladder = document.getElementById('ladder');
-  ladder.replaceChildren();
-  for (const m of c.signalling ?? []) {
-    const arrow = m.direction === 'out' ? `—— ${m.summary} ——▶` : `◀—— ${m.summary} ——`;
-    const raw = el('pre', m.raw);
-    raw.hidden = true;
-    const cell = el('td', [el('span', arrow), raw], 'arrow');
-    cell.onclick = () => (raw.hidden = !raw.hidden);
-    const tr = el('tr', [el('td', time(m.at)), el('td', 'gateway'), cell, el('td', m.peer)], m.direction);
-    tr.classList.add('ladder-msg');
-    tr.dataset.summary = m.summary;
-    ladder.append(tr);
-  }
-  if (c.dropped?.signalling) ladder.append(el('tr', [el('td', `${c.dropped.signalling} messages not kept`)]));
+  // SIP messages draw the ladder; a WhatsApp call's webhooks (in) and Graph requests (out) get their own.
+  const all = c.signalling ?? [];
+  drawMessages(
+    document.getElementById('ladder'),
+    all.filter((m) => m.protocol !== 'whatsapp'),
+    'ladder-msg',
+  );
+  const wa = all.filter((m) => m.protocol === 'whatsapp');
+  document.getElementById('whatsapp-section').hidden = wa.length === 0;
+  drawMessages(document.getElementById('whatsapp'), wa, 'wa-msg');
+  if (c.dropped?.signalling)
+    document.getElementById('ladder').append(el('tr', [el('td', `${c.dropped.signalling} messages not kept`)]));
 
   document
     .getElementById('transcript')
