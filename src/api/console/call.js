@@ -1,5 +1,6 @@
 // One call's detail: timeline, SIP ladder (every SIP message, in order), transcript, quality.
 import { el } from '/console/dom.js';
+import { waveformPlayer } from '/console/waveform.js';
 import uPlot from '/vendor/uplot/uPlot.esm.js';
 
 /** Quality over time (sampled by the gateway every api.systemSampleMs, bounded per call) as two uPlot charts. */
@@ -95,14 +96,11 @@ async function load() {
     .replaceChildren(
       ...(c.transcript ?? []).map((t) => el('tr', [el('td', time(t.at)), el('td', t.role), el('td', t.text)])),
     );
-  // The recording (if any): the browser's player fetches it with Range requests (the cookie authorises GET).
-  const head = await fetch('/v1/calls/' + encodeURIComponent(id) + '/recording', { headers: { range: 'bytes=0-0' } });
-  if (head.status === 206 || head.status === 200) {
-    const player = el('audio');
-    player.controls = true;
-    player.src = '/v1/calls/' + encodeURIComponent(id) + '/recording';
-    document.getElementById('recording').replaceChildren(player);
-  }
+  // The recording (if any): a waveform player (fetched with the session cookie; the player seeks with Range).
+  window.waveform = await waveformPlayer(
+    document.getElementById('recording'),
+    '/v1/calls/' + encodeURIComponent(id) + '/recording',
+  ).catch((err) => 'failed: ' + err.message);
   chartQuality(c.qualityOverTime ?? []);
   document.getElementById('quality').textContent = JSON.stringify({ legs: c.legs, latency: c.latency }, null, 2);
 }
