@@ -56,7 +56,7 @@ function draw(canvas, env, playedFraction) {
 
 /**
  * Shows the player for `url` in `host` when a recording exists. Resolves with what it did: 'none'
- * (no recording), 'played-only' (too large to draw), or 'drawn'.
+ * (no recording), 'empty' (a header only), 'played-only' (too large to draw), or 'drawn'.
  */
 export async function waveformPlayer(host, url) {
   // One byte first: whether there is a recording, and (Content-Range) how large it is.
@@ -69,7 +69,11 @@ export async function waveformPlayer(host, url) {
   audio.src = url;
   const legend = el('p', 'caller (top, green) · AI (bottom, blue) · click to seek', 'muted');
   host.replaceChildren(audio, legend);
-  if (!(total > 44) || total > MAX_DRAW_BYTES) {
+  if (!(total > 44)) {
+    legend.textContent = 'the recording holds no audio';
+    return 'empty';
+  }
+  if (total > MAX_DRAW_BYTES) {
     legend.textContent = `${Math.round(total / 1e6)} MB: too large to draw here; play it or download it`;
     return 'played-only';
   }
