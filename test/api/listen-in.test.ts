@@ -125,6 +125,44 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
     await page.close();
   });
 
+  it('from a live call’s detail page: the token asked there, both directions heard, leaving ends only the listen-in', async () => {
+    const created = nextCall(h);
+    const sipp = runSipp({
+      scenario: 'uac-listened.xml',
+      target: sippTarget(h),
+      vars: { ...SIPP_NUMS, PCAP: join(pcapDir(), 'pcma-1000-long.pcap') },
+    });
+    const call = await created;
+    await waitFor(() => call.state === 'bridged', 10_000, 'bridged');
+    const page = await browser.newPage();
+    const session = await page.request.post(base + '/v1/auth/session', {
+      headers: { authorization: `Bearer ${TEST_TOKEN}` },
+    });
+    expect(session.ok()).toBe(true);
+    await page.goto(`${base}/console/call.html?id=${encodeURIComponent(call.id)}`);
+    await page.locator('#listen button.listen').click();
+    await page.locator('#listen-state', { hasText: 'enter the API token' }).waitFor({ timeout: 5_000 });
+    await page.fill('#listen-token', TEST_TOKEN);
+    await page.locator('#listen button.listen').click();
+    await expect
+      .poll(async () => (await levelAt(page, call.id, 1000)) - (await levelAt(page, call.id, 2500)), {
+        timeout: 20_000,
+      })
+      .toBeGreaterThan(25);
+    await expect
+      .poll(async () => (await levelAt(page, call.id, 440)) - (await levelAt(page, call.id, 2500)), {
+        timeout: 10_000,
+      })
+      .toBeGreaterThan(25);
+    await page.locator('#listen button.listen').click();
+    await page.locator('#listen-state', { hasText: 'listen-in ended' }).waitFor({ timeout: 10_000 });
+    expect(call.ended).toBe(false);
+    expect((await api(h.gw)('DELETE', `/v1/calls/${call.id}`, {})).status).toBe(200);
+    const res = await sipp;
+    expect(res.code, res.errors).toBe(0);
+    await page.close();
+  });
+
   it('a listen-in to a call that does not exist is refused with 404', async () => {
     const page = await browser.newPage();
     await signIn(page);

@@ -1,4 +1,5 @@
 // One call's detail: timeline, SIP ladder (every SIP message, in order), transcript, quality.
+import { listenControls } from '/console/call-listen.js';
 import { el } from '/console/dom.js';
 import { waveformPlayer } from '/console/waveform.js';
 import uPlot from '/vendor/uplot/uPlot.esm.js';
@@ -63,6 +64,8 @@ async function load() {
   document.getElementById('title').textContent = 'Call ' + c.id.slice(0, 8);
   document.getElementById('summary').textContent =
     `${c.front}${c.trunk ? ' / ' + c.trunk : ''} · ${c.from} → ${c.to} · route ${c.route ?? '—'} · ${c.state}`;
+
+  if (c.state !== 'ended') listenControls(document.getElementById('listen'), c.id);
 
   const events = [];
   for (const [state, at] of Object.entries(c.times)) events.push({ at, what: state });
