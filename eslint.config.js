@@ -28,6 +28,8 @@ export default tseslint.config(
           'setTimeout',
           'clearTimeout',
           'AudioContext',
+          'OfflineAudioContext',
+          'requestAnimationFrame',
           'MediaStream',
           'EventSource',
           'URLSearchParams',

@@ -29,6 +29,9 @@ import { Router } from './core/router.js';
 import { isLoopback, LocalAccess } from './api/local-access.js';
 import { SystemSampler } from './api/system-series.js';
 
+/** How long a call record waits for the end's signalling (our BYE's 200) before it is written anyway. */
+const RECORD_SETTLE_MS = 2000;
+
 /** A front (SIP, WhatsApp, ...) as the gateway starts and stops it. */
 export interface Front {
   readonly name: string;
@@ -258,12 +261,21 @@ export class Gateway {
         call.log.info({ path: rec.path }, 'recording call audio');
       });
     }
-    call.once('ended', () => {
+    const write = () => {
       try {
         history.append(callView(call));
       } catch (err) {
         call.log.error({ err: (err as Error).message }, 'could not store call record');
       }
+    };
+    call.once('ended', () => {
+      if (!call.settling) return write();
+      // The record waits (briefly) for the end's signalling, e.g. the 200 to our BYE for its ladder.
+      const writing = call
+        .settled(RECORD_SETTLE_MS)
+        .then(write)
+        .finally(() => this.recordings.delete(writing));
+      this.recordings.add(writing);
     });
   }
 

@@ -191,6 +191,8 @@ export const configSchema = z
         rtpTimeoutSec: z.number().positive().default(15),
         /** ICE + DTLS must complete within this after the 200 OK. */
         mediaTimeoutSec: z.number().positive().default(15),
+        /** Operators listening in on one call at once (console listen-in); more get 486. */
+        maxListenersPerCall: z.number().int().min(0).max(16).default(2),
       })
       .prefault({}),
     records: z

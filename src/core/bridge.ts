@@ -34,6 +34,12 @@ export interface BridgeHooks {
 /** AI audio quieter than this is not "the AI speaking" (OpenAI SIP sends silence between turns). */
 const AUDIBLE_DBFS = -45;
 
+/**
+ * One tick of both directions as PCM: the caller's frame at the AI's input rate (null when none
+ * went to the AI), the AI's frame at its output rate (null when it was silent).
+ */
+export type BridgeTap = (caller: Int16Array | null, ai: Int16Array | null) => void;
+
 const LEVEL_EVERY = 10; // 5 meter updates a second
 
 function silenceByte(format: AudioFormat): number {
@@ -63,8 +69,8 @@ export class Bridge {
   private readonly aiInCodec: FrameCodec;
   private readonly aiOutCodec: FrameCodec;
   private ticks = 0;
-  /** Optional per-tick tap of both directions as PCM at the AI's rate (call recording). */
-  tap: ((caller: Int16Array | null, ai: Int16Array | null) => void) | undefined;
+  /** Per-tick taps of both directions as PCM at the AI's rates (call recording, operator listen-in). */
+  private readonly taps = new Set<BridgeTap>();
   private readonly toAi: FrameConverter;
   private readonly toLeg: FrameConverter;
   private readonly legSilence: Buffer;
@@ -140,6 +146,12 @@ export class Bridge {
     });
   }
 
+  /** Hear both directions every tick (see BridgeTap); returns the function that stops it. */
+  addTap(tap: BridgeTap): () => void {
+    this.taps.add(tap);
+    return () => void this.taps.delete(tap);
+  }
+
   get passthrough(): boolean {
     return this.toAi.passthrough && this.toLeg.passthrough;
   }
@@ -210,7 +222,7 @@ export class Bridge {
         this.ai.sendAudio(frame);
         this.hooks.onUplinkLatency?.(performance.now() - t0);
         this.stats.framesToAi++;
-        if (sampleLevel || this.tap) {
+        if (sampleLevel || this.taps.size > 0) {
           const pcm = this.aiInCodec.decode(frame);
           if (sampleLevel) this.levels.callerDb = Math.round(dbfs(pcm));
           tapIn = pcm;
@@ -227,12 +239,12 @@ export class Bridge {
         this.leg.writeFrame(this.toLeg.convert(out));
         this.stats.framesToLeg++;
         const timing = this.latency.waiting;
-        if (sampleLevel || this.tap || timing) {
+        if (sampleLevel || this.taps.size > 0 || timing) {
           const pcm = this.aiOutCodec.decode(out);
           const db = dbfs(pcm);
           if (sampleLevel) this.levels.aiDb = Math.round(db);
           if (timing && db > AUDIBLE_DBFS) this.latency.played(performance.now());
-          if (this.tap) tapOut = pcm;
+          if (this.taps.size > 0) tapOut = pcm;
         }
       } else {
         if (sampleLevel) this.levels.aiDb = -120;
@@ -250,7 +262,13 @@ export class Bridge {
     } catch (err) {
       this.countBad(err);
     }
-    this.tap?.(tapIn, tapOut);
+    for (const tap of this.taps) {
+      try {
+        tap(tapIn, tapOut);
+      } catch (err) {
+        this.countBad(err); // a listener's failure must not stop the call's media
+      }
+    }
   }
 
   private countBad(err: unknown): void {

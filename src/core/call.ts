@@ -104,6 +104,8 @@ export class Call extends TypedEmitter<CallEvents> {
   /** Once a call has two parties (bridged transfer): whose leg is whose, so the record says who hung up. */
   readonly parties = new Map<string, 'caller' | 'target'>();
   private readonly cleanups: Cleanup[] = [];
+  /** Signalling still finishing as the call ends (our BYE's transaction), awaited by settled(). */
+  private readonly pendingSignalling = new Set<Promise<unknown>>();
   private ending: Promise<void> | undefined;
 
   constructor(
@@ -185,6 +187,33 @@ export class Call extends TypedEmitter<CallEvents> {
   onEnd(fn: Cleanup): void {
     if (this.state === 'ended') void Promise.resolve().then(fn);
     else this.cleanups.push(fn);
+  }
+
+  /**
+   * A front's end-of-call signalling that finishes in the background (our BYE until its final
+   * response): teardown never waits for it, but the call record does (bounded, see settled()), so
+   * the record's SIP ladder holds the 200 to our BYE.
+   */
+  settleAfterEnd(p: Promise<unknown>): void {
+    const forget = (): void => void this.pendingSignalling.delete(done);
+    const done: Promise<void> = p.then(forget, forget);
+    this.pendingSignalling.add(done);
+  }
+
+  /** Whether some end-of-call signalling is still finishing (see settleAfterEnd). */
+  get settling(): boolean {
+    return this.pendingSignalling.size > 0;
+  }
+
+  /** Resolves once the end's signalling has finished (see settleAfterEnd), or after `maxMs`. */
+  async settled(maxMs: number): Promise<void> {
+    if (this.pendingSignalling.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.pendingSignalling]),
+      new Promise((r) => (timer = setTimeout(r, maxMs))),
+    ]);
+    clearTimeout(timer);
   }
 
   get ended(): boolean {

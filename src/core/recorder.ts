@@ -23,6 +23,7 @@ export class CallRecorder {
   private backlog = 0;
   private failed = false;
   private closed = false;
+  private readonly untap: () => void;
   readonly path: string;
 
   constructor(
@@ -42,7 +43,7 @@ export class CallRecorder {
       this.fh = await open(this.path, 'w');
       await this.fh.write(this.header(0), 0, 44, 0);
     });
-    bridge.tap = (caller, ai) => this.write(caller, ai);
+    this.untap = bridge.addTap((caller, ai) => this.write(caller, ai));
   }
 
   private header(dataBytes: number): Buffer {
@@ -96,7 +97,7 @@ export class CallRecorder {
   private async fail(err: Error): Promise<void> {
     if (this.failed) return;
     this.failed = true;
-    if (this.bridge.tap) this.bridge.tap = undefined;
+    this.untap();
     this.log.error({ err: err.message, path: this.path }, 'recording stopped (the call continues)');
     this.onFailure?.(err);
     const fh = this.fh;

@@ -2,6 +2,7 @@ import type { Call } from '../core/call.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext } from '../gateway.js';
+import { BrowserListen, listenTarget } from './browser-listen.js';
 import type { DigestAuthenticator } from './digest.js';
 import type { IncomingInvite, SipDialog } from './engine.js';
 import { userOf } from './trunks.js';
@@ -24,6 +25,7 @@ export const BROWSER_USER = 'ops';
  */
 export class BrowserCalls {
   private readonly log: Logger;
+  private readonly listen: BrowserListen;
 
   constructor(
     private readonly ctx: GatewayContext,
@@ -32,6 +34,7 @@ export class BrowserCalls {
     private readonly isDraining: () => boolean,
   ) {
     this.log = ctx.log.child({ front: 'browser' });
+    this.listen = new BrowserListen(ctx, media, this.log);
   }
 
   /** `claim`: the call now owns the INVITE's Call-ID (its SIP ladder). */
@@ -57,6 +60,9 @@ export class BrowserCalls {
       log.warn('browser INVITE without a WebRTC offer: 488');
       return inv.reject(488, 'Not Acceptable Here (a WebRTC offer: ICE, DTLS-SRTP, Opus)');
     }
+    // `sip:listen-<call id>@...`: the operator listens in on a live call (not a call of its own).
+    const listenTo = listenTarget(userOf(inv.requestUri));
+    if (listenTo) return this.listen.onInvite(inv, listenTo, inv.sdp);
     const active = registry.countActive((c) => c.info.front === 'browser');
     if (active >= config.browser.maxCalls) {
       log.warn({ active, max: config.browser.maxCalls }, 'browser call limit reached: 486');
@@ -81,7 +87,7 @@ export class BrowserCalls {
       ({ leg, answerSdp } = await this.media.answer(inv.sdp, {
         callId: call.id,
         log: call.log,
-        onClose: (reason) => this.onLegClosed(inv, signalling, reason),
+        onClose: (reason) => this.onLegClosed(call, inv, signalling, reason),
       }));
     } catch (err) {
       call.log.warn({ err: (err as Error).message }, 'browser offer refused: 488');
@@ -122,13 +128,14 @@ export class BrowserCalls {
 
   /** Front signalling when the call ends: BYE once answered, a final response before that. */
   private async onLegClosed(
+    call: Call,
     inv: IncomingInvite,
     s: { dialog?: Promise<SipDialog>; established?: SipDialog },
     reason: HangupReason,
   ): Promise<void> {
     if (reason.by === 'remote') return;
-    if (s.established) return void s.established.bye(reason.cause);
-    if (s.dialog) return void s.dialog.then((d) => d.bye(reason.cause)).catch(() => {});
+    if (s.established) return call.settleAfterEnd(s.established.bye(reason.cause));
+    if (s.dialog) return call.settleAfterEnd(s.dialog.then((d) => d.bye(reason.cause)));
     if (!inv.cancelled) inv.reject(reason.retryAfterSec !== undefined ? 503 : 480);
   }
 }

@@ -5,6 +5,7 @@ import { admitCall, slotKeys } from '../core/cluster-state.js';
 import type { Connected } from '../core/connector.js';
 import { GatewayError } from '../core/errors.js';
 import type { LegDialer, OutboundLegRequest } from '../core/leg-dialer.js';
+import type { SipLadder } from './ladder.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason } from '../core/media-leg.js';
 import type { GatewayContext, OutboundRequest } from '../gateway.js';
@@ -135,6 +136,8 @@ export class SipDialer implements LegDialer {
     private readonly ports: RtpPortPool,
     private readonly config: GatewayConfig['sip'],
     private readonly log: Logger,
+    /** Where the INVITE's messages are kept per call (the console's SIP ladder). */
+    private readonly ladder?: SipLadder,
   ) {}
 
   get publicAddress(): string {
@@ -216,6 +219,8 @@ export class SipDialer implements LegDialer {
       throw err;
     }
     const { dialog } = result;
+    // The leg's SIP messages (INVITE, challenge, 1xx, 200, ACK so far, BYE later) join the call's ladder.
+    this.ladder?.claim(dialog.callId, call);
     const answer = readOffer(result.sdp, req.codecs, telephoneEvent);
     if (!answer.ok) {
       await ports.release();
@@ -252,7 +257,7 @@ export class SipDialer implements LegDialer {
           timer?.stop();
           // The far end's BYE is already answered; otherwise ours goes out now and finishes in the
           // background (an unresponsive far end must not hold the call's teardown).
-          if (reason.by !== 'remote') void dialog.bye(reason.cause);
+          if (reason.by !== 'remote') call.settleAfterEnd(dialog.bye(reason.cause));
           return Promise.resolve();
         },
       },

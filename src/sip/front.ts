@@ -131,7 +131,7 @@ export class SipFront implements Front {
     const inviter =
       this.engine instanceof EmbeddedSipEngine || this.engine instanceof DrachtioEngine ? this.engine : undefined;
     if (inviter) {
-      const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log);
+      const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log, this.ladder);
       this.dialer = dialer;
       this.ctx.legDialer = dialer;
       this.ctx.partyDialers.set('sip', new SipPartyDialer(dialer, this.ctx.config.trunks));
@@ -554,8 +554,8 @@ export class SipFront implements Front {
     }
     // The BYE goes out now; its transaction finishes in the background (a dead carrier must not
     // hold call teardown for 32 s).
-    if (state.established) return void state.established.bye(reason.cause);
+    if (state.established) return state.call.settleAfterEnd(state.established.bye(reason.cause));
     // Answered but not yet ACKed: BYE once the ACK arrives (without it the engine sends its own BYE).
-    state.dialog.then((d) => d.bye(reason.cause)).catch(() => {});
+    state.call.settleAfterEnd(state.dialog.then((d) => d.bye(reason.cause)));
   }
 }

@@ -17,6 +17,7 @@ import {
 } from './active-call.js';
 import { admitWhatsAppCall } from './admission.js';
 import { acceptForwardedEvents, forwardToOwner } from './event-forwarding.js';
+import { graphMessage, webhookMessage } from './call-trace.js';
 import { GraphClient, GraphError } from './graph.js';
 import { EndedCalls } from './ended-calls.js';
 import { MediaSessions } from './media-sessions.js';
@@ -70,6 +71,7 @@ export class WhatsAppFront implements Front, WhatsAppCallHost {
         accessToken: wa.accessToken,
         timeoutMs: wa.graphTimeoutMs,
         log: ctx.log.child({ front: 'whatsapp', component: 'graph' }),
+        onTrace: (callId, trace) => ctx.registry.get(callId)?.addSignalling(graphMessage(trace)),
       });
   }
 
@@ -166,6 +168,7 @@ export class WhatsAppFront implements Front, WhatsAppCallHost {
       this.ctx.log.debug({ waCallId: ev.waCallId, kind: ev.kind }, 'WhatsApp webhook for an unknown call');
       return;
     }
+    a.call.addSignalling(webhookMessage(ev));
     if (a.party) return a.party.onEvent(ev);
     switch (ev.kind) {
       case 'connect':
@@ -284,6 +287,7 @@ export class WhatsAppFront implements Front, WhatsAppCallHost {
       callId,
     );
     this.aliasCall(call, waCallId);
+    call.addSignalling(webhookMessage(ev));
     call.log.info({ waCallId, caller: ev.callerName, phoneNumberId: number.phoneNumberId }, 'WhatsApp call offered');
     const ref: { entry?: ActiveCall } = {};
     let leg: WebRtcLeg;

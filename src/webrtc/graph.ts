@@ -2,6 +2,7 @@ import { Agent as HttpAgent, request as httpRequest, type ClientRequest } from '
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { GraphTrace } from './call-trace.js';
 
 /** Meta's error object, passed through unchanged so API callers see what Meta said. */
 export interface MetaError {
@@ -53,6 +54,8 @@ export interface GraphClientOptions {
   attempts?: number;
   /** First backoff; doubles each retry, with jitter. */
   backoffMs?: number;
+  /** Each attempt of a call action made for a gateway call (the call's signalling list). */
+  onTrace?: (callId: string, trace: GraphTrace) => void;
 }
 
 type Session = { sdp_type: 'offer' | 'answer'; sdp: string };
@@ -145,8 +148,11 @@ export class GraphClient {
     for (let attempt = 1; ; attempt++) {
       const t0 = Date.now();
       let err: GraphError;
+      const trace = (status: number | undefined, response: string) =>
+        callId && this.opts.onTrace?.(callId, { action, url, request: payload, status, response, ms: Date.now() - t0 });
       try {
         const res = await this.post(url, payload);
+        trace(res.status, res.text);
         const json = safeJson(res.text);
         if (res.status >= 200 && res.status < 300) {
           this.opts.log.info({ callId, action, ms: Date.now() - t0 }, 'Graph call action ok');
@@ -162,6 +168,7 @@ export class GraphClient {
         );
       } catch (e) {
         const t = e as TransportError;
+        trace(undefined, t.timedOut ? `timed out after ${this.timeoutMs} ms` : t.message);
         err = new GraphError(
           `Graph ${action} ${t.timedOut ? `timed out after ${this.timeoutMs} ms` : `failed: ${t.message}`}`,
           undefined,

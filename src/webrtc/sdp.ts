@@ -15,6 +15,8 @@ export interface OfferInfo {
   telephoneEventPt: number | undefined;
   setup: string | undefined;
   candidates: number;
+  /** The audio stream's direction (RFC 3264 §6); `recvonly` from a listen-in browser. */
+  direction: string;
 }
 
 function audioSection(sdp: SessionDescription, callId?: string): MediaAttributes {
@@ -46,6 +48,7 @@ export function inspectRemoteSdp(raw: string, callId?: string): OfferInfo {
     telephoneEventPt: payloadOf(audio, 'telephone-event'),
     setup: audio.setup ?? sdp.setup,
     candidates: audio.candidates?.length ?? 0,
+    direction: audio.direction ?? sdp.direction ?? 'sendrecv',
   };
 }
 

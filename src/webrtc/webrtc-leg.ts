@@ -90,6 +90,8 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   private connected = false;
   private closing: Promise<void> | undefined;
   private transceiver: RTCRtpTransceiver | undefined;
+  /** False for a receive-only far end (operator listen-in): no RTP is due from it. */
+  private expectsRtp = true;
   /** An Opus frame of silence: what a DTX pause sounds like to the bridge. */
   private readonly silence: Buffer;
 
@@ -129,7 +131,10 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
       await leg.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
       leg.transceiver = leg.pc.getTransceivers().find((t) => t.kind === 'audio');
       if (!leg.transceiver) throw new GatewayError('unknown_codec', 'offer has no audio transceiver', opts.callId);
-      leg.transceiver.setDirection('sendrecv');
+      // A recvonly offer (a listen-in browser) gets sendonly (RFC 3264 §6.1); it sends us no RTP,
+      // so ICE consent freshness, not RTP inactivity, tells us it has gone.
+      leg.expectsRtp = offer.direction !== 'recvonly';
+      leg.transceiver.setDirection(leg.expectsRtp ? 'sendrecv' : 'sendonly');
       await leg.transceiver.sender.replaceTrack(leg.track);
       await leg.pc.setLocalDescription(await leg.pc.createAnswer());
       const answerSdp = shapeLocalSdp(leg.pc.localDescription!.sdp, opts.callId);
@@ -194,7 +199,7 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
       this.connected = true;
       this.lastRxAt = Date.now();
       this.log.info({ pair: this.consentStats().selectedPair }, 'WebRTC media connected (ICE + DTLS)');
-      this.inactivityTimer = setInterval(() => this.checkInactivity(), 1000);
+      if (this.expectsRtp) this.inactivityTimer = setInterval(() => this.checkInactivity(), 1000);
       this.emit('started');
     } else if (state === 'failed' && this.connected && !this.closing) {
       // After connecting, `failed` means consent to send expired (RFC 7675): our media path is dead,

@@ -80,8 +80,8 @@ describe('ops console in headless Chromium against a sipp call', () => {
       .evaluateAll((rows) =>
         rows.map((r) => `${r.className.includes('out') ? '>' : '<'} ${(r as HTMLElement).dataset.summary}`),
       );
-    // (The 200 to our BYE comes after the record is written: the live view shows it, the record not.)
-    const order = ['< INVITE', '> 100 Trying (INVITE)', '> 200 OK (INVITE)', '< ACK', '> BYE'];
+    // The record waits for the 200 to our BYE, so the stored ladder ends with it.
+    const order = ['< INVITE', '> 100 Trying (INVITE)', '> 200 OK (INVITE)', '< ACK', '> BYE', '< 200 OK (BYE)'];
     const at = order.map((m) => summaries.indexOf(m));
     expect(
       at.every((i) => i >= 0),

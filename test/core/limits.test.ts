@@ -76,6 +76,8 @@ describe('limits.maxCallDurationSec', () => {
     );
     const bye = await peer.waitFor((m) => m.kind === 'request' && m.method === 'BYE', 10_000, 'BYE');
     peer.reply(bye, 200, 'OK', h.port);
+    // The record is written once our BYE is answered (its ladder ends with the 200).
+    await waitFor(() => h!.gw.ctx.records.list({ front: 'sip' }).length > 0, 5000, 'the call record');
     const rec = h.gw.ctx.records.list({ front: 'sip' })[0];
     expect(rec?.endReason).toMatchObject({ by: 'gateway', cause: 'max_duration' });
   });

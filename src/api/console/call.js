@@ -1,5 +1,7 @@
 // One call's detail: timeline, SIP ladder (every SIP message, in order), transcript, quality.
+import { listenControls } from '/console/call-listen.js';
 import { el } from '/console/dom.js';
+import { waveformPlayer } from '/console/waveform.js';
 import uPlot from '/vendor/uplot/uPlot.esm.js';
 
 /** Quality over time (sampled by the gateway every api.systemSampleMs, bounded per call) as two uPlot charts. */
@@ -32,6 +34,22 @@ function chartQuality(samples) {
   window.qualityPoints = samples.length; // tests read it
 }
 
+/** One row per message, an arrow by direction; a click shows the message as sent or received. */
+function drawMessages(body, messages, cls) {
+  body.replaceChildren();
+  for (const m of messages) {
+    const arrow = m.direction === 'out' ? `—— ${m.summary} ——▶` : `◀—— ${m.summary} ——`;
+    const raw = el('pre', m.raw);
+    raw.hidden = true;
+    const cell = el('td', [el('span', arrow), raw], 'arrow');
+    cell.onclick = () => (raw.hidden = !raw.hidden);
+    const tr = el('tr', [el('td', time(m.at)), el('td', 'gateway'), cell, el('td', m.peer)], m.direction);
+    tr.classList.add(cls);
+    tr.dataset.summary = m.summary;
+    body.append(tr);
+  }
+}
+
 const id = new URLSearchParams(location.search).get('id') ?? '';
 const time = (t) => new Date(t).toISOString().slice(11, 23);
 
@@ -47,6 +65,8 @@ async function load() {
   document.getElementById('summary').textContent =
     `${c.front}${c.trunk ? ' / ' + c.trunk : ''} · ${c.from} → ${c.to} · route ${c.route ?? '—'} · ${c.state}`;
 
+  if (c.state !== 'ended') listenControls(document.getElementById('listen'), c.id);
+
   const events = [];
   for (const [state, at] of Object.entries(c.times)) events.push({ at, what: state });
   for (const t of c.toolCalls ?? [])
@@ -61,34 +81,29 @@ async function load() {
     .getElementById('timeline')
     .replaceChildren(...events.map((e) => el('tr', [el('td', time(e.at)), el('td', e.what)])));
 
-  const ladder = document.getElementById('ladder');
-  ladder.replaceChildren();
-  for (const m of c.signalling ?? []) {
-    const arrow = m.direction === 'out' ? `—— ${m.summary} ——▶` : `◀—— ${m.summary} ——`;
-    const raw = el('pre', m.raw);
-    raw.hidden = true;
-    const cell = el('td', [el('span', arrow), raw], 'arrow');
-    cell.onclick = () => (raw.hidden = !raw.hidden);
-    const tr = el('tr', [el('td', time(m.at)), el('td', 'gateway'), cell, el('td', m.peer)], m.direction);
-    tr.classList.add('ladder-msg');
-    tr.dataset.summary = m.summary;
-    ladder.append(tr);
-  }
-  if (c.dropped?.signalling) ladder.append(el('tr', [el('td', `${c.dropped.signalling} messages not kept`)]));
+  // SIP messages draw the ladder; a WhatsApp call's webhooks (in) and Graph requests (out) get their own.
+  const all = c.signalling ?? [];
+  drawMessages(
+    document.getElementById('ladder'),
+    all.filter((m) => m.protocol !== 'whatsapp'),
+    'ladder-msg',
+  );
+  const wa = all.filter((m) => m.protocol === 'whatsapp');
+  document.getElementById('whatsapp-section').hidden = wa.length === 0;
+  drawMessages(document.getElementById('whatsapp'), wa, 'wa-msg');
+  if (c.dropped?.signalling)
+    document.getElementById('ladder').append(el('tr', [el('td', `${c.dropped.signalling} messages not kept`)]));
 
   document
     .getElementById('transcript')
     .replaceChildren(
       ...(c.transcript ?? []).map((t) => el('tr', [el('td', time(t.at)), el('td', t.role), el('td', t.text)])),
     );
-  // The recording (if any): the browser's player fetches it with Range requests (the cookie authorises GET).
-  const head = await fetch('/v1/calls/' + encodeURIComponent(id) + '/recording', { headers: { range: 'bytes=0-0' } });
-  if (head.status === 206 || head.status === 200) {
-    const player = el('audio');
-    player.controls = true;
-    player.src = '/v1/calls/' + encodeURIComponent(id) + '/recording';
-    document.getElementById('recording').replaceChildren(player);
-  }
+  // The recording (if any): a waveform player (fetched with the session cookie; the player seeks with Range).
+  window.waveform = await waveformPlayer(
+    document.getElementById('recording'),
+    '/v1/calls/' + encodeURIComponent(id) + '/recording',
+  ).catch((err) => 'failed: ' + err.message);
   chartQuality(c.qualityOverTime ?? []);
   document.getElementById('quality').textContent = JSON.stringify({ legs: c.legs, latency: c.latency }, null, 2);
 }

@@ -23,6 +23,8 @@ export function createPhone({ token, onState, audio }) {
     },
   });
   const levels = { local: 0, remote: 0, remoteMax: 0 };
+  /** Listen-in sessions by gateway call id: { session, audio, analyser }. */
+  const listening = new Map();
   let session;
   let meterTimer;
   let actx;
@@ -69,8 +71,76 @@ export function createPhone({ token, onState, audio }) {
     meterTimer = setInterval(() => tick.forEach((f) => f()), 50);
   }
 
+  /** A receive-only INVITE to `listen-<call id>`: the gateway answers with the call's two directions mixed. */
+  async function listen(callId, onEnd) {
+    if (listening.has(callId)) return;
+    if (ua.state !== 'Started') await ua.start();
+    const target = UserAgent.makeURI(`sip:listen-${encodeURIComponent(callId)}@${location.host}`);
+    const inviter = new Inviter(ua, target, {
+      // No microphone: an offer that only receives (recvonly), so the operator is never heard.
+      sessionDescriptionHandlerOptions: {
+        constraints: { audio: false, video: false },
+        offerOptions: { offerToReceiveAudio: true },
+      },
+    });
+    const entry = { session: inviter, audio: document.createElement('audio'), analyser: undefined };
+    listening.set(callId, entry);
+    inviter.stateChange.addListener((state) => {
+      if (state === SessionState.Established) {
+        const pc = inviter.sessionDescriptionHandler.peerConnection;
+        const stream = new MediaStream(
+          pc
+            .getReceivers()
+            .map((r) => r.track)
+            .filter(Boolean),
+        );
+        // Chromium feeds a remote WebRTC stream into Web Audio only while a media element plays it.
+        entry.audio.srcObject = stream;
+        entry.audio.play().catch(() => {});
+        actx ??= new AudioContext();
+        entry.analyser = actx.createAnalyser();
+        entry.analyser.fftSize = 8192;
+        actx.createMediaStreamSource(stream).connect(entry.analyser);
+      }
+      if (state === SessionState.Terminated) {
+        entry.audio.srcObject = null;
+        listening.delete(callId);
+        onEnd?.();
+      }
+    });
+    await inviter.invite({
+      requestDelegate: {
+        onReject: (res) => {
+          listening.delete(callId);
+          onEnd?.(`${res.message.statusCode} ${res.message.reasonPhrase}`);
+        },
+      },
+    });
+  }
+
+  async function stopListening(callId) {
+    const s = listening.get(callId)?.session;
+    if (!s) return;
+    if (s.state === SessionState.Established) await s.bye();
+    else if (s.state === SessionState.Establishing) await s.cancel();
+  }
+
+  /** Level (dBFS) of the listen-in audio around `hz` (the strongest FFT bin within ±1 bin). */
+  function listenLevelAt(callId, hz) {
+    const a = listening.get(callId)?.analyser;
+    if (!a) return -Infinity;
+    const bins = new Float32Array(a.frequencyBinCount);
+    a.getFloatFrequencyData(bins);
+    const i = Math.round((hz * a.fftSize) / a.context.sampleRate);
+    return Math.max(bins[i - 1], bins[i], bins[i + 1]);
+  }
+
   return {
     levels,
+    listen,
+    stopListening,
+    listenLevelAt,
+    isListening: (callId) => listening.has(callId),
     async call(route) {
       if (session) throw new Error('a call is in progress');
       if (ua.state !== 'Started') await ua.start();
