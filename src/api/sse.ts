@@ -170,6 +170,7 @@ export function streamAllCalls(
   registry.list().forEach(watch);
   registry.on('created', onCreated).on('ended', onEnded);
   const timer = setInterval(() => {
+    if (held) return; // periodic: nothing is lost by waiting for the snapshot
     const bridged = registry.list({ state: 'bridged' });
     if (bridged.length)
       send(
