@@ -16,6 +16,7 @@ import { startRedis, type RedisServer } from '../test/peers/redis/server.js';
 import { toneRtp, writePcap } from '../test/peers/sip/pcap.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../test/peers/sip/udp-peer.js';
 import { ToneAi } from '../test/peers/tone-ai.js';
+import { leasePortRange } from '../test/support/ports.js';
 import { type BenchSection, summarize, table } from './stats.js';
 
 /** Sequential set-ups per state backend for the latency comparison. */
@@ -32,11 +33,12 @@ async function freeTcpPort(): Promise<number> {
   return port;
 }
 
-let rtpBase = 40000;
-
 /** A gateway as `npm start` builds it, SIP on a free port, a tone AI (no model cost in the figures). */
 async function gateway(id: string, redis: RedisServer | undefined): Promise<{ gw: Gateway; port: number }> {
   const httpPort = await freeTcpPort();
+  // Leased like the tests' ranges (a fixed base collides with a test run beside the bench; the
+  // lease dies with this process).
+  const [rtpMin, rtpMax] = leasePortRange(1000);
   const config = parseConfig(
     {
       http: { host: '127.0.0.1', port: httpPort },
@@ -47,10 +49,12 @@ async function gateway(id: string, redis: RedisServer | undefined): Promise<{ gw
         host: '127.0.0.1',
         port: 0,
         publicAddress: '127.0.0.1',
-        rtpPortMin: rtpBase,
-        rtpPortMax: rtpBase + 1999,
+        rtpPortMin: rtpMin,
+        rtpPortMax: rtpMax,
         rtpTimeoutSec: 30,
         limits: { invitePerSec: 10_000 },
+        // Kamailio names the trunk (X-Gateway-Trunk), as in compose.yaml.
+        trustedProxies: ['127.0.0.1/32'],
       },
       trunks: [{ name: 'bench', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 10_000 }],
       routes: { local: { kind: 'local', greeting: '' } },
@@ -65,7 +69,6 @@ async function gateway(id: string, redis: RedisServer | undefined): Promise<{ gw
     },
     {},
   );
-  rtpBase += 2000;
   const gw = new Gateway(config, testLogger());
   const backend: AiBackend = { kind: 'local', open: (o) => new ToneAi(440, { format: l16(8000), control: o.control }) };
   gw.ctx.backends.register('local', () => backend);
@@ -132,12 +135,25 @@ async function sippRun(
       .replaceAll('@@PAUSE@@', '1000')
       .replaceAll('@@PCAP@@', pcap);
     writeFileSync(join(dir, 's.xml'), xml);
+    const [mediaPort] = leasePortRange(100);
     const t0 = performance.now();
     let out = '';
     const child = spawn(
       'sipp',
       ['-sf', join(dir, 's.xml'), '-m', String(calls), '-r', String(rate), '-l', String(rate * 3)]
-        .concat(['-i', '127.0.0.1', '-p', '0', '-mi', '127.0.0.1', '-mp', '46000', '-nostdin', '-timeout', '300s'])
+        .concat([
+          '-i',
+          '127.0.0.1',
+          '-p',
+          '0',
+          '-mi',
+          '127.0.0.1',
+          '-mp',
+          String(mediaPort),
+          '-nostdin',
+          '-timeout',
+          '300s',
+        ])
         .concat([`127.0.0.1:${kamPort}`]),
       { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -167,7 +183,9 @@ export async function benchCluster(): Promise<BenchSection> {
     // 2. Set-up rate through Kamailio to two Redis-backed gateways.
     const a = await gateway('bench-a', redis);
     const b = await gateway('bench-b', redis);
-    const kam = await startDispatcher([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`]);
+    const kam = await startDispatcher([`127.0.0.1:${a.port}`, `127.0.0.1:${b.port}`], 1, [
+      { address: '127.0.0.1', trunk: 'bench' },
+    ]);
     const created = { a: 0, b: 0 };
     a.gw.ctx.registry.on('created', () => created.a++);
     b.gw.ctx.registry.on('created', () => created.b++);

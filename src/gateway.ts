@@ -5,6 +5,7 @@ import express from 'express';
 import { BackendRegistry } from './ai/backends.js';
 import { installOpenAiSip } from './ai/openai-sip/install.js';
 import { callView } from './api/call-view.js';
+import { publishCallEvents, relayDropCounter } from './api/cluster-events.js';
 import { hardenedServer, limitBody } from './api/http-server.js';
 import { GatewayMetrics } from './api/metrics.js';
 import type { RecordStore } from './api/record-store.js';
@@ -15,9 +16,17 @@ import type { SseHub } from './api/sse.js';
 import type { GatewayConfig } from './config/schema.js';
 import { hostname } from 'node:os';
 import { HttpPeerLink, requirePeer } from './cluster/peers.js';
+import { RedisEventRelay } from './cluster/redis-events.js';
 import { RedisClusterState } from './cluster/redis-state.js';
 import type { Call, Front as FrontName } from './core/call.js';
-import { InProcessClusterState, noPeers, type ClusterState, type PeerLink } from './core/cluster-state.js';
+import {
+  InProcessClusterState,
+  noPeers,
+  noRelay,
+  type ClusterState,
+  type EventRelay,
+  type PeerLink,
+} from './core/cluster-state.js';
 import { CallConnector } from './core/connector.js';
 import { FrameClock } from './core/frame-clock.js';
 import { enforceMaxDuration } from './core/max-duration.js';
@@ -119,6 +128,8 @@ export interface GatewayContext {
   cluster: ClusterState;
   /** Requests to the instance that owns a call (webhook events, API calls); none in one process. */
   peers: PeerLink;
+  /** The other instances' call events for GET /v1/events (Redis pub/sub); none in one process. */
+  events: EventRelay;
   /** Instance-to-instance endpoints (/internal/cluster on the ops listener, behind cluster.secret). */
   internal: express.Router;
   /** WebSocket upgrades on the ops listener, by path (the SIP front's `/sip`, RFC 7118). */
@@ -215,6 +226,7 @@ export class Gateway {
       draining: false,
       cluster: clusterState(config, log),
       peers: noPeers,
+      events: noRelay,
       internal: express.Router(),
       upgrades: new Map(),
       localAccess,
@@ -228,6 +240,17 @@ export class Gateway {
         onLost: (n) => metrics.recordsLost.inc(n),
       });
     if (this.ctx.cluster.shared) this.ctx.peers = new HttpPeerLink(this.ctx.cluster, config.cluster.secret);
+    if (config.cluster.redis.url) {
+      this.ctx.events = new RedisEventRelay({
+        url: config.cluster.redis.url,
+        instanceId: this.ctx.cluster.instanceId,
+        keyPrefix: config.cluster.redis.keyPrefix,
+        commandTimeoutMs: config.cluster.redis.commandTimeoutMs,
+        log: log.child({ component: 'cluster-events' }),
+        onDropped: relayDropCounter(metrics.registry),
+      });
+      publishCallEvents(registry, this.ctx.events);
+    }
     this.opsApp.use(
       '/internal/cluster',
       requirePeer(config.cluster.secret),
@@ -339,6 +362,7 @@ export class Gateway {
   async start(): Promise<void> {
     const { config, log, app } = this.ctx;
     await this.ctx.cluster.start();
+    await this.ctx.events.start();
     if (this.ctx.history instanceof PostgresRecordStore) {
       // A database that is down at start delays nothing: records queue and the schema is applied on the first write.
       await this.ctx.history
@@ -406,6 +430,7 @@ export class Gateway {
     await Promise.all([close(this.server), close(this.opsServer), this.finishRecordings()]);
     this.ctx.records.close();
     if (this.ctx.history !== this.ctx.records) await this.ctx.history.close();
+    await this.ctx.events.stop();
     await this.ctx.cluster.stop();
     log.info('gateway stopped');
   }

@@ -1,7 +1,16 @@
 import type { NextFunction, Request, Response } from 'express';
-import type { GatewayContext } from '../gateway.js';
+import { slotKeys } from '../core/cluster-state.js';
+import type { GatewayContext, TrunkView } from '../gateway.js';
 import type { CallView } from './call-view.js';
 import { sendError } from './errors.js';
+import type { RemoteCalls } from './sse.js';
+
+const sumCalls = (trunks: TrunkView[]) => trunks.reduce((n, t) => n + (t.activeCalls || 0), 0);
+
+/** A trunk as GET /v1/trunks shows it in a cluster: the cluster's figure, then each instance's. */
+export interface ClusterTrunkView extends TrunkView {
+  instances: { id: string; activeCalls: number; registration?: TrunkView['registration'] }[];
+}
 
 /** One instance's share of a cluster-wide listing. */
 export interface InstanceListing {
@@ -43,6 +52,7 @@ export function clusterRoutes(ctx: GatewayContext, forwarded: (req: Request) => 
     req: Request,
     local: CallView[],
     limit: number,
+    path = v1Path(req),
   ): Promise<{ calls: CallView[]; instances: InstanceListing[] }> => {
     const others = (await cluster.instances()).filter((i) => i.id !== cluster.instanceId);
     const listings: InstanceListing[] = [{ id: cluster.instanceId, calls: local.length }];
@@ -50,7 +60,7 @@ export function clusterRoutes(ctx: GatewayContext, forwarded: (req: Request) => 
     await Promise.all(
       others.map(async (i) => {
         try {
-          const r = await peers.send(i.id, 'GET', v1Path(req));
+          const r = await peers.send(i.id, 'GET', path);
           const calls = (r.body as { calls?: CallView[] } | undefined)?.calls;
           if (r.status !== 200 || !Array.isArray(calls)) throw new Error(`status ${r.status}`);
           all.push(...calls);
@@ -82,5 +92,49 @@ export function clusterRoutes(ctx: GatewayContext, forwarded: (req: Request) => 
     return false;
   };
 
-  return { wanted, toOwner, listAll, placeElsewhere };
+  /** GET /v1/events across the cluster: the others' calls join the snapshot, their events come by the relay. */
+  const remoteCalls = (req: Request): RemoteCalls | undefined =>
+    wanted(req)
+      ? { relay: ctx.events, snapshot: async () => (await listAll(req, [], 10_000, '/v1/calls')).calls }
+      : undefined;
+
+  /**
+   * GET /v1/trunks across the cluster: `activeCalls` is the trunk's cluster-wide count (the counter
+   * `maxCalls` is enforced on, so the two always agree), and `instances` each instance's share and
+   * registration (every instance registers its own contact with the carrier).
+   */
+  const trunksAll = async (
+    local: TrunkView[],
+  ): Promise<{ trunks: ClusterTrunkView[]; instances: InstanceListing[] }> => {
+    const others = (await cluster.instances().catch(() => [])).filter((i) => i.id !== cluster.instanceId);
+    const views = new Map<string, TrunkView[]>([[cluster.instanceId, local]]);
+    const listings: InstanceListing[] = [{ id: cluster.instanceId, calls: sumCalls(local) }];
+    await Promise.all(
+      others.map(async (i) => {
+        try {
+          const r = await peers.send(i.id, 'GET', '/v1/trunks');
+          const trunks = (r.body as { trunks?: TrunkView[] } | undefined)?.trunks;
+          if (r.status !== 200 || !Array.isArray(trunks)) throw new Error(`status ${r.status}`);
+          views.set(i.id, trunks);
+          listings.push({ id: i.id, calls: sumCalls(trunks) });
+        } catch (err) {
+          listings.push({ id: i.id, calls: 0, error: (err as Error).message });
+        }
+      }),
+    );
+    const trunks = await Promise.all(
+      local.map(async (t) => {
+        const instances = [...views].map(([id, list]) => {
+          const v = list.find((x) => x.name === t.name);
+          return { id, activeCalls: v?.activeCalls ?? 0, ...(v?.registration && { registration: v.registration }) };
+        });
+        // Redis unreachable: the instances' own counts are the next best figure.
+        const counted = await cluster.count(slotKeys.trunk(t.name)).catch(() => undefined);
+        return { ...t, activeCalls: counted ?? instances.reduce((n, i) => n + i.activeCalls, 0), instances };
+      }),
+    );
+    return { trunks, instances: listings };
+  };
+
+  return { wanted, toOwner, listAll, placeElsewhere, remoteCalls, trunksAll };
 }

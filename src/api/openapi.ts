@@ -285,6 +285,8 @@ export const openApiDocument = {
     '/v1/events': {
       get: {
         summary: 'Server-Sent Events for all calls (dashboard): snapshot, call, transcript, levels, ended',
+        description:
+          "In a cluster the snapshot and the call/transcript/ended events cover every instance's calls (each event once; other instances' calls without signalling/qualityOverTime); levels are this instance's calls only. `overflow` says how many events were dropped while the snapshot was gathered.",
         responses: {
           '200': { description: 'Event stream', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           '401': error,
@@ -370,7 +372,19 @@ export const openApiDocument = {
             description: 'Trunks',
             ...json({
               type: 'object',
-              properties: { trunks: { type: 'array', items: { $ref: '#/components/schemas/Trunk' } } },
+              properties: {
+                trunks: {
+                  type: 'array',
+                  description:
+                    'In a cluster activeCalls is the cluster-wide count (what maxCalls is enforced on) and each trunk has instances: [{ id, activeCalls, registration? }]',
+                  items: { $ref: '#/components/schemas/Trunk' },
+                },
+                instances: {
+                  type: 'array',
+                  description: 'Cluster only: each instance asked, with an error when it did not answer',
+                  items: { type: 'object' },
+                },
+              },
             }),
           },
           '401': error,

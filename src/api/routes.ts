@@ -296,7 +296,7 @@ export function mountOps(
     const call = live(req, res);
     if (call) streamCall(sse, call, req, res);
   });
-  v1.get('/events', (req, res) => streamAllCalls(sse, registry, req, res));
+  v1.get('/events', (req, res) => streamAllCalls(sse, registry, req, res, cluster.remoteCalls(req)));
 
   v1.get('/routes', (_req, res) => {
     const routes = Object.entries(config.routes).map(([name, r]) => ({
@@ -306,8 +306,9 @@ export function mountOps(
     }));
     res.json({ routes });
   });
-  v1.get('/trunks', (_req, res) => {
-    res.json({ trunks: ctx.trunks?.() ?? [] });
+  v1.get('/trunks', async (req, res) => {
+    const trunks = ctx.trunks?.() ?? [];
+    res.json(cluster.wanted(req) ? await cluster.trunksAll(trunks) : { trunks });
   });
 
   v1.post('/sessions/start', async (req, res) => {

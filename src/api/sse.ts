@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Call } from '../core/call.js';
 import type { Logger } from '../core/logger.js';
+import type { EventRelay } from '../core/cluster-state.js';
 import type { CallRegistry } from '../core/registry.js';
 import { callView } from './call-view.js';
 import { sendError } from './errors.js';
@@ -106,36 +107,70 @@ export function streamCall(hub: SseHub, call: Call, req: Request, res: Response)
   call.once('ended', onEnded);
 }
 
-/** Every call's lifecycle, transcripts and live levels: what the dashboard draws. */
-export function streamAllCalls(hub: SseHub, registry: CallRegistry, req: Request, res: Response): void {
+/** The other instances' calls, for a cluster-wide stream (see streamAllCalls). */
+export interface RemoteCalls {
+  relay: EventRelay;
+  /** Their live calls now (one listing per stream opened). */
+  snapshot: () => Promise<unknown[]>;
+}
+
+/** Events held while a cluster-wide stream's snapshot is being gathered, at most. */
+const MAX_HELD_EVENTS = 1000;
+const RANK: Record<string, number> = { ringing: 0, answered: 1, bridged: 2, ended: 3 };
+
+/**
+ * Every call's lifecycle, transcripts and live levels: what the dashboard draws. With `remote` (a
+ * cluster) the stream also carries the other instances' calls: their live calls join the snapshot
+ * and their events arrive through the relay. Events that come while the others are being listed
+ * are held (bounded) and sent after the snapshot, except a call update the snapshot already shows
+ * at the same or a later state. Live levels stay per instance (4 a second per call is not worth
+ * relaying; the call page reads its own call's levels from the owner).
+ */
+export function streamAllCalls(
+  hub: SseHub,
+  registry: CallRegistry,
+  req: Request,
+  res: Response,
+  remote?: RemoteCalls,
+): void {
   const watched = new Map<Call, () => void>();
+  let held: [string, unknown][] | undefined = remote ? [] : undefined;
+  let heldDropped = 0;
+  const emit: Send = (event, data) => {
+    if (!held) return send(event, data);
+    if (held.length < MAX_HELD_EVENTS) held.push([event, data]);
+    else heldDropped++;
+  };
   const watch = (call: Call) => {
-    const onState = () => send('call', callView(call));
-    const onTranscript = (entry: unknown) => send('transcript', { callId: call.id, ...(entry as object) });
+    const onState = () => emit('call', callView(call));
+    const onTranscript = (entry: unknown) => emit('transcript', { callId: call.id, ...(entry as object) });
     call.on('state', onState).on('transcript', onTranscript);
     watched.set(call, () => call.off('state', onState).off('transcript', onTranscript));
   };
   const onCreated = (call: Call) => {
-    send('call', callView(call));
+    emit('call', callView(call));
     watch(call);
   };
   const onEnded = (call: Call) => {
-    send('ended', callView(call));
+    emit('ended', callView(call));
     watched.get(call)?.();
     watched.delete(call);
   };
+  const unsubscribe = remote?.relay.subscribe((ev) => emit(ev.event, ev.data));
   const maybe = hub.open(req, res, () => {
     clearInterval(timer);
+    unsubscribe?.();
     registry.off('created', onCreated).off('ended', onEnded);
     for (const off of watched.values()) off();
     watched.clear();
   });
-  if (!maybe) return;
+  if (!maybe) return void unsubscribe?.();
   const send: Send = maybe;
-  send('snapshot', registry.list().map(callView));
+  const local = registry.list().map(callView);
   registry.list().forEach(watch);
   registry.on('created', onCreated).on('ended', onEnded);
   const timer = setInterval(() => {
+    if (held) return; // periodic: nothing is lost by waiting for the snapshot
     const bridged = registry.list({ state: 'bridged' });
     if (bridged.length)
       send(
@@ -143,4 +178,20 @@ export function streamAllCalls(hub: SseHub, registry: CallRegistry, req: Request
         bridged.map((c) => ({ callId: c.id, ...c.media?.bridge.levels })),
       );
   }, 250);
+  if (!remote) return send('snapshot', local);
+  void remote
+    .snapshot()
+    .catch(() => [])
+    .then((others) => {
+      const shown = new Map<string, number>();
+      for (const c of others as { id?: string; state?: string }[]) if (c.id) shown.set(c.id, RANK[c.state ?? ''] ?? 0);
+      send('snapshot', [...local, ...others]);
+      for (const [event, data] of held ?? []) {
+        const v = data as { id?: string; state?: string };
+        const stale = event === 'call' && v.id !== undefined && (shown.get(v.id) ?? -1) >= (RANK[v.state ?? ''] ?? 0);
+        if (!stale) send(event, data);
+      }
+      if (heldDropped) send('overflow', { dropped: heldDropped });
+      held = undefined;
+    });
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { optionalSecret } from './schema-common.js';
+import { cidr, optionalSecret } from './schema-common.js';
 import { checkCluster, checkOpenAiProjects, checkWhatsApp } from './schema-checks.js';
 import { routeSchema, whatsappNumberSchema } from './route-schema.js';
 import { trunkSchema } from './trunk-schema.js';
@@ -143,6 +143,14 @@ export const configSchema = z
               .default(64 * 1024),
           })
           .prefault({}),
+        // ---- Scale-out (issue 14): trunk identity from the edge proxy. ----
+        /**
+         * SIP proxies (Kamailio, config/kamailio/kamailio.cfg) that check carrier addresses at the
+         * edge and name the trunk in X-Gateway-Trunk, the carrier's address in X-Gateway-Source. Only
+         * INVITEs from these addresses have those headers believed (and the named trunk must still
+         * allow that carrier address); from anywhere else they are ignored.
+         */
+        trustedProxies: z.array(cidr).default([]),
       })
       .prefault({}),
     trunks: z.array(trunkSchema).default([]),

@@ -194,3 +194,35 @@ export interface PeerLink {
 export const noPeers: PeerLink = {
   send: (instanceId) => Promise.reject(new Error(`no cluster: instance ${instanceId} is not reachable`)),
 };
+
+/** Call events the live event stream (GET /v1/events) shows, as relayed between instances. */
+export type RelayedEventName = 'call' | 'ended' | 'transcript';
+
+export interface RelayedEvent {
+  /** The instance that owns the call (and alone publishes its events). */
+  origin: string;
+  event: RelayedEventName;
+  data: unknown;
+}
+
+/**
+ * Every instance's call events reaching every other instance's event streams. Each instance
+ * publishes only its own calls' events and is never handed its own back, so a stream sees each
+ * event once: local ones from the registry, the others' from here. Best effort, like any live feed
+ * (a reconnecting client gets a fresh snapshot).
+ */
+export interface EventRelay {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  publish(event: RelayedEventName, data: unknown): void;
+  /** Other instances' events, until the returned function is called. */
+  subscribe(fn: (ev: RelayedEvent) => void): () => void;
+}
+
+/** The single-process relay: there is nobody to tell, and nobody tells us. */
+export const noRelay: EventRelay = {
+  start: () => Promise.resolve(),
+  stop: () => Promise.resolve(),
+  publish: () => {},
+  subscribe: () => () => {},
+};

@@ -5,6 +5,7 @@ import { DrachtioEngine } from './drachtio/engine.js';
 import { EmbeddedSipEngine } from './embedded.js';
 import type { SipEngine } from './engine.js';
 import type { SipLadder } from './ladder.js';
+import { AddressSet } from './media-source.js';
 import { TrunkTable } from './trunks.js';
 
 // Which SIP stack the front runs on (sip.engine), configured from the gateway's config.
@@ -36,6 +37,8 @@ export function createEngine(
   const byRegistration = ctx.config.trunks.filter((t) => t.register && (t.match ?? 'both') !== 'ip');
   const fromAnywhere = byRegistration.some((t) => !t.register!.requireRegistrarSource);
   const rejected = sipRejectionCounter(ctx.metrics.registry);
+  // The edge proxy sends every carrier's INVITEs from its own address (see trunk-identity.ts).
+  const proxies = new AddressSet(sip.trustedProxies);
   return new EmbeddedSipEngine({
     host: sip.host,
     port: sip.port,
@@ -45,7 +48,10 @@ export function createEngine(
     tls: sip.tls,
     webSocket: ctx.config.browser.enabled ? { maxConnections: ctx.config.browser.maxConnections } : undefined,
     isKnownSource: (address) =>
-      trunks.match(address) !== undefined || fromAnywhere || (byRegistration.length > 0 && registrarSource(address)),
+      trunks.match(address) !== undefined ||
+      fromAnywhere ||
+      proxies.has(address) ||
+      (byRegistration.length > 0 && registrarSource(address)),
     unknownSource: sip.unknownSource,
     limits: sip.limits,
     onReject: (reason, method) => rejected.inc({ reason, method: METHODS.has(method) ? method : 'other' }),

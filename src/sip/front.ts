@@ -31,7 +31,8 @@ import {
   type OfferResult,
 } from './sdp.js';
 import { negotiateAsUas, SessionTimer, type SessionTerms } from './session-timer.js';
-import { toE164, TrunkTable, userOf } from './trunks.js';
+import { toE164, userOf } from './trunks.js';
+import { trunkResolver, type TrunkResolver } from './trunk-identity.js';
 import type { WebRtcMediaFactory } from './webrtc-media.js';
 
 export { createEngine } from './engine-factory.js';
@@ -81,7 +82,7 @@ export class SipFront implements Front {
   readonly name = 'sip';
   readonly engine: SipEngine;
   readonly ports: RtpPortPool;
-  private readonly trunks: TrunkTable;
+  private readonly trunks: TrunkResolver;
   private readonly digest: DigestAuthenticator;
   private readonly log: Logger;
   private readonly calls = new Map<string, SipCall>();
@@ -104,7 +105,7 @@ export class SipFront implements Front {
     this.log = ctx.log.child({ front: 'sip' });
     this.engine =
       opts.engine ?? createEngine(ctx, (a) => this.registrations?.isRegistrarSource(a) ?? false, this.ladder);
-    this.trunks = new TrunkTable(ctx.config.trunks);
+    this.trunks = trunkResolver(ctx.config, this.log, () => this.registrations);
     this.digest = new DigestAuthenticator(opts.nonceTtlMs);
     const rtpHost = sip.host === '0.0.0.0' || sip.host === '::' ? '0.0.0.0' : sip.host;
     // IPv6 media (IN IP6 offers) only when an IPv6 address for our SDP is configured.
@@ -235,13 +236,9 @@ export class SipFront implements Front {
       log.info('INVITE while draining: 503');
       return inv.reject(503, 'Service Unavailable (shutting down)', { 'retry-after': '60' });
     }
-    const trunk =
-      this.trunks.match(inv.source.address) ??
-      this.registrations?.matchInvite(userOf(inv.requestUri), inv.source.address, this.ctx.config.trunks);
-    if (!trunk) {
-      log.warn({ from: inv.from, to: inv.to }, 'INVITE from an address no trunk allows: 403');
-      return inv.reject(403, 'Forbidden (unknown source address)');
-    }
+    const found = this.trunks.resolve(inv, log); // logs its refusals
+    if (!found.ok) return inv.reject(403, found.reason);
+    const trunk = found.trunk;
     if (trunk.auth) {
       const auth = inv.header('authorization') ?? inv.header('proxy-authorization');
       const r = this.digest.verify(auth, 'INVITE', trunk.auth, inv.requestUri);
@@ -325,6 +322,7 @@ export class SipFront implements Front {
       {
         sipCallId: inv.callId,
         src,
+        trunkFrom: found.via,
         codec: offered.offer.codec,
         delayedOffer: !inv.sdp,
         rawFrom: inv.from,

@@ -26,6 +26,14 @@ export class TrunkTable {
       });
   }
 
+  /** True when trunk `name` takes INVITEs by address and its `allow` covers `address`. */
+  covers(name: string, address: string): boolean {
+    const e = this.entries.find((x) => x.trunk.name === name);
+    const addr = address.startsWith('::ffff:') ? address.slice(7) : address;
+    const type = isIP(addr) === 6 ? 'ipv6' : isIP(addr) === 4 ? 'ipv4' : undefined;
+    return !!e && !!type && e.list.check(addr, type);
+  }
+
   /** The first trunk whose `allow` covers `address`, or undefined (→ 403). */
   match(address: string): TrunkConfig | undefined {
     const addr = address.startsWith('::ffff:') ? address.slice(7) : address;

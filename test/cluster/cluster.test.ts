@@ -70,7 +70,7 @@ beforeAll(async () => {
     gws[id] = await startSipHarness({
       trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
       // sipp plays 1.5 s of tone, then holds the call silently for seconds.
-      sip: { rtpTimeoutSec: 30 },
+      sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
       config: clusterConfig(`gw-${id}`, httpPort, redis.url),
     });
   }

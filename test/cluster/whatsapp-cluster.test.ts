@@ -28,14 +28,11 @@ async function freeTcpPort(): Promise<number> {
 beforeAll(async () => {
   if (noRedis) return;
   redis = await startRedis();
-  for (const [id, udp] of [
-    ['gw-a', 41000],
-    ['gw-b', 42000],
-  ] as const) {
+  for (const id of ['gw-a', 'gw-b']) {
     const port = await freeTcpPort();
+    // Media ports: the harness's leased range (a fixed 41000+ base sat in the ephemeral range).
     h.push(
       await startHarness({
-        whatsapp: { udpPortMin: udp, udpPortMax: udp + 999 },
         config: {
           http: { host: '127.0.0.1', port },
           cluster: {

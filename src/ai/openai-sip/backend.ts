@@ -18,6 +18,14 @@ import type { RealtimeCallIncoming } from './webhook.js';
 /** The header that carries our call id to OpenAI, so its webhook can be matched to the call. */
 export const CALL_ID_HEADER = 'X-Gateway-Call-Id';
 
+/** Our call id as the incoming-call webhook carries it back (the INVITE's header), if any. */
+export function gatewayCallIdOf(event: RealtimeCallIncoming): string | undefined {
+  const header = event.data.sip_headers.find((h) => h.name.toLowerCase() === CALL_ID_HEADER.toLowerCase());
+  const id = header?.value.trim();
+  // Our ids are UUIDs; anything longer is not ours and is not looked up (in Redis or elsewhere).
+  return id && id.length <= 64 ? id : undefined;
+}
+
 /** end_call: OpenAI's audio must have been this quiet for this long before we hang up... */
 const DRAIN_QUIET_DBFS = -45;
 const DRAIN_QUIET_MS = 400;
@@ -301,10 +309,16 @@ export class OpenAiSipBackend implements AiBackend {
     return firstTurn.instructions ? `${instructions}\n\nFor your first turn: ${firstTurn.instructions}` : instructions;
   }
 
+  /** True when `realtime.call.incoming` names a call this backend is dialing (our header only). */
+  owns(event: RealtimeCallIncoming): boolean {
+    const id = gatewayCallIdOf(event);
+    return id !== undefined && this.pending.has(id);
+  }
+
   /** `realtime.call.incoming`: accept it if it is one of ours (matched by our header only), else reject. */
   async handleIncoming(event: RealtimeCallIncoming): Promise<boolean> {
-    const header = event.data.sip_headers.find((h) => h.name.toLowerCase() === CALL_ID_HEADER.toLowerCase());
-    const match = header ? this.pending.get(header.value.trim()) : undefined;
+    const id = gatewayCallIdOf(event);
+    const match = id !== undefined ? this.pending.get(id) : undefined;
     if (!match) return false;
     match.session.openAiCallId = event.data.call_id;
     match.call.log.info({ openAiCallId: event.data.call_id }, 'accepting OpenAI SIP call');

@@ -1,19 +1,16 @@
 import type { OpenAiSipRouteConfig } from '../../config/schema.js';
 import type { GatewayContext } from '../../gateway.js';
 import { OpenAiSipBackend } from './backend.js';
+import { acceptForwardedIncoming, forwardIncoming, type LocalMatcher } from './cluster-forwarding.js';
 import { MemoryOnceStore, type OnceStore } from './once-store.js';
-import { DELIVERY_MEMORY_MS, openAiWebhookRouter, type RealtimeCallIncoming } from './webhook.js';
+import { DELIVERY_MEMORY_MS, openAiWebhookRouter } from './webhook.js';
 
 /**
- * Finds which of this gateway's calls an OpenAI incoming call belongs to, and accepts it. In one
- * process that is asking each route's backend (matched by our X- header); gateways sharing a project
- * would implement it over shared state (the dialing gateway registers its call id, the receiving one
- * forwards the event to it).
+ * Finds which of this gateway's calls an OpenAI incoming call belongs to, and accepts it: each
+ * route's backend is asked (matched by our X- header). Across instances the dialing one owns the call
+ * in cluster state and the receiving one forwards the event to it (cluster-forwarding.ts).
  */
-export interface IncomingCallMatcher {
-  /** True when a call of ours took the event; false when nobody here dialed it. */
-  deliver(event: RealtimeCallIncoming): Promise<boolean>;
-}
+export type IncomingCallMatcher = LocalMatcher;
 
 /**
  * Sets up every `openai-sip` route's backend (dialing through ctx.legDialer), and one webhook per
@@ -41,11 +38,13 @@ export function installOpenAiSip(ctx: GatewayContext, deliveries: OnceStore = ne
   for (const [projectId, p] of projects) {
     const log = ctx.log.child({ openaiProject: projectId });
     const matcher: IncomingCallMatcher = {
+      owns: (event) => p.backends.some((b) => b.owns(event)),
       deliver: async (event) => {
         for (const b of p.backends) if (await b.handleIncoming(event)) return true;
         return false;
       },
     };
+    acceptForwardedIncoming(ctx, projectId, matcher, log);
     const unmatched = p.routes[0]!.unmatched;
     const router = openAiWebhookRouter({
       secrets: p.routes.map((r) => r.webhookSecret),
@@ -60,6 +59,7 @@ export function installOpenAiSip(ctx: GatewayContext, deliveries: OnceStore = ne
           return;
         }
         if (await matcher.deliver(event)) return;
+        if (await forwardIncoming(ctx, projectId, event, log)) return;
         if (unmatched === 'ignore') {
           log.info({ openAiCallId }, 'OpenAI call matches no call of this gateway: left alone');
           return;

@@ -16,6 +16,12 @@ const incomingEvent = z.object({
 });
 export type RealtimeCallIncoming = z.infer<typeof incomingEvent>;
 
+/** A `realtime.call.incoming` event, or undefined when `payload` is not one. */
+export function parseIncoming(payload: unknown): RealtimeCallIncoming | undefined {
+  const r = incomingEvent.safeParse(payload);
+  return r.success ? r.data : undefined;
+}
+
 /** How long webhook ids are remembered: OpenAI retries a delivery for hours; a replay past the 5-minute
  * timestamp tolerance fails the signature check anyway, so this covers retries, not old replays. */
 export const DELIVERY_MEMORY_MS = 24 * 60 * 60 * 1000;

@@ -13,8 +13,15 @@ export interface KamailioDispatcher {
   stop(): Promise<void>;
 }
 
-/** config/kamailio/kamailio.cfg dispatching to `gateways` (host:port), carriers allowed from 127.0.0.1. */
-export async function startDispatcher(gateways: string[], pingSec = 1): Promise<KamailioDispatcher> {
+/**
+ * config/kamailio/kamailio.cfg dispatching to `gateways` (host:port). `carriers`: address.list lines
+ * (address → trunk tag); by default carriers are allowed from 127.0.0.1 as mtn-rwanda.
+ */
+export async function startDispatcher(
+  gateways: string[],
+  pingSec = 1,
+  carriers: { address: string; trunk: string }[] = [{ address: '127.0.0.1', trunk: 'mtn-rwanda' }],
+): Promise<KamailioDispatcher> {
   const mpath = kamailioModuleDir('dispatcher.so');
   const port = await freeUdpPort();
   const k = await startKamailio({
@@ -22,7 +29,7 @@ export async function startDispatcher(gateways: string[], pingSec = 1): Promise<
     ready: (status) => status.startsWith('SIP/2.0 200'),
     prepare: (dir) => {
       writeFileSync(join(dir, 'dispatcher.list'), gateways.map((g) => `1 sip:${g} 0 0\n`).join(''));
-      writeFileSync(join(dir, 'address.list'), '1 127.0.0.1 32 0 mtn-rwanda\n');
+      writeFileSync(join(dir, 'address.list'), carriers.map((c) => `1 ${c.address} 32 0 ${c.trunk}\n`).join(''));
     },
     args: (dir) => [
       '-f',
