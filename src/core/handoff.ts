@@ -252,6 +252,8 @@ export class Handoff {
 
 /** The dial's failure as the model should hear it. */
 function failure(err: GatewayError, destination: string): TransferResult {
+  if (err.code === 'limit_reached')
+    return { ok: false, outcome: 'no_capacity', detail: `cannot call ${destination} now: ${err.message}` };
   const status = err.details?.status as number | undefined;
   if (err.code === 'timeout' || status === 408 || status === 480)
     return { ok: false, outcome: 'no_answer', detail: `${destination} did not answer` };

@@ -2,8 +2,11 @@ import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
 import type { PartyDialer, PartyRequest } from '../core/leg-dialer.js';
 import type { MediaLeg } from '../core/media-leg.js';
+import { withPartySlot } from '../core/party-slots.js';
 import { canonicalDestination } from '../core/transfer-policy.js';
+import type { GatewayContext } from '../gateway.js';
 import { digits, type ActiveCall } from './active-call.js';
+import { whatsAppSlots } from './admission.js';
 import { GraphError, type GraphClient } from './graph.js';
 import type { BusinessNumbers } from './numbers.js';
 import type { CallEvent } from './webhook.js';
@@ -27,15 +30,24 @@ export interface WhatsAppCallHost {
  * leg once the user answers and media flows; a REJECTED status is a 603, a terminate before the
  * answer a 480 (unavailable), no answer within the ring time a `timeout` — the handoff turns
  * these into the AI's tool result. The user's terminate after the answer is the leg's hangup.
+ * The leg counts against the WhatsApp caps (`limits.maxCalls.whatsapp` / `whatsappOutbound`).
  */
 export class WhatsAppPartyDialer implements PartyDialer {
-  constructor(private readonly host: WhatsAppCallHost) {}
+  constructor(
+    private readonly host: WhatsAppCallHost,
+    private readonly ctx: Pick<GatewayContext, 'cluster' | 'config'>,
+  ) {}
 
   handles(destination: string): boolean {
     return WHATSAPP.test(canonicalDestination(destination));
   }
 
-  async dialParty(req: PartyRequest): Promise<MediaLeg> {
+  dialParty(req: PartyRequest): Promise<MediaLeg> {
+    const slots = whatsAppSlots(this.ctx, 'outbound');
+    return withPartySlot(this.ctx.cluster, req.call, slots, () => this.place(req));
+  }
+
+  private async place(req: PartyRequest): Promise<MediaLeg> {
     const { call } = req;
     const to = WHATSAPP.exec(canonicalDestination(req.destination))?.[1];
     if (!to) throw new GatewayError('invalid_request', `not a WhatsApp destination: ${req.destination}`, call.id);

@@ -6,6 +6,16 @@ import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { freeUdpPort, udpBound } from '../support/udp.js';
+import { createSocket } from 'node:dgram';
+
+/** A bare UDP socket at the person's address, counting datagrams (none expected). */
+async function udpListen(port: number): Promise<{ received: number; close(): void }> {
+  const sock = createSocket('udp4');
+  const state = { received: 0, close: () => sock.close() };
+  sock.on('message', () => state.received++);
+  await new Promise<void>((r) => sock.bind(port, '127.0.0.1', () => r()));
+  return state;
+}
 
 /**
  * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties: sipp does
@@ -31,7 +41,7 @@ interface Rig {
 }
 
 /** A gateway whose trunk dials the person at a sipp UAS, and a sipp caller already bridged to the AI. */
-async function setup(transfer: Record<string, unknown>, dtmf?: Record<string, unknown>): Promise<Rig> {
+async function setup(transfer: Record<string, unknown>, dtmf?: Record<string, unknown>, maxCalls = 60): Promise<Rig> {
   const rt = new RealtimeTestServer({});
   await rt.start();
   cleanups.push(() => rt.stop());
@@ -43,7 +53,7 @@ async function setup(transfer: Record<string, unknown>, dtmf?: Record<string, un
         allow: ['127.0.0.1/32'],
         countryCode: '250',
         nationalPrefix: '0',
-        maxCalls: 60,
+        maxCalls,
         dialUri: `sip:127.0.0.1:${phonePort}`,
       },
     ],
@@ -134,6 +144,8 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expect(toneLevelDb(waiting, 8000, 425)).toBeGreaterThan(-35);
     // The AI is gone from the call.
     await rt.until(() => rt.connections[0]!.closed, 5000, 'AI session closed');
+    // The person's leg is a second call on the trunk: it holds its own slot in the trunk's cap.
+    expect(await rig.h.gw.ctx.cluster.count('trunk:mtn-rwanda')).toBe(2);
 
     caller.freq = CALLER_HZ;
     const talk = performance.now();
@@ -151,6 +163,12 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye', party: 'target' });
     expect(call.legs).toHaveLength(2);
     expect([...call.parties.values()]).toEqual(['caller', 'target']);
+    let slots = -1;
+    await waitFor(
+      () => (void rig.h.gw.ctx.cluster.count('trunk:mtn-rwanda').then((n) => (slots = n)), slots === 0),
+      5000,
+      'trunk slots freed',
+    );
     expect(h1.messages).toMatch(/From: "?Caller"? ?<sip:\+250788123456@|P-Asserted|INVITE sip:\+250788000111@/);
   }, 60_000);
 
@@ -179,6 +197,29 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expect(call.state).toBe('bridged');
     expect(call.transfers[0]).toMatchObject({ outcome: 'busy', mode: 'bridge' });
     expect((await sipp).code).toBe(0);
+  }, 60_000);
+
+  it('the trunk is full (maxCalls 1, held by the caller): no INVITE, the caller is back with the AI; output says no_capacity', async () => {
+    const rig = await setup({ allow: ['+250788000111'], mode: 'bridge' }, undefined, 1);
+    const { rt, call, caller, h } = rig;
+    // The person's phone: whatever reaches it would be an INVITE the trunk had no room for.
+    const phone = await udpListen(rig.phonePort);
+    cleanups.push(() => phone.close());
+    const conn = rt.connections[0]!;
+    aiTransfers(rt, { destination: '+250788000111' });
+    await rt.until(() => conn.toolOutputs.length === 1, 15_000, 'transfer tool output');
+    const backAt = performance.now();
+    const out = JSON.parse(conn.toolOutputs[0]!.output) as { ok: boolean; outcome: string; detail: string };
+    expect(out).toMatchObject({ ok: false, outcome: 'no_capacity' });
+    expect(out.detail).toMatch(/trunk mtn-rwanda is at its limit of 1 concurrent calls/);
+    expect(phone.received).toBe(0);
+    expect(h.front.dialer!.activeCount).toBe(0);
+    expect(await h.gw.ctx.cluster.count('trunk:mtn-rwanda')).toBe(1);
+    await rt.until(() => conn.answers[1]?.status === 'completed', 8000, 'AI speaks again');
+    await sleep(600);
+    expectTone(caller.audioSince(backAt), 800);
+    expect(call.state).toBe('bridged');
+    expect(call.transfers[0]).toMatchObject({ outcome: 'no_capacity', mode: 'bridge' });
   }, 60_000);
 
   it('no answer: CANCEL after ringTimeoutSec, ring-back heard, the caller is back with the AI; output says no_answer', async () => {
