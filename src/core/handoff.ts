@@ -252,15 +252,17 @@ export class Handoff {
 
 /** The dial's failure as the model should hear it. */
 function failure(err: GatewayError, destination: string): TransferResult {
+  // The model and the API caller read this: the call id tags (one per wrapping) are noise there.
+  const why = err.message.replace(/\[call [^\]]*\] /g, '');
   if (err.code === 'limit_reached')
-    return { ok: false, outcome: 'no_capacity', detail: `cannot call ${destination} now: ${err.message}` };
+    return { ok: false, outcome: 'no_capacity', detail: `cannot call ${destination} now: ${why}` };
   const status = err.details?.status as number | undefined;
   if (err.code === 'timeout' || status === 408 || status === 480)
     return { ok: false, outcome: 'no_answer', detail: `${destination} did not answer` };
   if (status === 486 || status === 600) return { ok: false, outcome: 'busy', detail: `${destination} is busy` };
   if (status !== undefined)
     return { ok: false, outcome: 'rejected', detail: `${destination} refused the call (${status})` };
-  return { ok: false, outcome: 'failed', detail: `could not call ${destination}: ${err.message}` };
+  return { ok: false, outcome: 'failed', detail: `could not call ${destination}: ${why}` };
 }
 
 /** Digits read one by one by the TTS ("+250788..." would otherwise be read as a large number). */

@@ -76,10 +76,7 @@ export class WhatsAppPartyDialer implements PartyDialer {
     this.host.hold(entry);
     call.log.info({ waCallId: entry.waCallId, to }, 'WhatsApp call placed for a transfer');
     call.onEnd(() => outcome.fail(new GatewayError('leg_closed', 'the call ended while the person rang', call.id)));
-    const timer = setTimeout(
-      () => outcome.fail(new GatewayError('timeout', `${to} did not answer in ${req.timeoutMs} ms`, call.id)),
-      req.timeoutMs,
-    );
+    const timer = setTimeout(() => outcome.fail(ringTimeout(outcome.heard, to, req.timeoutMs, call.id)), req.timeoutMs);
     try {
       await outcome.answered;
       return leg;
@@ -96,9 +93,26 @@ export class WhatsAppPartyDialer implements PartyDialer {
   }
 }
 
+/**
+ * The ring time is over. A user whose phone rang (a RINGING status came) did not answer; with no
+ * webhook at all for the call, Meta's signalling was lost on the way (webhook delivery down, a
+ * wrong subscription) and the AI must not tell the caller the person did not pick up.
+ */
+function ringTimeout(heard: boolean, to: string, timeoutMs: number, callId: string): GatewayError {
+  return heard
+    ? new GatewayError('timeout', `${to} did not answer in ${timeoutMs} ms`, callId)
+    : new GatewayError(
+        'upstream',
+        `no WhatsApp webhook for the call to ${to} in ${timeoutMs} ms (no ringing, answer or decline): call signalling lost`,
+        callId,
+      );
+}
+
 /** The person's leg from placement to answer (or refusal), then until they hang up. */
 class PartyOutcome {
   readonly answered: Promise<void>;
+  /** Some webhook (status, answer, terminate) arrived for the call. */
+  heard = false;
   private settle!: { resolve: () => void; reject: (err: Error) => void };
   private done = false;
   private connected = false;
@@ -119,6 +133,7 @@ class PartyOutcome {
   }
 
   async onEvent(ev: CallEvent): Promise<void> {
+    this.heard = true;
     if (ev.kind === 'connect') return this.onAnswer(ev.sdp);
     const status = ev.kind === 'status' ? ev.status : undefined;
     if (ev.kind === 'status' && status !== 'REJECTED') return;
