@@ -1,179 +1,23 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
-import { RealtimeTestServer } from '../peers/realtime/server.js';
-import { nextCall, runSipp, SIPP_NUMS, sippTarget, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
-import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
-import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { runSipp } from '../peers/sip/harness.js';
+import { dbfsOf, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { freeUdpPort, udpBound } from '../support/udp.js';
-import { createSocket } from 'node:dgram';
-
-/** A bare UDP socket at the person's address, counting datagrams (none expected). */
-async function udpListen(port: number): Promise<{ received: number; close(): void }> {
-  const sock = createSocket('udp4');
-  const state = { received: 0, close: () => sock.close() };
-  sock.on('message', () => state.received++);
-  await new Promise<void>((r) => sock.bind(port, '127.0.0.1', () => r()));
-  return state;
-}
+import { udpBound } from '../support/udp.js';
+import { aiTransfers, CALLER_HZ, expectTone, person, setup, udpListen, type Cleanups } from './handoff-rig.js';
 
 /**
- * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties: sipp does
- * the signalling, a test RTP endpoint per party plays a tone and records what it hears, and the
- * local Realtime stand-in plays the AI that calls transfer_call / send_dtmf.
+ * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties (helpers in
+ * handoff-rig.ts). The REFER 403 → bridge case runs on both SIP engines in handoff-engines.test.ts.
  */
-const CALLER_HZ = 500;
-const HUMAN_HZ = 1300;
-
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
+let cleanups: Cleanups = [];
 afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
 });
 
-interface Rig {
-  h: SipHarness;
-  rt: RealtimeTestServer;
-  phonePort: number;
-  caller: RtpEndpoint;
-  call: Call;
-  callerSipp: ReturnType<typeof runSipp>;
-}
-
-/** A gateway whose trunk dials the person at a sipp UAS, and a sipp caller already bridged to the AI. */
-async function setup(transfer: Record<string, unknown>, dtmf?: Record<string, unknown>, maxCalls = 60): Promise<Rig> {
-  const rt = new RealtimeTestServer({});
-  await rt.start();
-  cleanups.push(() => rt.stop());
-  const phonePort = await freeUdpPort();
-  const h = await startSipHarness({
-    trunks: [
-      {
-        name: 'mtn-rwanda',
-        allow: ['127.0.0.1/32'],
-        countryCode: '250',
-        nationalPrefix: '0',
-        maxCalls,
-        dialUri: `sip:127.0.0.1:${phonePort}`,
-      },
-    ],
-    routes: {
-      agent: {
-        kind: 'realtime',
-        url: rt.url,
-        apiKey: 'sk-test-0123456789',
-        firstTurn: { mode: 'none' },
-        transfer: { ringTimeoutSec: 5, ...transfer },
-        ...(dtmf ? { dtmf } : {}),
-      },
-    },
-    defaultRoute: 'agent',
-  });
-  cleanups.push(() => h.stop());
-  const caller = new RtpEndpoint();
-  const rtpPort = await caller.start();
-  cleanups.push(() => caller.stop());
-  const created = nextCall(h);
-  const callerSipp = runSipp({
-    scenario: 'uac-handoff.xml',
-    target: sippTarget(h),
-    vars: { ...SIPP_NUMS, RTPPORT: String(rtpPort), REFER_STATUS: '403 Forbidden' },
-    timeoutSec: 60,
-  });
-  cleanups.push(() => callerSipp);
-  const call = await created;
-  cleanups.push(() => call.end({ by: 'operator', cause: 'test_done' }));
-  await waitFor(() => call.state === 'bridged' && rt.connections.length === 1, 8000, 'bridged to the AI');
-  await rt.until(() => rt.connections[0]!.session.tools !== undefined, 5000, 'session configured');
-  return { h, rt, phonePort, caller, call, callerSipp };
-}
-
-/** The person: a sipp UAS at the trunk's dial URI with its media at a test RTP endpoint. */
-async function person(rig: Rig, vars: { user: string; ringMs: number; talkMs: number }) {
-  const human = new RtpEndpoint();
-  human.freq = HUMAN_HZ;
-  const rtpPort = await human.start();
-  cleanups.push(() => human.stop());
-  const sipp = runSipp({
-    scenario: 'uas-party.xml',
-    target: '127.0.0.1:5060', // unused by a UAS
-    vars: {
-      RTPPORT: String(rtpPort),
-      EXPECT_USER: vars.user,
-      RING_MS: String(vars.ringMs),
-      TALK_MS: String(vars.talkMs),
-    },
-    args: ['-p', String(rig.phonePort)],
-    timeoutSec: 25,
-  });
-  cleanups.push(() => sipp);
-  await udpBound(rig.phonePort);
-  return { human, sipp };
-}
-
-/** The AI asks for a transfer on the next caller turn. */
-function aiTransfers(rt: RealtimeTestServer, args: Record<string, unknown>): void {
-  rt.configure({ toolCalls: { 1: { name: 'transfer_call', arguments: args } } });
-  rt.callerTurn('please put me through to a person');
-}
-
-function expectTone(pcm: Int16Array, hz: number): void {
-  expect(pcm.length).toBeGreaterThan(4000);
-  expect(Math.abs(dominantFrequency(pcm, 8000) - hz)).toBeLessThan(hz * 0.02);
-  expect(toneLevelDb(pcm, 8000, hz)).toBeGreaterThan(-20);
-}
-
 describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)', () => {
-  it('REFER refused 403 → the gateway dials the person and bridges: tones both ways, ring-back meanwhile, AI closed', async () => {
-    const rig = await setup({ allow: ['+25078800*'], mode: 'auto' });
-    const { rt, call, caller } = rig;
-    const { human, sipp: humanSipp } = await person(rig, { user: '.250788000111', ringMs: 3000, talkMs: 5000 });
-    const asked = performance.now();
-    aiTransfers(rt, { destination: '+250788000111' });
-    await waitFor(() => call.transfers.length === 1, 20_000, 'transfer outcome');
-    const bridgedAt = performance.now();
-    expect(call.transfers[0]).toMatchObject({
-      destination: '+250788000111',
-      mode: 'auto',
-      outcome: 'bridged',
-      by: 'ai',
-    });
-    // While the person's phone rang the caller heard the prompt, then the 425 Hz ring-back.
-    const waiting = caller.audioSince(asked, bridgedAt);
-    expect(dbfsOf(waiting)).toBeGreaterThan(-45);
-    expect(toneLevelDb(waiting, 8000, 425)).toBeGreaterThan(-35);
-    // The AI is gone from the call.
-    await rt.until(() => rt.connections[0]!.closed, 5000, 'AI session closed');
-    // The person's leg is a second call on the trunk: it holds its own slot in the trunk's cap.
-    expect(await rig.h.gw.ctx.cluster.count('trunk:mtn-rwanda')).toBe(2);
-
-    caller.freq = CALLER_HZ;
-    const talk = performance.now();
-    await sleep(2500);
-    expectTone(human.audioSince(talk + 300), CALLER_HZ);
-    expectTone(caller.audioSince(talk + 300), HUMAN_HZ);
-
-    // The person hangs up: the caller gets our BYE; the record says who ended it.
-    const [h1, c1] = await Promise.all([humanSipp, rig.callerSipp]);
-    expect(h1.code, h1.errors + h1.stderr + h1.messages.slice(-2000)).toBe(0);
-    expect(c1.code, c1.errors + c1.stderr + c1.messages.slice(-2000)).toBe(0);
-    expect(c1.messages).toMatch(/REFER sip:/);
-    expect(c1.messages).toMatch(/SIP\/2\.0 403 Forbidden/);
-    await waitFor(() => call.ended, 5000, 'call ended');
-    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye', party: 'target' });
-    expect(call.legs).toHaveLength(2);
-    expect([...call.parties.values()]).toEqual(['caller', 'target']);
-    let slots = -1;
-    await waitFor(
-      () => (void rig.h.gw.ctx.cluster.count('trunk:mtn-rwanda').then((n) => (slots = n)), slots === 0),
-      5000,
-      'trunk slots freed',
-    );
-    expect(h1.messages).toMatch(/From: "?Caller"? ?<sip:\+250788123456@|P-Asserted|INVITE sip:\+250788000111@/);
-  }, 60_000);
-
   it('busy (486): the caller hears hold audio, then the AI again; the tool output says busy', async () => {
-    const rig = await setup({ allow: ['+250788000486'], mode: 'bridge' });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000486'], mode: 'bridge' } });
     const { rt, call, caller } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -200,7 +44,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('the trunk is full (maxCalls 1, held by the caller): no INVITE, the caller is back with the AI; output says no_capacity', async () => {
-    const rig = await setup({ allow: ['+250788000111'], mode: 'bridge' }, undefined, 1);
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000111'], mode: 'bridge' }, maxCalls: 1 });
     const { rt, call, caller, h } = rig;
     // The person's phone: whatever reaches it would be an INVITE the trunk had no room for.
     const phone = await udpListen(rig.phonePort);
@@ -223,7 +67,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('no answer: CANCEL after ringTimeoutSec, ring-back heard, the caller is back with the AI; output says no_answer', async () => {
-    const rig = await setup({ allow: ['+250788000408'], mode: 'bridge' });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge' } });
     const { rt, caller } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -249,7 +93,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('the call ends while the person rings: their INVITE is CANCELled, the caller gets BYE, ports and timers released', async () => {
-    const rig = await setup({ allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 } });
     const { rt, call, h } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -274,9 +118,11 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('warm transfer: the person hears the briefing before any of the caller audio', async () => {
-    const rig = await setup({ allow: ['+250788000111'], mode: 'bridge', briefing: 'Call from {from}. {summary}' });
+    const rig = await setup(cleanups, {
+      transfer: { allow: ['+250788000111'], mode: 'bridge', briefing: 'Call from {from}. {summary}' },
+    });
     const { rt, call, caller } = rig;
-    const { human } = await person(rig, { user: '.250788000111', ringMs: 500, talkMs: 8000 });
+    const { human } = await person(cleanups, rig, { user: '.250788000111', ringMs: 500, talkMs: 8000 });
     caller.freq = CALLER_HZ; // the caller talks all along; on hold nobody hears it
     aiTransfers(rt, { destination: '+250788000111', brief: 'They want to dispute a bill.' });
     await waitFor(() => call.transfers.length === 1, 30_000, 'transfer outcome');
@@ -298,7 +144,10 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
 
 describe('keypad to and from the AI', () => {
   it('caller presses 1 2 3 # → one input to the AI; send_dtmf("45") reaches the caller as RFC 4733 events', async () => {
-    const rig = await setup({ allow: [] }, { mode: 'text', interDigitTimeoutMs: 3000, terminator: '#' });
+    const rig = await setup(cleanups, {
+      transfer: { allow: [] },
+      dtmf: { mode: 'text', interDigitTimeoutMs: 3000, terminator: '#' },
+    });
     const { rt, caller, call } = rig;
     const conn = rt.connections[0]!;
     caller.pressKeys('123#');
