@@ -1,5 +1,7 @@
 import type { TransferResult } from '../ai/session.js';
 import type { TransferConfig, TransferMode } from '../config/schema.js';
+import { loadHoldAudio } from './audio/hold-audio.js';
+import type { Pcm } from './audio/speech.js';
 import { Bridge } from './bridge.js';
 import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
@@ -155,6 +157,7 @@ export class Handoff {
     const hold = new PromptSession(this.callerLeg.format, {
       text: this.cfg.holdPrompt,
       then: 'ringback',
+      holdAudio: await this.holdAudio(),
       log: call.log,
     });
     await hold.start();
@@ -219,6 +222,17 @@ export class Handoff {
       targetLeg: target.id,
       warm: briefing !== undefined,
     };
+  }
+
+  /** The route's hold audio file; a file gone bad since start-up falls back to the ring-back (logged). */
+  private async holdAudio(): Promise<Pcm | undefined> {
+    if (!this.cfg.holdAudio) return undefined;
+    try {
+      return await loadHoldAudio(this.cfg.holdAudio);
+    } catch (err) {
+      this.call.log.warn({ err: (err as Error).message }, 'hold audio unusable: playing ring-back instead');
+      return undefined;
+    }
   }
 
   /** The person's leg joins the call: their hang-up ends it (and says it was them). */

@@ -1,8 +1,12 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { runSipp } from '../peers/sip/harness.js';
-import { dbfsOf, toneLevelDb } from '../support/audio.js';
+import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { udpBound } from '../support/udp.js';
+import { toneWav } from '../support/wav.js';
 import { aiTransfers, CALLER_HZ, expectTone, person, setup, udpListen, type Cleanups } from './handoff-rig.js';
 
 /**
@@ -64,6 +68,38 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expectTone(caller.audioSince(backAt), 800);
     expect(call.state).toBe('bridged');
     expect(call.transfers[0]).toMatchObject({ outcome: 'no_capacity', mode: 'bridge' });
+  }, 60_000);
+
+  it('transfer.holdAudio: the caller hears the route WAV looped (not the ring-back) while the person rings', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hold-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // 700 Hz at 16 kHz, 1 s: the gateway resamples it to the caller's 8 kHz and loops it.
+    const holdAudio = join(dir, 'hold.wav');
+    writeFileSync(holdAudio, toneWav(700, 16000, 1000));
+    const rig = await setup(cleanups, {
+      transfer: { allow: ['+250788000408'], mode: 'bridge', holdPrompt: 'Hold on.', holdAudio },
+    });
+    const { rt, caller } = rig;
+    const sipp = runSipp({
+      scenario: 'uas-busy-then-ring.xml',
+      target: '127.0.0.1:5060',
+      args: ['-p', String(rig.phonePort)],
+      timeoutSec: 30,
+    });
+    cleanups.push(() => sipp);
+    await udpBound(rig.phonePort);
+    const conn = rt.connections[0]!;
+    aiTransfers(rt, { destination: '+250788000408' });
+    await rt.until(() => conn.toolOutputs.length === 1, 20_000, 'transfer tool output');
+    const backAt = performance.now();
+    expect(JSON.parse(conn.toolOutputs[0]!.output)).toMatchObject({ ok: false, outcome: 'no_answer' });
+    // The last seconds of the 5 s ring: the file's tone, well above any ring-back.
+    const held = caller.audioSince(backAt - 2500, backAt - 300);
+    expect(held.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(held, 8000) - 700)).toBeLessThan(14);
+    expect(toneLevelDb(held, 8000, 700)).toBeGreaterThan(-20);
+    expect(toneLevelDb(held, 8000, 425)).toBeLessThan(toneLevelDb(held, 8000, 700) - 20);
+    expect((await sipp).code).toBe(0);
   }, 60_000);
 
   it('no answer: CANCEL after ringTimeoutSec, ring-back heard, the caller is back with the AI; output says no_answer', async () => {
