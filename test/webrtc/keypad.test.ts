@@ -44,19 +44,34 @@ async function keypadCall() {
 }
 
 describe('WhatsApp keypad to and from the AI', () => {
-  it('user presses 1 2 3 # → one input to the AI; send_dtmf("45") reaches the user as RFC 4733 events', async () => {
+  it('malformed and flooded events give no extra digit; 1 2 3 # → one input to the AI; send_dtmf("45") reaches the user as RFC 4733 events', async () => {
     const { rt, user, call, conn } = await keypadCall();
+
+    // Hostile packets first: empty, short, an event that is no digit (RFC 4733 §3.2 ends at 15), a
+    // flood of end packets for one event. None of them is a keypress, except that one event once.
+    const heard: string[] = [];
+    call.on('dtmf', (d) => heard.push(d));
+    user.sendEventPacket(Buffer.alloc(0));
+    user.sendEventPacket(Buffer.from([1, 0x80]));
+    user.sendEventPacket(Buffer.from([200, 0x8a, 0x03, 0x20]));
+    for (let i = 0; i < 200; i++) user.sendEventPacket(Buffer.from([9, 0x8a, 0x03, 0x20]), 12345);
+    await waitFor(() => heard.length === 1, 3000, 'the one flooded event as one digit');
+    await sleep(300);
+    expect(heard).toEqual(['9']);
+    await sleep(3200); // the collector's inter-digit pause delivers "9" on its own first
+    await rt.until(() => conn.seededItems.length === 1, 5000, 'the 9 alone');
+    expect(JSON.stringify(conn.seededItems[0])).toContain('keypad: 9"');
 
     // Meta injects one event per press; a gap between presses gives each its own timestamp.
     for (const d of '123#') {
       user.sendDtmf(d);
       await sleep(120);
     }
-    await rt.until(() => conn.seededItems.length >= 1, 8000, 'keypad input at the AI');
+    await rt.until(() => conn.seededItems.length >= 2, 8000, 'keypad input at the AI');
     await sleep(300);
-    expect(conn.seededItems).toHaveLength(1);
-    expect(conn.seededItems[0]).toMatchObject({ type: 'message', role: 'user' });
-    expect(JSON.stringify(conn.seededItems[0])).toContain('keypad: 123"');
+    expect(conn.seededItems).toHaveLength(2);
+    expect(conn.seededItems[1]).toMatchObject({ type: 'message', role: 'user' });
+    expect(JSON.stringify(conn.seededItems[1])).toContain('keypad: 123"');
     expect(call.transcript.some((t) => t.role === 'caller' && t.text === '[keypad] 123')).toBe(true);
 
     rt.configure({ toolCalls: { 1: { name: 'send_dtmf', arguments: { digits: '45' } } } });

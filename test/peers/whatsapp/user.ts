@@ -373,17 +373,22 @@ export class WhatsAppUser {
       const end = k >= 3;
       const duration = Math.min(k + 1, 4) * 160;
       const payload = Buffer.from([event, (end ? 0x80 : 0) | 10, duration >> 8, duration & 0xff]);
-      this.seq = (this.seq + 1) & 0xffff;
-      const header = new RtpHeader({
-        sequenceNumber: this.seq,
-        timestamp: ts,
-        payloadType: TE_PT,
-        marker: k === 0,
-        ssrc: this.transceiver!.sender.ssrc,
-      });
-      // The sender rewrites the payload type to its first codec; send on the transport directly.
-      void this.transceiver!.sender.dtlsTransport.sendRtp(payload, header);
+      this.sendEventPacket(payload, ts, k === 0);
     }
+  }
+
+  /** One telephone-event packet with any payload (hostile tests: short, unknown events). */
+  sendEventPacket(payload: Buffer, timestamp = (this.ts + 960) >>> 0, marker = false): void {
+    this.seq = (this.seq + 1) & 0xffff;
+    const header = new RtpHeader({
+      sequenceNumber: this.seq,
+      timestamp,
+      payloadType: TE_PT,
+      marker,
+      ssrc: this.transceiver!.sender.ssrc,
+    });
+    // The sender rewrites the payload type to its first codec; send on the transport directly.
+    void this.transceiver!.sender.dtlsTransport.sendRtp(payload, header);
   }
 
   /** The telephone-event packets received, decoded (RFC 4733 §2.3). */
