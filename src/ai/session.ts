@@ -39,7 +39,16 @@ export interface TransferOptions {
 
 /** How a transfer ended, as the model (tool output) and the call record see it. */
 export type TransferOutcome =
-  'referred' | 'bridged' | 'busy' | 'no_answer' | 'rejected' | 'failed' | 'not_allowed' | 'unsupported';
+  | 'referred'
+  | 'bridged'
+  | 'busy'
+  | 'no_answer'
+  | 'rejected'
+  | 'failed'
+  | 'not_allowed'
+  | 'unsupported'
+  /** The trunk / front the person's leg would go out on is at its concurrent-call cap. */
+  | 'no_capacity';
 
 export interface TransferResult {
   ok: boolean;

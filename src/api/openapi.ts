@@ -233,7 +233,7 @@ export const openApiDocument = {
       parameters: [idParam],
       post: {
         summary:
-          "Hand the call to a person: REFER, bridge (the gateway dials them through a trunk or a SIP URI) or auto (REFER, bridge when refused). Destination (E.164 or sip:/tel: URI) must be in the route's transfer.allow unless transfer.operatorOverride (403 otherwise). Resolves once the outcome is known; 409 transfer_failed with details.outcome busy / no_answer / rejected (the caller is back with the AI)",
+          "Hand the call to a person: REFER, bridge (the gateway dials them through a trunk or a SIP URI) or auto (REFER, bridge when refused). Destination (E.164 or sip:/tel: URI) must be in the route's transfer.allow unless transfer.operatorOverride (403 otherwise). Resolves once the outcome is known; 409 transfer_failed with details.outcome busy / no_answer / rejected / no_capacity (the trunk or WhatsApp cap is full) / failed (the caller is back with the AI)",
         requestBody: {
           required: true,
           ...json({

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { holdAudioProblem } from '../core/audio/hold-audio.js';
 import { isE164, isSipUri, isTelUri } from '../sip/header-values.js';
 
 // ---- Handoff (issue 19): bridged/warm transfer and keypad input. ----
@@ -17,6 +18,18 @@ function handoffFields() {
     ringTimeoutSec: z.number().int().min(5).max(120).default(30),
     /** Said to the caller (local TTS) while the person's phone rings, before the ring-back tone. */
     holdPrompt: z.string().min(1).max(300).default('Please hold while I connect you.'),
+    /**
+     * A WAV (mono 16-bit PCM, 8/16/24/48 kHz) played looped after the hold prompt instead of the
+     * generated ring-back. Checked when the config loads.
+     */
+    holdAudio: z
+      .string()
+      .min(1)
+      .optional()
+      .superRefine((path, ctx) => {
+        const problem = path === undefined ? undefined : holdAudioProblem(path);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem, input: path });
+      }),
     /**
      * Warm transfer: said to the person (local TTS) before the caller is connected. `{from}` is the
      * caller's number, `{summary}` what the AI or operator passed as `brief`. Unset: no briefing

@@ -1,5 +1,7 @@
 import type { TransferResult } from '../ai/session.js';
 import type { TransferConfig, TransferMode } from '../config/schema.js';
+import { loadHoldAudio } from './audio/hold-audio.js';
+import type { Pcm } from './audio/speech.js';
 import { Bridge } from './bridge.js';
 import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
@@ -155,6 +157,7 @@ export class Handoff {
     const hold = new PromptSession(this.callerLeg.format, {
       text: this.cfg.holdPrompt,
       then: 'ringback',
+      holdAudio: await this.holdAudio(),
       log: call.log,
     });
     await hold.start();
@@ -221,6 +224,17 @@ export class Handoff {
     };
   }
 
+  /** The route's hold audio file; a file gone bad since start-up falls back to the ring-back (logged). */
+  private async holdAudio(): Promise<Pcm | undefined> {
+    if (!this.cfg.holdAudio) return undefined;
+    try {
+      return await loadHoldAudio(this.cfg.holdAudio);
+    } catch (err) {
+      this.call.log.warn({ err: (err as Error).message }, 'hold audio unusable: playing ring-back instead');
+      return undefined;
+    }
+  }
+
   /** The person's leg joins the call: their hang-up ends it (and says it was them). */
   private adoptTarget(target: MediaLeg): void {
     this.call.parties.set(this.callerLeg.id, 'caller');
@@ -252,13 +266,17 @@ export class Handoff {
 
 /** The dial's failure as the model should hear it. */
 function failure(err: GatewayError, destination: string): TransferResult {
+  // The model and the API caller read this: the call id tags (one per wrapping) are noise there.
+  const why = err.message.replace(/\[call [^\]]*\] /g, '');
+  if (err.code === 'limit_reached')
+    return { ok: false, outcome: 'no_capacity', detail: `cannot call ${destination} now: ${why}` };
   const status = err.details?.status as number | undefined;
   if (err.code === 'timeout' || status === 408 || status === 480)
     return { ok: false, outcome: 'no_answer', detail: `${destination} did not answer` };
   if (status === 486 || status === 600) return { ok: false, outcome: 'busy', detail: `${destination} is busy` };
   if (status !== undefined)
     return { ok: false, outcome: 'rejected', detail: `${destination} refused the call (${status})` };
-  return { ok: false, outcome: 'failed', detail: `could not call ${destination}: ${err.message}` };
+  return { ok: false, outcome: 'failed', detail: `could not call ${destination}: ${why}` };
 }
 
 /** Digits read one by one by the TTS ("+250788..." would otherwise be read as a large number). */

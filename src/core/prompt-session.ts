@@ -1,7 +1,7 @@
 import type { AiSession, AiSessionEvents } from '../ai/session.js';
 import { type AudioFormat, l16 } from './audio/format.js';
 import { pcmBuffer } from './audio/level.js';
-import { spokenPrompt } from './audio/speech.js';
+import { resampleClip, spokenPrompt, type Pcm } from './audio/speech.js';
 import type { Logger } from './logger.js';
 import { TypedEmitter } from './typed-emitter.js';
 
@@ -18,6 +18,8 @@ export interface PromptSessionOptions {
   text: string;
   /** After the text: the ring-back cadence until closed (hold while a person's phone rings), or nothing. */
   then: 'ringback' | 'silence';
+  /** With `ringback`: this audio, looped, instead of the generated ring-back tone (a route's hold music). */
+  holdAudio?: Pcm;
   log: Logger;
 }
 
@@ -35,6 +37,8 @@ export class PromptSession extends TypedEmitter<AiSessionEvents> implements AiSe
   private closed = false;
   private ringSamples = 0;
   private ringT0 = 0;
+  /** The hold audio at the output rate, when the route has its own. */
+  private loop: Int16Array | undefined;
 
   constructor(
     legFormat: AudioFormat,
@@ -50,6 +54,10 @@ export class PromptSession extends TypedEmitter<AiSessionEvents> implements AiSe
   /** Synthesise the prompt (bounded: espeak-ng gets 3 s, then the chime stands in). */
   async start(): Promise<void> {
     this.audio = await spokenPrompt(this.opts.text, this.outputFormat);
+    if (this.opts.holdAudio) {
+      const loop = resampleClip(this.opts.holdAudio, this.outputFormat.sampleRate);
+      if (loop.length > 0) this.loop = loop;
+    }
     this.emit('ready');
   }
 
@@ -81,6 +89,13 @@ export class PromptSession extends TypedEmitter<AiSessionEvents> implements AiSe
     const n = due - this.ringSamples;
     if (n <= 0) return;
     const pcm = new Int16Array(n);
+    const loop = this.loop;
+    if (loop) {
+      for (let i = 0; i < n; i++) pcm[i] = loop[(this.ringSamples + i) % loop.length]!;
+      this.ringSamples = due;
+      this.emit('audio', pcmBuffer(pcm), 'hold');
+      return;
+    }
     const onSamples = (RING_ON_MS * rate) / 1000;
     const period = (RING_PERIOD_MS * rate) / 1000;
     for (let i = 0; i < n; i++) {

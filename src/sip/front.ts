@@ -135,7 +135,7 @@ export class SipFront implements Front {
       const dialer = new SipDialer(inviter, this.ports, this.ctx.config.sip, this.log, this.ladder);
       this.dialer = dialer;
       this.ctx.legDialer = dialer;
-      this.ctx.partyDialers.set('sip', new SipPartyDialer(dialer, this.ctx.config.trunks));
+      this.ctx.partyDialers.set('sip', new SipPartyDialer(dialer, this.ctx.config.trunks, this.ctx.cluster));
       this.ctx.dialers.set('sip', (req) => {
         if (this.draining || this.ctx.draining) throw new GatewayError('limit_reached', 'draining: no new calls');
         return dialer.placeCall(this.ctx, req);

@@ -1,7 +1,9 @@
 import type { TrunkConfig } from '../config/schema.js';
+import { slotKeys, type ClusterState } from '../core/cluster-state.js';
 import { GatewayError } from '../core/errors.js';
 import type { PartyDialer, PartyRequest } from '../core/leg-dialer.js';
 import type { MediaLeg } from '../core/media-leg.js';
+import { withPartySlot } from '../core/party-slots.js';
 import { canonicalDestination } from '../core/transfer-policy.js';
 import type { SipDialer } from './dialer.js';
 import { trunkTarget } from './dialer.js';
@@ -17,12 +19,13 @@ const NUMBER = /^\+\d{6,15}$/;
  * The SIP side of bridged transfers: a number goes out through a trunk (its dial URI, number
  * format, caller-ID presentation, credentials and media policy), a sip:/sips: URI is dialled as
  * given. The person is offered the caller's G.711 law first, so a SIP caller to a SIP person is
- * passthrough end to end.
+ * passthrough end to end. A leg through a trunk counts against the trunk's `maxCalls`.
  */
 export class SipPartyDialer implements PartyDialer {
   constructor(
     private readonly dialer: SipDialer,
     private readonly trunks: readonly TrunkConfig[],
+    private readonly cluster: ClusterState,
   ) {}
 
   handles(destination: string): boolean {
@@ -57,21 +60,28 @@ export class SipPartyDialer implements PartyDialer {
     if (!parseUri(uri)) throw new GatewayError('config_invalid', `cannot build a SIP URI for ${d}: ${uri}`, call.id);
     // The person sees the original caller's number where the trunk allows it.
     const id = outboundIdentity(trunk, call.info.from, this.dialer.publicAddress);
-    const dialed = await this.dialer.dialLeg(
-      {
-        call,
-        uri,
-        from: id.from,
-        to: `<${uri}>`,
-        headers: id.headers,
-        codecs: prefer(trunk.codecs),
-        timeoutMs: req.timeoutMs,
-      },
-      trunk.telephoneEvent,
-      new AddressSet(trunk.mediaAllow ?? trunk.allow),
-      id.credentials,
-    );
-    return dialed.leg;
+    const slot = {
+      key: slotKeys.trunk(trunk.name),
+      max: trunk.maxCalls,
+      why: `trunk ${trunk.name} is at its limit of ${trunk.maxCalls} concurrent calls`,
+    };
+    return withPartySlot(this.cluster, call, [slot], async () => {
+      const dialed = await this.dialer.dialLeg(
+        {
+          call,
+          uri,
+          from: id.from,
+          to: `<${uri}>`,
+          headers: id.headers,
+          codecs: prefer(trunk.codecs),
+          timeoutMs: req.timeoutMs,
+        },
+        trunk.telephoneEvent,
+        new AddressSet(trunk.mediaAllow ?? trunk.allow),
+        id.credentials,
+      );
+      return dialed.leg;
+    });
   }
 
   /** The requested trunk, else the caller's own (SIP calls), else the first configured. */

@@ -6,7 +6,8 @@ import { JitterBuffer } from '../core/jitter-buffer.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason, LegQuality, MediaLeg, MediaLegEvents } from '../core/media-leg.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
-import { buildRtcpReport, buildRtp, DTMF_EVENTS, dtmfPayload, parseRtp, srNtpMiddle, type RtpPorts } from './rtp.js';
+import { TelephoneEventReader, TelephoneEventSender } from '../core/telephone-event.js';
+import { buildRtcpReport, buildRtp, parseRtp, srNtpMiddle, type RtpPorts } from './rtp.js';
 import { AddressSet, SampledLog, SourceLatch, type Endpoint } from './media-source.js';
 import {
   acceptablePayload,
@@ -95,8 +96,9 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
   private lastSr: { middle: number; at: number } | undefined;
   private lastRtcpExpected = 0;
   private lastRtcpReceived = 0;
-  private lastDtmfTs: number | undefined;
-  private dtmfOut: { event: number; ts: number; frames: number; sentFrames: number; endSent: number }[] = [];
+  /** RFC 4733 both ways; SIP telephone-event is always 8000 Hz, the G.711 clock. */
+  private readonly dtmfIn = new TelephoneEventReader(8000);
+  private readonly dtmfOut = new TelephoneEventSender(8000);
   private lastRxAt = Date.now();
   private readonly timers: NodeJS.Timeout[] = [];
   private closing: Promise<void> | undefined;
@@ -277,16 +279,11 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
 
   /** RFC 4733: one digit per event (keyed by RTP timestamp), reported on its first end packet. */
   private onDtmf(timestamp: number, payload: Buffer): void {
-    if (payload.length < 4) return;
-    const end = (payload[1]! & 0x80) !== 0;
-    if (!end || this.lastDtmfTs === timestamp) return;
-    this.lastDtmfTs = timestamp;
-    const digit = DTMF_EVENTS[payload[0]!];
-    if (!digit) return;
+    const got = this.dtmfIn.read(timestamp, payload);
+    if (!got) return;
     this.counters.dtmfReceived++;
-    const ms = Math.round(payload.readUInt16BE(2) / 8);
-    this.log.info({ digit, ms }, 'DTMF received');
-    this.emit('dtmf', digit, ms);
+    this.log.info({ digit: got.digit, ms: got.durationMs }, 'DTMF received');
+    this.emit('dtmf', got.digit, got.durationMs);
   }
 
   private onRtcp(buf: Buffer, rinfo: RemoteInfo): void {
@@ -377,10 +374,11 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
     if (this.closing) return;
     this.timestamp = (this.timestamp + SAMPLES) >>> 0;
     if (!this.sending) return this.tx.clear();
-    const dtmf = this.dtmfOut[0];
-    if (dtmf && this.offer.dtmfPayloadType !== undefined) {
+    if (this.dtmfOut.pending > 0 && this.offer.dtmfPayloadType !== undefined) {
+      // The event replaces audio while it lasts.
       this.tx.clear();
-      return this.sendDtmfFrame(dtmf, this.offer.dtmfPayloadType);
+      const ev = this.dtmfOut.step(this.timestamp)!;
+      return this.send(this.offer.dtmfPayloadType, ev.timestamp, ev.payload, ev.marker);
     }
     for (const pkt of this.tx.push(frame, this.timestamp)) {
       this.send(this.offer.payloadType, pkt.timestamp, pkt.payload, this.firstPacket);
@@ -396,31 +394,14 @@ export class RtpLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
     this.sentOctets += payload.length;
   }
 
-  /** One 20 ms step of an outgoing RFC 4733 event; the event replaces audio while it lasts. */
-  private sendDtmfFrame(d: (typeof this.dtmfOut)[number], pt: number): void {
-    if (d.sentFrames === 0) d.ts = this.timestamp;
-    if (d.sentFrames < d.frames) {
-      d.sentFrames++;
-      this.send(pt, d.ts, dtmfPayload(d.event, false, 10, d.sentFrames * SAMPLES), d.sentFrames === 1);
-      return;
-    }
-    // The end packet goes out three times (RFC 4733 §2.5.1.4) with the same duration.
-    this.send(pt, d.ts, dtmfPayload(d.event, true, 10, d.frames * SAMPLES), false);
-    if (++d.endSent >= 3) this.dtmfOut.shift();
-  }
-
   /** Queue an RFC 4733 event; false when it cannot go out (unknown digit, no telephone-event negotiated). */
   sendDtmf(digit: string, durationMs = 160): boolean {
-    const event = DTMF_EVENTS.indexOf(digit.toUpperCase());
-    if (event < 0 || digit.length !== 1) return false;
     if (this.offer.dtmfPayloadType === undefined) {
       this.log.warn({ digit }, 'cannot send DTMF: carrier did not offer telephone-event');
       return false;
     }
-    // Bounded: a runaway caller cannot queue minutes of tones.
-    if (this.dtmfOut.length >= 64) return false;
-    this.dtmfOut.push({ event, ts: 0, frames: Math.max(2, Math.round(durationMs / 20)), sentFrames: 0, endSent: 0 });
-    return true;
+    // Bounded inside: a runaway caller cannot queue minutes of tones.
+    return this.dtmfOut.enqueue(digit, durationMs);
   }
 
   quality(): LegQuality & { rtp: RtpCounters; remote: string } {

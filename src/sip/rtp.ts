@@ -64,17 +64,6 @@ export function buildRtp(h: RtpHeaderFields, payload: Buffer): Buffer {
   return buf;
 }
 
-/** RFC 4733 event codes for DTMF. */
-export const DTMF_EVENTS = '0123456789*#ABCD';
-
-export function dtmfPayload(event: number, end: boolean, volume: number, duration: number): Buffer {
-  const b = Buffer.alloc(4);
-  b[0] = event;
-  b[1] = (end ? 0x80 : 0) | (volume & 0x3f);
-  b.writeUInt16BE(Math.min(duration, 0xffff), 2);
-  return b;
-}
-
 export interface ReceptionReport {
   ssrc: number;
   fractionLost: number; // 0..255

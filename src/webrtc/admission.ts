@@ -12,6 +12,14 @@ export async function admitWhatsAppCall(
   kind: WhatsAppCallKind,
   callId: string,
 ): Promise<string | undefined> {
+  const slots = whatsAppSlots(ctx, kind);
+  const r = await admitCall(ctx.cluster, callId, slots);
+  if (r.ok) return undefined;
+  return 'full' in r ? slots.find((x) => x.key === r.full)!.why : `cluster state unavailable (${r.unavailable})`;
+}
+
+/** The caps a WhatsApp call of this kind counts against, each with the refusal's wording. */
+export function whatsAppSlots(ctx: Pick<GatewayContext, 'config'>, kind: WhatsAppCallKind): (Slot & { why: string })[] {
   const max = ctx.config.limits.maxCalls;
   const slots: (Slot & { why: string })[] = [
     {
@@ -32,7 +40,5 @@ export async function admitWhatsAppCall(
       max: max.mediaSessions,
       why: `media session limit reached (${max.mediaSessions} concurrent sessions)`,
     });
-  const r = await admitCall(ctx.cluster, callId, slots);
-  if (r.ok) return undefined;
-  return 'full' in r ? slots.find((x) => x.key === r.full)!.why : `cluster state unavailable (${r.unavailable})`;
+  return slots;
 }

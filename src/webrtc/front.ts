@@ -100,7 +100,7 @@ export class WhatsAppFront implements Front, WhatsAppCallHost {
       (waCallId) => this.active.has(waCallId),
       (ev) => this.onEvent(ev, true),
     );
-    this.ctx.partyDialers.set('whatsapp', new WhatsAppPartyDialer(this));
+    this.ctx.partyDialers.set('whatsapp', new WhatsAppPartyDialer(this, this.ctx));
     this.ctx.dialers.set('whatsapp', (req) => this.startOutboundCall({ to: req.to, route: req.route, from: req.from }));
     this.ctx.mediaSessions = {
       start: (req) => this.mediaSessions.start(req),

@@ -2,8 +2,11 @@ import type { Call } from '../core/call.js';
 import { GatewayError } from '../core/errors.js';
 import type { PartyDialer, PartyRequest } from '../core/leg-dialer.js';
 import type { MediaLeg } from '../core/media-leg.js';
+import { withPartySlot } from '../core/party-slots.js';
 import { canonicalDestination } from '../core/transfer-policy.js';
+import type { GatewayContext } from '../gateway.js';
 import { digits, type ActiveCall } from './active-call.js';
+import { whatsAppSlots } from './admission.js';
 import { GraphError, type GraphClient } from './graph.js';
 import type { BusinessNumbers } from './numbers.js';
 import type { CallEvent } from './webhook.js';
@@ -27,15 +30,24 @@ export interface WhatsAppCallHost {
  * leg once the user answers and media flows; a REJECTED status is a 603, a terminate before the
  * answer a 480 (unavailable), no answer within the ring time a `timeout` — the handoff turns
  * these into the AI's tool result. The user's terminate after the answer is the leg's hangup.
+ * The leg counts against the WhatsApp caps (`limits.maxCalls.whatsapp` / `whatsappOutbound`).
  */
 export class WhatsAppPartyDialer implements PartyDialer {
-  constructor(private readonly host: WhatsAppCallHost) {}
+  constructor(
+    private readonly host: WhatsAppCallHost,
+    private readonly ctx: Pick<GatewayContext, 'cluster' | 'config'>,
+  ) {}
 
   handles(destination: string): boolean {
     return WHATSAPP.test(canonicalDestination(destination));
   }
 
-  async dialParty(req: PartyRequest): Promise<MediaLeg> {
+  dialParty(req: PartyRequest): Promise<MediaLeg> {
+    const slots = whatsAppSlots(this.ctx, 'outbound');
+    return withPartySlot(this.ctx.cluster, req.call, slots, () => this.place(req));
+  }
+
+  private async place(req: PartyRequest): Promise<MediaLeg> {
     const { call } = req;
     const to = WHATSAPP.exec(canonicalDestination(req.destination))?.[1];
     if (!to) throw new GatewayError('invalid_request', `not a WhatsApp destination: ${req.destination}`, call.id);
@@ -64,10 +76,7 @@ export class WhatsAppPartyDialer implements PartyDialer {
     this.host.hold(entry);
     call.log.info({ waCallId: entry.waCallId, to }, 'WhatsApp call placed for a transfer');
     call.onEnd(() => outcome.fail(new GatewayError('leg_closed', 'the call ended while the person rang', call.id)));
-    const timer = setTimeout(
-      () => outcome.fail(new GatewayError('timeout', `${to} did not answer in ${req.timeoutMs} ms`, call.id)),
-      req.timeoutMs,
-    );
+    const timer = setTimeout(() => outcome.fail(ringTimeout(outcome.heard, to, req.timeoutMs, call.id)), req.timeoutMs);
     try {
       await outcome.answered;
       return leg;
@@ -84,9 +93,26 @@ export class WhatsAppPartyDialer implements PartyDialer {
   }
 }
 
+/**
+ * The ring time is over. A user whose phone rang (a RINGING status came) did not answer; with no
+ * webhook at all for the call, Meta's signalling was lost on the way (webhook delivery down, a
+ * wrong subscription) and the AI must not tell the caller the person did not pick up.
+ */
+function ringTimeout(heard: boolean, to: string, timeoutMs: number, callId: string): GatewayError {
+  return heard
+    ? new GatewayError('timeout', `${to} did not answer in ${timeoutMs} ms`, callId)
+    : new GatewayError(
+        'upstream',
+        `no WhatsApp webhook for the call to ${to} in ${timeoutMs} ms (no ringing, answer or decline): call signalling lost`,
+        callId,
+      );
+}
+
 /** The person's leg from placement to answer (or refusal), then until they hang up. */
 class PartyOutcome {
   readonly answered: Promise<void>;
+  /** Some webhook (status, answer, terminate) arrived for the call. */
+  heard = false;
   private settle!: { resolve: () => void; reject: (err: Error) => void };
   private done = false;
   private connected = false;
@@ -107,6 +133,7 @@ class PartyOutcome {
   }
 
   async onEvent(ev: CallEvent): Promise<void> {
+    this.heard = true;
     if (ev.kind === 'connect') return this.onAnswer(ev.sdp);
     const status = ev.kind === 'status' ? ev.status : undefined;
     if (ev.kind === 'status' && status !== 'REJECTED') return;

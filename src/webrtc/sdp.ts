@@ -13,6 +13,8 @@ const ALLOWED_CODECS = new Set(['opus', 'telephone-event']);
 export interface OfferInfo {
   opusPt: number;
   telephoneEventPt: number | undefined;
+  /** The telephone-event payload's RTP clock (WhatsApp offers 8000; browsers also offer 48000). */
+  telephoneEventRate: number | undefined;
   setup: string | undefined;
   candidates: number;
   /** The audio stream's direction (RFC 3264 §6); `recvonly` from a listen-in browser. */
@@ -25,8 +27,14 @@ function audioSection(sdp: SessionDescription, callId?: string): MediaAttributes
   return audio;
 }
 
-function payloadOf(m: MediaAttributes, codec: string): number | undefined {
-  return m.rtp.find((r) => r.codec.toLowerCase() === codec)?.payload;
+/**
+ * The telephone-event format we use: the one at Opus's 48 kHz clock when offered (as libwebrtc
+ * chooses, so events and audio share one clock), else the first offered (WhatsApp: 8000).
+ */
+function telephoneEventOf(m: MediaAttributes): { payload: number; rate: number } | undefined {
+  const events = m.rtp.filter((r) => r.codec.toLowerCase() === 'telephone-event' && r.rate !== undefined);
+  const pick = events.find((r) => r.rate === 48000) ?? events[0];
+  return pick ? { payload: pick.payload, rate: pick.rate! } : undefined;
 }
 
 /** Checks a remote offer (or answer) carries Opus 48 kHz; returns what we negotiate from it. */
@@ -43,9 +51,11 @@ export function inspectRemoteSdp(raw: string, callId?: string): OfferInfo {
     const offered = audio.rtp.map((r) => `${r.codec}/${r.rate}`).join(', ') || 'none';
     throw new GatewayError('unknown_codec', `SDP offers no Opus/48000 (offered: ${offered})`, callId);
   }
+  const te = telephoneEventOf(audio);
   return {
     opusPt: opus.payload,
-    telephoneEventPt: payloadOf(audio, 'telephone-event'),
+    telephoneEventPt: te?.payload,
+    telephoneEventRate: te?.rate,
     setup: audio.setup ?? sdp.setup,
     candidates: audio.candidates?.length ?? 0,
     direction: audio.direction ?? sdp.direction ?? 'sendrecv',

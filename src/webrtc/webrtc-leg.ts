@@ -11,6 +11,7 @@ import { createCodec } from '../core/audio/codecs.js';
 import { OPUS_48K, type AudioFormat } from '../core/audio/format.js';
 import { GatewayError } from '../core/errors.js';
 import { JitterBuffer } from '../core/jitter-buffer.js';
+import { TelephoneEventReader, TelephoneEventSender } from '../core/telephone-event.js';
 import type { Logger } from '../core/logger.js';
 import type { HangupReason, LegQuality, MediaLeg, MediaLegEvents } from '../core/media-leg.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
@@ -40,11 +41,17 @@ export interface IceConsentStats {
 
 const OPUS_PT = 111;
 const TELEPHONE_EVENT_PT = 126;
+/** What WhatsApp offers for DTMF (telephone-event/8000); we offer the same on business-initiated calls. */
+const TELEPHONE_EVENT_RATE = 8000;
 /** 20 ms at Opus's 48 kHz RTP clock (RFC 7587: always 48000, whatever the audio bandwidth). */
 const SAMPLES_PER_FRAME = 960;
-const DTMF_EVENTS = '0123456789*#ABCD';
 
-function codecs(opusPt: number, tePt: number | undefined): RTCRtpCodecParameters[] {
+interface TelephoneEventFormat {
+  pt: number;
+  rate: number;
+}
+
+function codecs(opusPt: number, te: TelephoneEventFormat | undefined): RTCRtpCodecParameters[] {
   const list = [
     new RTCRtpCodecParameters({
       mimeType: 'audio/opus',
@@ -54,9 +61,14 @@ function codecs(opusPt: number, tePt: number | undefined): RTCRtpCodecParameters
       parameters: 'minptime=20;useinbandfec=1',
     }),
   ];
-  if (tePt !== undefined) {
+  if (te !== undefined) {
     list.push(
-      new RTCRtpCodecParameters({ mimeType: 'audio/telephone-event', clockRate: 8000, channels: 1, payloadType: tePt }),
+      new RTCRtpCodecParameters({
+        mimeType: 'audio/telephone-event',
+        clockRate: te.rate,
+        channels: 1,
+        payloadType: te.pt,
+      }),
     );
   }
   return list;
@@ -67,6 +79,8 @@ function codecs(opusPt: number, tePt: number | undefined): RTCRtpCodecParameters
  * Opus 48 kHz and RFC 4733 DTMF. Frames are Opus packets: inbound RTP goes through the core
  * jitter buffer, and every frame the bridge writes (silence included, no DTX) becomes one RTP
  * packet with its own sequence number and +960 timestamp, so WhatsApp never sees a media gap.
+ * Keypad digits go both ways as RFC 4733 telephone-events on the Opus stream's SSRC, timed in the
+ * telephone-event payload's own clock (WhatsApp negotiates 8000 Hz).
  */
 export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg {
   readonly id = randomUUID();
@@ -77,7 +91,12 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   private readonly jitter: JitterBuffer;
   private readonly log: Logger;
   private opusPt = OPUS_PT;
-  private tePt: number | undefined = TELEPHONE_EVENT_PT;
+  private te: TelephoneEventFormat | undefined = { pt: TELEPHONE_EVENT_PT, rate: TELEPHONE_EVENT_RATE };
+  private dtmfIn = new TelephoneEventReader(TELEPHONE_EVENT_RATE);
+  private dtmfOut = new TelephoneEventSender(TELEPHONE_EVENT_RATE);
+  /** The send clock in the telephone-event rate: advances with every 20 ms frame, like `timestamp`. */
+  private eventTimestamp = randomInt(0, 2 ** 32);
+  private dtmfSent = 0;
   private seq = randomInt(0, 0x10000);
   private timestamp = randomInt(0, 2 ** 32);
   private firstPacket = true;
@@ -85,7 +104,6 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   private notSent = 0;
   private received = 0;
   private lastRxAt = 0;
-  private lastDtmfTs: number | undefined;
   private inactivityTimer: NodeJS.Timeout | undefined;
   private connected = false;
   private closing: Promise<void> | undefined;
@@ -124,9 +142,10 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   /** Answer a WhatsApp offer. Throws GatewayError when the offer has no Opus. */
   static async answer(offerSdp: string, opts: WebRtcLegOptions): Promise<{ leg: WebRtcLeg; answerSdp: string }> {
     const offer = inspectRemoteSdp(offerSdp, opts.callId);
-    const leg = new WebRtcLeg(opts, codecs(offer.opusPt, offer.telephoneEventPt));
+    const te = eventFormat(offer);
+    const leg = new WebRtcLeg(opts, codecs(offer.opusPt, te));
     leg.opusPt = offer.opusPt;
-    leg.tePt = offer.telephoneEventPt;
+    leg.useEventFormat(te);
     try {
       await leg.pc.setRemoteDescription({ type: 'offer', sdp: offerSdp });
       leg.transceiver = leg.pc.getTransceivers().find((t) => t.kind === 'audio');
@@ -138,7 +157,7 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
       await leg.transceiver.sender.replaceTrack(leg.track);
       await leg.pc.setLocalDescription(await leg.pc.createAnswer());
       const answerSdp = shapeLocalSdp(leg.pc.localDescription!.sdp, opts.callId);
-      leg.log.info({ opusPt: leg.opusPt, tePt: leg.tePt, candidates: offer.candidates }, 'WebRTC answer built');
+      leg.log.info({ opusPt: leg.opusPt, telephoneEvent: te, candidates: offer.candidates }, 'WebRTC answer built');
       return { leg, answerSdp };
     } catch (err) {
       await leg.pc.close().catch(() => {});
@@ -152,7 +171,7 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
 
   /** Our offer for a business-initiated call; apply WhatsApp's answer with acceptAnswer(). */
   static async offer(opts: WebRtcLegOptions): Promise<{ leg: WebRtcLeg; offerSdp: string }> {
-    const leg = new WebRtcLeg(opts, codecs(OPUS_PT, TELEPHONE_EVENT_PT));
+    const leg = new WebRtcLeg(opts, codecs(OPUS_PT, { pt: TELEPHONE_EVENT_PT, rate: TELEPHONE_EVENT_RATE }));
     leg.transceiver = leg.pc.addTransceiver(leg.track, { direction: 'sendrecv' });
     await leg.pc.setLocalDescription(await leg.pc.createOffer());
     return { leg, offerSdp: shapeLocalSdp(leg.pc.localDescription!.sdp, opts.callId) };
@@ -161,7 +180,7 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
   async acceptAnswer(answerSdp: string): Promise<void> {
     const info = inspectRemoteSdp(answerSdp, this.callId);
     this.opusPt = info.opusPt;
-    this.tePt = info.telephoneEventPt;
+    this.useEventFormat(eventFormat(info));
     await this.pc.setRemoteDescription({ type: 'answer', sdp: answerSdp });
   }
 
@@ -230,8 +249,12 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
           payload,
           arrivalMs: performance.now(),
         });
-      } else if (header.payloadType === this.tePt) {
-        this.onTelephoneEvent(header.timestamp, payload);
+      } else if (header.payloadType === this.te?.pt) {
+        const got = this.dtmfIn.read(header.timestamp, payload);
+        if (got) {
+          this.log.info(got, 'DTMF received');
+          this.emit('dtmf', got.digit, got.durationMs);
+        }
       }
     } catch (err) {
       // A malformed packet must never take the process down.
@@ -239,14 +262,12 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     }
   }
 
-  /** RFC 4733: one digit per event (keyed by timestamp), reported on its first end packet. */
-  private onTelephoneEvent(timestamp: number, payload: Buffer): void {
-    if (payload.length < 4) return;
-    const end = (payload[1]! & 0x80) !== 0;
-    if (!end || this.lastDtmfTs === timestamp) return;
-    this.lastDtmfTs = timestamp;
-    const digit = DTMF_EVENTS[payload[0]!];
-    if (digit) this.emit('dtmf', digit, Math.round(payload.readUInt16BE(2) / 8));
+  /** The negotiated telephone-event format (none: no keypad either way). */
+  private useEventFormat(te: TelephoneEventFormat | undefined): void {
+    this.te = te;
+    if (!te) return;
+    this.dtmfIn = new TelephoneEventReader(te.rate);
+    this.dtmfOut = new TelephoneEventSender(te.rate);
   }
 
   /**
@@ -266,8 +287,10 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
       this.notSent++;
       return;
     }
-    this.seq = (this.seq + 1) & 0xffff;
     this.timestamp = (this.timestamp + SAMPLES_PER_FRAME) >>> 0;
+    this.eventTimestamp = (this.eventTimestamp + this.dtmfOut.clockRate / 50) >>> 0;
+    if (this.te && this.dtmfOut.pending > 0) return this.writeEvent(this.te.pt);
+    this.seq = (this.seq + 1) & 0xffff;
     const header = new RtpHeader({
       sequenceNumber: this.seq,
       timestamp: this.timestamp,
@@ -277,6 +300,41 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     this.firstPacket = false;
     this.track.writeRtp(new RtpPacket(header, frame));
     this.sent++;
+  }
+
+  /**
+   * While a digit plays its RFC 4733 packets replace the Opus frames (as libwebrtc does). werift's
+   * track would rewrite the payload type to Opus's, so they go to the DTLS transport directly with
+   * the sender's SSRC and our one sequence: WhatsApp sees one stream with no sequence gap.
+   */
+  private writeEvent(pt: number): void {
+    const pkt = this.dtmfOut.step(this.eventTimestamp);
+    const sender = this.transceiver?.sender;
+    if (!pkt || !sender) return;
+    this.seq = (this.seq + 1) & 0xffff;
+    const header = new RtpHeader({
+      sequenceNumber: this.seq,
+      timestamp: pkt.timestamp,
+      payloadType: pt,
+      marker: pkt.marker,
+      ssrc: sender.ssrc,
+    });
+    sender.dtlsTransport.sendRtp(pkt.payload, header).then(
+      () => this.dtmfSent++,
+      (err: Error) => this.log.debug({ err: err.message }, 'telephone-event packet not sent'),
+    );
+  }
+
+  /** Queue one keypad digit as an RFC 4733 event; false when WhatsApp negotiated no telephone-event. */
+  sendDtmf(digit: string, durationMs = 160): boolean {
+    if (this.closing) return false;
+    if (!this.te) {
+      this.log.warn({ digit }, 'cannot send DTMF: the WhatsApp SDP has no telephone-event');
+      return false;
+    }
+    const queued = this.dtmfOut.enqueue(digit, durationMs);
+    if (queued) this.log.info({ digit, durationMs, rate: this.te.rate }, 'DTMF queued');
+    return queued;
   }
 
   consentStats(): IceConsentStats {
@@ -292,12 +350,13 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     };
   }
 
-  quality(): LegQuality & { notSent: number } {
+  quality(): LegQuality & { notSent: number; dtmfPacketsSent: number } {
     return {
       jitter: { ...this.jitter.stats },
       packetsSent: this.sent,
       packetsReceived: this.received,
       notSent: this.notSent,
+      dtmfPacketsSent: this.dtmfSent,
     };
   }
 
@@ -327,4 +386,13 @@ export class WebRtcLeg extends TypedEmitter<MediaLegEvents> implements MediaLeg 
     })();
     return this.closing;
   }
+}
+
+function eventFormat(info: {
+  telephoneEventPt?: number;
+  telephoneEventRate?: number;
+}): TelephoneEventFormat | undefined {
+  return info.telephoneEventPt !== undefined && info.telephoneEventRate !== undefined
+    ? { pt: info.telephoneEventPt, rate: info.telephoneEventRate }
+    : undefined;
 }

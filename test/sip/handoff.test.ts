@@ -1,161 +1,27 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
-import { RealtimeTestServer } from '../peers/realtime/server.js';
-import { nextCall, runSipp, SIPP_NUMS, sippTarget, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
-import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
+import { runSipp } from '../peers/sip/harness.js';
 import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { freeUdpPort, udpBound } from '../support/udp.js';
+import { udpBound } from '../support/udp.js';
+import { toneWav } from '../support/wav.js';
+import { aiTransfers, CALLER_HZ, expectTone, person, setup, udpListen, type Cleanups } from './handoff-rig.js';
 
 /**
- * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties: sipp does
- * the signalling, a test RTP endpoint per party plays a tone and records what it hears, and the
- * local Realtime stand-in plays the AI that calls transfer_call / send_dtmf.
+ * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties (helpers in
+ * handoff-rig.ts). The REFER 403 → bridge case runs on both SIP engines in handoff-engines.test.ts.
  */
-const CALLER_HZ = 500;
-const HUMAN_HZ = 1300;
-
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
+let cleanups: Cleanups = [];
 afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
 });
 
-interface Rig {
-  h: SipHarness;
-  rt: RealtimeTestServer;
-  phonePort: number;
-  caller: RtpEndpoint;
-  call: Call;
-  callerSipp: ReturnType<typeof runSipp>;
-}
-
-/** A gateway whose trunk dials the person at a sipp UAS, and a sipp caller already bridged to the AI. */
-async function setup(transfer: Record<string, unknown>, dtmf?: Record<string, unknown>): Promise<Rig> {
-  const rt = new RealtimeTestServer({});
-  await rt.start();
-  cleanups.push(() => rt.stop());
-  const phonePort = await freeUdpPort();
-  const h = await startSipHarness({
-    trunks: [
-      {
-        name: 'mtn-rwanda',
-        allow: ['127.0.0.1/32'],
-        countryCode: '250',
-        nationalPrefix: '0',
-        maxCalls: 60,
-        dialUri: `sip:127.0.0.1:${phonePort}`,
-      },
-    ],
-    routes: {
-      agent: {
-        kind: 'realtime',
-        url: rt.url,
-        apiKey: 'sk-test-0123456789',
-        firstTurn: { mode: 'none' },
-        transfer: { ringTimeoutSec: 5, ...transfer },
-        ...(dtmf ? { dtmf } : {}),
-      },
-    },
-    defaultRoute: 'agent',
-  });
-  cleanups.push(() => h.stop());
-  const caller = new RtpEndpoint();
-  const rtpPort = await caller.start();
-  cleanups.push(() => caller.stop());
-  const created = nextCall(h);
-  const callerSipp = runSipp({
-    scenario: 'uac-handoff.xml',
-    target: sippTarget(h),
-    vars: { ...SIPP_NUMS, RTPPORT: String(rtpPort), REFER_STATUS: '403 Forbidden' },
-    timeoutSec: 60,
-  });
-  cleanups.push(() => callerSipp);
-  const call = await created;
-  cleanups.push(() => call.end({ by: 'operator', cause: 'test_done' }));
-  await waitFor(() => call.state === 'bridged' && rt.connections.length === 1, 8000, 'bridged to the AI');
-  await rt.until(() => rt.connections[0]!.session.tools !== undefined, 5000, 'session configured');
-  return { h, rt, phonePort, caller, call, callerSipp };
-}
-
-/** The person: a sipp UAS at the trunk's dial URI with its media at a test RTP endpoint. */
-async function person(rig: Rig, vars: { user: string; ringMs: number; talkMs: number }) {
-  const human = new RtpEndpoint();
-  human.freq = HUMAN_HZ;
-  const rtpPort = await human.start();
-  cleanups.push(() => human.stop());
-  const sipp = runSipp({
-    scenario: 'uas-party.xml',
-    target: '127.0.0.1:5060', // unused by a UAS
-    vars: {
-      RTPPORT: String(rtpPort),
-      EXPECT_USER: vars.user,
-      RING_MS: String(vars.ringMs),
-      TALK_MS: String(vars.talkMs),
-    },
-    args: ['-p', String(rig.phonePort)],
-    timeoutSec: 25,
-  });
-  cleanups.push(() => sipp);
-  await udpBound(rig.phonePort);
-  return { human, sipp };
-}
-
-/** The AI asks for a transfer on the next caller turn. */
-function aiTransfers(rt: RealtimeTestServer, args: Record<string, unknown>): void {
-  rt.configure({ toolCalls: { 1: { name: 'transfer_call', arguments: args } } });
-  rt.callerTurn('please put me through to a person');
-}
-
-function expectTone(pcm: Int16Array, hz: number): void {
-  expect(pcm.length).toBeGreaterThan(4000);
-  expect(Math.abs(dominantFrequency(pcm, 8000) - hz)).toBeLessThan(hz * 0.02);
-  expect(toneLevelDb(pcm, 8000, hz)).toBeGreaterThan(-20);
-}
-
 describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)', () => {
-  it('REFER refused 403 → the gateway dials the person and bridges: tones both ways, ring-back meanwhile, AI closed', async () => {
-    const rig = await setup({ allow: ['+25078800*'], mode: 'auto' });
-    const { rt, call, caller } = rig;
-    const { human, sipp: humanSipp } = await person(rig, { user: '.250788000111', ringMs: 3000, talkMs: 5000 });
-    const asked = performance.now();
-    aiTransfers(rt, { destination: '+250788000111' });
-    await waitFor(() => call.transfers.length === 1, 20_000, 'transfer outcome');
-    const bridgedAt = performance.now();
-    expect(call.transfers[0]).toMatchObject({
-      destination: '+250788000111',
-      mode: 'auto',
-      outcome: 'bridged',
-      by: 'ai',
-    });
-    // While the person's phone rang the caller heard the prompt, then the 425 Hz ring-back.
-    const waiting = caller.audioSince(asked, bridgedAt);
-    expect(dbfsOf(waiting)).toBeGreaterThan(-45);
-    expect(toneLevelDb(waiting, 8000, 425)).toBeGreaterThan(-35);
-    // The AI is gone from the call.
-    await rt.until(() => rt.connections[0]!.closed, 5000, 'AI session closed');
-
-    caller.freq = CALLER_HZ;
-    const talk = performance.now();
-    await sleep(2500);
-    expectTone(human.audioSince(talk + 300), CALLER_HZ);
-    expectTone(caller.audioSince(talk + 300), HUMAN_HZ);
-
-    // The person hangs up: the caller gets our BYE; the record says who ended it.
-    const [h1, c1] = await Promise.all([humanSipp, rig.callerSipp]);
-    expect(h1.code, h1.errors + h1.stderr + h1.messages.slice(-2000)).toBe(0);
-    expect(c1.code, c1.errors + c1.stderr + c1.messages.slice(-2000)).toBe(0);
-    expect(c1.messages).toMatch(/REFER sip:/);
-    expect(c1.messages).toMatch(/SIP\/2\.0 403 Forbidden/);
-    await waitFor(() => call.ended, 5000, 'call ended');
-    expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye', party: 'target' });
-    expect(call.legs).toHaveLength(2);
-    expect([...call.parties.values()]).toEqual(['caller', 'target']);
-    expect(h1.messages).toMatch(/From: "?Caller"? ?<sip:\+250788123456@|P-Asserted|INVITE sip:\+250788000111@/);
-  }, 60_000);
-
   it('busy (486): the caller hears hold audio, then the AI again; the tool output says busy', async () => {
-    const rig = await setup({ allow: ['+250788000486'], mode: 'bridge' });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000486'], mode: 'bridge' } });
     const { rt, call, caller } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -181,8 +47,63 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     expect((await sipp).code).toBe(0);
   }, 60_000);
 
+  it('the trunk is full (maxCalls 1, held by the caller): no INVITE, the caller is back with the AI; output says no_capacity', async () => {
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000111'], mode: 'bridge' }, maxCalls: 1 });
+    const { rt, call, caller, h } = rig;
+    // The person's phone: whatever reaches it would be an INVITE the trunk had no room for.
+    const phone = await udpListen(rig.phonePort);
+    cleanups.push(() => phone.close());
+    const conn = rt.connections[0]!;
+    aiTransfers(rt, { destination: '+250788000111' });
+    await rt.until(() => conn.toolOutputs.length === 1, 15_000, 'transfer tool output');
+    const backAt = performance.now();
+    const out = JSON.parse(conn.toolOutputs[0]!.output) as { ok: boolean; outcome: string; detail: string };
+    expect(out).toMatchObject({ ok: false, outcome: 'no_capacity' });
+    expect(out.detail).toMatch(/trunk mtn-rwanda is at its limit of 1 concurrent calls/);
+    expect(phone.received).toBe(0);
+    expect(h.front.dialer!.activeCount).toBe(0);
+    expect(await h.gw.ctx.cluster.count('trunk:mtn-rwanda')).toBe(1);
+    await rt.until(() => conn.answers[1]?.status === 'completed', 8000, 'AI speaks again');
+    await sleep(600);
+    expectTone(caller.audioSince(backAt), 800);
+    expect(call.state).toBe('bridged');
+    expect(call.transfers[0]).toMatchObject({ outcome: 'no_capacity', mode: 'bridge' });
+  }, 60_000);
+
+  it('transfer.holdAudio: the caller hears the route WAV looped (not the ring-back) while the person rings', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hold-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // 700 Hz at 16 kHz, 1 s: the gateway resamples it to the caller's 8 kHz and loops it.
+    const holdAudio = join(dir, 'hold.wav');
+    writeFileSync(holdAudio, toneWav(700, 16000, 1000));
+    const rig = await setup(cleanups, {
+      transfer: { allow: ['+250788000408'], mode: 'bridge', holdPrompt: 'Hold on.', holdAudio },
+    });
+    const { rt, caller } = rig;
+    const sipp = runSipp({
+      scenario: 'uas-busy-then-ring.xml',
+      target: '127.0.0.1:5060',
+      args: ['-p', String(rig.phonePort)],
+      timeoutSec: 30,
+    });
+    cleanups.push(() => sipp);
+    await udpBound(rig.phonePort);
+    const conn = rt.connections[0]!;
+    aiTransfers(rt, { destination: '+250788000408' });
+    await rt.until(() => conn.toolOutputs.length === 1, 20_000, 'transfer tool output');
+    const backAt = performance.now();
+    expect(JSON.parse(conn.toolOutputs[0]!.output)).toMatchObject({ ok: false, outcome: 'no_answer' });
+    // The last seconds of the 5 s ring: the file's tone, well above any ring-back.
+    const held = caller.audioSince(backAt - 2500, backAt - 300);
+    expect(held.length).toBeGreaterThan(8000);
+    expect(Math.abs(dominantFrequency(held, 8000) - 700)).toBeLessThan(14);
+    expect(toneLevelDb(held, 8000, 700)).toBeGreaterThan(-20);
+    expect(toneLevelDb(held, 8000, 425)).toBeLessThan(toneLevelDb(held, 8000, 700) - 20);
+    expect((await sipp).code).toBe(0);
+  }, 60_000);
+
   it('no answer: CANCEL after ringTimeoutSec, ring-back heard, the caller is back with the AI; output says no_answer', async () => {
-    const rig = await setup({ allow: ['+250788000408'], mode: 'bridge' });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge' } });
     const { rt, caller } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -208,7 +129,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('the call ends while the person rings: their INVITE is CANCELled, the caller gets BYE, ports and timers released', async () => {
-    const rig = await setup({ allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 });
+    const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 } });
     const { rt, call, h } = rig;
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -233,9 +154,11 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   }, 60_000);
 
   it('warm transfer: the person hears the briefing before any of the caller audio', async () => {
-    const rig = await setup({ allow: ['+250788000111'], mode: 'bridge', briefing: 'Call from {from}. {summary}' });
+    const rig = await setup(cleanups, {
+      transfer: { allow: ['+250788000111'], mode: 'bridge', briefing: 'Call from {from}. {summary}' },
+    });
     const { rt, call, caller } = rig;
-    const { human } = await person(rig, { user: '.250788000111', ringMs: 500, talkMs: 8000 });
+    const { human } = await person(cleanups, rig, { user: '.250788000111', ringMs: 500, talkMs: 8000 });
     caller.freq = CALLER_HZ; // the caller talks all along; on hold nobody hears it
     aiTransfers(rt, { destination: '+250788000111', brief: 'They want to dispute a bill.' });
     await waitFor(() => call.transfers.length === 1, 30_000, 'transfer outcome');
@@ -257,7 +180,10 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
 
 describe('keypad to and from the AI', () => {
   it('caller presses 1 2 3 # → one input to the AI; send_dtmf("45") reaches the caller as RFC 4733 events', async () => {
-    const rig = await setup({ allow: [] }, { mode: 'text', interDigitTimeoutMs: 3000, terminator: '#' });
+    const rig = await setup(cleanups, {
+      transfer: { allow: [] },
+      dtmf: { mode: 'text', interDigitTimeoutMs: 3000, terminator: '#' },
+    });
     const { rt, caller, call } = rig;
     const conn = rt.connections[0]!;
     caller.pressKeys('123#');

@@ -5,7 +5,7 @@ import { runSipp, SIPP_NUMS } from '../peers/sip/harness.js';
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
-import { api, sleep, waitFor } from '../support/gateway.js';
+import { api, openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 
 /**
  * A carrier caller (sipp, media at a test RTP endpoint) handed to a person on WhatsApp: the gateway
@@ -22,14 +22,16 @@ afterEach(async () => {
   cleanups = [];
 });
 
-async function rig(): Promise<{ h: Harness; caller: RtpEndpoint; call: Call; callerSipp: ReturnType<typeof runSipp> }> {
+async function rig(
+  ringTimeoutSec = 10,
+): Promise<{ h: Harness; caller: RtpEndpoint; call: Call; callerSipp: ReturnType<typeof runSipp> }> {
   const rtpMin = 30000 + Math.floor(Math.random() * 100) * 100;
   const h = await startHarness({
     routes: {
       local: {
         kind: 'local',
         greeting: 'Hello caller.',
-        transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec: 10 },
+        transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec },
       },
     },
     whatsapp: { udpPortMin: 47000 + (rtpMin % 1000), udpPortMax: 47099 + (rtpMin % 1000) },
@@ -134,5 +136,52 @@ describe('SIP caller handed to a person on WhatsApp', () => {
     await waitFor(() => call.state === 'bridged' && call.legs.length === 1, 8000, 'back with the AI');
     // Meta ended it (the user declined): nothing is sent back.
     expect(h.graph.byAction('terminate').filter((t) => t.body.call_id === waCallId)).toEqual([]);
+  }, 60_000);
+
+  it('Graph answers 503 to the call-create: the tool result names it, the caller is back with the AI, nothing left', async () => {
+    const { h, call } = await rig();
+    const sockets = openUdpSockets();
+    h.graph.inject('connect', { status: 503, code: 2, message: 'Service temporarily unavailable' });
+    const r = await api(h.gw, API_TOKEN)('POST', `/v1/calls/${call.id}/transfer`, {
+      destination: `whatsapp:+${PERSON}`,
+    });
+    expect(r.status).toBe(409);
+    const err = (r.body as unknown as { error: { message: string; details: { outcome: string } } }).error;
+    expect(err.details.outcome).toBe('failed');
+    expect(err.message).toBe(
+      `could not call whatsapp:+${PERSON}: WhatsApp call to +${PERSON} not placed: Graph connect failed: HTTP 503 (Meta 2: Service temporarily unavailable — Service temporarily unavailable)`,
+    );
+    expect(call.transfers).toMatchObject([{ outcome: 'failed' }]);
+    await waitFor(() => call.state === 'bridged' && call.legs.length === 1, 8000, 'back with the AI');
+    // No Meta call id came back: nothing to terminate; the offer's ICE socket and the slot are freed.
+    expect(h.graph.byAction('terminate')).toEqual([]);
+    expect(h.front.activeCount).toBe(0);
+    await waitFor(() => openUdpSockets() <= sockets, 5000, 'ICE socket closed');
+    expect(await h.gw.ctx.cluster.count('front:whatsapp')).toBe(0);
+  }, 60_000);
+
+  it('no webhook for the placed call within the ring time: signalling lost, Graph terminate, the caller is back with the AI', async () => {
+    const { h, call } = await rig(5);
+    const sockets = openUdpSockets();
+    const transfer = api(h.gw, API_TOKEN)('POST', `/v1/calls/${call.id}/transfer`, {
+      destination: `whatsapp:+${PERSON}`,
+    });
+    const connect = await h.graph.waitFor('connect', undefined, 25_000);
+    const waCallId = String(connect.body.assigned_call_id);
+    expect(await h.gw.ctx.cluster.count('front:whatsapp')).toBe(1); // the person's leg holds a slot meanwhile
+    // "Meta" never sends RINGING, connect or terminate for it.
+    const r = await transfer;
+    expect(r.status).toBe(409);
+    const err = (r.body as unknown as { error: { message: string; details: { outcome: string } } }).error;
+    expect(err.details.outcome).toBe('failed');
+    expect(err.message).toMatch(/no WhatsApp webhook .* call signalling lost/);
+    // The call Meta may still be ringing is ended; later webhooks for it find nothing.
+    const term = await h.graph.waitFor('terminate', waCallId, 5000);
+    expect(term.problems).toEqual([]);
+    expect(h.front.activeCount).toBe(0);
+    await waitFor(() => call.state === 'bridged' && call.legs.length === 1, 8000, 'back with the AI');
+    await waitFor(() => openUdpSockets() <= sockets, 5000, 'ICE socket closed');
+    expect(await h.gw.ctx.cluster.count('front:whatsapp')).toBe(0);
+    expect(call.transfers).toMatchObject([{ destination: `whatsapp:+${PERSON}`, outcome: 'failed' }]);
   }, 60_000);
 });

@@ -58,10 +58,23 @@ describe('WhatsApp SDP rules', () => {
     expect(inspectRemoteSdp(offer)).toMatchObject({
       opusPt: 109,
       telephoneEventPt: 126,
+      telephoneEventRate: 8000,
       setup: 'actpass',
       candidates: 2,
     });
     expect(() => inspectRemoteSdp(offer.replace('opus/48000/2', 'opus/16000'), 'c1')).toThrow(/no Opus\/48000/);
     expect(() => inspectRemoteSdp('v=0\r\ns=-\r\n')).toThrow(/no audio/);
+  });
+
+  it('takes telephone-event at the Opus clock when offered beside /8000 (as libwebrtc does), else /8000', () => {
+    const both = messy
+      .replace(/^(m=audio .*)$/m, '$1 110')
+      .replace(
+        'a=rtpmap:126 telephone-event/8000',
+        'a=rtpmap:126 telephone-event/8000\r\na=rtpmap:110 telephone-event/48000',
+      );
+    expect(inspectRemoteSdp(both)).toMatchObject({ telephoneEventPt: 110, telephoneEventRate: 48000 });
+    const none = messy.replace(/a=rtpmap:126 telephone-event\/8000\r\n/, '');
+    expect(inspectRemoteSdp(none)).toMatchObject({ telephoneEventPt: undefined, telephoneEventRate: undefined });
   });
 });

@@ -46,7 +46,20 @@ export interface Arrival {
   timestamp: number;
   marker: boolean;
   payloadType: number;
+  ssrc: number;
   payload: Buffer;
+}
+
+/** One RFC 4733 packet the user received, decoded. */
+export interface ReceivedEvent {
+  digit: string;
+  end: boolean;
+  /** In the telephone-event clock's units (8000 Hz here). */
+  duration: number;
+  timestamp: number;
+  marker: boolean;
+  seq: number;
+  ssrc: number;
 }
 
 /** espeak-ng speech as 20 ms frames at 48 kHz, then silence: a source for startSending(). */
@@ -159,6 +172,7 @@ export class WhatsAppUser {
           timestamp: rtp.header.timestamp,
           marker: rtp.header.marker,
           payloadType: rtp.header.payloadType,
+          ssrc: rtp.header.ssrc,
           payload: rtp.payload,
         }),
       ),
@@ -359,17 +373,49 @@ export class WhatsAppUser {
       const end = k >= 3;
       const duration = Math.min(k + 1, 4) * 160;
       const payload = Buffer.from([event, (end ? 0x80 : 0) | 10, duration >> 8, duration & 0xff]);
-      this.seq = (this.seq + 1) & 0xffff;
-      const header = new RtpHeader({
-        sequenceNumber: this.seq,
-        timestamp: ts,
-        payloadType: TE_PT,
-        marker: k === 0,
-        ssrc: this.transceiver!.sender.ssrc,
-      });
-      // The sender rewrites the payload type to its first codec; send on the transport directly.
-      void this.transceiver!.sender.dtlsTransport.sendRtp(payload, header);
+      this.sendEventPacket(payload, ts, k === 0);
     }
+  }
+
+  /** One telephone-event packet with any payload (hostile tests: short, unknown events). */
+  sendEventPacket(payload: Buffer, timestamp = (this.ts + 960) >>> 0, marker = false): void {
+    this.seq = (this.seq + 1) & 0xffff;
+    const header = new RtpHeader({
+      sequenceNumber: this.seq,
+      timestamp,
+      payloadType: TE_PT,
+      marker,
+      ssrc: this.transceiver!.sender.ssrc,
+    });
+    // The sender rewrites the payload type to its first codec; send on the transport directly.
+    void this.transceiver!.sender.dtlsTransport.sendRtp(payload, header);
+  }
+
+  /** The telephone-event packets received, decoded (RFC 4733 §2.3). */
+  receivedEvents(): ReceivedEvent[] {
+    return this.arrivals
+      .filter((a) => a.payloadType === TE_PT && a.payload.length >= 4)
+      .map((a) => ({
+        digit: '0123456789*#ABCD'[a.payload[0]!] ?? '?',
+        end: (a.payload[1]! & 0x80) !== 0,
+        duration: a.payload.readUInt16BE(2),
+        timestamp: a.timestamp,
+        marker: a.marker,
+        seq: a.seq,
+        ssrc: a.ssrc,
+      }));
+  }
+
+  /** The digits received: one per event (its timestamp), in order. */
+  receivedDigits(): string {
+    let out = '';
+    let last: number | undefined;
+    for (const e of this.receivedEvents()) {
+      if (e.timestamp === last) continue;
+      last = e.timestamp;
+      out += e.digit;
+    }
+    return out;
   }
 
   /** Opus packets received (telephone-event excluded), decoded to 48 kHz PCM in arrival order. */
