@@ -1,6 +1,4 @@
-import type { TrunkConfig } from '../config/schema.js';
 import { randomUUID } from 'node:crypto';
-import type { Call } from '../core/call.js';
 import { admitCall, slotKeys } from '../core/cluster-state.js';
 import { GatewayError } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
@@ -13,7 +11,8 @@ import { EmbeddedSipEngine } from './embedded.js';
 import { createEngine } from './engine-factory.js';
 import { SipDialer } from './dialer.js';
 import { referTarget } from './header-values.js';
-import type { IncomingInvite, ModifyRequest, SipDialog, SipEngine } from './engine.js';
+import type { IncomingInvite, SipDialog, SipEngine } from './engine.js';
+import { answerModify, applyAnswer, startSessionTimer, type MidDialogOptions, type SipCall } from './mid-dialog.js';
 import { SipLadder } from './ladder.js';
 import { AddressSet } from './media-source.js';
 import { SipPartyDialer } from './party-dialer.js';
@@ -27,10 +26,9 @@ import {
   readOffer,
   type AnswerParams,
   type AudioOffer,
-  type Direction,
   type OfferResult,
 } from './sdp.js';
-import { negotiateAsUas, SessionTimer, type SessionTerms } from './session-timer.js';
+import { negotiateAsUas } from './session-timer.js';
 import { toE164, userOf } from './trunks.js';
 import { trunkResolver, type TrunkResolver } from './trunk-identity.js';
 import type { WebRtcMediaFactory } from './webrtc-media.js';
@@ -46,18 +44,6 @@ export interface SipFrontOptions {
 }
 
 /** Per-call SIP state the front keeps until the call ends. */
-interface SipCall {
-  call: Call;
-  invite: IncomingInvite;
-  leg: RtpLeg;
-  trunk: TrunkConfig;
-  answer: AnswerParams;
-  lastSdp: string;
-  dialog: Promise<SipDialog> | undefined;
-  /** Set once the ACK confirmed the dialog. */
-  established: SipDialog | undefined;
-  sessionTimer: SessionTimer | undefined;
-}
 
 /**
  * A delayed offer (INVITE without SDP): until the ACK brings the carrier's answer the leg has no
@@ -116,6 +102,11 @@ export class SipFront implements Front {
       this.browser = new BrowserCalls(ctx, opts.webrtc, this.digest, () => this.draining || ctx.draining);
       ctx.upgrades.set('/sip', (req, socket, head) => engine.transports.handleUpgrade(req, socket, head));
     }
+  }
+
+  /** What mid-dialog handling needs from the front (src/sip/mid-dialog.ts). */
+  private get midDialog(): MidDialogOptions {
+    return { engine: this.engine, minSessionExpiresSec: this.ctx.config.sip.minSessionExpiresSec };
   }
 
   async start(): Promise<void> {
@@ -424,109 +415,19 @@ export class SipFront implements Front {
     state.established = dialog;
     call.log.info('ACK received: call established');
     if (call.ended) return void dialog.bye(call.endReason?.cause);
-    if (!inv.sdp && !this.applyAnswer(state, inv.ackSdp, 'ACK')) {
+    if (!inv.sdp && !applyAnswer(state, inv.ackSdp, 'ACK')) {
       const why = inv.ackSdp ? 'unusable SDP answer in ACK' : 'no SDP answer in ACK';
       await call.end({ by: 'error', cause: 'bad_sdp_answer', detail: `delayed offer: ${why}` });
       return;
     }
     dialog.on('bye', (reason) => void call.end(reason ?? { by: 'remote', cause: 'bye' }));
-    dialog.on('modify', (req) => this.onModify(state, dialog, req));
+    dialog.on('modify', (req) => answerModify(state, dialog, req, this.midDialog));
     call.transfer = (destination) => this.transfer(state, dialog, destination);
     if (this.engine.sessionTimers === 'engine') return; // its SIP stack refreshes and expires sessions
-    if (timer) state.sessionTimer = this.startSessionTimer(state, dialog, timer.terms);
+    if (timer) state.sessionTimer = startSessionTimer(state, dialog, timer.terms);
   }
 
   /** The carrier's answer to an offer of ours (delayed offer: in the ACK); false when there is none we can use. */
-  private applyAnswer(state: SipCall, sdp: string | undefined, where: string): boolean {
-    const got = sdp ? readOffer(sdp, [state.answer.codec], state.trunk.telephoneEvent) : undefined;
-    if (!got?.ok) {
-      state.call.log.warn({ where, reason: got?.reason ?? 'no SDP' }, 'no usable SDP answer to our offer');
-      return false;
-    }
-    // Their answer's direction is from their side: ours mirrors it.
-    const dir: Direction = answerDirection(got.offer.direction);
-    state.leg.update(got.offer, dir);
-    state.call.log.info({ where, remote: state.leg.remoteAddress, direction: dir }, 'SDP answer applied');
-    return true;
-  }
-
-  /**
-   * RFC 4028: we refresh (UPDATE, or re-INVITE with our SDP) when we are the refresher; otherwise
-   * the trunk's refreshes keep the session alive. Either way a dead session ends with BYE.
-   */
-  private startSessionTimer(state: SipCall, dialog: SipDialog, terms: SessionTerms): SessionTimer {
-    const refresh = dialog.refresh?.bind(dialog);
-    return new SessionTimer(terms, {
-      log: state.call.log,
-      refresh: refresh && ((interval) => refresh(interval, { sdp: state.lastSdp })),
-      expired: (detail) => void state.call.end({ by: 'timeout', cause: 'session_expired', detail }),
-    });
-  }
-
-  private onModify(state: SipCall, dialog: SipDialog, req: ModifyRequest): void {
-    const { call, leg, answer } = state;
-    // RFC 4028 §9: a re-INVITE/UPDATE is a session refresh and renegotiates the timer.
-    const engineTimers = this.engine.sessionTimers === 'engine';
-    const renegotiated = req.header
-      ? negotiateAsUas((n) => req.header!(n), {
-          minSec: this.ctx.config.sip.minSessionExpiresSec,
-          canRefresh: engineTimers || (this.engine.canRefresh && !!dialog.refresh),
-          current: state.sessionTimer?.current,
-        })
-      : undefined;
-    if (renegotiated && 'tooSmall' in renegotiated)
-      return req.respond({
-        status: 422,
-        reason: 'Session Interval Too Small',
-        headers: { 'min-se': String(renegotiated.minSe) },
-      });
-    const headers = renegotiated?.headers ?? {};
-    const refreshed = () => {
-      if (engineTimers) return; // the engine's SIP stack keeps the session timer
-      if (renegotiated) {
-        if (state.sessionTimer) state.sessionTimer.restart(renegotiated.terms);
-        else state.sessionTimer = this.startSessionTimer(state, dialog, renegotiated.terms);
-      } else state.sessionTimer?.restart(); // no Session-Expires: still proof the session is alive
-    };
-    if (!req.sdp) {
-      if (req.method === 'UPDATE') {
-        // RFC 3311: an UPDATE without an offer is answered without SDP (a pure session refresh).
-        req.respond({ headers });
-      } else {
-        // A body-less re-INVITE asks for our offer (our current description); the answer comes in the ACK.
-        req.respond({
-          sdp: state.lastSdp,
-          headers,
-          onAck: (sdp) => {
-            if (!call.ended && !this.applyAnswer(state, sdp, 're-INVITE ACK'))
-              call.log.warn('re-INVITE ACK without a usable answer: media unchanged');
-          },
-        });
-      }
-      return refreshed();
-    }
-    const family = answer.address.includes(':') ? 6 : 4; // the leg's sockets cannot change IP version
-    const offered = readOffer(req.sdp, [answer.codec], state.trunk.telephoneEvent, [family]);
-    if (!offered.ok) {
-      call.log.warn({ reason: offered.reason }, 're-INVITE offer refused');
-      return req.respond({ status: offered.status, reason: offered.reason });
-    }
-    const dir = answerDirection(offered.offer.direction);
-    leg.update(offered.offer, dir);
-    const next = {
-      ...answer,
-      direction: dir,
-      dtmfPayloadType: offered.offer.dtmfPayloadType,
-      ...answerShape(offered.offer),
-    };
-    if (buildAnswer({ ...next, version: answer.version }) !== state.lastSdp) next.version = answer.version + 1;
-    state.answer = next;
-    state.lastSdp = buildAnswer(next);
-    call.log.info({ offered: offered.offer.direction, answered: dir, sdpVersion: next.version }, 're-INVITE answered');
-    req.respond({ sdp: state.lastSdp, headers });
-    refreshed();
-  }
-
   private async transfer(state: SipCall, dialog: SipDialog, destination: string): Promise<void> {
     const host = state.invite.source.address;
     const target = referTarget(
