@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallView } from '../../src/api/call-view.js';
-import { freePort } from '../peers/drachtio/server.js';
+import { freeSipPort } from '../support/free-ports.js';
 import {
   nextCall,
   runSipp,
@@ -25,7 +25,7 @@ const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneR
 let h: SipHarness;
 let phonePort: number;
 beforeAll(async () => {
-  phonePort = await freePort();
+  phonePort = await freeSipPort();
   h = await startSipHarness({
     config: { api: { token: TEST_TOKEN } },
     trunks: [
@@ -87,7 +87,7 @@ describe('SIP ladder in the call record', () => {
   });
 
   it('a dial-out call (POST /v1/calls): our INVITE, their 200, our ACK, BYE and their 200, in order', async () => {
-    const mediaPort = await freePort();
+    const mediaPort = await freeSipPort();
     const sipp = runSipp({
       scenario: 'uas-answer-media.xml',
       target: '127.0.0.1:5060', // unused by a UAS

@@ -1,13 +1,14 @@
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
+import { clusterConfig } from './rig.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { nextCall, runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14, the ops API across instances: GET /v1/events on one instance carries every instance's
@@ -18,14 +19,6 @@ const missing = ['redis-server', 'sipp'].filter((bin) => spawnSync(bin, ['-v']).
 if (missing.length) console.warn(`SKIPPED cluster API test: ${missing.join(', ')} not installed`);
 
 const SECRET = 'cluster-api-secret-0123456789';
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 let redis: RedisServer;
 const gws: Record<'a' | 'b', SipHarness> = {} as Record<'a' | 'b', SipHarness>;
@@ -38,18 +31,7 @@ beforeAll(async () => {
     const port = await freeTcpPort();
     gws[id] = await startSipHarness({
       sip: { rtpTimeoutSec: 60 },
-      config: {
-        http: { host: '127.0.0.1', port },
-        api: { token: TEST_TOKEN },
-        cluster: {
-          instanceId: `gw-${id}`,
-          advertiseUrl: `http://127.0.0.1:${port}`,
-          secret: SECRET,
-          heartbeatSec: 0.5,
-          ttlSec: 2,
-          redis: { url: redis.url },
-        },
-      },
+      config: clusterConfig(`gw-${id}`, port, redis.url, SECRET),
     });
   }
 }, 60_000);

@@ -1,9 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
+import { clusterConfig } from './rig.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { startDispatcher, type KamailioDispatcher } from '../peers/kamailio/dispatcher.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
@@ -11,6 +11,7 @@ import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { leasePortRange } from '../support/ports.js';
 import { freeUdpPort } from '../support/udp.js';
+import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -26,27 +27,6 @@ if (missing.length)
 const SECRET = 'cluster-test-secret-0123456789';
 const MAX_CALLS = 16;
 const TRUNK = { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0' };
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-const clusterConfig = (id: string, httpPort: number, redisUrl: string) => ({
-  http: { host: '127.0.0.1', port: httpPort },
-  api: { token: TEST_TOKEN },
-  cluster: {
-    instanceId: id,
-    advertiseUrl: `http://127.0.0.1:${httpPort}`,
-    secret: SECRET,
-    heartbeatSec: 0.5,
-    ttlSec: 2,
-    redis: { url: redisUrl },
-  },
-});
 
 /** waitFor for an async condition (cluster state lives in Redis). */
 async function until(cond: () => Promise<boolean>, ms: number, what: string): Promise<void> {
@@ -71,7 +51,7 @@ beforeAll(async () => {
       trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
       // sipp plays 1.5 s of tone, then holds the call silently for seconds.
       sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
-      config: clusterConfig(`gw-${id}`, httpPort, redis.url),
+      config: clusterConfig(`gw-${id}`, httpPort, redis.url, SECRET),
     });
   }
   kam = await startDispatcher([`127.0.0.1:${gws.a.port}`, `127.0.0.1:${gws.b.port}`]);

@@ -1,15 +1,16 @@
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dominantFrequency } from '../support/audio.js';
-import { TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { clusterConfig } from './rig.js';
+import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { nextCall, runSipp, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14: OpenAI delivers `realtime.call.incoming` to whichever instance its webhook URL's load
@@ -22,14 +23,6 @@ if (missing.length) console.warn(`SKIPPED OpenAI SIP cluster test: ${missing.joi
 const SECRET = `whsec_${Buffer.from('openai-sip-cluster-secret-0123').toString('base64')}`;
 const API_KEY = 'sk-test-openai-sip-cluster';
 const CLUSTER_SECRET = 'openai-cluster-secret-0123456789';
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 let redis: RedisServer;
 let standIn: OpenAiApiStandIn;
@@ -63,18 +56,7 @@ beforeAll(async () => {
         },
       },
       defaultRoute: 'openai_sip',
-      config: {
-        http: { host: '127.0.0.1', port },
-        api: { token: TEST_TOKEN },
-        cluster: {
-          instanceId: `gw-${id}`,
-          advertiseUrl: `http://127.0.0.1:${port}`,
-          secret: CLUSTER_SECRET,
-          heartbeatSec: 0.5,
-          ttlSec: 2,
-          redis: { url: redis.url },
-        },
-      },
+      config: clusterConfig(`gw-${id}`, port, redis.url, CLUSTER_SECRET),
     });
   }
 }, 60_000);

@@ -1,10 +1,11 @@
 import { spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dominantFrequency, tone } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
+import { clusterConfig } from './rig.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14 deliver 2: Meta's webhooks reach whichever instance the load balancer picks. A WhatsApp
@@ -17,14 +18,6 @@ const SECRET = 'wa-cluster-secret-0123456789';
 let redis: RedisServer | undefined;
 const h: Harness[] = [];
 
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
 beforeAll(async () => {
   if (noRedis) return;
   redis = await startRedis();
@@ -33,17 +26,7 @@ beforeAll(async () => {
     // Media ports: the harness's leased range (a fixed 41000+ base sat in the ephemeral range).
     h.push(
       await startHarness({
-        config: {
-          http: { host: '127.0.0.1', port },
-          cluster: {
-            instanceId: id,
-            advertiseUrl: `http://127.0.0.1:${port}`,
-            secret: SECRET,
-            heartbeatSec: 0.5,
-            ttlSec: 2,
-            redis: { url: redis.url },
-          },
-        },
+        config: clusterConfig(id, port, redis.url, SECRET, API_TOKEN),
       }),
     );
   }

@@ -1,7 +1,6 @@
 import { leasePortRange } from '../support/ports.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,16 +9,9 @@ import { tagOf } from '../../src/sip/message.js';
 import { waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 import { freeUdpPort } from '../support/udp.js';
+import { freeTcpPort } from '../support/free-ports.js';
 
 const TOKEN = 'process-test-token-0123456789';
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 let child: ChildProcess | undefined;
 let peer: RawSipPeer | undefined;

@@ -3,7 +3,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { useDrachtioRig } from '../peers/drachtio/gateway.js';
-import { drachtioUnavailable, freePort } from '../peers/drachtio/server.js';
+import { drachtioUnavailable } from '../peers/drachtio/server.js';
+import { freeSipPort } from '../support/free-ports.js';
 import { RealtimeTestServer, type RealtimeTestServerOptions } from '../peers/realtime/server.js';
 import { runSipp, startSipHarness, type SipHarness, type SipHarnessOptions } from '../peers/sip/harness.js';
 import { concat, dbfsOf, dominantFrequency, frames } from '../support/audio.js';
@@ -84,7 +85,7 @@ describe.each(engines)(
     ])(
       'callee answers $codec: the greeting reaches them soon after the 200, the AI was ready before the INVITE',
       async ({ codec, pt }) => {
-        const phonePort = await freePort();
+        const phonePort = await freeSipPort();
         const { h, rt } = await setup(engine, phonePort);
         callee = new RtpToneEndpoint(1000, 0);
         const mediaPort = await callee.start();
@@ -174,7 +175,7 @@ describe('SIP dial-out when the AI cannot be reached', () => {
   it.each(engines)(
     'the AI is lost while the callee rings ($name engine): CANCEL with a Reason, never answered into silence',
     async (engine) => {
-      const phonePort = await freePort();
+      const phonePort = await freeSipPort();
       // The socket drops 300 ms after it opens and the reconnect is refused: the AI is gone for good.
       const { h, rt } = await setup(engine, phonePort, { dropAfterMs: 300, rejectWith: 401, rejectFrom: 1 });
       const sipp = runSipp({

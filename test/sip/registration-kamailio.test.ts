@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { freePort, Kamailio } from '../peers/kamailio/registrar.js';
+import { Kamailio } from '../peers/kamailio/registrar.js';
+import { freeSipPort } from '../support/free-ports.js';
 import { runSipp, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 
@@ -27,7 +28,7 @@ const reg = (trunk: string) => h.front.registrations!.status(trunk)!;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'reg-kam-'));
   writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 2000));
-  phonePort = await freePort();
+  phonePort = await freeSipPort();
   k = new Kamailio({
     realm: REALM,
     subscribers: { gw1: 'right-pw', gw2: 'other-pw', gw3: 'tcp-pw' },

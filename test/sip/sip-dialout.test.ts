@@ -4,7 +4,7 @@ import { DialOutLeg } from '../../src/sip/dial-out-leg.js';
 import { RtpLeg } from '../../src/sip/rtp-leg.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { freePort } from '../peers/drachtio/server.js';
+import { freeSipPort } from '../support/free-ports.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { answerWithBaresip } from '../peers/sip/baresip.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
@@ -33,7 +33,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
   const sip = useSipEngine(engine);
 
   it('sipp UAS answers POST /v1/calls: 440 Hz reaches the phone, its 700 Hz reaches the AI, DELETE sends BYE', async () => {
-    const phonePort = await freePort();
+    const phonePort = await freeSipPort();
     const media = new RtpToneEndpoint(700);
     const mediaPort = await media.start();
     try {
@@ -83,7 +83,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
   });
 
   it('sipp UAS refuses one dial-out with 486 and lets another ring until DELETE CANCELs it', async () => {
-    const phonePort = await freePort();
+    const phonePort = await freeSipPort();
     const h = await sip.start({ config: { api: { token: TEST_TOKEN } }, trunks: [labTrunk(phonePort)] });
     const sipp = runSipp({
       scenario: 'uas-busy-then-ring.xml',
@@ -114,7 +114,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
   });
 
   it('baresip auto-answers a dial-out: it hears the AI’s 440 Hz, the AI hears its 1 kHz; DELETE hangs it up', async () => {
-    const phonePort = await freePort();
+    const phonePort = await freeSipPort();
     const h = await sip.start({ config: { api: { token: TEST_TOKEN } }, trunks: [labTrunk(phonePort)] });
     const phone = answerWithBaresip({
       user: '+250788123456',

@@ -1,9 +1,9 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freeSipPort } from '../../support/free-ports.js';
 
 /**
  * The real drachtio-server (../shared/drachtio/drachtio, see its README) for tests: a generated
@@ -52,27 +52,6 @@ export function drachtioUnavailable(): string | undefined {
   return probed;
 }
 
-/** A port free for both TCP and UDP right now (SIP contacts listen on both). */
-export async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const port = await new Promise<number>((res, rej) => {
-      const s = createServer();
-      s.once('error', rej);
-      s.listen(0, '127.0.0.1', () => {
-        const p = (s.address() as { port: number }).port;
-        s.close(() => res(p));
-      });
-    });
-    const udpFree = await new Promise<boolean>((res) => {
-      const u = createSocket('udp4');
-      u.once('error', () => res(false));
-      u.bind(port, '127.0.0.1', () => u.close(() => res(true)));
-    });
-    if (udpFree) return port;
-  }
-  throw new Error('no free port for drachtio-server');
-}
-
 function portAccepts(port: number): Promise<boolean> {
   return new Promise((res) => {
     const s = connect(port, '127.0.0.1');
@@ -108,9 +87,9 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
   if (why) throw new Error(why);
   const dir = mkdtempSync(join(tmpdir(), 'drachtio-'));
   const secret = `s${Math.random().toString(36).slice(2)}`;
-  const adminPort = await freePort();
-  const sipPort = await freePort();
-  const tlsPort = opts.tls ? await freePort() : undefined;
+  const adminPort = await freeSipPort();
+  const sipPort = await freeSipPort();
+  const tlsPort = opts.tls ? await freeSipPort() : undefined;
   const contacts = [`<contact>sip:127.0.0.1:${sipPort};transport=udp,tcp</contact>`];
   if (opts.ipv6) contacts.push(`<contact>sip:[::1]:${sipPort};transport=udp,tcp</contact>`);
   if (tlsPort) contacts.push(`<contact>sip:127.0.0.1:${tlsPort};transport=tls</contact>`);

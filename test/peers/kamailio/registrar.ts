@@ -1,9 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freeSipPort } from '../../support/free-ports.js';
 
 /**
  * Debian's kamailio as the carrier's registrar for tests: config from test/kamailio/registrar.cfg,
@@ -25,25 +24,6 @@ export interface KamailioOptions {
 
 const MODULE_DIRS = ['/usr/lib/x86_64-linux-gnu/kamailio/modules/', '/usr/lib/kamailio/modules/'];
 
-/** A port free on both UDP and TCP right now (kamailio listens on both). */
-export async function freePort(): Promise<number> {
-  for (let i = 0; i < 20; i++) {
-    const udp = createSocket('udp4');
-    const port = await new Promise<number>((r) => udp.bind(0, '127.0.0.1', () => r(udp.address().port)));
-    const tcp = createServer();
-    const ok = await new Promise<boolean>((r) => {
-      tcp.once('error', () => r(false));
-      tcp.listen(port, '127.0.0.1', () => r(true));
-    });
-    await new Promise<void>((r) => udp.close(() => r()));
-    if (ok) {
-      await new Promise<void>((r) => tcp.close(() => r()));
-      return port;
-    }
-  }
-  throw new Error('no free port');
-}
-
 export class Kamailio {
   readonly dir = mkdtempSync(join(tmpdir(), 'kamailio-'));
   port = 0;
@@ -57,7 +37,7 @@ export class Kamailio {
   }
 
   async start(): Promise<void> {
-    this.port ||= this.opts.port ?? (await freePort());
+    this.port ||= this.opts.port ?? (await freeSipPort());
     const o = this.opts;
     const modules = MODULE_DIRS.find((d) => existsSync(d))!;
     const db = join(this.dir, 'db');

@@ -1,8 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { freeTcpPort } from '../../support/free-ports.js';
 
 /**
  * Debian's PostgreSQL in a temp dir (initdb + pg_ctl), on a free loopback port, trust auth. PostgreSQL
@@ -32,14 +32,6 @@ export function postgresMissing(): string | undefined {
   if (userInfo().uid === 0 && spawnSync('id', ['postgres']).status !== 0)
     return 'running as root with no postgres user';
   return undefined;
-}
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
 }
 
 export async function startPostgres(): Promise<PostgresServer> {

@@ -1,8 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freeTcpPort } from '../../support/free-ports.js';
 
 /** Debian's redis-server on a free loopback port, no persistence, in its own temp dir. */
 export interface RedisServer {
@@ -12,14 +12,6 @@ export interface RedisServer {
 }
 
 export const haveRedis = (): boolean => spawnSync('redis-server', ['--version']).status === 0;
-
-async function freeTcpPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 export async function startRedis(): Promise<RedisServer> {
   const dir = mkdtempSync(join(tmpdir(), 'redis-'));
