@@ -8,7 +8,7 @@ import WebSocket from 'ws';
 import type { Call } from '../../src/core/call.js';
 import { Gateway } from '../../src/gateway.js';
 import { startBrowserGateway } from '../support/browser-gateway.js';
-import { fakeMicrophone, launchChromium } from '../support/chromium.js';
+import { fakeMicrophone, launchChromium, signInToConsole } from '../support/chromium.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'browser-phone-'));
@@ -60,11 +60,7 @@ describe('browser phone (sip.js over SIP-over-WebSocket, WebRTC leg) in headless
   it('calls the local agent: hears the greeting, the agent hears the caller, hang-up from the page ends the call', async () => {
     const page = await browser.newPage();
     page.on('console', (m) => m.type() === 'error' && console.log('[page]', m.text()));
-    await page.goto(base + '/');
-    await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
-    await page.fill('#token', TEST_TOKEN);
-    await page.click('#auth button');
-    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
+    await signInToConsole(page, base, TEST_TOKEN);
     const created = nextBrowserCall();
     await page.click('#phone-call');
     const call = await created;

@@ -12,7 +12,7 @@ import {
 } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { launchChromium } from '../support/chromium.js';
+import { launchChromium, signInToConsole } from '../support/chromium.js';
 
 const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 
@@ -29,13 +29,7 @@ afterAll(async () => {
   await h?.stop();
 });
 
-async function signIn(page: Page): Promise<void> {
-  await page.goto(base + '/');
-  await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
-  await page.fill('#token', TEST_TOKEN);
-  await page.click('#auth button');
-  await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
-}
+const signIn = (page: Page) => signInToConsole(page, base, TEST_TOKEN);
 
 describe('ops console in headless Chromium against a sipp call', () => {
   it('an operator hangs up a live sipp call; history finds it; its detail page shows the SIP ladder in order', async () => {

@@ -11,7 +11,7 @@ import {
   usePcapDir,
 } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { launchChromium } from '../support/chromium.js';
+import { launchChromium, signInToConsole } from '../support/chromium.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { leasePortRange, releasePortRange } from '../support/ports.js';
 
@@ -40,13 +40,7 @@ afterAll(async () => {
   if (range) releasePortRange(range);
 });
 
-async function signIn(page: Page): Promise<void> {
-  await page.goto(base + '/');
-  await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
-  await page.fill('#token', TEST_TOKEN);
-  await page.click('#auth button');
-  await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
-}
+const signIn = (page: Page) => signInToConsole(page, base, TEST_TOKEN);
 
 type PhoneWindow = { phone: { listenLevelAt(id: string, hz: number): number; isListening(id: string): boolean } };
 const levelAt = (page: Page, id: string, hz: number) =>

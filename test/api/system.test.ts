@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SystemSeries } from '../../src/api/system-series.js';
 import type { Gateway } from '../../src/gateway.js';
 import { api, simulatedCall, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { launchChromium } from '../support/chromium.js';
+import { launchChromium, signInToConsole } from '../support/chromium.js';
 
 let gw: Gateway;
 let browser: Browser;
@@ -77,11 +77,7 @@ describe('system page: the gateway’s own figures over time', () => {
     await call.end({ by: 'gateway', cause: 'test' });
     const page = await browser.newPage();
     const base = `http://127.0.0.1:${gw.httpPort}`;
-    await page.goto(base + '/');
-    await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
-    await page.fill('#token', TEST_TOKEN);
-    await page.click('#auth button');
-    await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
+    await signInToConsole(page, base, TEST_TOKEN);
     await page.click('a[href="/console/system.html"]');
     await page.locator('#status', { hasText: 'samples' }).waitFor({ timeout: 10_000 });
     const charts = await page.evaluate(

@@ -1,4 +1,4 @@
-import { chromium, type Browser } from 'playwright-core';
+import { chromium, type Browser, type Page } from 'playwright-core';
 
 /** Debian's chromium (installed by .ci/run); playwright never downloads a browser here. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -31,3 +31,12 @@ export const fakeMicrophone = (wav?: string): string[] => [
   ...(wav ? [`--use-file-for-fake-audio-capture=${wav}`] : []),
   '--autoplay-policy=no-user-gesture-required',
 ];
+
+/** Open the console at `base` and sign in with the ops token, as an operator does; resolves once live. */
+export async function signInToConsole(page: Page, base: string, token: string): Promise<void> {
+  await page.goto(base + '/');
+  await page.locator('#auth').waitFor({ state: 'visible', timeout: 10_000 });
+  await page.fill('#token', token);
+  await page.click('#auth button');
+  await page.locator('#status', { hasText: 'live' }).waitFor({ timeout: 10_000 });
+}
