@@ -7,6 +7,7 @@ import { openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { metaSdpProblems } from '../peers/whatsapp/meta-sdp.js';
 import { speechSource, type WhatsAppUser } from '../peers/whatsapp/user.js';
+import { opusSince } from '../peers/whatsapp/arrivals.js';
 import { speak } from '../../src/ai/local/tts.js';
 import { speechMatch } from '../support/speech.js';
 
@@ -63,8 +64,13 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     // Audio both ways: the user's 1000 Hz tone reaches the AI; the AI's 660 Hz tone reaches the user.
     user.startSending(toneSource(1000));
     const t0 = performance.now();
-    await sleep(2500);
     const session = h.sessions.get(call.id)!;
+    // Measure once 1.2 s has arrived each way (media starts late on a loaded box), not after a fixed sleep.
+    await waitFor(
+      () => session.heardPcm(25).length >= 28800 && opusSince(user, t0 + 500) >= 60,
+      15_000,
+      '1.2 s of audio each way',
+    );
     const heard = session.heardPcm(25);
     expect(heard.length).toBeGreaterThan(24000);
     expect(Math.abs(dominantFrequency(heard, 24000) - 1000) / 1000).toBeLessThan(0.02);
@@ -125,7 +131,7 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     await waitFor(() => h!.gw.ctx.registry.list({ state: 'bridged' }).length === 1, 5000, 'bridged');
     const call = h.gw.ctx.registry.list()[0]!;
     user.startSending(toneSource(800));
-    await sleep(1000);
+    await sleep(1000); // negative window: media flowing, no timeout
     expect(call.ended).toBe(false);
     user.stopSending(); // ICE consent keeps answering; only the media stops
     const stoppedAt = Date.now();
@@ -158,7 +164,7 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     await user.waitConnected(5000);
     await waitFor(() => h!.gw.ctx.registry.get(gatewayCallId)?.state === 'bridged', 5000, 'bridged');
     const t0 = performance.now();
-    await sleep(1200);
+    await waitFor(() => opusSince(user, t0 + 300) >= 40, 15_000, '0.8 s of the AI at the user');
     const got = user.decodeReceived(t0 + 300);
     expect(Math.abs(dominantFrequency(got, 48000) - 700) / 700).toBeLessThan(0.02);
     expect((await api(`/sessions/${user.waCallId}/stop`, {})).status).toBe(200);
