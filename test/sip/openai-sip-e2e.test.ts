@@ -12,7 +12,7 @@ import { SipFront } from '../../src/sip/front.js';
 import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
 import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
-import { sleep, waitFor } from '../support/gateway.js';
+import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer, RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
@@ -174,7 +174,8 @@ for (const { engine, path } of ENGINES) {
       expect(call.route).toBe('openai_sip');
       expect(call.media!.bridge.passthrough).toBe(true);
 
-      await sleep(2000);
+      // 1.2 s past the first 10 frames (media may start late on a loaded box) instead of a fixed sleep.
+      await waitFor(() => pc.media.heard(10).length >= 9600, 15_000, "1.2 s of the carrier's tone at OpenAI");
       const heard = pc.media.heard(10);
       expect(heard.length).toBeGreaterThan(8000);
       expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
@@ -258,7 +259,14 @@ for (const { engine, path } of ENGINES) {
       const toLocal = await dial(LOCAL_NUMBER);
       const pc = await peer.nextCall(0, 5000);
       expect(pc.codec).toBe('PCMU');
-      await sleep(2000);
+      await waitFor(
+        () =>
+          pc.media.heard(10).length >= 9600 &&
+          toOpenAi.media.heard(10).length >= 9600 &&
+          toLocal.media.heard(10).length >= 9600,
+        15_000,
+        '1.2 s of audio on every leg',
+      );
 
       // Carrier → OpenAI: 1 kHz; OpenAI → carrier: the peer's 440 Hz.
       const atPeer = pc.media.heard(10);
