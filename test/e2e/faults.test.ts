@@ -79,6 +79,10 @@ async function placeCall(p: RawSipPeer, sipPort: number, rtpPort: number): Promi
     request({ callId, method: 'ACK', toTag: tagOf(ok.headers.get('to')), localPort: p.port, targetPort: sipPort }),
     sipPort,
   );
+  // Datagrams are handled in order: once an OPTIONS sent after the ACK is answered, the call is confirmed.
+  const probe = newId();
+  p.send(request({ callId: probe, method: 'OPTIONS', localPort: p.port, targetPort: sipPort }), sipPort);
+  await p.waitFor((m) => m.kind === 'response' && m.headers.get('call-id') === probe, 8000, 'OPTIONS after the ACK');
   return callId;
 }
 
@@ -88,7 +92,6 @@ describe('faults in a real gateway process', () => {
     peer = new RawSipPeer();
     await peer.start();
     const sipCallId = await placeCall(peer, g.sipPort, 4200);
-    await new Promise((r) => setTimeout(r, 300));
     g.proc.kill('SIGUSR2');
     const bye = await peer.waitFor(
       (m) => m.kind === 'request' && m.method === 'BYE' && m.headers.get('call-id') === sipCallId,

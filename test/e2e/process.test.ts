@@ -76,6 +76,10 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
         request({ callId, method: 'ACK', toTag: tagOf(ok.headers.get('to'))!, localPort: p.port, targetPort: sipPort }),
         sipPort,
       );
+      // Datagrams are handled in order: once an OPTIONS sent after the ACK is answered, the call is confirmed.
+      const probe = newId();
+      p.send(request({ callId: probe, method: 'OPTIONS', localPort: p.port, targetPort: sipPort }), sipPort);
+      await p.waitFor((m) => m.kind === 'response' && m.headers.get('call-id') === probe, 5000, 'OPTIONS after ACK');
       return callId;
     };
     const byeFor = async (callId: string, timeoutMs: number) => {
@@ -101,7 +105,6 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
 
     // 2. A second call is up when SIGTERM arrives: new calls are refused, the call gets BYE after the drain.
     const second = await placeCall(4102);
-    await new Promise((r) => setTimeout(r, 300));
     const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     await waitFor(() => out.includes('draining active calls'), 5000, 'drain log');
