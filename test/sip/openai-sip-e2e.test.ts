@@ -11,7 +11,7 @@ import { Gateway } from '../../src/gateway.js';
 import { SipFront } from '../../src/sip/front.js';
 import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
 import { readOffer } from '../../src/sip/sdp.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer, RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
@@ -179,7 +179,8 @@ for (const { engine, path } of ENGINES) {
       const heard = pc.media.heard(10);
       expect(heard.length).toBeGreaterThan(8000);
       expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
-      expect(toneLevelDb(heard, 8000, 1000)).toBeGreaterThan(-18);
+      // Loudest 100 ms: a late or concealed frame on a loaded box is a gap, not attenuation.
+      expect(loudestToneDb(heard, 8000, 1000)).toBeGreaterThan(-18);
 
       await pc.hangup(); // OpenAI hangs up: the gateway BYEs the carrier, sipp answers 200 and passes
       const res = await sipp;
@@ -274,7 +275,7 @@ for (const { engine, path } of ENGINES) {
       const atCarrier = toOpenAi.media.heard(10);
       expect(atCarrier.length).toBeGreaterThan(8000);
       expect(Math.abs(dominantFrequency(atCarrier, 8000) - 440) / 440).toBeLessThan(0.02);
-      expect(toneLevelDb(atCarrier, 8000, 440)).toBeGreaterThan(-18);
+      expect(loudestToneDb(atCarrier, 8000, 440)).toBeGreaterThan(-18);
       // The other number went to the local agent (600 Hz) in the same run; OpenAI saw one call.
       const atLocalCaller = toLocal.media.heard(10);
       expect(Math.abs(dominantFrequency(atLocalCaller, 8000) - 600) / 600).toBeLessThan(0.02);

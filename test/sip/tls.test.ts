@@ -17,7 +17,7 @@ import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { parseMessage, parseVia, tagOf, type SipMessage } from '../../src/sip/message.js';
 import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { newId, sdpOffer } from '../peers/sip/udp-peer.js';
@@ -181,7 +181,7 @@ async function startGateway(tls: Record<string, unknown>, trunks: Record<string,
 function expectTone(pcm: Int16Array, hz: number): void {
   expect(pcm.length).toBeGreaterThan(6400); // at least 0.8 s measured
   expect(Math.abs(dominantFrequency(pcm, 8000) - hz) / hz).toBeLessThan(0.02);
-  expect(toneLevelDb(pcm, 8000, hz)).toBeGreaterThan(-20);
+  expect(loudestToneDb(pcm, 8000, hz)).toBeGreaterThan(-20);
 }
 
 /** Waits until each direction has 1.2 s past the 10 skipped frames (media may start late on a loaded box). */

@@ -13,7 +13,7 @@ import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { makeResponse, parseVia, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
 import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
@@ -345,7 +345,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     const atPhone = media.heard(10);
     expect(atPhone.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atPhone, 8000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
     const atAi = sessions[0]!.heardPcm(10);
     expect(atAi.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atAi, 8000) - 700) / 700).toBeLessThan(0.02);

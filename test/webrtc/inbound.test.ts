@@ -1,8 +1,7 @@
-import { audible } from '../support/speech.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { parse } from 'sdp-transform';
-import { dominantFrequency, toneLevelDb, tone } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb, tone } from '../support/audio.js';
 import { openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { metaSdpProblems } from '../peers/whatsapp/meta-sdp.js';
@@ -74,11 +73,11 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     const heard = session.heardPcm(25);
     expect(heard.length).toBeGreaterThan(24000);
     expect(Math.abs(dominantFrequency(heard, 24000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(audible(heard), 24000, 1000)).toBeGreaterThan(-18);
+    expect(loudestToneDb(heard, 24000, 1000)).toBeGreaterThan(-18);
     const got = user.decodeReceived(t0 + 500);
     expect(got.length).toBeGreaterThan(48000);
     expect(Math.abs(dominantFrequency(got, 48000) - 660) / 660).toBeLessThan(0.02);
-    expect(toneLevelDb(got, 48000, 660)).toBeGreaterThan(-18);
+    expect(loudestToneDb(got, 48000, 660)).toBeGreaterThan(-18);
     // RTP the user received: one payload type, +1 seq and +960 timestamp per packet, marker on the first.
     const opus = user.arrivals.filter((a) => a.payloadType === 111);
     expect(opus[0]!.marker).toBe(true);

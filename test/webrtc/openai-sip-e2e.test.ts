@@ -6,7 +6,7 @@ import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
 import { SipFront } from '../../src/sip/front.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../src/webrtc/front.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb, tone } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer } from '../peers/openai-sip/sip-peer.js';
@@ -120,12 +120,12 @@ describe('WhatsApp caller → gateway → OpenAI SIP peer (real SIP leg, werift 
     const atPeer = pc.media.heard(25);
     expect(atPeer.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atPeer, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(atPeer, 8000, 1000)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atPeer, 8000, 1000)).toBeGreaterThan(-20);
     // The peer's 440 Hz, PCMU → Opus, decoded at the user.
     const atUser = user.decodeReceived(t0 + 500);
     expect(atUser.length).toBeGreaterThan(48000);
     expect(Math.abs(dominantFrequency(atUser, 48000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(atUser, 48000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atUser, 48000, 440)).toBeGreaterThan(-20);
 
     // OpenAI hangs up: the gateway ends the call and terminates it through the Graph API.
     await pc.hangup();
