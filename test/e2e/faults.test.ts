@@ -63,7 +63,7 @@ async function startProcess(drainSec: number) {
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  await waitFor(() => out.includes('gateway ready'), 20_000, 'gateway ready log');
+  await waitFor(() => out.includes('gateway ready'), 40_000, 'gateway ready log');
   return { proc, httpPort, sipPort, records, exited, log: () => out };
 }
 
@@ -106,7 +106,7 @@ describe('faults in a real gateway process', () => {
     store.close();
     expect(recs.map((r) => r.externalId)).toEqual([sipCallId]);
     expect(recs[0]!.endReason).toMatchObject({ by: 'gateway', cause: 'fatal_error' });
-  }, 60_000);
+  }, 90_000);
 
   it('SIGTERM exits with a dashboard SSE stream connected; a second SIGTERM does not wait for the drain', async () => {
     const g = await startProcess(0);

@@ -52,7 +52,7 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
     });
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor(() => out.includes('gateway ready'), 20_000, 'gateway ready log');
+    await waitFor(() => out.includes('gateway ready'), 40_000, 'gateway ready log'); // slow start on a busy box
     expect(out).toMatch(/"front":"sip".*"msg":"front listening"/);
 
     peer = new RawSipPeer();
@@ -125,5 +125,5 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
     expect(recs.map((r) => r.externalId).sort()).toEqual([first, second].sort());
     expect(recs.find((r) => r.externalId === first)!.endReason).toMatchObject({ by: 'operator', cause: 'api_hangup' });
     expect(recs.find((r) => r.externalId === second)!.endReason).toMatchObject({ by: 'gateway', cause: 'shutdown' });
-  });
+  }, 90_000);
 });
