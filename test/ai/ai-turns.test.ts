@@ -84,13 +84,13 @@ describe('first turn (route firstTurn) over the Realtime WebSocket', () => {
     const answeredAt = performance.now();
     connected.answered();
     expect(call.state).toBe('bridged');
-    await waitFor(() => loud(leg).length >= 10, 5000, 'greeting audio at the caller');
+    await waitFor(() => loud(leg).length >= 10, 10_000, 'greeting audio at the caller');
     const heard = loud(leg);
     expect(heard[0]!.at - answeredAt).toBeLessThan(GREETING_WITHIN_MS);
     expect(server.receivedOf('response.create')).toEqual([{ type: 'response.create' }]); // session instructions
     expect(conn.answers[0]!.instructions).toBeUndefined();
-    await server.until(() => conn.answers[0]?.status === 'completed', 5000, 'greeting done');
-    await waitFor(() => connected.bridge.playout.empty, 5000, 'greeting played');
+    await server.until(() => conn.answers[0]?.status === 'completed', 10_000, 'greeting done');
+    await waitFor(() => connected.bridge.playout.empty, 10_000, 'greeting played');
     expect(dominantFrequency(concat(loud(leg).map((o) => o.pcm)), 8000)).toBeCloseTo(600, -1);
     expect(conn.appendSizes.length).toBeGreaterThan(0); // the uplink opened at answer
 
@@ -109,11 +109,11 @@ describe('first turn (route firstTurn) over the Realtime WebSocket', () => {
     const a = await harness({}, { firstTurn: { mode: 'text', text: 'Welcome to Acme. How can I help?' } });
     const c1 = a.newCall();
     await a.connector.connect(c1.call, c1.leg);
-    await a.server.until(() => a.server.receivedOf('response.create').length === 1, 3000, 'response.create');
+    await a.server.until(() => a.server.receivedOf('response.create').length === 1, 5000, 'response.create');
     const ev = a.server.receivedOf('response.create')[0]!;
     expect(ev.response?.instructions).toMatch(/word for word/);
     expect(ev.response?.instructions).toContain('"Welcome to Acme. How can I help?"');
-    await waitFor(() => loud(c1.leg).length >= 10, 5000, 'spoken text');
+    await waitFor(() => loud(c1.leg).length >= 10, 10_000, 'spoken text');
 
     const b = await harness(
       {},
@@ -121,7 +121,7 @@ describe('first turn (route firstTurn) over the Realtime WebSocket', () => {
     );
     const c2 = b.newCall();
     await b.connector.connect(c2.call, c2.leg);
-    await b.server.until(() => b.server.receivedOf('response.create').length === 1, 3000, 'response.create');
+    await b.server.until(() => b.server.receivedOf('response.create').length === 1, 5000, 'response.create');
     const ev2 = b.server.receivedOf('response.create')[0]!;
     expect(ev2.response?.instructions).toBe(
       'You are Acme support.\n\nFor this first turn of the call: Greet in French.',
@@ -138,7 +138,7 @@ describe('first turn (route firstTurn) over the Realtime WebSocket', () => {
     expect(loud(leg)).toHaveLength(0);
     expect(call.latency.view().answerToFirstAudio).toBeNull();
     leg.feed(ulawFrames(CALLER_TONE));
-    await waitFor(() => loud(leg).length >= 10, 5000, 'answer to the caller');
+    await waitFor(() => loud(leg).length >= 10, 10_000, 'answer to the caller');
     expect(server.connections[0]!.answers).toHaveLength(1);
   });
 
@@ -146,17 +146,27 @@ describe('first turn (route firstTurn) over the Realtime WebSocket', () => {
     const { server, connector, newCall, latency } = await harness({}, { firstTurn: { mode: 'none' } });
     const { call, leg } = newCall();
     await connector.connect(call, leg);
-    const fedAt = performance.now();
+    // When the bridge read the tone's last frame: the real end of speech, however late the clock ran.
+    let toneEndAt = 0;
+    const readFrame = leg.readFrame.bind(leg);
+    leg.readFrame = () => {
+      const last = leg.inbound.length === 1;
+      const frame = readFrame();
+      if (last) toneEndAt = performance.now();
+      return frame;
+    };
     leg.feed(ulawFrames(CALLER_TONE));
-    await waitFor(() => call.latency.turnCount === 1, 6000, 'turn latency sample');
+    await waitFor(() => call.latency.turnCount === 1, 10_000, 'turn latency sample');
     const t = call.latency.view().turns.samples[0]!;
     expect(latency.filter((s) => s.kind === 'turn')).toEqual([t]);
     // The tone ended ~600 ms after it was fed; the server waited its 500 ms of silence, then answered.
     expect(t.aiMs).toBeGreaterThanOrEqual(450);
     expect(t.totalMs).toBeGreaterThanOrEqual(t.aiMs);
-    expect(t.gatewayMs).toBeLessThan(200); // playout wait + conversion
+    // Playout wait + conversion: a few ticks, with room for a late timer on a loaded box.
+    expect(t.gatewayMs).toBeLessThan(400);
     const firstLoud = loud(leg)[0]!.at;
-    expect(Math.abs(firstLoud - fedAt - 600 - t.totalMs)).toBeLessThan(150);
+    // The sample's total is what the caller lived: end of speech to the first loud frame written.
+    expect(Math.abs(firstLoud - toneEndAt - t.totalMs)).toBeLessThan(150);
     expect(call.latency.view().turns).toMatchObject({ count: 1, p50TotalMs: t.totalMs, p95TotalMs: t.totalMs });
     expect(server.violations).toEqual([]);
   });
@@ -200,7 +210,7 @@ describe('manual turns (turnDetection: null)', () => {
     await sleep(500); // caller silence: held back in the pre-roll, nothing appended
     expect(conn.appendSizes).toHaveLength(0);
     leg.feed(ulawFrames(CALLER_TONE));
-    await server.until(() => server.receivedOf('response.create').length === 1, 5000, 'response.create');
+    await server.until(() => server.receivedOf('response.create').length === 1, 10_000, 'response.create');
     const types = conn.received.map((r) => r.type).filter((t) => t !== 'input_audio_buffer.append');
     expect(types.slice(-2)).toEqual(['input_audio_buffer.commit', 'response.create']);
     // What was committed is the turn: the tone (plus a little pre-roll and hangover), not the silence before.
@@ -209,9 +219,9 @@ describe('manual turns (turnDetection: null)', () => {
     expect(tonal.length).toBeGreaterThanOrEqual(28);
     expect(heard.length).toBeLessThan(30 + 15 + 35);
     expect(dominantFrequency(concat(tonal), 8000)).toBeCloseTo(1000, -1);
-    await waitFor(() => loud(leg).length >= 10, 5000, 'reply at the caller');
+    await waitFor(() => loud(leg).length >= 10, 10_000, 'reply at the caller');
     expect(dominantFrequency(concat(loud(leg).map((o) => o.pcm)), 8000)).toBeCloseTo(600, -1);
-    await waitFor(() => call.latency.turnCount === 1, 3000, 'turn timed');
+    await waitFor(() => call.latency.turnCount === 1, 5000, 'turn timed');
     expect(server.violations).toEqual([]);
   });
 });
@@ -226,7 +236,7 @@ describe('failed responses', () => {
     await connector.connect(call, leg);
     const conn = server.connections[0]!;
     leg.feed(ulawFrames(CALLER_TONE));
-    await waitFor(() => failures.length === 1, 5000, 'first failure');
+    await waitFor(() => failures.length === 1, 10_000, 'first failure');
     expect(failures).toEqual(['rate_limit_exceeded']);
     expect(call.ended).toBe(false);
     expect(loud(leg)).toHaveLength(0);
@@ -248,11 +258,11 @@ describe('failed responses', () => {
     const { call, leg } = newCall();
     await connector.connect(call, leg);
     leg.feed(ulawFrames(CALLER_TONE));
-    await waitFor(() => failures.length === 1, 5000, 'failure');
+    await waitFor(() => failures.length === 1, 10_000, 'failure');
     expect(failures).toEqual(['content_filter']);
     leg.feed(ulawFrames(CALLER_TONE));
-    await server.until(() => server.connections[0]!.answers[1]?.status === 'completed', 5000, 'second answer');
-    await waitFor(() => loud(leg).length >= 10, 5000, 'second answer heard');
+    await server.until(() => server.connections[0]!.answers[1]?.status === 'completed', 10_000, 'second answer');
+    await waitFor(() => loud(leg).length >= 10, 10_000, 'second answer heard');
     expect(call.ended).toBe(false);
   });
 });
@@ -268,10 +278,10 @@ describe('latency figures through the gateway: call view, call record and Promet
     });
     cleanups.push(() => gw.stop('test_done', 0));
     const { call, leg } = await simulatedCall(gw);
-    await waitFor(() => call.latency.answer !== undefined, 5000, 'greeting timed');
-    await waitFor(() => call.media!.bridge.playout.empty, 5000, 'greeting played');
+    await waitFor(() => call.latency.answer !== undefined, 10_000, 'greeting timed');
+    await waitFor(() => call.media!.bridge.playout.empty, 10_000, 'greeting played');
     leg.feed(ulawFrames(CALLER_TONE));
-    await waitFor(() => call.latency.turnCount === 1, 6000, 'turn timed');
+    await waitFor(() => call.latency.turnCount === 1, 10_000, 'turn timed');
     const live = await api(gw)('GET', `/v1/calls/${call.id}`);
     const latency = live.body.latency as ReturnType<Call['latency']['view']>;
     expect(latency.answerToFirstAudio).toMatchObject({ kind: 'answer' });

@@ -47,6 +47,23 @@ afterEach(async () => {
 
 const pcmu = createCodec(PCMU_8K);
 
+/**
+ * The loud frames written to a leg so far, decoded incrementally in order (an Opus decoder keeps
+ * state): tests wait on this instead of sleeping, since a loaded box may start media late.
+ */
+function loudFrames(written: Buffer[], decode: (f: Buffer) => Int16Array): () => Int16Array[] {
+  const loud: Int16Array[] = [];
+  let next = 0;
+  return () => {
+    for (; next < written.length; next++) {
+      const pcm = decode(written[next]!);
+      if (dbfsOf(pcm) > -30) loud.push(pcm);
+    }
+    return loud;
+  };
+}
+const ulaw = (f: Buffer) => pcmu.decode(f);
+
 describe('OpenAI SIP route', () => {
   it('carrier G.711 ⇄ OpenAI G.711 is relayed untranscoded, audio both ways, accept carries the route session', async () => {
     const call = gw.ctx.registry.create({
@@ -70,13 +87,13 @@ describe('OpenAI SIP route', () => {
     });
     expect(dialer.invites[0]!.uri).toBe('sip:proj_test@sip.api.openai.com;transport=tls');
     expect(dialer.invites[0]!.headers['X-Gateway-Call-Id']).toBe(call.id);
-    await sleep(1000);
     const openai = dialer.legs[0]!;
-    const heardByOpenAi = concat(openai.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
-    expect(heardByOpenAi.length).toBeGreaterThan(8000 * 0.5);
+    const atOpenAi = loudFrames(openai.written, ulaw);
+    const atCaller = loudFrames(caller.written, ulaw);
+    await waitFor(() => atOpenAi().length >= 40 && atCaller().length >= 40, 10_000, '0.8 s of tone each way');
+    const heardByOpenAi = concat(atOpenAi());
     expect(Math.abs(dominantFrequency(heardByOpenAi, 8000) - 1000)).toBeLessThan(20);
-    const heardByCaller = concat(caller.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
-    expect(heardByCaller.length).toBeGreaterThan(8000 * 0.5);
+    const heardByCaller = concat(atCaller());
     expect(Math.abs(dominantFrequency(heardByCaller, 8000) - 440)).toBeLessThan(9);
     await call.end({ by: 'remote', cause: 'bye' });
     expect(openai.closedWith?.cause).toBe('bye'); // our BYE towards OpenAI
@@ -89,12 +106,13 @@ describe('OpenAI SIP route', () => {
     caller.feed(frames(tone(1000, 24000, 3000, 8000), 480).map((f) => opus.encode(f)));
     const { bridge } = await gw.ctx.connector.connect(call, caller);
     expect(bridge.passthrough).toBe(false);
-    await sleep(1000);
-    const heardByOpenAi = concat(dialer.legs[0]!.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
-    expect(Math.abs(dominantFrequency(heardByOpenAi, 8000) - 1000)).toBeLessThan(20);
     const dec = createCodec(OPUS_48K, 24000);
-    const heardByCaller = concat(caller.written.map((p) => dec.decode(p)).filter((p) => dbfsOf(p) > -30));
-    expect(heardByCaller.length).toBeGreaterThan(24000 * 0.5);
+    const atOpenAi = loudFrames(dialer.legs[0]!.written, ulaw);
+    const atCaller = loudFrames(caller.written, (f) => dec.decode(f));
+    await waitFor(() => atOpenAi().length >= 40 && atCaller().length >= 40, 10_000, '0.8 s of tone each way');
+    const heardByOpenAi = concat(atOpenAi());
+    expect(Math.abs(dominantFrequency(heardByOpenAi, 8000) - 1000)).toBeLessThan(20);
+    const heardByCaller = concat(atCaller());
     expect(Math.abs(dominantFrequency(heardByCaller, 24000) - 440)).toBeLessThan(9);
     await call.end({ by: 'remote', cause: 'terminate' });
   });
@@ -143,10 +161,11 @@ describe('OpenAI SIP route', () => {
     const caller = new MemoryLeg(call.id, PCMU_8K, pcmu.silence());
     await gw.ctx.connector.connect(call, caller);
     expect(dialer.statuses).toEqual([200, 200, 200]);
-    await sleep(300);
+    await sleep(300); // negative window: the redelivered webhooks must not accept again
     expect(standIn.requests.map((r) => r.action)).toEqual(['accept']);
-    await sleep(500);
-    const heard = concat(caller.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30));
+    const atCaller = loudFrames(caller.written, ulaw);
+    await waitFor(() => atCaller().length >= 25, 10_000, '0.5 s of the AI at the caller');
+    const heard = concat(atCaller());
     expect(Math.abs(dominantFrequency(heard, 8000) - 440)).toBeLessThan(9);
     await call.end({ by: 'remote', cause: 'bye' });
   });
@@ -205,11 +224,10 @@ describe('OpenAI SIP routes sharing one project', () => {
     expect([a.route, b.route]).toEqual(['sales', 'support']);
     const accepts = standIn.requests.filter((r) => r.action === 'accept');
     expect(accepts.map((r) => r.body.instructions).sort()).toEqual(['You help.', 'You sell.']);
-    await sleep(600);
-    const freq = (leg: MemoryLeg) =>
-      dominantFrequency(concat(leg.written.map((f) => pcmu.decode(f)).filter((p) => dbfsOf(p) > -30)), 8000);
-    expect(Math.abs(freq(a.leg) - 500)).toBeLessThan(10);
-    expect(Math.abs(freq(b.leg) - 700)).toBeLessThan(10);
+    const [atA, atB] = [loudFrames(a.leg.written, ulaw), loudFrames(b.leg.written, ulaw)];
+    await waitFor(() => atA().length >= 25 && atB().length >= 25, 10_000, '0.5 s of each AI');
+    expect(Math.abs(dominantFrequency(concat(atA()), 8000) - 500)).toBeLessThan(10);
+    expect(Math.abs(dominantFrequency(concat(atB()), 8000) - 700)).toBeLessThan(10);
     // With unmatched: reject, a call nobody here dialed is refused (603) — once, however often it is announced.
     const stranger = incomingCallEvent('rtc_stranger2', []);
     expect(await postSignedWebhook(url(), other, stranger)).toBe(200);

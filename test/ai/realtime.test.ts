@@ -110,7 +110,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     };
     const fed = ulawFrames(CALLER_TONE);
     leg.feed(fed);
-    await server.until(() => conn.answers[0]?.status === 'completed', 5000, 'answer to turn 1');
+    await server.until(() => conn.answers[0]?.status === 'completed', 10_000, 'answer to turn 1');
     // Caller audio: every tone frame reached the server bit-exact (passthrough), one append per 20 ms frame.
     const heard = frames(server.callerAudio(0), 160).filter((f) => dbfsOf(f) > -30);
     expect(heard.length).toBe(fed.length);
@@ -124,7 +124,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     expect(answer.freq).toBe(600);
     expect(loudAtAnswerSent).toBeGreaterThanOrEqual(0);
     expect(loudAtAnswerSent).toBeLessThan(75 / 2);
-    await until(() => bridge.playout.empty && !bridge.playout.streaming, 5000, 'playout');
+    await until(() => bridge.playout.empty && !bridge.playout.streaming, 10_000, 'playout');
     const out = loudWritten(leg, (f) => pcmu.decode(f), before);
     // Exactly the answer, bit-exact (µ-law passthrough), 75 contiguous frames: no hole, no padding.
     expect(out.length).toBe(75);
@@ -142,12 +142,12 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     expect(out.at(-1)!.at - out[0]!.at).toBeGreaterThanOrEqual(74 * 20 - maxLateness);
 
     // Transcripts from both sides are on the call.
-    await until(() => call.transcript.length >= 2, 2000, 'transcripts');
+    await until(() => call.transcript.length >= 2, 5000, 'transcripts');
     expect(call.transcript.find((t) => t.role === 'caller')?.text).toMatch(/^tone (99\d|100\d) Hz$/);
     expect(call.transcript.find((t) => t.role === 'ai')?.text).toBe('turn 1 tone 600 Hz');
 
     await call.end({ by: 'remote', cause: 'bye' });
-    await server.until(() => conn.closed, 3000, 'socket closed by the gateway');
+    await server.until(() => conn.closed, 5000, 'socket closed by the gateway');
     expect(server.openConnections).toBe(0);
     expect(clock.subscribers).toBe(0);
     expect(server.violations).toEqual([]);
@@ -168,7 +168,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     const before = leg.written.length;
     const input = tone(1000, 24000, 600, 8000);
     leg.feed(frames(input, 480).map((f) => enc.encode(f)));
-    await server.until(() => conn.answers[0]?.status === 'completed', 5000, 'answer to turn 1');
+    await server.until(() => conn.answers[0]?.status === 'completed', 10_000, 'answer to turn 1');
     expect(new Set(conn.appendSizes)).toEqual(new Set([960])); // 20 ms of 24 kHz PCM16 per append
     const heard = frames(server.callerAudio(0), 480).filter((f) => dbfsOf(f) > -30);
     expect(heard.length).toBeGreaterThanOrEqual(28);
@@ -177,8 +177,13 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     expect(Math.abs(dbfsOf(concat(heard.slice(2, -2))) - dbfsOf(input))).toBeLessThan(1.5);
 
     const dec: FrameCodec = createCodec(OPUS_48K, 24000);
-    await until(() => bridge.playout.empty && leg.written.length - before > 120, 5000, 'playout');
-    await sleep(100);
+    await until(
+      () => bridge.playout.empty && !bridge.playout.streaming && leg.written.length - before > 120,
+      10_000,
+      'playout',
+    );
+    const atEmpty = leg.written.length;
+    await until(() => leg.written.length >= atEmpty + 5, 5000, 'five more ticks written after the answer');
     const out = loudWritten(leg, (f) => dec.decode(f), before);
     expect(out.length).toBeGreaterThanOrEqual(73);
     expect(out.length).toBeLessThanOrEqual(77);
@@ -196,7 +201,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     const before = leg.written.length;
     leg.feed(ulawFrames(CALLER_TONE));
     const decode = (f: Buffer) => pcmu.decode(f);
-    await until(() => loudWritten(leg, decode, before).length >= 25, 5000, '500 ms of the answer played');
+    await until(() => loudWritten(leg, decode, before).length >= 25, 10_000, '500 ms of the answer played');
 
     // What is measured is the gateway: from the moment speech_started reaches it (whenever the
     // server's VAD decides, ~200 ms into the speech here) to the AI audio stopping on the leg.
@@ -204,13 +209,14 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     session.on('speech_started', () => (writtenAtSpeech = leg.written.length));
     const bargeInsBefore = bridge.stats.bargeIns; // the caller's first turn counted one already
     leg.feed(ulawFrames(tone(1000, 8000, 600, 8000)));
-    await until(() => writtenAtSpeech >= 0, 3000, 'speech_started');
-    await server.until(() => conn.truncates.length === 1, 2000, 'truncate');
-    await server.until(() => conn.answers[0]!.status === 'cancelled', 2000, 'answer 1 cancelled');
+    await until(() => writtenAtSpeech >= 0, 5000, 'speech_started');
+    await server.until(() => conn.truncates.length === 1, 5000, 'truncate');
+    await server.until(() => conn.answers[0]!.status === 'cancelled', 5000, 'answer 1 cancelled');
     const cut = leg.written.length;
 
     expect(bridge.stats.bargeIns).toBe(bargeInsBefore + 1);
-    expect(bridge.stats.lastBargeInMs!).toBeLessThan(5);
+    // Clearing is synchronous (well under 1 ms); the bound leaves room for a GC pause on a loaded box.
+    expect(bridge.stats.lastBargeInMs!).toBeLessThan(20);
     // Not one AI frame after speech_started reached the gateway: playout was cleared at once.
     expect(loudWritten(leg, decode, writtenAtSpeech).filter((o) => o.index < cut)).toEqual([]);
     const played = loudWritten(leg, decode, before).filter((o) => o.index < writtenAtSpeech);
@@ -229,8 +235,8 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     ]);
 
     // The interruption becomes turn 2; its answer (800 Hz) plays and nothing more of the 600 Hz one does.
-    await server.until(() => conn.answers[1]?.status === 'completed', 5000, 'answer to turn 2');
-    await until(() => bridge.playout.empty && !bridge.playout.streaming, 5000, 'playout');
+    await server.until(() => conn.answers[1]?.status === 'completed', 10_000, 'answer to turn 2');
+    await until(() => bridge.playout.empty && !bridge.playout.streaming, 10_000, 'playout');
     const after = loudWritten(leg, decode, writtenAtSpeech);
     expect(after.length).toBe(75);
     expect(Buffer.concat(after.map((o) => leg.written[o.index]!))).toEqual(ulawBytes(tone(800, 8000, 1500, 8000)));
@@ -258,7 +264,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     expect(conn.toolOutputs).toEqual([{ call_id: conn.answers[0]!.toolCallId, output: '{"ok":true}' }]);
     expect(server.receivedOf('response.create')).toHaveLength(0); // no extra speech after the goodbye
     expect(call.toolCalls.map((t) => t.name)).toEqual(['end_call']);
-    await server.until(() => conn.closed, 3000, 'socket closed');
+    await server.until(() => conn.closed, 5000, 'socket closed');
     expect(clock.subscribers).toBe(0);
     expect(server.violations).toEqual([]);
   });
@@ -310,7 +316,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     const before = leg.written.length;
     leg.feed(ulawFrames(CALLER_TONE));
     // Turn 1: tool call → HTTP POST → function_call_output → response.create → spoken answer (response 2: 800 Hz).
-    await server.until(() => conn.answers[1]?.status === 'completed', 6000, 'answer after the tool output');
+    await server.until(() => conn.answers[1]?.status === 'completed', 10_000, 'answer after the tool output');
     expect(bodies).toEqual([{ body: { account: '12345' }, callId: call.id }]);
     expect(conn.toolOutputs[0]).toEqual({
       call_id: conn.answers[0]!.toolCallId,
@@ -328,11 +334,11 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
 
     // Turn 2: transfer on a front without transfer support.
     leg.feed(ulawFrames(CALLER_TONE));
-    await server.until(() => conn.toolOutputs.length === 2, 5000, 'transfer output');
+    await server.until(() => conn.toolOutputs.length === 2, 10_000, 'transfer output');
     const out = JSON.parse(conn.toolOutputs[1]!.output) as { ok: boolean; detail: string };
     expect(out.ok).toBe(false);
     expect(out.detail).toMatch(/not supported/);
-    await server.until(() => conn.answers[3]?.status === 'completed', 5000, 'answer after transfer');
+    await server.until(() => conn.answers[3]?.status === 'completed', 10_000, 'answer after transfer');
     expect(call.toolCalls.map((t) => [t.name, t.output])).toEqual([
       ['lookup_balance', '{"balance":42,"currency":"RWF"}'],
       ['transfer_call', conn.toolOutputs[1]!.output],
@@ -348,8 +354,8 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     const { bridge } = await connector.connect(call, leg);
     const first = server.connections[0]!;
     leg.feed(ulawFrames(CALLER_TONE));
-    await server.until(() => first.answers[0]?.status === 'completed', 5000, 'answer to turn 1');
-    await until(() => call.transcript.length >= 2 && bridge.playout.empty, 5000, 'turn 1 heard');
+    await server.until(() => first.answers[0]?.status === 'completed', 10_000, 'answer to turn 1');
+    await until(() => call.transcript.length >= 2 && bridge.playout.empty, 10_000, 'turn 1 heard');
 
     leg.feed(ulawFrames(CALLER_TONE)); // turn 2: the server drops the socket instead of answering
     await server.until(
@@ -370,7 +376,7 @@ describe('OpenAI Realtime backend (against the local Realtime server)', () => {
     // The conversation carries on over the new socket.
     const before = leg.written.length;
     leg.feed(ulawFrames(CALLER_TONE));
-    await server.until(() => second.answers[0]?.status === 'completed', 5000, 'answer on the new socket');
+    await server.until(() => second.answers[0]?.status === 'completed', 10_000, 'answer on the new socket');
     await until(
       () => bridge.playout.empty && loudWritten(leg, (f) => pcmu.decode(f), before).length >= 74,
       5000,
@@ -435,14 +441,15 @@ describe('Realtime backend robustness', () => {
     server.inject('{"type":"response.output_audio.delta","item_id":"x"}'); // no audio data
     server.inject('{"type":"response.created"}'); // no response object
     server.inject('{"type":"some.future_event","x":1}');
-    await sleep(100);
-    expect((session as unknown as { stats: { errors: number } }).stats.errors).toBe(4);
+    const stats = (session as unknown as { stats: { errors: number } }).stats;
+    await until(() => stats.errors >= 4, 5000, 'the four malformed events counted');
+    expect(stats.errors).toBe(4);
     expect(call.state).toBe('bridged');
     // A normal turn still works afterwards.
     const before = leg.written.length;
     leg.feed(ulawFrames(CALLER_TONE));
     const conn = server.connections[0]!;
-    await server.until(() => conn.answers.at(-1)?.status === 'completed', 5000, 'answer');
+    await server.until(() => conn.answers.at(-1)?.status === 'completed', 10_000, 'answer');
     await until(
       () => bridge.playout.empty && loudWritten(leg, (f) => pcmu.decode(f), before).length >= 74,
       5000,
@@ -459,7 +466,7 @@ describe('Realtime backend robustness', () => {
     const before = leg.written.length;
     session.say!('Your balance is 42 francs.');
     const conn = server.connections[0]!;
-    await server.until(() => conn.answers[0]?.status === 'completed', 5000, 'spoken answer');
+    await server.until(() => conn.answers[0]?.status === 'completed', 10_000, 'spoken answer');
     expect(conn.answers[0]!.instructions).toContain('Your balance is 42 francs.');
     await until(
       () => bridge.playout.empty && loudWritten(leg, (f) => pcmu.decode(f), before).length >= 74,
@@ -504,7 +511,7 @@ describe('Realtime backend robustness', () => {
     expect(call.endReason?.cause).toBe('ai_connect_failed');
     expect(call.endReason?.detail).toBe(`[call ${call.id}] AI not ready within 400 ms`);
     expect(sockets.length).toBe(1);
-    await until(() => released === 1, 2000, 'the gateway to release the socket');
+    await until(() => released === 1, 5000, 'the gateway to release the socket');
     expect(clock.subscribers).toBe(0);
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Gateway } from '../../src/gateway.js';
-import { simulatedCall, sleep, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { simulatedCall, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
 
 let gw: Gateway | undefined;
 afterAll(async () => gw?.stop('test_done', 0));
@@ -12,8 +12,8 @@ describe('GET /v1/calls/:id/recording', () => {
   it('serves the WAV behind auth with Range requests (206); bad ids and unknown calls get precise errors', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gw-rec-'));
     gw = await startTestGateway({ records: { path: ':memory:', recordAudio: true, recordingsDir: dir } });
-    const { call } = await simulatedCall(gw);
-    await sleep(500);
+    const { call, leg } = await simulatedCall(gw);
+    await waitFor(() => leg.written.length >= 25, 10_000, '0.5 s of the call');
     await call.end({ by: 'remote', cause: 'bye' });
     const file = join(dir, `${call.id}.wav`);
     await waitFor(() => existsSync(file) && statSync(file).size > 44, 5000, 'the WAV');

@@ -20,7 +20,10 @@ describe('call recording', () => {
       await waitFor(() => call.media!.bridge.playout.empty && call.transcript.length > 0, 10_000, 'greeting');
       await sleep(200);
       leg.feed(frames(tone(1000, 8000, 400, 8000), 160).map((f) => pcmu.encode(f)));
-      await sleep(500);
+      // The whole tone read by the bridge, then a few more ticks (not a 500 ms guess on a loaded box).
+      await waitFor(() => leg.inbound.length === 0, 10_000, 'the tone played into the call');
+      const written = leg.written.length;
+      await waitFor(() => leg.written.length >= written + 5, 5000, 'five more ticks');
       await call.end({ by: 'remote', cause: 'bye' });
       // The file is finished asynchronously (off the media path): wait for the RIFF sizes.
       const path = join(dir, `${call.id}.wav`);
@@ -82,7 +85,7 @@ describe('call recording', () => {
 
       // A new call on the same gateway records normally.
       const next = await simulatedCall(gw);
-      await sleep(500);
+      await waitFor(() => next.leg.written.length >= 25, 10_000, '0.5 s of the next call');
       await next.call.end({ by: 'remote', cause: 'bye' });
       const path = join(dir, `${next.call.id}.wav`);
       await waitFor(() => readFileSync(path).readUInt32LE(40) > 0, 5000, 'second recording finished');

@@ -63,7 +63,7 @@ async function startProcess(drainSec: number) {
   proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
-  await waitFor(() => out.includes('gateway ready'), 20_000, 'gateway ready log');
+  await waitFor(() => out.includes('gateway ready'), 40_000, 'gateway ready log');
   return { proc, httpPort, sipPort, records, exited, log: () => out };
 }
 
@@ -79,6 +79,10 @@ async function placeCall(p: RawSipPeer, sipPort: number, rtpPort: number): Promi
     request({ callId, method: 'ACK', toTag: tagOf(ok.headers.get('to')), localPort: p.port, targetPort: sipPort }),
     sipPort,
   );
+  // Datagrams are handled in order: once an OPTIONS sent after the ACK is answered, the call is confirmed.
+  const probe = newId();
+  p.send(request({ callId: probe, method: 'OPTIONS', localPort: p.port, targetPort: sipPort }), sipPort);
+  await p.waitFor((m) => m.kind === 'response' && m.headers.get('call-id') === probe, 8000, 'OPTIONS after the ACK');
   return callId;
 }
 
@@ -88,7 +92,6 @@ describe('faults in a real gateway process', () => {
     peer = new RawSipPeer();
     await peer.start();
     const sipCallId = await placeCall(peer, g.sipPort, 4200);
-    await new Promise((r) => setTimeout(r, 300));
     g.proc.kill('SIGUSR2');
     const bye = await peer.waitFor(
       (m) => m.kind === 'request' && m.method === 'BYE' && m.headers.get('call-id') === sipCallId,
@@ -103,7 +106,7 @@ describe('faults in a real gateway process', () => {
     store.close();
     expect(recs.map((r) => r.externalId)).toEqual([sipCallId]);
     expect(recs[0]!.endReason).toMatchObject({ by: 'gateway', cause: 'fatal_error' });
-  }, 60_000);
+  }, 90_000);
 
   it('SIGTERM exits with a dashboard SSE stream connected; a second SIGTERM does not wait for the drain', async () => {
     const g = await startProcess(0);

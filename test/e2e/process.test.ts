@@ -44,7 +44,7 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
     });
     child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    await waitFor(() => out.includes('gateway ready'), 20_000, 'gateway ready log');
+    await waitFor(() => out.includes('gateway ready'), 40_000, 'gateway ready log'); // slow start on a busy box
     expect(out).toMatch(/"front":"sip".*"msg":"front listening"/);
 
     peer = new RawSipPeer();
@@ -68,6 +68,10 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
         request({ callId, method: 'ACK', toTag: tagOf(ok.headers.get('to'))!, localPort: p.port, targetPort: sipPort }),
         sipPort,
       );
+      // Datagrams are handled in order: once an OPTIONS sent after the ACK is answered, the call is confirmed.
+      const probe = newId();
+      p.send(request({ callId: probe, method: 'OPTIONS', localPort: p.port, targetPort: sipPort }), sipPort);
+      await p.waitFor((m) => m.kind === 'response' && m.headers.get('call-id') === probe, 5000, 'OPTIONS after ACK');
       return callId;
     };
     const byeFor = async (callId: string, timeoutMs: number) => {
@@ -93,7 +97,6 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
 
     // 2. A second call is up when SIGTERM arrives: new calls are refused, the call gets BYE after the drain.
     const second = await placeCall(4102);
-    await new Promise((r) => setTimeout(r, 300));
     const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
     await waitFor(() => out.includes('draining active calls'), 5000, 'drain log');
@@ -114,5 +117,5 @@ describe('the gateway as `npm start` runs it (real process, real SIP, real API)'
     expect(recs.map((r) => r.externalId).sort()).toEqual([first, second].sort());
     expect(recs.find((r) => r.externalId === first)!.endReason).toMatchObject({ by: 'operator', cause: 'api_hangup' });
     expect(recs.find((r) => r.externalId === second)!.endReason).toMatchObject({ by: 'gateway', cause: 'shutdown' });
-  });
+  }, 90_000);
 });

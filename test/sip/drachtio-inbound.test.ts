@@ -9,6 +9,7 @@ import { runSipp } from '../peers/sip/harness.js';
 import { newId, RawSipPeer } from '../peers/sip/udp-peer.js';
 import { readOffer } from '../../src/sip/sdp.js';
 import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
+import { hangUpWhenHeard } from '../peers/hangup-when-heard.js';
 
 const skip = !!drachtioUnavailable();
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
@@ -19,11 +20,7 @@ const nextCall = (h: DrachtioHarness) => new Promise<Call>((r) => h.gw.ctx.regis
 describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: drachtio)', () => {
   it('raw carrier: its 1 kHz reaches the AI and the AI’s 440 Hz reaches the carrier; the AI hangs up → BYE via drachtio', async () => {
     const h = await rig.start({
-      onSession: (s) =>
-        setTimeout(() => {
-          s.quiet();
-          s.control.hangupAfterPlayout('goodbye');
-        }, 2500),
+      onSession: (s) => hangUpWhenHeard(s, 75), // 1.5 s heard: the carrier has had as long to hear the AI
     });
     const carrier = new RawSipPeer();
     await carrier.start();

@@ -22,6 +22,19 @@ async function setup(): Promise<{ engine: EmbeddedSipEngine; peer: RawSipPeer; i
   return { engine, peer, invites: rig.invites };
 }
 
+/**
+ * The engine handles datagrams in arrival order and answers on one socket: once an OPTIONS sent
+ * after X is answered, X has been handled and everything sent before it has reached the peer.
+ */
+async function handled(p: RawSipPeer, e: EmbeddedSipEngine): Promise<void> {
+  const callId = newId();
+  p.send(request({ callId, method: 'OPTIONS', localPort: p.port, targetPort: e.port }), e.port);
+  await p.waitFor((m) => m.kind === 'response' && m.headers.get('call-id') === callId, 5000, 'OPTIONS barrier');
+}
+
+/** Longer than the largest retransmission interval (T2 = 4·T1): a live timer would have fired. */
+const QUIET = T1 * 6;
+
 describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 ms)', () => {
   it('retransmits the 200 OK at T1, 2·T1, 4·T1 (capped at T2) until the ACK, then stops', async () => {
     const { engine, peer, invites } = await setup();
@@ -30,18 +43,16 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     peer.send(invite, engine.port);
     await waitFor(() => invites.length === 1, 2000, 'invite');
     peer.send(invite, engine.port); // retransmitted INVITE: absorbed, no second call
-    await sleep(30);
+    await waitFor(() => peer.responses(100).length === 2, 3000, 'our 100 resent for the retransmission');
     expect(invites).toHaveLength(1);
-    expect(peer.responses(100).length).toBe(2); // our 100 resent for the retransmission
+    const t0 = performance.now();
     const dialogP = invites[0]!.answer('v=0\r\n');
-    // Sends at 0, 50, 150, 350: wait for the fourth (a busy machine may run timers late), then
-    // check the spacing rather than a count at a fixed instant.
-    await waitFor(() => peer.responses(200, 'INVITE').length >= 4, 3000, 'four 200 OKs');
+    // Sends at 0, 50, 150, 350: wait for the fourth (a busy machine may run timers late). The peer
+    // shares this event loop, so two sends can be read together after a stall: arrival gaps prove
+    // nothing, but the k-th arrival can never precede its scheduled send (2^k − 1)·T1 after t0.
+    await waitFor(() => peer.responses(200, 'INVITE').length >= 4, 5000, 'four 200 OKs');
     const oks = peer.responses(200, 'INVITE').slice(0, 4);
-    const gaps = oks.slice(1).map((o, i) => o.at - oks[i]!.at);
-    expect(gaps[0]).toBeGreaterThan(T1 * 0.8);
-    expect(gaps[1]).toBeGreaterThan(T1 * 1.6);
-    expect(gaps[2]).toBeGreaterThan(T1 * 3.2);
+    oks.slice(1).forEach((o, i) => expect(o.at - t0).toBeGreaterThanOrEqual(T1 * (2 ** (i + 1) - 1) - 2));
     const toTag = tagOf(oks[0]!.msg.headers.get('to'));
     peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
     const dialog = await dialogP;
@@ -81,12 +92,11 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     await peer.waitFor((m) => m.kind === 'response' && m.status === 487, 1000, '487');
     expect(peer.responses(200, 'CANCEL')).toHaveLength(1);
     expect(cancelled).toBe(true);
-    await sleep(T1 * 2);
-    expect(peer.responses(487).length).toBeGreaterThan(1); // timer G until ACK
+    await waitFor(() => peer.responses(487).length > 1, 3000, '487 retransmitted (timer G until ACK)');
     peer.send(request({ callId, branch, method: 'ACK', localPort: peer.port, targetPort: engine.port }), engine.port);
-    await sleep(10);
+    await handled(peer, engine);
     const n = peer.responses(487).length;
-    await sleep(T1 * 4);
+    await sleep(QUIET); // negative window after the ACK was handled: no more 487s
     expect(peer.responses(487).length).toBe(n);
     await expect(invites[0]!.answer('v=0')).rejects.toThrow(/cancelled/);
     // CANCEL for an unknown transaction: 481.
@@ -142,15 +152,14 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
       (m) => m.kind === 'response' && m.status === 200 && m.headers.get('cseq') === '2 INVITE',
     );
     expect(ok.body).toContain('a=recvonly');
-    await sleep(T1 * 2);
-    expect(peer!.responses(200, '2 INVITE').length).toBeGreaterThan(1);
+    await waitFor(() => peer!.responses(200, '2 INVITE').length > 1, 3000, 're-INVITE 200 retransmitted');
     peer!.send(
       request({ callId, toTag, cseq: 2, method: 'ACK', localPort: peer!.port, targetPort: engine!.port }),
       engine!.port,
     );
-    await sleep(10);
+    await handled(peer!, engine!);
     const n = peer!.responses(200, '2 INVITE').length;
-    await sleep(T1 * 4);
+    await sleep(QUIET); // negative window after the ACK was handled: no more 200s
     expect(peer!.responses(200, '2 INVITE').length).toBe(n);
   });
 
@@ -169,9 +178,9 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
     await expect(p2).rejects.toThrow(/403/);
     await expect(dialog.refer('sip:y@127.0.0.1', 200)).rejects.toThrow(/no final response/);
     const byeP = dialog.bye('test');
-    await sleep(T1 * 3 + 20);
-    const byes = peer!.received.filter((r) => r.msg.kind === 'request' && r.msg.method === 'BYE');
-    expect(byes.length).toBeGreaterThan(1);
+    const byeSends = () => peer!.received.filter((r) => r.msg.kind === 'request' && r.msg.method === 'BYE');
+    await waitFor(() => byeSends().length > 1, 3000, 'BYE retransmitted');
+    const byes = byeSends();
     reply(byes[0]!.msg, 200, 'OK');
     await byeP;
     expect(engine!.activeState).toEqual({ dialogs: 0, invites: 0, clientTxs: 0 });

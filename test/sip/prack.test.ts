@@ -48,15 +48,14 @@ describe('RFC 3262 as UAS (inbound INVITE)', () => {
     await waitFor(() => invites.length === 1, 2000, 'invite'); // no 420 any more
     expect(peer.responses(420)).toHaveLength(0);
     const inv = invites[0]!;
+    const t0 = performance.now();
     inv.progress(180);
     const answered = inv.answer('v=0\r\n'); // must not go out before the PRACK
-    await waitFor(() => ringing(peer).length >= 4, 3000, 'four 180s'); // at 0, 50, 150, 350 ms
+    await waitFor(() => ringing(peer).length >= 4, 5000, 'four 180s'); // at 0, 50, 150, 350 ms
     const sent = ringing(peer).slice(0, 4);
-    const gaps = sent.slice(1).map((r, i) => r.at - sent[i]!.at);
-    // T1 doubling (timers never fire early, so lower bounds hold on a busy machine).
-    expect(gaps[0]!).toBeGreaterThan(T1 * 0.8);
-    expect(gaps[1]!).toBeGreaterThan(T1 * 1.6);
-    expect(gaps[2]!).toBeGreaterThan(T1 * 3.2);
+    // T1 doubling. The peer shares this event loop, so two 180s can be read together after a stall
+    // (arrival gaps prove nothing); the k-th can never arrive before its send, (2^k − 1)·T1 after t0.
+    sent.slice(1).forEach((r, i) => expect(r.at - t0).toBeGreaterThanOrEqual(T1 * (2 ** (i + 1) - 1) - 2));
     const first = sent[0]!.msg;
     expect(first.headers.get('require')).toBe('100rel');
     const rseq = Number(first.headers.get('rseq'));
@@ -146,8 +145,10 @@ describe('RFC 3262 as UAC (our outbound INVITE)', () => {
     expect(prCseq).toBeGreaterThan(inviteCseq);
     peer.reply(pr, 200, 'OK', engine.port);
     send(183, { require: '100rel', rseq: '41' }); // a retransmission: not PRACKed again
-    await sleep(T1 * 3);
-    expect(peer.received.filter((r) => r.msg.kind === 'request' && r.msg.method === 'PRACK')).toHaveLength(1);
+    await sleep(T1 * 3); // negative window: no new PRACK transaction for the retransmitted 183
+    // One PRACK transaction: a retransmission of it (our 200 read late on a loaded box) keeps its CSeq.
+    const pracks = peer.received.filter((r) => r.msg.kind === 'request' && r.msg.method === 'PRACK');
+    expect(new Set(pracks.map((r) => r.msg.headers.get('cseq')))).toEqual(new Set([`${prCseq} PRACK`]));
     send(200, {}, sdpOffer(40002));
     const { dialog } = await result;
     const ack = await peer.waitFor((m) => m.kind === 'request' && m.method === 'ACK');

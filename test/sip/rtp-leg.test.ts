@@ -99,7 +99,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     carrier.send(tonePkt(200, 1000, 96), leg.localPort, '127.0.0.1'); // unknown PT
     const intruder = await udp();
     intruder.send(tonePkt(300), leg.localPort, '127.0.0.1'); // after latch: ignored
-    await waitFor(() => leg.quality().packetsReceived === 20 && leg.counters.foreign === 1, 2000, 'all packets');
+    await waitFor(() => leg.quality().packetsReceived === 20 && leg.counters.foreign === 1, 5000, 'all packets');
     expect(started).toBe(1);
     const frames: Int16Array[] = [];
     for (let i = 0; i < 20; i++) {
@@ -115,7 +115,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     expect(q.jitter?.reordered).toBe(1);
     // Our audio goes to where the carrier sends from, not the SDP address.
     leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrier.got.length === 1, 1000, 'latched send');
+    await waitFor(() => carrier.got.length === 1, 3000, 'latched send');
     expect(decoy.got).toHaveLength(0);
     const sent = parseRtp(carrier.got[0]!);
     expect(sent.ok && sent.pkt).toMatchObject({ payloadType: 8, marker: true });
@@ -139,7 +139,7 @@ describe('RTP leg (G.711 over UDP)', () => {
       for (let k = 1; k <= 4; k++) carrier.send(ev(seq++, ts, event, false, k * 160), leg.localPort, '127.0.0.1');
       for (let k = 0; k < 3; k++) carrier.send(ev(seq++, ts, event, true, 800), leg.localPort, '127.0.0.1');
     }
-    await waitFor(() => digits.length === 2, 1000, 'digits');
+    await waitFor(() => digits.length === 2, 3000, 'digits');
     await sleep(50);
     expect(digits).toEqual([
       ['#', 100],
@@ -148,7 +148,7 @@ describe('RTP leg (G.711 over UDP)', () => {
 
     leg.sendDtmf('9', 100);
     for (let i = 0; i < 12; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrier.got.length >= 12, 1000, 'sent packets');
+    await waitFor(() => carrier.got.length >= 12, 3000, 'sent packets');
     const pkts = carrier.got.map((b) => parseRtp(b)).flatMap((p) => (p.ok ? [p.pkt] : []));
     const dtmf = pkts.filter((p) => p.payloadType === 101);
     expect(dtmf).toHaveLength(5 + 3);
@@ -168,13 +168,13 @@ describe('RTP leg (G.711 over UDP)', () => {
     leg.on('hangup', (r) => hangups.push(r));
     for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
     for (let i = 0; i < 5; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrierRtcp.got.length > 0, 1000, 'RTCP');
+    await waitFor(() => carrierRtcp.got.length > 0, 3000, 'RTCP');
     const sr = carrierRtcp.got[0]!;
     expect(sr[1]).toBe(200);
     expect(sr[0]! & 0x1f).toBe(1);
     expect(sr.readUInt32BE(20)).toBe(5); // packet count
     expect(sr.readUInt32BE(28)).toBe(77); // report about the carrier's SSRC
-    await waitFor(() => hangups.length > 0, 2000, 'rtp timeout');
+    await waitFor(() => hangups.length > 0, 5000, 'rtp timeout');
     expect(hangups[0]).toMatchObject({ by: 'timeout', cause: 'rtp_timeout' });
     expect(pool.used).toBe(1);
     await leg.close(hangups[0]!);
@@ -211,7 +211,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     leg.update({ ...offer, direction: 'sendrecv' }, 'sendrecv');
     leg.writeFrame(Buffer.alloc(160, 0xd5));
     // One socket, one path, in order: had the held frame gone out, it would have arrived first.
-    await waitFor(() => carrier.got.length >= 1, 1000, 'audio after unhold');
+    await waitFor(() => carrier.got.length >= 1, 3000, 'audio after unhold');
     const first = parseRtp(carrier.got[0]!);
     expect(first.ok && first.pkt.payload.equals(Buffer.alloc(160, 0xd5))).toBe(true);
   });
@@ -235,7 +235,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     let started = 0;
     leg.on('started', () => started++);
     for (let i = 0; i < 10; i++) stranger.send(tonePkt(i, 3000), leg.localPort, '127.0.0.1');
-    await waitFor(() => leg.counters.foreign === 10, 1000, 'foreign counted');
+    await waitFor(() => leg.counters.foreign === 10, 3000, 'foreign counted');
     expect(started).toBe(0);
     expect(leg.readFrame()).toBeNull();
     leg.writeFrame(Buffer.alloc(160, 0xd5));
@@ -248,19 +248,19 @@ describe('RTP leg (G.711 over UDP)', () => {
       carrier.send(tonePkt(100 + i, 1000), leg.localPort, '127.0.0.1');
       other.send(tonePkt(500 + i, 3000, 8, 99), leg.localPort, '127.0.0.1');
     }
-    await waitFor(() => leg.counters.foreign >= 30, 1000, 'contending sender counted');
+    await waitFor(() => leg.counters.foreign >= 30, 3000, 'contending sender counted');
     expect(started).toBe(1);
-    await sleep(60);
+    await waitFor(() => leg.quality().packetsReceived === 20, 3000, "the carrier's 20 packets");
     expect(Math.abs(dominantFrequency(readAll(leg), 8000) - 1000)).toBeLessThan(20);
 
     // Failover: the carrier goes quiet, media comes from another allowed port with a new SSRC.
-    await sleep(400);
+    await sleep(400); // longer than the latch's quiet time (a late timer only makes it longer)
     for (let i = 0; i < 20; i++) other.send(tonePkt(700 + i, 2000, 8, 99), leg.localPort, '127.0.0.1');
-    await waitFor(() => leg.counters.relatched === 1, 1000, 're-latch');
-    await sleep(60);
+    await waitFor(() => leg.counters.relatched === 1, 3000, 're-latch');
+    await waitFor(() => leg.quality().packetsReceived === 40, 3000, "the new source's 20 packets");
     expect(Math.abs(dominantFrequency(readAll(leg), 8000) - 2000)).toBeLessThan(30);
     leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => other.got.length > 0, 1000, 'our audio follows the re-latch');
+    await waitFor(() => other.got.length > 0, 3000, 'our audio follows the re-latch');
   });
 
   it('a source on port 65535 (RTCP port 65536) and a=rtcp:0 never make a send throw: RTCP is skipped, the process lives', async () => {
@@ -273,9 +273,9 @@ describe('RTP leg (G.711 over UDP)', () => {
     const { leg } = await makeLeg({ sdpPort: 65535, rtcpIntervalMs: 30, offer: { rtcpPort: 0 } });
     for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
     for (let i = 0; i < 5; i++) leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => leg.counters.sendSkipped >= 3, 2000, 'RTCP sends skipped');
+    await waitFor(() => leg.counters.sendSkipped >= 3, 5000, 'RTCP sends skipped');
     expect(leg.counters.rtcpSent).toBe(0);
-    await waitFor(() => carrier.got.length === 5, 1000, 'RTP still flows to port 65535');
+    await waitFor(() => carrier.got.length === 5, 3000, 'RTP still flows to port 65535');
   });
 
   it('c=0.0.0.0 hold: nothing sent (RTP or RTCP), no timeout; unhold resumes at the old address', async () => {
@@ -290,7 +290,7 @@ describe('RTP leg (G.711 over UDP)', () => {
     const hangups: HangupReason[] = [];
     leg.on('hangup', (r) => hangups.push(r));
     leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrier.got.length === 1 && carrierRtcp.got.length > 0, 1000, 'media before hold');
+    await waitFor(() => carrier.got.length === 1 && carrierRtcp.got.length > 0, 3000, 'media before hold');
     const base: AudioOffer = {
       address: '0.0.0.0',
       port: carrier.address().port,
@@ -310,25 +310,30 @@ describe('RTP leg (G.711 over UDP)', () => {
     expect(carrierRtcp.got.length).toBe(rtcpBefore);
     leg.update({ ...base, address: '127.0.0.1', direction: 'sendrecv', nullAddress: false }, 'sendrecv');
     leg.writeFrame(Buffer.alloc(160, 0xd5));
-    await waitFor(() => carrier.got.length === 2, 1000, 'audio after unhold');
+    await waitFor(() => carrier.got.length === 2, 3000, 'audio after unhold');
   });
 
   it('comfort noise (PT 13) and RTCP keep the call alive; CN plays as quiet noise, not as audio bytes', async () => {
     const carrier = await udp();
-    const { leg } = await makeLeg({ sdpPort: carrier.address().port, timeoutMs: 300 });
+    // Keep-alives every 100 ms for twice the timeout: a stall of up to ~500 ms on a loaded box
+    // (which also delays the leg's own check) cannot read as silence.
+    const { leg } = await makeLeg({ sdpPort: carrier.address().port, timeoutMs: 600 });
     const hangups: HangupReason[] = [];
     leg.on('hangup', (r) => hangups.push(r));
     for (let i = 0; i < 5; i++) carrier.send(tonePkt(i), leg.localPort, '127.0.0.1');
     const cn = (seq: number) =>
       buildRtp({ payloadType: 13, marker: false, seq, timestamp: 800, ssrc: 77 }, Buffer.from([50]));
-    for (let k = 0; k < 8; k++) {
+    for (let k = 0; k < 12; k++) {
       await sleep(100);
       if (k % 2) carrier.send(cn(5 + k), leg.localPort, '127.0.0.1');
       else carrier.send(Buffer.from([0x81, 201, 0, 1, 0, 0, 0, 77]), leg.localPort + 1, '127.0.0.1'); // RTCP RR
     }
-    await waitFor(() => leg.counters.comfortNoise === 4, 1000, 'CN counted');
+    await waitFor(
+      () => leg.counters.comfortNoise === 6 && leg.counters.rtcpReceived === 6,
+      3000,
+      'CN and RTCP counted',
+    );
     expect(hangups).toHaveLength(0);
-    expect(leg.counters.rtcpReceived).toBe(4);
     readAll(leg, 20); // the tone, then concealment
     const noise = readAll(leg, 10);
     expect(noise.length).toBe(1600);

@@ -7,6 +7,7 @@ import { waitFor } from '../support/gateway.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 import { nextCall, runSipp, SIPP_NUMS, sippTarget, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
+import { hangUpWhenHeard } from '../peers/hangup-when-heard.js';
 
 const pcapDir = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 const pcapPath = () => join(pcapDir(), 'pcma-1000.pcap');
@@ -17,13 +18,7 @@ const target = sippTarget;
 describe.each(SIP_ENGINES)('SIP signalling against sipp (real gateway, sip.engine $engine)', ({ engine }) => {
   const sip = useSipEngine(engine);
   it('the AI ends the call: the gateway sends BYE and releases the RTP ports', async () => {
-    const h = await sip.start({
-      onSession: (s) =>
-        setTimeout(() => {
-          s.quiet();
-          s.control.hangupAfterPlayout('goodbye');
-        }, 1200),
-    });
+    const h = await sip.start({ onSession: (s) => hangUpWhenHeard(s, 40) }); // 0.8 s of sipp's 1.5 s tone
     const created = nextCall(h);
     const res = await runSipp({
       scenario: 'uac-gateway-bye.xml',

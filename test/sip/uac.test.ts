@@ -13,7 +13,7 @@ import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { makeResponse, parseVia, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
 import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
@@ -334,13 +334,18 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     expect(invited!.uri).toBe(`sip:+250788123456@127.0.0.1:${phone.port};transport=udp`);
     await waitFor(() => phoneDialog !== undefined, 2000, 'the phone saw our ACK'); // the ACK is still in flight
     expect(c.info.externalId).toBe(phoneDialog!.callId);
-    await sleep(1500);
+    // 1.2 s each way past the 10 skipped frames (media may start late on a loaded box).
+    await waitFor(
+      () => media.heard(10).length >= 9600 && sessions[0]!.heardPcm(10).length >= 9600,
+      10_000,
+      'audio both ways',
+    );
 
     // Audio both ways: the phone hears the AI's 440 Hz; the AI hears the phone's 700 Hz.
     const atPhone = media.heard(10);
     expect(atPhone.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atPhone, 8000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
     const atAi = sessions[0]!.heardPcm(10);
     expect(atAi.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atAi, 8000) - 700) / 700).toBeLessThan(0.02);
@@ -355,9 +360,11 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
   it('a refused outbound call ends with the status; an unanswered one is CANCELled when deleted', async () => {
     const phone = new EmbeddedSipEngine({ host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', log: testLogger() });
     let cancelled = 0;
+    let rung = 0;
     phone.on('invite', (inv) => {
       if (inv.requestUri.includes('+250788000486')) return inv.reject(486);
       inv.progress(180);
+      rung++;
       inv.on('cancel', () => cancelled++);
     });
     await phone.start();
@@ -391,7 +398,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
 
     const ringing = await call('POST', '/v1/calls', { front: 'sip', to: '+250788000001' });
     const r = gw.ctx.registry.get(ringing.body.id as string)!;
-    await sleep(300);
+    await waitFor(() => rung === 1, 5000, 'the phone ringing');
     expect(r.state).toBe('ringing');
     await call('DELETE', `/v1/calls/${r.id}`, {});
     await waitFor(() => cancelled === 1, 2000, 'CANCEL at the phone');

@@ -172,3 +172,16 @@ export function toneSinadDb(samples: Int16Array, rate: number, freq: number): nu
   }
   return 10 * Math.log10(sig / Math.max(noise, 1e-9));
 }
+
+/**
+ * The tone's level (dB) over the loudest 100 ms window, stepping 20 ms. On a loaded box frames
+ * arrive late or are concealed, and a single Goertzel over the whole stretch loses level to the
+ * phase jumps; a gain error still lowers every window.
+ */
+export function loudestToneDb(pcm: Int16Array, rate: number, hz: number): number {
+  const win = rate / 10;
+  let best = -Infinity;
+  for (let i = 0; i + win <= pcm.length; i += rate / 50)
+    best = Math.max(best, toneLevelDb(pcm.subarray(i, i + win), rate, hz));
+  return best;
+}

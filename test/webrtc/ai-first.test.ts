@@ -3,6 +3,7 @@ import { dominantFrequency, tone } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { RealtimeTestServer } from '../peers/realtime/server.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { opusSince } from '../peers/whatsapp/arrivals.js';
 
 let h: Harness | undefined;
 let rt: RealtimeTestServer | undefined;
@@ -88,7 +89,13 @@ describe('WhatsApp: Graph actions that may have reached Meta are never repeated'
     await waitFor(() => h!.gw.ctx.registry.list({ state: 'bridged' }).length === 1, 5000, 'bridged');
     user.startSending(toneSource(1000));
     const t0 = performance.now();
-    await sleep(2500);
+    const session = () => h!.sessions.get(h!.gw.ctx.registry.list()[0]!.id)!;
+    // 1.2 s each way (media may start late on a loaded box); by then the 400 ms Graph timeout is long past.
+    await waitFor(
+      () => opusSince(user, t0 + 300) >= 60 && session().heardPcm(25).length >= 28800,
+      15_000,
+      '1.2 s of audio each way',
+    );
     expect(h.graph.byAction('accept')).toHaveLength(1);
     expect(h.graph.calls.get(user.waCallId)?.state).toBe('accepted'); // it did take effect at "Meta"
     expect(h.graph.byAction('terminate')).toHaveLength(0);
@@ -122,7 +129,11 @@ describe('WhatsApp: Graph actions that may have reached Meta are never repeated'
     expect(call.info.externalId).toBe(waCallId);
     user.startSending(toneSource(880));
     const t0 = performance.now();
-    await sleep(1500);
+    await waitFor(
+      () => opusSince(user, t0 + 300) >= 50 && h!.sessions.get(call.id)!.heardPcm(25).length >= 24000,
+      15_000,
+      '1 s of audio each way',
+    );
     const got = user.decodeReceived(t0 + 300);
     expect(Math.abs(dominantFrequency(got, 48000) - 440)).toBeLessThan(9);
     const heard = h.sessions.get(call.id)!.heardPcm(25);

@@ -1,8 +1,8 @@
-import { audible } from '../support/speech.js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { concat, dbfsOf, dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
-import { sleep, waitFor } from '../support/gateway.js';
+import { concat, dbfsOf, dominantFrequency, loudestToneDb, tone, toneLevelDb } from '../support/audio.js';
+import { waitFor } from '../support/gateway.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { opusSince } from '../peers/whatsapp/arrivals.js';
 
 let h: Harness | undefined;
 afterAll(async () => {
@@ -30,7 +30,24 @@ describe('20 concurrent WhatsApp calls', () => {
       [...h!.sessions.values()].every((s) => s.heard.length > 0 && dbfsOf(s.heard[s.heard.length - 1]!) > -30);
     await waitFor(flowing, 10_000, 'caller audio flowing on every call');
     const t0 = performance.now();
-    await sleep(3000);
+    // Both ways measured once enough has arrived (a fixed 3 s window can hold too little on a loaded
+    // box): 2 s of the AI at every caller after a 1 s settle, and 1 s of loud caller frames at every AI.
+    const heardFrom = new Map([...h.sessions].map(([id, s]) => [id, s.heard.length]));
+    const loudCount = new Map<string, { next: number; loud: number }>();
+    const loudHeard = (id: string) => {
+      const s = h!.sessions.get(id)!;
+      const c = loudCount.get(id) ?? { next: heardFrom.get(id)!, loud: 0 };
+      for (; c.next < s.heard.length; c.next++) if (dbfsOf(s.heard[c.next]!) > -30) c.loud++;
+      loudCount.set(id, c);
+      return c.loud;
+    };
+    await waitFor(
+      () =>
+        users.every((u) => opusSince(u, t0 + 1000) >= 100) && [...heardFrom.keys()].every((id) => loudHeard(id) >= 50),
+      30_000,
+      'audio both ways on every call',
+    );
+    const stopAt = performance.now();
     // Freeze what each AI has heard so far: checking 20 calls takes time, and the silence that
     // follows stopSending must not dilute the measured window.
     const heardUntil = new Map([...h.sessions].map(([id, s]) => [id, s.heard.length]));
@@ -40,20 +57,22 @@ describe('20 concurrent WhatsApp calls', () => {
       const u = users[k]!;
       const call = h.gw.ctx.registry.findByExternalId(u.waCallId)!;
       expect(call.info.from).toBe(`+${number(k)}`);
-      const got = u.decodeReceived(t0 + 1000, t0 + 3000);
+      const got = u.decodeReceived(t0 + 1000, stopAt);
       const f = dominantFrequency(got, 48000);
       expect(Math.abs(f - aiHz(k)) / aiHz(k), `caller ${k} heard ${f} Hz`).toBeLessThan(0.02);
-      // Level over the frames that carry sound, as on the AI side below: 20 calls on a loaded box can
-      // delay a few of the AI's frames past the window, which is a gap, not attenuation.
-      expect(toneLevelDb(audible(got), 48000, aiHz(k))).toBeGreaterThan(-20);
+      // Level of the loudest 100 ms: 20 calls on a loaded box can delay frames past the window or
+      // leave the decoder concealing (a fade, not attenuation); a gain error would lower every window.
+      expect(loudestToneDb(got, 48000, aiHz(k)), `caller ${k} level`).toBeGreaterThan(-20);
       const session = h.sessions.get(call.id)!;
       const until = heardUntil.get(call.id)!;
-      const heard = concat(session.heard.slice(Math.max(0, until - 90), until));
-      const g = dominantFrequency(heard, 24000);
-      expect(Math.abs(g - userHz(k)) / userHz(k), `AI ${k} heard ${g} Hz`).toBeLessThan(0.02);
-      // Level over the frames that carry sound: a sender stalled by a loaded machine shows as silence
+      // The loud frames since t0: a sender stalled by a loaded machine shows as silence and concealment
       // in the AI's real-time input (as a pause does), which must not read as attenuation.
-      expect(toneLevelDb(audible(heard), 24000, userHz(k))).toBeGreaterThan(-20);
+      const loud = session.heard.slice(heardFrom.get(call.id)!, until).filter((fr) => dbfsOf(fr) > -30);
+      const g = dominantFrequency(concat(loud), 24000);
+      expect(Math.abs(g - userHz(k)) / userHz(k), `AI ${k} heard ${g} Hz`).toBeLessThan(0.02);
+      // The typical loud frame carries the caller's tone at level (a gain error lowers them all).
+      const levels = loud.map((fr) => toneLevelDb(fr, 24000, userHz(k))).sort((a, b) => a - b);
+      expect(levels[levels.length >> 1]!, `AI ${k} median frame level`).toBeGreaterThan(-20);
     }
 
     // Every caller hangs up; every leg and call is released.

@@ -4,6 +4,7 @@ import type { Logger } from '../../src/core/logger.js';
 import { GraphClient, GraphError } from '../../src/webrtc/graph.js';
 import { GraphStub } from '../peers/whatsapp/graph-stub.js';
 import { WhatsAppUser } from '../peers/whatsapp/user.js';
+import { waitFor } from '../support/gateway.js';
 
 let graph: GraphStub;
 beforeAll(async () => {
@@ -77,7 +78,13 @@ describe('Graph client: only requests that provably never reached Meta are repea
     expect(err.code).toBe('timeout');
     expect(err.outcome).toBe('unknown');
     expect(warns).toHaveLength(1);
-    await new Promise((r) => setTimeout(r, 900));
+    // The stand-in finishes the delayed connect 800 ms in (later on a loaded box): wait for it to ring.
+    // A retry would have followed the 300 ms timeout at once, so by then it would be counted.
+    const rang = () => {
+      const m = graph.byAction('connect').slice(n0)[0];
+      return m !== undefined && graph.calls.get(String(m.body.assigned_call_id))?.state === 'ringing';
+    };
+    await waitFor(rang, 10_000, 'the late connect to ring');
     const made = graph.byAction('connect').slice(n0);
     expect(made).toHaveLength(1);
     expect(made[0]!.problems).toEqual([]);

@@ -5,6 +5,7 @@ import { dominantFrequency, tone } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { callsEnvelope } from '../peers/whatsapp/user.js';
+import { opusSince } from '../peers/whatsapp/arrivals.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -85,7 +86,7 @@ describe('WhatsApp: ICE consent failure', () => {
     const call = h.gw.ctx.registry.list()[0]!;
     user.startSending(toneSource(900)); // media keeps flowing: only consent is withdrawn
     const t0 = performance.now();
-    await sleep(1000);
+    await waitFor(() => opusSince(user, t0 + 200) >= 40, 15_000, '0.8 s of the AI at the user');
     expect(Math.abs(dominantFrequency(user.decodeReceived(t0 + 200), 48000) - 500)).toBeLessThan(10);
     user.withdrawConsent();
     const withdrawnAt = Date.now();

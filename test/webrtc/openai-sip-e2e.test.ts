@@ -6,12 +6,13 @@ import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
 import { SipFront } from '../../src/sip/front.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../src/webrtc/front.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
-import { sleep, waitFor } from '../support/gateway.js';
+import { dominantFrequency, loudestToneDb, tone } from '../support/audio.js';
+import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer } from '../peers/openai-sip/sip-peer.js';
 import { GraphStub } from '../peers/whatsapp/graph-stub.js';
 import { WhatsAppUser } from '../peers/whatsapp/user.js';
+import { opusSince } from '../peers/whatsapp/arrivals.js';
 
 const SECRET = `whsec_${Buffer.from('openai-sip-wa-secret-0123456789').toString('base64')}`;
 const API_KEY = 'sk-test-openai-sip-wa';
@@ -109,17 +110,22 @@ describe('WhatsApp caller → gateway → OpenAI SIP peer (real SIP leg, werift 
 
     user.startSending(toneSource(1000));
     const t0 = performance.now();
-    await sleep(2500);
+    // 1.2 s each way (media may start late on a loaded box) instead of a fixed sleep.
+    await waitFor(
+      () => pc.media.heard(25).length >= 9600 && opusSince(user, t0 + 500) >= 60,
+      15_000,
+      '1.2 s of audio each way',
+    );
     // The user's 1 kHz, Opus → PCMU, decoded at the OpenAI peer.
     const atPeer = pc.media.heard(25);
     expect(atPeer.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atPeer, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(atPeer, 8000, 1000)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atPeer, 8000, 1000)).toBeGreaterThan(-20);
     // The peer's 440 Hz, PCMU → Opus, decoded at the user.
     const atUser = user.decodeReceived(t0 + 500);
     expect(atUser.length).toBeGreaterThan(48000);
     expect(Math.abs(dominantFrequency(atUser, 48000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(atUser, 48000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atUser, 48000, 440)).toBeGreaterThan(-20);
 
     // OpenAI hangs up: the gateway ends the call and terminates it through the Graph API.
     await pc.hangup();
