@@ -1,21 +1,14 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { BackendRegistry } from '../../src/ai/backends.js';
-import { type RealtimeRouteConfig, routeSchema } from '../../src/config/schema.js';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
 import type { Call } from '../../src/core/call.js';
-import { CallConnector } from '../../src/core/connector.js';
-import { FrameClock } from '../../src/core/frame-clock.js';
-import { testLogger } from '../../src/core/logger.js';
-import { CallRegistry } from '../../src/core/registry.js';
-import { Router } from '../../src/core/router.js';
 import type { LatencySample } from '../../src/core/turn-latency.js';
-import { type RealtimeTestServerOptions, RealtimeTestServer } from '../peers/realtime/server.js';
+import { startRealtimeRig } from '../peers/realtime/rig.js';
+import { RealtimeTestServer, type RealtimeTestServerOptions } from '../peers/realtime/server.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { MemoryLeg } from '../support/memory-leg.js';
 import { api, simulatedCall, sleep, startTestGateway, TEST_TOKEN, waitFor } from '../support/gateway.js';
 
-const log = testLogger();
 const pcmu = createCodec(PCMU_8K);
 const ulawFrames = (pcm: Int16Array) => frames(pcm, 160).map((f) => pcmu.encode(f));
 const CALLER_TONE = tone(1000, 8000, 600, 8000);
@@ -39,34 +32,18 @@ afterEach(async () => {
 });
 
 async function harness(opts: RealtimeTestServerOptions = {}, routeExtra: Record<string, unknown> = {}) {
-  const server = new RealtimeTestServer(opts);
-  await server.start();
-  cleanups.push(() => server.stop());
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-test-0123456789',
-    connectTimeoutMs: 3000,
-    ...routeExtra,
-  }) as RealtimeRouteConfig;
-  const clock = new FrameClock();
-  const registry = new CallRegistry(log);
-  const router = new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] });
-  const backends = new BackendRegistry();
   const latency: LatencySample[] = [];
   const failures: string[] = [];
-  const connector = new CallConnector({
-    router,
-    clock,
-    backendFor: (r) => backends.backendFor(r),
-    hooks: { onLatency: (s) => latency.push(s), onResponseFailed: (_route, reason) => failures.push(reason) },
+  const rig = await startRealtimeRig(opts, routeExtra, {
+    onLatency: (s) => latency.push(s),
+    onResponseFailed: (_route, reason) => failures.push(reason),
   });
+  cleanups.push(() => rig.stop());
   const newCall = (): { call: Call; leg: MemoryLeg } => {
-    const call = registry.create({ front: 'test', from: '+250788000001', to: '+250700000000' });
-    cleanups.push(() => call.end({ by: 'gateway', cause: 'test_done' }));
+    const call = rig.newCall();
     return { call, leg: new MemoryLeg(call.id, PCMU_8K, pcmu.silence()) };
   };
-  return { server, route, clock, connector, newCall, latency, failures };
+  return { ...rig, newCall, latency, failures };
 }
 
 describe('first turn (route firstTurn) over the Realtime WebSocket', () => {

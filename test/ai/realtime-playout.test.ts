@@ -1,15 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { BackendRegistry } from '../../src/ai/backends.js';
-import { type RealtimeRouteConfig, routeSchema } from '../../src/config/schema.js';
 import { createCodec } from '../../src/core/audio/codecs.js';
 import { PCMU_8K } from '../../src/core/audio/format.js';
 import type { Bridge } from '../../src/core/bridge.js';
-import { CallConnector } from '../../src/core/connector.js';
-import { FrameClock } from '../../src/core/frame-clock.js';
-import { testLogger } from '../../src/core/logger.js';
-import { CallRegistry } from '../../src/core/registry.js';
-import { Router } from '../../src/core/router.js';
-import { type RealtimeTestServerOptions, RealtimeTestServer } from '../peers/realtime/server.js';
+import { startRealtimeRig } from '../peers/realtime/rig.js';
+import { RealtimeTestServer, type RealtimeTestServerOptions } from '../peers/realtime/server.js';
 import { frames, tone } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { MemoryLeg } from '../support/memory-leg.js';
@@ -32,23 +26,9 @@ afterEach(async () => {
 });
 
 async function callWith(opts: RealtimeTestServerOptions) {
-  const server = new RealtimeTestServer(opts);
-  await server.start();
-  cleanups.push(() => server.stop());
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-test-0123456789',
-    firstTurn: { mode: 'none' },
-  }) as RealtimeRouteConfig;
-  const backends = new BackendRegistry();
-  const connector = new CallConnector({
-    router: new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] }),
-    clock: new FrameClock(),
-    backendFor: (r) => backends.backendFor(r),
-  });
-  const call = new CallRegistry(testLogger()).create({ front: 'test', from: '+250788000001', to: '+250700000000' });
-  cleanups.push(() => call.end({ by: 'gateway', cause: 'test_done' }));
+  const { server, connector, newCall, stop } = await startRealtimeRig(opts, { firstTurn: { mode: 'none' } });
+  cleanups.push(stop);
+  const call = newCall();
   const leg = new MemoryLeg(call.id, PCMU_8K, SILENT);
   const { bridge } = await connector.connect(call, leg);
   return { server, leg, bridge, conn: server.connections[0]! };

@@ -2,22 +2,14 @@ import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BackendRegistry } from '../../src/ai/backends.js';
-import { type RealtimeRouteConfig, routeSchema } from '../../src/config/schema.js';
 import { createCodec, type FrameCodec } from '../../src/core/audio/codecs.js';
 import { l16, OPUS_48K, PCMU_8K } from '../../src/core/audio/format.js';
-import type { Call } from '../../src/core/call.js';
-import { CallConnector } from '../../src/core/connector.js';
 import { GatewayError } from '../../src/core/errors.js';
-import { FrameClock } from '../../src/core/frame-clock.js';
-import { testLogger } from '../../src/core/logger.js';
-import { CallRegistry } from '../../src/core/registry.js';
-import { Router } from '../../src/core/router.js';
-import { type RealtimeTestServerOptions, RealtimeTestServer } from '../peers/realtime/server.js';
+import { startRealtimeRig } from '../peers/realtime/rig.js';
+import { type RealtimeTestServerOptions } from '../peers/realtime/server.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
 import { MemoryLeg } from '../support/memory-leg.js';
 
-const log = testLogger();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pcmu = createCodec(PCMU_8K);
 const ulawFrames = (pcm: Int16Array) => frames(pcm, 160).map((f) => pcmu.encode(f));
@@ -52,28 +44,10 @@ afterEach(async () => {
 });
 
 async function harness(opts: RealtimeTestServerOptions = {}, routeExtra: Record<string, unknown> = {}) {
-  const server = new RealtimeTestServer(opts);
-  await server.start();
-  cleanups.push(() => server.stop());
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-test-0123456789',
-    connectTimeoutMs: 3000,
-    firstTurn: { mode: 'none' }, // these tests count turns from the caller's first; greetings: ai-turns.test.ts
-    ...routeExtra,
-  }) as RealtimeRouteConfig;
-  const clock = new FrameClock();
-  const registry = new CallRegistry(log);
-  const router = new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] });
-  const backends = new BackendRegistry();
-  const connector = new CallConnector({ router, clock, backendFor: (r) => backends.backendFor(r) });
-  const newCall = (): Call => {
-    const call = registry.create({ front: 'test', from: '+250788000001', to: '+250700000000' });
-    cleanups.push(() => call.end({ by: 'gateway', cause: 'test_done' }));
-    return call;
-  };
-  return { server, route, clock, registry, connector, newCall };
+  // These tests count turns from the caller's first; greetings: ai-turns.test.ts.
+  const rig = await startRealtimeRig(opts, { firstTurn: { mode: 'none' }, ...routeExtra });
+  cleanups.push(() => rig.stop());
+  return rig;
 }
 
 describe('OpenAI Realtime backend (against the local Realtime server)', () => {
