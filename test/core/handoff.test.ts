@@ -109,6 +109,31 @@ describe('LegBridge', () => {
   });
 });
 
+describe('LegBridge taps', () => {
+  it('hostile: a tap that throws is counted and skipped; both directions and the other taps carry on', () => {
+    const pcma = createCodec(PCMA_8K);
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    const a = new MemoryLeg('a', PCMA_8K);
+    const b = new MemoryLeg('b', PCMA_8K);
+    const lb = new LegBridge(call, a, b, new FrameClock());
+    lb.addTap(() => {
+      throw new Error('listener leg gone');
+    });
+    const heard: (Int16Array | null)[][] = [];
+    const untap = lb.addTap((caller, other) => heard.push([caller, other]));
+    a.feed([pcma.encode(tone(700, 8000, 20)), pcma.encode(tone(700, 8000, 20))]);
+    lb.tick();
+    lb.tick();
+    untap();
+    lb.tick();
+    expect(lb.stats).toMatchObject({ aToB: 2, badFrames: 3 });
+    expect(b.written).toHaveLength(3);
+    expect(heard).toHaveLength(2);
+    expect(heard[0]![0]).toHaveLength(160);
+    expect(heard[0]![1]).toBeNull(); // b had nothing: null, not silence
+  });
+});
+
 describe('listen-in follows the call across a bridged transfer', () => {
   it('the listener hears the caller and the AI-side tone, then the caller and the person once the bridge changes', () => {
     const pcma = createCodec(PCMA_8K);
