@@ -272,8 +272,11 @@ export class Gateway {
     const { config, history } = this.ctx;
     if (config.records.recordAudio) {
       call.on('state', (s) => {
-        if (s !== 'bridged' || !call.media) return;
-        const rec = new CallRecorder(config.records.recordingsDir, call.id, call.media.bridge, call.log, () =>
+        const source = call.tapSource;
+        if (s !== 'bridged' || !source) return;
+        // One WAV at the rate the call started with, across transfers (the recorder follows the call).
+        const rate = source.tapRates.other;
+        const rec = new CallRecorder(config.records.recordingsDir, call.id, call, rate, call.log, () =>
           this.ctx.metrics.recordingFailures.inc(),
         );
         // The call's teardown never waits for the disk; shutdown does (bounded), so WAVs get their sizes.

@@ -7,6 +7,7 @@ import type { Call } from './call.js';
 import { GatewayError } from './errors.js';
 import type { FrameClock } from './frame-clock.js';
 import type { MediaLeg } from './media-leg.js';
+import type { MediaTap, TapSource } from './media-tap.js';
 import { PlayoutBuffer } from './playout.js';
 import { type LatencySample, TurnLatency } from './turn-latency.js';
 
@@ -36,9 +37,9 @@ const AUDIBLE_DBFS = -45;
 
 /**
  * One tick of both directions as PCM: the caller's frame at the AI's input rate (null when none
- * went to the AI), the AI's frame at its output rate (null when it was silent).
+ * went to the AI), the AI's frame at its output rate (null when it was silent). See tapRates.
  */
-export type BridgeTap = (caller: Int16Array | null, ai: Int16Array | null) => void;
+export type BridgeTap = MediaTap;
 
 const LEVEL_EVERY = 10; // 5 meter updates a second
 
@@ -53,7 +54,7 @@ function silenceByte(format: AudioFormat): number {
  * way: leg → (convert) → AI, and playout → (convert) → leg, writing silence when the AI is quiet so
  * the far end always gets a packet every 20 ms (WhatsApp drops calls with media gaps).
  */
-export class Bridge {
+export class Bridge implements TapSource {
   readonly stats: BridgeStats = {
     framesToAi: 0,
     framesToLeg: 0,
@@ -144,6 +145,10 @@ export class Bridge {
       call.log.warn({ err: err.message }, 'AI session error');
       hooks.onAiError?.(call.route ?? '');
     });
+  }
+
+  get tapRates(): { caller: number; other: number } {
+    return { caller: this.ai.inputFormat.sampleRate, other: this.ai.outputFormat.sampleRate };
   }
 
   /** Hear both directions every tick (see BridgeTap); returns the function that stops it. */

@@ -4,6 +4,7 @@ import type { Bridge } from './bridge.js';
 import { GatewayError } from './errors.js';
 import type { HandoffRequest, TransferRecord } from './handoff.js';
 import type { Logger } from './logger.js';
+import type { TapSource } from './media-tap.js';
 import type { HangupReason, LegQuality, MediaLeg } from './media-leg.js';
 import { CallLatency } from './turn-latency.js';
 import { TypedEmitter } from './typed-emitter.js';
@@ -26,6 +27,8 @@ export type CallEvents = {
   transcript: [entry: TranscriptEntry];
   tool_call: [record: ToolCallRecord];
   dtmf: [digit: string];
+  /** The call's audio now flows through another bridge (transfer, hold, back to the AI). */
+  tap_source: [source: TapSource];
   ended: [reason: HangupReason];
 };
 
@@ -95,6 +98,8 @@ export class Call extends TypedEmitter<CallEvents> {
   readonly latency = new CallLatency();
   /** The bridge and AI session once connected (operator mute/say, live levels). */
   media: { bridge: Bridge; session: AiSession } | undefined;
+  /** What carries the call's audio now (AI, hold or person): recording and listen-in follow it. */
+  tapSource: TapSource | undefined;
   /** Set by fronts that can transfer (SIP REFER); absent means the front cannot. */
   transfer: ((destination: string) => Promise<void>) | undefined;
   /** Set by the core once the call is connected: REFER or bridged transfer, per route and request. */
@@ -154,6 +159,13 @@ export class Call extends TypedEmitter<CallEvents> {
     const party = this.parties.get(legId);
     if (!party || !reason.party || reason.party === party) return reason;
     return { by: 'gateway', cause: `${reason.party}_hung_up`, detail: reason.detail, party: reason.party };
+  }
+
+  /** The call's audio moved to another bridge: followers (recorder, listeners) re-tap it. */
+  setTapSource(source: TapSource): void {
+    if (this.tapSource === source) return;
+    this.tapSource = source;
+    this.emit('tap_source', source);
   }
 
   addTranscript(entry: TranscriptEntry): void {

@@ -136,6 +136,7 @@ export class CallConnector {
       live.session = session;
       live.bridge = b;
       call.media = { bridge: b, session };
+      call.setTapSource(b);
       session.on('closed', (reason) => {
         if (live.session === session && !call.ended) void call.end({ by: 'ai', cause: 'ai_closed', detail: reason });
       });

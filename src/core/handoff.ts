@@ -165,6 +165,7 @@ export class Handoff {
     link?.bridge.stop();
     const holdBridge = new Bridge(call, this.callerLeg, hold, this.deps.clock);
     holdBridge.start();
+    call.setTapSource(holdBridge);
     hold.startFirstTurn();
     const promptEnds = performance.now() + hold.promptMs;
     const backToAi = async () => {
@@ -173,7 +174,9 @@ export class Handoff {
       if (left > 0) await within(new Promise<void>(() => {}), left);
       holdBridge.stop();
       await hold.close('transfer_failed');
-      if (!call.ended) link?.bridge.start();
+      if (call.ended || !link) return;
+      link.bridge.start();
+      call.setTapSource(link.bridge);
     };
     call.onEnd(() => {
       holdBridge.stop();
@@ -211,6 +214,7 @@ export class Handoff {
     await link?.detach('transferred');
     const legs = new LegBridge(call, this.callerLeg, target, this.deps.clock);
     legs.start();
+    call.setTapSource(legs);
     call.onEnd(() => legs.stop());
     // Keypresses now belong to the people on the call.
     this.callerLeg.on('dtmf', (d, ms) => target.sendDtmf?.(d, ms));

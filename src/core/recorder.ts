@@ -1,14 +1,15 @@
 import { mkdir, open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Resampler } from './audio/resampler.js';
-import type { Bridge } from './bridge.js';
 import type { Logger } from './logger.js';
+import { followCallAudio, type TapSourceOwner } from './media-tap.js';
 
 /** Frames (20 ms each) allowed to wait for the disk; a disk slower than this stops the recording. */
 const MAX_BACKLOG_FRAMES = 500;
 
 /**
- * Stereo WAV of a call: caller on the left, AI on the right, at the AI's output rate. The media
+ * Stereo WAV of a call: caller on the left, the other side (AI, hold audio, or the person after a
+ * bridged transfer) on the right, at one rate for the whole call: the recorder follows the call
+ * from bridge to bridge and resamples each to its rate, so a transfer never splits the file. The media
  * path only queues frames; a single write chain puts them on disk asynchronously, and the RIFF
  * sizes are patched on close. Any I/O error (ENOSPC, EIO, a disk too slow for the backlog) stops
  * the recording, closes its file and is reported once: the call itself never notices.
@@ -18,7 +19,6 @@ export class CallRecorder {
   private bytes = 0;
   private readonly rate: number;
   private readonly perFrame: number;
-  private readonly callerResampler: Resampler | undefined;
   private chain: Promise<void> = Promise.resolve();
   private backlog = 0;
   private failed = false;
@@ -29,21 +29,21 @@ export class CallRecorder {
   constructor(
     private readonly dir: string,
     callId: string,
-    private readonly bridge: Bridge,
+    call: TapSourceOwner,
+    /** The WAV's rate (normally the AI's output rate, what the call started with). */
+    rate: number,
     private readonly log: Logger,
     private readonly onFailure?: (err: Error) => void,
   ) {
     this.path = join(dir, `${callId}.wav`);
-    this.rate = bridge.ai.outputFormat.sampleRate;
+    this.rate = rate;
     this.perFrame = this.rate / 50;
-    const inRate = bridge.ai.inputFormat.sampleRate;
-    this.callerResampler = inRate !== this.rate ? new Resampler(inRate, this.rate) : undefined;
     this.enqueue(async () => {
       await mkdir(this.dir, { recursive: true });
       this.fh = await open(this.path, 'w');
       await this.fh.write(this.header(0), 0, 44, 0);
     });
-    this.untap = bridge.addTap((caller, ai) => this.write(caller, ai));
+    this.untap = followCallAudio(call, rate, (caller, other) => this.write(caller, other));
   }
 
   private header(dataBytes: number): Buffer {
@@ -74,17 +74,16 @@ export class CallRecorder {
     });
   }
 
-  private write(caller: Int16Array | null, ai: Int16Array | null): void {
+  private write(left: Int16Array | null, right: Int16Array | null): void {
     if (this.failed || this.closed) return;
     if (this.backlog >= MAX_BACKLOG_FRAMES) {
       void this.fail(new Error(`disk too slow: ${MAX_BACKLOG_FRAMES} frames waiting`));
       return;
     }
-    const left = caller && this.callerResampler ? this.callerResampler.process(caller) : caller;
     const frame = Buffer.alloc(this.perFrame * 4);
     for (let i = 0; i < this.perFrame; i++) {
       frame.writeInt16LE(left?.[i] ?? 0, i * 4);
-      frame.writeInt16LE(ai?.[i] ?? 0, i * 4 + 2);
+      frame.writeInt16LE(right?.[i] ?? 0, i * 4 + 2);
     }
     this.backlog++;
     this.enqueue(async () => {
@@ -114,6 +113,7 @@ export class CallRecorder {
   async close(): Promise<void> {
     if (this.closed) return this.chain;
     this.closed = true;
+    this.untap();
     this.enqueue(async () => {
       await this.fh?.write(this.header(this.bytes), 0, 44, 0);
       const fh = this.fh;

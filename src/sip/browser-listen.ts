@@ -34,8 +34,7 @@ export class BrowserListen {
     const call = registry.get(callId);
     const log = this.log.child({ sipCallId: inv.callId, listenTo: callId });
     if (!call || call.ended) return inv.reject(404, 'Not Found (no live call with that id)');
-    const bridge = call.media?.bridge;
-    if (!bridge) return inv.reject(480, 'Temporarily Unavailable (the call is not bridged to an AI)');
+    if (!call.tapSource) return inv.reject(480, 'Temporarily Unavailable (the call has no media yet)');
     const count = this.perCall.get(callId) ?? 0;
     if (count >= config.browser.maxListenersPerCall) {
       log.warn({ listeners: count }, 'listen-in refused: listener limit per call reached (486)');
@@ -85,10 +84,10 @@ export class BrowserListen {
       call.off('ended', endListener);
       void leg.close({ by: 'remote', cause: 'bye' });
     });
-    // The call may have moved on while the listener connected (ended, or a transfer replaced its bridge).
-    const now = call.media?.bridge;
-    if (call.ended || !now) return endListener();
-    state.stopFeed = feedListener(now, leg, call.id);
+    // The call may have ended while the listener connected; a transfer since is followed by the feed.
+    const source = call.tapSource;
+    if (call.ended || !source) return endListener();
+    state.stopFeed = feedListener(call, source.tapRates.other, leg, call.id);
     call.log.info({ listener: inv.callId, listeners: this.perCall.get(callId) }, 'operator listening in');
   }
 }

@@ -94,4 +94,53 @@ describe('call recording', () => {
       await gw.stop('test_done', 0);
     }
   });
+
+  it('a bridged transfer keeps recording in the same WAV: the person is on the right, the caller on the left', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gw-rec-xfer-'));
+    const gw = await startTestGateway({ records: { path: ':memory:', recordAudio: true, recordingsDir: dir } });
+    try {
+      const pcmu = createCodec(PCMU_8K);
+      // The person answers with a 1300 Hz tone queued on their leg (read once the legs are bridged).
+      const person = new MemoryLeg('person', PCMU_8K, pcmu.silence());
+      person.feed(frames(tone(1300, 8000, 1000, 8000), 160).map((f) => pcmu.encode(f)));
+      gw.ctx.partyDialers.set('memory', {
+        handles: (d) => d === 'sip:person@test',
+        dialParty: async () => person,
+      });
+      const { call, leg } = await simulatedCall(gw);
+      await waitFor(() => call.media!.bridge.playout.empty && call.transcript.length > 0, 10_000, 'greeting');
+      const result = await call.handoff!({ destination: 'sip:person@test', mode: 'bridge', by: 'operator' });
+      expect(result).toMatchObject({ ok: true, outcome: 'bridged' });
+      expect(call.media).toBeUndefined(); // the AI has left: only the legs' bridge carries audio now
+      leg.feed(frames(tone(700, 8000, 1000, 8000), 160).map((f) => pcmu.encode(f)));
+      await waitFor(() => person.inbound.length === 0 && leg.inbound.length === 0, 10_000, 'both tones played');
+      await sleep(100);
+      await call.end({ by: 'remote', cause: 'bye' });
+      const path = join(dir, `${call.id}.wav`);
+      await waitFor(() => readFileSync(path).readUInt32LE(40) > 0, 5000, 'WAV header patched');
+      const wav = readFileSync(path);
+      const rate = wav.readUInt32LE(24);
+      expect(rate).toBe(8000);
+      const samples = new Int16Array(wav.buffer.slice(wav.byteOffset + 44, wav.byteOffset + wav.length));
+      const loud = (side: number) =>
+        frames(
+          samples.filter((_, i) => i % 2 === side),
+          160,
+        ).filter((f) => dbfsOf(f) > -30);
+      // Only the transfer's tones are pure: the greeting and hold prompt are speech, and the tail
+      // of the WAV (after the transfer) holds a second of each tone.
+      const tail = (side: number) =>
+        Int16Array.from(
+          loud(side)
+            .slice(-40)
+            .flatMap((f) => [...f]),
+        );
+      expect(loud(1).length).toBeGreaterThanOrEqual(40);
+      expect(Math.abs(dominantFrequency(tail(1), rate) - 1300)).toBeLessThan(20);
+      expect(loud(0).length).toBeGreaterThanOrEqual(40);
+      expect(Math.abs(dominantFrequency(tail(0), rate) - 700)).toBeLessThan(20);
+    } finally {
+      await gw.stop('test_done', 0);
+    }
+  });
 });

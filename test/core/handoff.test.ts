@@ -1,10 +1,11 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createCodec } from '../../src/core/audio/codecs.js';
-import { OPUS_48K, PCMA_8K } from '../../src/core/audio/format.js';
+import { l16, OPUS_48K, PCMA_8K } from '../../src/core/audio/format.js';
 import { Call } from '../../src/core/call.js';
 import { FrameClock } from '../../src/core/frame-clock.js';
 import { KeypadCollector } from '../../src/core/keypad.js';
 import { LegBridge } from '../../src/core/leg-bridge.js';
+import { feedListener } from '../../src/core/listen-in.js';
 import { testLogger } from '../../src/core/logger.js';
 import { concat, dominantFrequency, frames, tone } from '../support/audio.js';
 import { MemoryLeg } from '../support/memory-leg.js';
@@ -105,6 +106,66 @@ describe('LegBridge', () => {
     expect(lb.stats.bToA).toBe(2);
     expect(wa.written).toHaveLength(2);
     expect(sip.written).toHaveLength(0);
+  });
+});
+
+describe('LegBridge taps', () => {
+  it('hostile: a tap that throws is counted and skipped; both directions and the other taps carry on', () => {
+    const pcma = createCodec(PCMA_8K);
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    const a = new MemoryLeg('a', PCMA_8K);
+    const b = new MemoryLeg('b', PCMA_8K);
+    const lb = new LegBridge(call, a, b, new FrameClock());
+    lb.addTap(() => {
+      throw new Error('listener leg gone');
+    });
+    const heard: (Int16Array | null)[][] = [];
+    const untap = lb.addTap((caller, other) => heard.push([caller, other]));
+    a.feed([pcma.encode(tone(700, 8000, 20)), pcma.encode(tone(700, 8000, 20))]);
+    lb.tick();
+    lb.tick();
+    untap();
+    lb.tick();
+    expect(lb.stats).toMatchObject({ aToB: 2, badFrames: 3 });
+    expect(b.written).toHaveLength(3);
+    expect(heard).toHaveLength(2);
+    expect(heard[0]![0]).toHaveLength(160);
+    expect(heard[0]![1]).toBeNull(); // b had nothing: null, not silence
+  });
+});
+
+describe('listen-in follows the call across a bridged transfer', () => {
+  it('the listener hears the caller and the AI-side tone, then the caller and the person once the bridge changes', () => {
+    const pcma = createCodec(PCMA_8K);
+    const opusEnc = createCodec(OPUS_48K, 48000);
+    const call = new Call({ front: 'test', from: 'a', to: 'b' }, log);
+    // Before: a G.711 caller and a G.711 "desk" on the call's first bridge (it stands in for the AI).
+    const caller = new MemoryLeg('caller', PCMA_8K);
+    const desk = new MemoryLeg('desk', PCMA_8K);
+    const first = new LegBridge(call, caller, desk, new FrameClock());
+    call.setTapSource(first);
+    // The listener's leg is 16 kHz L16 (rate 24 kHz mix, as an AI bridge would give) to show resampling.
+    const listener = new MemoryLeg('listener', l16(16000));
+    const l16Codec = createCodec(l16(16000));
+    const stop = feedListener(call, 24000, listener, call.id);
+    desk.feed(frames(tone(600, 8000, 400), 160).map((f) => pcma.encode(f)));
+    for (let i = 0; i < 20; i++) first.tick();
+    // After: a WhatsApp (Opus) person on a LegBridge; the old bridge stops ticking.
+    const person = new MemoryLeg('person', OPUS_48K);
+    const second = new LegBridge(call, caller, person, new FrameClock());
+    expect(second.tapRates).toEqual({ caller: 8000, other: 16000 });
+    call.setTapSource(second);
+    person.feed(frames(tone(1500, 48000, 600), 960).map((f) => opusEnc.encode(f)));
+    for (let i = 0; i < 30; i++) second.tick();
+    first.tick(); // a stale bridge no longer feeds the listener
+    expect(listener.written).toHaveLength(50);
+    const heard = (from: number, to: number) => concat(listener.written.slice(from, to).map((f) => l16Codec.decode(f)));
+    expect(Math.abs(dominantFrequency(heard(5, 20), 16000) - 600)).toBeLessThan(15);
+    expect(Math.abs(dominantFrequency(heard(30, 50), 16000) - 1500)).toBeLessThan(15);
+    stop();
+    second.tick();
+    expect(listener.written).toHaveLength(50);
+    expect(call.listenerCount('tap_source')).toBe(0);
   });
 });
 
