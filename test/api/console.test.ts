@@ -1,15 +1,7 @@
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  nextCall,
-  runSipp,
-  SIPP_NUMS,
-  sippTarget,
-  startSipHarness,
-  type SipHarness,
-  usePcapDir,
-} from '../peers/sip/harness.js';
+import { sippCall, startSipHarness, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { launchChromium, signInToConsole } from '../support/chromium.js';
@@ -35,14 +27,8 @@ describe('ops console in headless Chromium against a sipp call', () => {
   it('an operator hangs up a live sipp call; history finds it; its detail page shows the SIP ladder in order', async () => {
     const page = await browser.newPage();
     await signIn(page);
-    const created = nextCall(h);
     // sipp calls, plays audio and waits (10 s) for the gateway's BYE.
-    const sipp = runSipp({
-      scenario: 'uac-gateway-bye.xml',
-      target: sippTarget(h),
-      vars: { ...SIPP_NUMS, PCAP: join(pcapDir(), 'pcma-1000.pcap') },
-    });
-    const call = await created;
+    const { call, sipp } = await sippCall(h, 'uac-gateway-bye.xml', join(pcapDir(), 'pcma-1000.pcap'));
     const row = page.locator(`#active tr[data-call-id="${call.id}"]`);
     await row.locator('text=bridged').waitFor({ timeout: 10_000 });
     await row.locator('button.hangup').click();

@@ -1,15 +1,7 @@
 import { join } from 'node:path';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  nextCall,
-  runSipp,
-  SIPP_NUMS,
-  sippTarget,
-  startSipHarness,
-  type SipHarness,
-  usePcapDir,
-} from '../peers/sip/harness.js';
+import { sippCall, startSipHarness, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { launchChromium, signInToConsole } from '../support/chromium.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
@@ -50,13 +42,7 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
   it('hears the caller and the AI mixed; a second listener over the limit gets 486; leaving does not disturb the call', async () => {
     const page = await browser.newPage();
     await signIn(page);
-    const created = nextCall(h);
-    const sipp = runSipp({
-      scenario: 'uac-listened.xml',
-      target: sippTarget(h),
-      vars: { ...SIPP_NUMS, PCAP: join(pcapDir(), 'pcma-1000-long.pcap') },
-    });
-    const call = await created;
+    const { call, sipp } = await sippCall(h, 'uac-listened.xml', join(pcapDir(), 'pcma-1000-long.pcap'));
     const row = page.locator(`#active tr[data-call-id="${call.id}"]`);
     await row.locator('text=bridged').waitFor({ timeout: 10_000 });
     const registryBefore = h.gw.ctx.registry.size;
@@ -120,13 +106,7 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
   });
 
   it('from a live call’s detail page: the token asked there, both directions heard, leaving ends only the listen-in', async () => {
-    const created = nextCall(h);
-    const sipp = runSipp({
-      scenario: 'uac-listened.xml',
-      target: sippTarget(h),
-      vars: { ...SIPP_NUMS, PCAP: join(pcapDir(), 'pcma-1000-long.pcap') },
-    });
-    const call = await created;
+    const { call, sipp } = await sippCall(h, 'uac-listened.xml', join(pcapDir(), 'pcma-1000-long.pcap'));
     await waitFor(() => call.state === 'bridged', 10_000, 'bridged');
     const page = await browser.newPage();
     const session = await page.request.post(base + '/v1/auth/session', {

@@ -2,15 +2,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallView } from '../../src/api/call-view.js';
 import { freeSipPort } from '../support/free-ports.js';
-import {
-  nextCall,
-  runSipp,
-  SIPP_NUMS,
-  sippTarget,
-  startSipHarness,
-  type SipHarness,
-  usePcapDir,
-} from '../peers/sip/harness.js';
+import { runSipp, sippCall, startSipHarness, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { udpBound } from '../support/udp.js';
@@ -69,13 +61,7 @@ function expectInOrder(ladder: string[], order: string[]): void {
 
 describe('SIP ladder in the call record', () => {
   it('an inbound call hung up from the console: INVITE, 200, ACK, BYE and the 200 to our BYE, in order', async () => {
-    const created = nextCall(h);
-    const sipp = runSipp({
-      scenario: 'uac-gateway-bye.xml',
-      target: sippTarget(h),
-      vars: { ...SIPP_NUMS, PCAP: join(pcapDir(), 'pcma-1000.pcap') },
-    });
-    const call = await created;
+    const { call, sipp } = await sippCall(h, 'uac-gateway-bye.xml', join(pcapDir(), 'pcma-1000.pcap'));
     await waitFor(() => call.state === 'bridged', 10_000, 'bridged');
     expect((await api(h.gw)('DELETE', `/v1/calls/${call.id}`, { reason: 'operator (console)' })).status).toBe(200);
     const res = await sipp;

@@ -212,3 +212,18 @@ export function usePcapDir(fill: (dir: string) => void): () => string {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   return () => dir;
 }
+
+/**
+ * A carrier call from sipp to the harness: `scenario` playing `pcap`, SIPP_NUMS as numbers. Resolves
+ * once the gateway has the Call, with sipp's run still going (await `sipp` for its result).
+ */
+export async function sippCall(
+  h: SipHarness,
+  scenario: string,
+  pcap: string,
+  extra: Record<string, string> = {},
+): Promise<{ call: Call; sipp: Promise<SippResult> }> {
+  const created = nextCall(h);
+  const sipp = runSipp({ scenario, target: sippTarget(h), vars: { ...SIPP_NUMS, PCAP: pcap, ...extra } });
+  return { call: await created, sipp };
+}
