@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PCMU_8K } from '../../src/core/audio/format.js';
 import type { HangupReason } from '../../src/core/media-leg.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 import { runSipp, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
@@ -46,7 +46,7 @@ describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine 
     const heard = h.sessions.get(call.id)!.heardPcm(10);
     expect(heard.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(heard, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(heard, 8000, 1000)).toBeGreaterThan(-18);
+    expect(loudestToneDb(heard, 8000, 1000)).toBeGreaterThan(-18);
     const q = Object.values(call.quality)[0] as { packetsReceived: number; packetsSent: number };
     expect(q.packetsReceived).toBeGreaterThan(80);
     expect(q.packetsSent).toBeGreaterThan(80);
@@ -105,7 +105,7 @@ describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine 
     expect(calls.every((c) => c.endReason?.cause === 'bye')).toBe(true);
     for (const c of calls) {
       const heard = h.sessions.get(c.id)!.heardPcm(10);
-      expect(toneLevelDb(heard, 8000, 1000), c.id).toBeGreaterThan(-20);
+      expect(loudestToneDb(heard, 8000, 1000), c.id).toBeGreaterThan(-20);
     }
     await waitFor(() => h.front.ports.used === 0, 3000, 'ports freed');
   });
