@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, tone, loudestToneDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { runBaresip } from '../peers/sip/baresip.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
@@ -20,10 +20,10 @@ describe.each(SIP_ENGINES)('baresip (a real SIP phone) calling the gateway (sip.
     const heardByAi = h.sessions.get(call.id)!.heardPcm(25);
     expect(heardByAi.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(heardByAi, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(heardByAi, 8000, 1000)).toBeGreaterThan(-20);
+    expect(loudestToneDb(heardByAi, 8000, 1000)).toBeGreaterThan(-20);
     const phone = run.heard.subarray(4000);
     expect(phone.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(phone, 8000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(phone, 8000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(phone, 8000, 440)).toBeGreaterThan(-20);
   });
 });

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { DialOutLeg } from '../../src/sip/dial-out-leg.js';
 import { RtpLeg } from '../../src/sip/rtp-leg.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, tone, loudestToneDb } from '../support/audio.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { freeSipPort } from '../support/free-ports.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
@@ -63,10 +63,10 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
 
       const atPhone = media.heard(10);
       expect(Math.abs(dominantFrequency(atPhone, 8000) - 440) / 440).toBeLessThan(0.02);
-      expect(toneLevelDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
+      expect(loudestToneDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
       const atAi = h.sessions.get(c.id)!.heardPcm(10);
       expect(Math.abs(dominantFrequency(atAi, 8000) - 700) / 700).toBeLessThan(0.02);
-      expect(toneLevelDb(atAi, 8000, 700)).toBeGreaterThan(-20);
+      expect(loudestToneDb(atAi, 8000, 700)).toBeGreaterThan(-20);
 
       const hung = await call('DELETE', `/v1/calls/${c.id}`, { reason: 'test over' });
       expect(hung.status).toBe(200);
@@ -143,11 +143,11 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
 
     const atAi = h.sessions.get(c.id)!.heardPcm(25);
     expect(Math.abs(dominantFrequency(atAi, 8000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(toneLevelDb(atAi, 8000, 1000)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atAi, 8000, 1000)).toBeGreaterThan(-20);
     const atPhone = run.heard.subarray(4000);
     expect(atPhone.length).toBeGreaterThan(8000);
     expect(Math.abs(dominantFrequency(atPhone, 8000) - 440) / 440).toBeLessThan(0.02);
-    expect(toneLevelDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
+    expect(loudestToneDb(atPhone, 8000, 440)).toBeGreaterThan(-20);
     await released(h);
   });
 });

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect } from 'vitest';
 import type { Call } from '../../src/core/call.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
 import { nextCall, runSipp, type SipHarness } from '../peers/sip/harness.js';
@@ -30,7 +30,7 @@ function expectAudioThroughout(h: SipHarness, call: Call, seconds: number) {
   expect(heard.length).toBeGreaterThan(seconds * 8000 * 0.8);
   const tail = heard.subarray(heard.length - 8000);
   expect(Math.abs(dominantFrequency(tail, 8000) - 1000) / 1000).toBeLessThan(0.02);
-  expect(toneLevelDb(tail, 8000, 1000)).toBeGreaterThan(-20);
+  expect(loudestToneDb(tail, 8000, 1000)).toBeGreaterThan(-20);
   const q = Object.values(call.quality)[0] as { packetsSent: number };
   expect(q.packetsSent).toBeGreaterThan((seconds * 1000 * 0.8) / 20);
 }
