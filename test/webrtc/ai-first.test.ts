@@ -124,7 +124,7 @@ describe('WhatsApp: Graph actions that may have reached Meta are never repeated'
     expect(await user.postStatus(waCallId, 'RINGING')).toBe(200);
     // Meta's answer carries the call id we never saw; matched to the attempt by the user's number.
     await user.answerBusinessCall((connect.body.session as { sdp: string }).sdp, waCallId);
-    await user.waitConnected(5000);
+    await user.waitConnected(20_000);
     await waitFor(() => call.state === 'bridged', 5000, 'bridged');
     expect(call.info.externalId).toBe(waCallId);
     user.startSending(toneSource(880));

@@ -19,7 +19,7 @@ describe('20 concurrent WhatsApp calls', () => {
   it('each caller hears its own AI and each AI hears its own caller (no cross-talk)', async () => {
     h = await startHarness({ freqFor: (from) => aiHz(Number(from.slice(-5))) });
     const users = Array.from({ length: CALLS }, (_, k) => h!.user(number(k)));
-    await Promise.all(users.map((u) => u.call(15_000)));
+    await Promise.all(users.map((u) => u.call(30_000)));
     await waitFor(() => h!.gw.ctx.registry.list({ state: 'bridged' }).length === CALLS, 10_000, 'all bridged');
     users.forEach((u, k) =>
       u.startSending((i) => tone(userHz(k), 48000, 20, 8000, (2 * Math.PI * userHz(k) * i * 960) / 48000)),
@@ -78,5 +78,5 @@ describe('20 concurrent WhatsApp calls', () => {
     // Every caller hangs up; every leg and call is released.
     await Promise.all(users.map((u) => u.hangup()));
     await waitFor(() => h!.gw.ctx.registry.size === 0 && h!.front.activeCount === 0, 10_000, 'all released');
-  }, 60_000);
+  }, 120_000);
 });

@@ -90,7 +90,7 @@ describe('SIP caller handed to a person on WhatsApp', () => {
     user.waCallId = waCallId;
     expect(await user.postStatus(waCallId, 'RINGING')).toBe(200);
     await user.answerBusinessCall((connect.body.session as { sdp: string }).sdp, waCallId);
-    await user.waitConnected(8000);
+    await user.waitConnected(20_000);
     user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
 
     const r = await transfer;

@@ -72,7 +72,7 @@ describe('WhatsApp caller handed to a SIP person', () => {
     await udpBound(phonePort);
 
     const user = h.user('250788123456');
-    await user.call(20_000);
+    await user.call(30_000);
     user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
     await waitFor(() => h.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
     const call: Call = h.gw.ctx.registry.list({ front: 'whatsapp' })[0]!;
@@ -101,5 +101,5 @@ describe('WhatsApp caller handed to a SIP person', () => {
     expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye', party: 'target' });
     expect(call.transfers).toMatchObject([{ destination: '+250788000111', mode: 'auto', outcome: 'bridged' }]);
     expect(call.legs.map((l) => l.format.codec)).toEqual(['opus', 'pcma']);
-  }, 60_000);
+  }, 120_000);
 });

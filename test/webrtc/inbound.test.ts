@@ -160,7 +160,7 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
     const { sdpAnswer, gatewayCallId } = (await res.json()) as { sdpAnswer: string; gatewayCallId: string };
     expect(metaSdpProblems(sdpAnswer, 'answer', offer)).toEqual([]);
     await user.pc.setRemoteDescription({ type: 'answer', sdp: sdpAnswer });
-    await user.waitConnected(5000);
+    await user.waitConnected(20_000);
     await waitFor(() => h!.gw.ctx.registry.get(gatewayCallId)?.state === 'bridged', 5000, 'bridged');
     const t0 = performance.now();
     await waitFor(() => opusSince(user, t0 + 300) >= 40, 15_000, '0.8 s of the AI at the user');

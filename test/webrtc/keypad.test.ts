@@ -35,7 +35,7 @@ async function keypadCall() {
     routing: { default: 'agent' },
   });
   const user = h.user('250788100077');
-  await user.call(20_000);
+  await user.call(30_000);
   user.startSending(toneSource(500));
   await waitFor(() => h!.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
   await rt.until(() => rt!.connections[0]?.session.tools !== undefined, 5000, 'session configured');
@@ -118,5 +118,5 @@ describe('WhatsApp keypad to and from the AI', () => {
     expect(JSON.parse(conn.toolOutputs[1]!.output)).toMatchObject({ ok: false });
     await sleep(300);
     expect(user.receivedDigits()).toBe('45');
-  }, 60_000);
+  }, 120_000);
 });

@@ -28,7 +28,7 @@ describe('WhatsApp business-initiated calls', () => {
 
     expect(await user.postStatus(waCallId, 'RINGING')).toBe(200);
     await user.answerBusinessCall((connect.body.session as { sdp: string }).sdp, waCallId);
-    await user.waitConnected(5000);
+    await user.waitConnected(20_000);
     await waitFor(() => call.state === 'bridged', 5000, 'bridged');
     expect(await user.postStatus(waCallId, 'ACCEPTED')).toBe(200);
 

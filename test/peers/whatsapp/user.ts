@@ -255,8 +255,8 @@ export class WhatsAppUser {
     );
   }
 
-  /** Place a call: offer → webhook → answer from the gateway's pre_accept → ICE/DTLS connected. */
-  async call(timeoutMs = 10_000): Promise<void> {
+  /** Place a call: offer → webhook → answer from the gateway's pre_accept → ICE/DTLS connected (a loaded box can take seconds). */
+  async call(timeoutMs = 30_000): Promise<void> {
     const sdp = await this.createOffer();
     const status = await this.postWebhook(this.connectWebhook(sdp));
     if (status !== 200) throw new Error(`connect webhook answered ${status}`);
