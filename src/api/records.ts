@@ -59,6 +59,11 @@ export class CallRecordStore implements RecordStore {
     return this.queue.lost;
   }
 
+  /** Batch writes that failed since start (disk full, locked, I/O error), each retried. */
+  get failedWrites(): number {
+    return this.queue.failedWrites;
+  }
+
   /** Raw access for tests and maintenance (e.g. simulating a full disk with max_page_count). */
   get database(): Database.Database {
     return this.db;

@@ -43,6 +43,8 @@ export class WriteBehindQueue {
   private closed = false;
   /** Records given up on since start. */
   lost = 0;
+  /** Batch writes that failed since start (each is retried until its records' last attempt). */
+  failedWrites = 0;
 
   constructor(
     private readonly write: BatchWriter,
@@ -145,6 +147,7 @@ export class WriteBehindQueue {
 
   private failed(batch: Queued[], err: unknown): false {
     const e = err as Error & { code?: string };
+    this.failedWrites++;
     for (const b of batch) b.attempts++;
     while (this.items.length && this.items[0]!.attempts >= this.opts.maxAttempts)
       this.giveUp(this.items.shift()!, e.code ?? e.message);

@@ -46,8 +46,8 @@ describe('call records off the media path', () => {
     await waitFor(() => gw!.ctx.records.pending === 1, 2000, 'queued');
     // A failed attempt has happened (waited for, not assumed after a sleep), the record is still
     // pending, and the API serves it already.
-    const queue = (gw.ctx.records as unknown as { queue: { attempts: number }[] }).queue;
-    await waitFor(() => (queue[0]?.attempts ?? 0) >= 1, 5000, 'a failed write attempt');
+    const store = gw.ctx.records as CallRecordStore;
+    await waitFor(() => store.failedWrites >= 1, 5000, 'a failed write attempt');
     expect(gw.ctx.records.pending).toBe(1);
     const res = await fetch(`http://127.0.0.1:${gw.httpPort}/v1/calls/${call.id}`, {
       headers: { authorization: `Bearer ${TEST_TOKEN}` },

@@ -53,6 +53,7 @@ describe('WriteBehindQueue (the one queue under SQLite and PostgreSQL records)',
     expect(q.drain()).toBe(false); // synchronous writer: synchronous answer
     await waitFor(() => q.lost === 1, 5000, 'given up after two attempts');
     expect(attempts).toBe(2);
+    expect(q.failedWrites).toBe(2);
     q.push(view('y', 2));
     q.closeSync();
     expect(q.lost).toBe(2);
