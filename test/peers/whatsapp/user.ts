@@ -311,11 +311,12 @@ export class WhatsAppUser {
         reject(new Error(`user peer not connected in ${timeoutMs} ms (${this.pc.connectionState})`));
       }, timeoutMs);
       const sub = this.pc.connectionStateChange.subscribe((s) => {
-        if (s === 'connected') {
-          clearTimeout(timer);
-          sub.unSubscribe();
-          resolve();
-        }
+        if (s !== 'connected' && s !== 'failed' && s !== 'closed') return;
+        clearTimeout(timer);
+        sub.unSubscribe();
+        // Fail fast with the real reason (e.g. the gateway's DTLS gave up and it ended the call).
+        if (s === 'connected') resolve();
+        else reject(new Error(`user peer ${s} before connecting`));
       });
     });
   }
