@@ -44,10 +44,12 @@ describe.each(SIP_ENGINES)(
     it('REFER from the gateway, NOTIFY + re-INVITE + BYE from the carrier: every in-dialog request follows the route set', async () => {
       const { h, proxy } = await start(sip);
       const created = nextCall(h);
-      void created.then(async (c) => {
+      // Held, not fire-and-forget: a REFER that fails fails this test, not a later one.
+      const referred = created.then(async (c) => {
         await waitFor(() => !!c.transfer, 3000, 'transfer available');
         await c.transfer!('+250788999000');
       });
+      referred.catch(() => undefined); // awaited below, after sipp's verdict
       const res = await runSipp({
         scenario: 'uac-proxy.xml',
         target: `127.0.0.1:${proxy.port}`,
@@ -60,6 +62,7 @@ describe.each(SIP_ENGINES)(
         },
       });
       expect(res.code, res.errors + res.stderr + proxy.log().slice(-3000)).toBe(0);
+      await referred; // 202 Accepted
       const call = await created;
       await waitFor(() => call.ended, 3000, 'call end');
       expect(call.endReason).toMatchObject({ by: 'remote', cause: 'bye' });
