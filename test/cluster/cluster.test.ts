@@ -10,7 +10,7 @@ import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { leasePortRange } from '../support/ports.js';
-import { freeUdpPort } from '../support/udp.js';
+import { freeUdpPort } from '../support/free-ports.js';
 import { freeTcpPort } from '../support/free-ports.js';
 
 /**

@@ -1,33 +1,17 @@
 import { leasePortRange } from '../support/ports.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtempSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CallRecordStore } from '../../src/api/records.js';
 import { tagOf } from '../../src/sip/message.js';
+import { freeTcpPort, freeUdpPort } from '../support/free-ports.js';
 import { waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 
 const TOKEN = 'fault-test-token-0123456789';
-
-async function freePort(kind: 'tcp' | 'udp'): Promise<number> {
-  if (kind === 'udp') {
-    const s = createSocket('udp4');
-    await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-    const port = s.address().port;
-    s.close();
-    return port;
-  }
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
 
 let child: ChildProcess | undefined;
 let peer: RawSipPeer | undefined;
@@ -39,7 +23,7 @@ afterEach(() => {
 
 /** The gateway as `npm start` runs it, with the test fault hook preloaded. */
 async function startProcess(drainSec: number) {
-  const [httpPort, sipPort] = await Promise.all([freePort('tcp'), freePort('udp')]);
+  const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
   const [rtpBase] = leasePortRange(100);
   const records = join(mkdtempSync(join(tmpdir(), 'gw-fault-')), 'calls.sqlite');
   let out = '';

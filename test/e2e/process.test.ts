@@ -8,7 +8,7 @@ import { CallRecordStore } from '../../src/api/records.js';
 import { tagOf } from '../../src/sip/message.js';
 import { waitFor } from '../support/gateway.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
-import { freeUdpPort } from '../support/udp.js';
+import { freeUdpPort } from '../support/free-ports.js';
 import { freeTcpPort } from '../support/free-ports.js';
 
 const TOKEN = 'process-test-token-0123456789';

@@ -14,7 +14,8 @@ import {
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
-import { freeUdpPort, udpBound } from '../support/udp.js';
+import { freeUdpPort } from '../support/free-ports.js';
+import { udpBound } from '../support/udp.js';
 
 /**
  * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties: sipp does

@@ -1,15 +1,6 @@
 import { createSocket } from 'node:dgram';
 import { sleep } from './gateway.js';
 
-/** A UDP port the OS just handed out on 127.0.0.1 and took back (for a peer that binds it itself). */
-export async function freeUdpPort(): Promise<number> {
-  const s = createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, '127.0.0.1', () => r()));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 /** Resolves once something has bound UDP `port` on 127.0.0.1 (e.g. sipp listening as a UAS), within 20 s. */
 export async function udpBound(port: number): Promise<void> {
   for (let i = 0; i < 400; i++) {

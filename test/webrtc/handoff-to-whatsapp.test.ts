@@ -6,6 +6,7 @@ import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { api, openUdpSockets, sleep, waitFor } from '../support/gateway.js';
+import { leasePortRange, releasePortRange } from '../support/ports.js';
 
 /**
  * A carrier caller (sipp, media at a test RTP endpoint) handed to a person on WhatsApp: the gateway
@@ -25,7 +26,9 @@ afterEach(async () => {
 async function rig(
   ringTimeoutSec = 10,
 ): Promise<{ h: Harness; caller: RtpEndpoint; call: Call; callerSipp: ReturnType<typeof runSipp> }> {
-  const rtpMin = 30000 + Math.floor(Math.random() * 100) * 100;
+  const rtpRange = leasePortRange(100);
+  cleanups.push(() => releasePortRange(rtpRange));
+  const [rtpMin, rtpMax] = rtpRange;
   const h = await startHarness({
     routes: {
       local: {
@@ -34,7 +37,6 @@ async function rig(
         transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec },
       },
     },
-    whatsapp: { udpPortMin: 47000 + (rtpMin % 1000), udpPortMax: 47099 + (rtpMin % 1000) },
     config: {
       sip: {
         enabled: true,
@@ -42,7 +44,7 @@ async function rig(
         port: 0,
         publicAddress: '127.0.0.1',
         rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 99,
+        rtpPortMax: rtpMax,
       },
       trunks: [
         {

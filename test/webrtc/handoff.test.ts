@@ -5,8 +5,9 @@ import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
-import { leasePortRange } from '../support/ports.js';
-import { freeUdpPort, udpBound } from '../support/udp.js';
+import { leasePortRange, releasePortRange } from '../support/ports.js';
+import { freeUdpPort } from '../support/free-ports.js';
+import { udpBound } from '../support/udp.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -25,7 +26,9 @@ afterEach(async () => {
 describe('WhatsApp caller handed to a SIP person', () => {
   it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
     const phonePort = await freeUdpPort();
-    const [rtpMin] = leasePortRange(100);
+    const rtpRange = leasePortRange(100);
+    cleanups.push(() => releasePortRange(rtpRange));
+    const [rtpMin, rtpMax] = rtpRange;
     const h: Harness = await startHarness({
       routes: {
         local: {
@@ -34,8 +37,6 @@ describe('WhatsApp caller handed to a SIP person', () => {
           transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
         },
       },
-      // Its own ICE port range: other WhatsApp test files run in parallel on 41000-41999.
-      whatsapp: { udpPortMin: 46000 + (rtpMin % 1000), udpPortMax: 46099 + (rtpMin % 1000) },
       config: {
         sip: {
           enabled: true,
@@ -43,7 +44,7 @@ describe('WhatsApp caller handed to a SIP person', () => {
           port: 0,
           publicAddress: '127.0.0.1',
           rtpPortMin: rtpMin,
-          rtpPortMax: rtpMin + 99,
+          rtpPortMax: rtpMax,
         },
         trunks: [
           {

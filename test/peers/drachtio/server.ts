@@ -81,10 +81,27 @@ export interface DrachtioServerOptions {
   ipv6?: boolean;
 }
 
-/** Starts drachtio-server and resolves once its admin port accepts connections. */
+/** One of its ports was taken between our probe and its bind (another process got it first). */
+class PortTaken extends Error {}
+
+/**
+ * Starts drachtio-server and resolves once its admin port accepts connections. Its ports are probed
+ * free and then bound by the child: another process on a busy box can take one in between, so a
+ * start that fails with EADDRINUSE is retried on fresh ports.
+ */
 export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Promise<DrachtioServer> {
   const why = drachtioUnavailable();
   if (why) throw new Error(why);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      if (!(err instanceof PortTaken) || attempt >= 5) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: DrachtioServerOptions): Promise<DrachtioServer> {
   const dir = mkdtempSync(join(tmpdir(), 'drachtio-'));
   const secret = `s${Math.random().toString(36).slice(2)}`;
   const adminPort = await freeSipPort();
@@ -124,6 +141,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
     const deadline = Date.now() + 15_000;
     while (!(await portAccepts(adminPort))) {
       if (gone && tlsPort && TLS_UNSUPPORTED.test(out)) throw new DrachtioTlsUnsupported();
+      if (gone && /Address already in use/.test(out)) throw new PortTaken(out.slice(-3000));
       if (gone) throw new Error(`drachtio-server exited at start:\n${out.slice(-3000)}`);
       if (Date.now() > deadline) {
         c.kill('SIGKILL');

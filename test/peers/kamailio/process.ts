@@ -3,7 +3,7 @@ import { createSocket } from 'node:dgram';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-export { freeUdpPort } from '../../support/udp.js';
+export { freeUdpPort } from '../../support/free-ports.js';
 
 /** Where Debian (and other layouts) install kamailio's modules. */
 export const KAMAILIO_MODULE_DIRS = [
