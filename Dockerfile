@@ -6,6 +6,9 @@
 FROM node:20-bookworm AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# patches/: werift's DTLS fix, applied by the postinstall (patch-package is a runtime dependency so
+# that --omit=dev still applies it; docs/testing.md says why).
+COPY patches ./patches
 # Production dependencies only; install scripts run only for the packages package.json's
 # allowScripts approves (the two native addons), exactly as in CI.
 RUN npm ci --omit=dev --no-audit --no-fund
