@@ -259,15 +259,9 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     this.inbound.respond(req, res, dest);
   }
 
-  reply(
-    req: SipRequest,
-    dest: Dest,
-    status: number,
-    reason?: string,
-    extra: Record<string, string> = {},
-    toTag?: string,
-  ): SipResponse {
-    return this.inbound.reply(req, dest, status, reason, extra, toTag);
+  /** Answer a request with `status` (and `extra` headers), remembered like respond(). */
+  reply(...args: Parameters<InboundRequests['reply']>): SipResponse {
+    return this.inbound.reply(...args);
   }
 
   forgetInvite(inv: InviteTx): void {
