@@ -3,36 +3,13 @@ import type { Logger } from '../core/logger.js';
 import { TypedEmitter } from '../core/typed-emitter.js';
 import type { SipEngine, SipEngineEvents } from './engine.js';
 import { EmbeddedDialog, uasDialogInit } from './dialog.js';
-import {
-  makeResponse,
-  parseCSeq,
-  parseVia,
-  headerTokens,
-  sdpOf,
-  serialize,
-  tagOf,
-  validateRequest,
-  type SipRequest,
-  type SipResponse,
-} from './message.js';
+import { parseCSeq, parseVia, serialize, type SipRequest, type SipResponse } from './message.js';
+import { InboundRequests } from './inbound.js';
 import type { StreamLimits } from './stream-transport.js';
 import { SipTransports, type SipTransportsOptions } from './transports.js';
-import {
-  ACCEPT,
-  ALLOW,
-  ClientTx,
-  type Dest,
-  InviteTx,
-  isWebSocket,
-  mergeKey,
-  newBranch,
-  stampVia,
-  ServerTransactions,
-  SUPPORTED,
-  type Transport,
-} from './transactions.js';
+import { ClientTx, type Dest, type InviteTx, newBranch, type Transport } from './transactions.js';
 import { SipUac, type InviteOptions, type InviteResult, type UacTx } from './uac.js';
-import { type Admission, DEFAULT_FLOOD_LIMITS, type FloodLimits, InboundGuard, type RejectReason } from './flood.js';
+import { DEFAULT_FLOOD_LIMITS, type FloodLimits, InboundGuard, type RejectReason } from './flood.js';
 
 // Importers (uac.ts, front.ts, tests) get the engine's parts from here as before the split.
 export { EmbeddedDialog, type DialogInit } from './dialog.js';
@@ -40,9 +17,9 @@ export { ALLOW, type Dest, type DialTransport, newBranch, newTag, SUPPORTED, typ
 export { SipStreamFramer } from './stream-transport.js';
 
 /**
- * The embedded SIP engine: SIP over UDP, TCP and TLS in-process. This module is its dispatch:
- * matching each request or response to its transaction (transactions.ts) or dialog (dialog.ts); the
- * sockets are in transports.ts, the UAC side (INVITEs we place) in uac.ts on the same dialogs.
+ * The embedded SIP engine: SIP over UDP, TCP and TLS in-process. This module is its lifecycle and
+ * client side; requests we receive are dispatched in inbound.ts to their transaction (transactions.ts)
+ * or dialog (dialog.ts); the sockets are in transports.ts, the UAC side (INVITEs we place) in uac.ts.
  * Hand-written (see message.ts for why no npm SIP stack): the RFC 3261 subset a trunk-facing UA needs.
  */
 export interface EmbeddedEngineOptions extends Pick<
@@ -62,12 +39,6 @@ export interface EmbeddedEngineOptions extends Pick<
   onTrace?: (direction: 'in' | 'out', buf: Buffer, peer: Dest) => void;
 }
 
-/** The SDP an ACK carries (a delayed offer's answer), '' when none or not usable. */
-function ackSdp(req: SipRequest): string {
-  const body = sdpOf(req);
-  return body.ok ? (body.sdp ?? '') : '';
-}
-
 export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements SipEngine {
   readonly name = 'embedded' as const;
   readonly canRefresh = true;
@@ -75,10 +46,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   readonly transports: SipTransports;
   readonly t1: number;
   readonly t2: number;
-  private readonly serverTxs: ServerTransactions;
-  private readonly invites = new Map<string, InviteTx>(); // by branch
-  /** The same INVITEs by Call-ID + our To tag: the ACK for a 2xx is a new transaction (new branch). */
-  private readonly invitesByTag = new Map<string, InviteTx>();
+  private readonly inbound: InboundRequests;
   private readonly dialogs = new Map<string, EmbeddedDialog>(); // by Call-ID + our tag
   private readonly clientTxs = new Map<string, ClientTx>(); // by branch
   /** Our INVITE client transactions (UAC), by branch|method: a CANCEL shares its INVITE's branch. */
@@ -86,8 +54,6 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   private readonly uac = new SipUac(this);
   /** Messages dropped as unparseable (operators see this in describe() and the logs). */
   readonly counters = { received: 0, malformed: 0, badRequests: 0 };
-  /** Set by drain(): OPTIONS outside a dialog get 503 (dispatchers stop sending new calls). */
-  private draining = false;
   readonly log: Logger;
   private readonly guard: InboundGuard;
   private readonly limits: FloodLimits;
@@ -96,7 +62,6 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     super();
     this.t1 = opts.t1Ms ?? 500;
     this.t2 = opts.t2Ms ?? 4000;
-    this.serverTxs = new ServerTransactions(this.t1);
     this.log = opts.log.child({ component: 'sip-embedded' });
     this.limits = { ...DEFAULT_FLOOD_LIMITS, ...opts.limits };
     this.guard = new InboundGuard({
@@ -105,6 +70,17 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       limits: this.limits,
       log: this.log,
       onReject: opts.onReject,
+    });
+    this.inbound = new InboundRequests({
+      engine: this,
+      dialogs: this.dialogs,
+      guard: this.guard,
+      limits: this.limits,
+      log: this.log,
+      offer: (inv) => {
+        if (this.listenerCount('invite') === 0) return inv.reject(503);
+        this.emit('invite', inv);
+      },
     });
     this.transports = new SipTransports({
       host: opts.host,
@@ -118,7 +94,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
       sampler: this.guard.sampler,
       onMessage: (msg, src, raw) => {
         opts.onTrace?.('in', raw, src);
-        return msg.kind === 'response' ? this.onResponse(msg) : this.onRequest(msg, src);
+        return msg.kind === 'response' ? this.onResponse(msg) : this.inbound.onRequest(msg, src);
       },
       counters: this.counters,
       onError: (err) => this.emit('error', err),
@@ -205,7 +181,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
   }
 
   drain(): void {
-    this.draining = true;
+    this.inbound.draining = true;
   }
 
   async stop(): Promise<void> {
@@ -214,10 +190,7 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     for (const d of [...this.dialogs.values()]) void d.bye('shutdown');
     const deadline = Date.now() + Math.min(1000, 2 * this.t1);
     while (this.clientTxs.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    this.serverTxs.clear();
-    for (const inv of this.invites.values()) inv.dispose();
-    this.invites.clear();
-    this.invitesByTag.clear();
+    this.inbound.clear();
     for (const c of this.clientTxs.values()) c.fail(new GatewayError('leg_closed', 'SIP engine stopped'));
     for (const u of [...this.uacTxs.values()]) u.dispose();
     this.uacTxs.clear();
@@ -226,12 +199,12 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
 
   /** Active dialogs and pending INVITEs (tests check that calls release their state). */
   get activeState(): { dialogs: number; invites: number; clientTxs: number } {
-    return { dialogs: this.dialogs.size, invites: this.invites.size, clientTxs: this.clientTxs.size };
+    return { dialogs: this.dialogs.size, invites: this.inbound.inviteCount, clientTxs: this.clientTxs.size };
   }
 
   /** Server transactions held (flood tests check a stranger makes none). */
   get serverTxCount(): number {
-    return this.serverTxs.size;
+    return this.inbound.serverTxs.size;
   }
 
   /** Requests refused before any state, by reason. */
@@ -281,199 +254,18 @@ export class EmbeddedSipEngine extends TypedEmitter<SipEngineEvents> implements 
     tx.onResponse(res);
   }
 
-  private isInDialog(req: SipRequest): boolean {
-    const toTag = tagOf(req.headers.get('to'));
-    return toTag !== undefined && this.dialogs.has(`${req.headers.get('call-id')}|${toTag}`);
-  }
-
-  /** A new out-of-dialog transaction: within the source's rate and the engine's caps? */
-  private admitNew(req: SipRequest, address: string): Admission | undefined {
-    const rate = this.guard.admitRate(req.method, address);
-    if (!rate.ok) return rate;
-    if (this.serverTxs.size >= this.limits.maxServerTransactions)
-      return this.guard.overload(req.method, address, 'too many transactions');
-    if (req.method === 'INVITE' && this.dialogs.size + this.invites.size >= this.limits.maxDialogs)
-      return this.guard.overload(req.method, address, 'too many calls');
-    return undefined;
-  }
-
-  /** One response, not remembered and never retransmitted (a flood gets no more from us than it sends). */
-  private replyStateless(req: SipRequest, dest: Dest, admission: Admission): void {
-    if (admission.ok || !admission.reply || req.method === 'ACK') return;
-    if (!req.headers.has('via') || !req.headers.has('call-id') || !req.headers.has('cseq')) return;
-    const { status, reason, retryAfter } = admission.reply;
-    const res = makeResponse(req, status, reason);
-    if (retryAfter !== undefined) res.headers.set('retry-after', String(retryAfter));
-    res.headers.set('server', this.userAgent);
-    this.sendRaw(serialize(res), dest);
-  }
-
-  private txKey(req: SipRequest): string | undefined {
-    const branch = parseVia(req.headers.get('via')!)?.params.branch;
-    if (!branch) return undefined;
-    return `${branch}|${req.method}|${req.headers.get('call-id')}`;
-  }
-
-  /** Send a response and remember it on the request's server transaction. */
+  /** Send a response and remember it on the request's server transaction (inbound.ts). */
   respond(req: SipRequest, res: SipResponse, dest: Dest): void {
-    res.headers.set('server', this.userAgent);
-    const buf = serialize(res);
-    this.sendRaw(buf, dest);
-    if (req.method === 'ACK') return;
-    const key = this.txKey(req);
-    if (!key) return;
-    const merge = tagOf(req.headers.get('to')) ? undefined : mergeKey(req);
-    this.serverTxs.record(key, buf, dest, res.status >= 200, merge);
+    this.inbound.respond(req, res, dest);
   }
 
-  reply(
-    req: SipRequest,
-    dest: Dest,
-    status: number,
-    reason?: string,
-    extra: Record<string, string> = {},
-    toTag?: string,
-  ): SipResponse {
-    const res = makeResponse(req, status, reason, toTag);
-    for (const [k, v] of Object.entries(extra)) res.headers.set(k, v);
-    this.respond(req, res, dest);
-    return res;
-  }
-
-  private onRequest(req: SipRequest, from: Dest): void {
-    let src = from;
-    const inDialog = this.isInDialog(req);
-    // Before anything else (even a 400): a stranger gets one stateless answer at most. WebSocket
-    // peers passed the upgrade checks and are authenticated per request by the front (digest).
-    const admission =
-      inDialog || isWebSocket(from.transport) ? undefined : this.guard.admitUnknown(req.method, from.address);
-    if (admission && !admission.ok) return this.replyStateless(req, from, admission);
-    const invalid = validateRequest(req);
-    if (invalid) {
-      this.counters.badRequests++;
-      this.guard.sampler.warn(
-        'malformed',
-        { from: `${src.address}:${src.port}`, method: req.method, error: invalid },
-        'malformed SIP request',
-      );
-      // We can only answer if we know where the response goes and what it belongs to.
-      if (req.method !== 'ACK' && req.headers.has('via') && req.headers.has('call-id')) {
-        const res = makeResponse(req, 400, `Bad Request (${invalid})`);
-        res.headers.set('server', this.userAgent);
-        this.sendRaw(serialize(res), src);
-      }
-      return;
-    }
-    const replyTo = stampVia(req, src);
-    const key = req.method === 'ACK' ? undefined : this.txKey(req);
-    const tx = key ? this.serverTxs.lookup(key) : undefined;
-    if (tx) {
-      if (tx.last) this.sendRaw(tx.last, replyTo); // retransmitted request: resend our last response
-      return;
-    }
-    if (!inDialog && req.method !== 'ACK') {
-      const refused = this.admitNew(req, replyTo.address);
-      if (refused) return this.replyStateless(req, replyTo, refused);
-    }
-    if (req.method !== 'ACK' && !tagOf(req.headers.get('to'))) {
-      // RFC 3261 §16.3 / §8.2.2.2 for out-of-dialog requests: a request that has run out of hops,
-      // or a copy of one we already handle arriving by another path (a fork merging back, a loop).
-      if (req.headers.get('max-forwards') === '0' && req.method !== 'OPTIONS')
-        return void this.reply(req, replyTo, 483);
-      if (key && this.serverTxs.isMerged(mergeKey(req), key)) {
-        this.log.warn({ sipCallId: req.headers.get('call-id'), method: req.method }, 'merged request: 482');
-        return void this.reply(req, replyTo, 482);
-      }
-    }
-    src = replyTo;
-    const callId = req.headers.get('call-id')!;
-    const toTag = tagOf(req.headers.get('to'));
-    switch (req.method) {
-      case 'ACK':
-        return this.onAck(req, toTag);
-      case 'CANCEL':
-        return this.onCancel(req, src);
-      case 'OPTIONS':
-        if (toTag && !this.dialogs.has(`${callId}|${toTag}`)) return void this.reply(req, src, 481);
-        if (!toTag && this.draining)
-          return void this.reply(req, src, 503, 'Service Unavailable (draining)', { 'retry-after': '60' });
-        return void this.reply(req, src, 200, undefined, {
-          allow: ALLOW,
-          accept: ACCEPT,
-          supported: SUPPORTED.join(', '),
-        });
-      case 'INVITE':
-        if (!toTag) return this.onInvite(req, src, from);
-      // fall through: re-INVITE
-      case 'BYE':
-      case 'UPDATE':
-      case 'NOTIFY':
-      case 'INFO':
-      case 'REFER': {
-        const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
-        if (!dlg) return void this.reply(req, src, 481);
-        return dlg.onRequest(req, src);
-      }
-      case 'PRACK': {
-        // RFC 3262: in the early dialog of an INVITE we have not answered finally yet.
-        const inv = toTag ? this.invitesByTag.get(`${callId}|${toTag}`) : undefined;
-        if (inv) return inv.onPrack(req, src);
-        return void this.reply(req, src, 481);
-      }
-      case 'REGISTER':
-      case 'SUBSCRIBE':
-      case 'MESSAGE':
-      case 'PUBLISH':
-        return void this.reply(req, src, 405, undefined, { allow: ALLOW });
-      default:
-        return void this.reply(req, src, 501);
-    }
-  }
-
-  private onInvite(req: SipRequest, src: Dest, from: Dest): void {
-    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
-    const unsupported = headerTokens(req.headers, 'require').filter((r) => !SUPPORTED.includes(r));
-    if (unsupported.length) return void this.reply(req, src, 420, undefined, { unsupported: unsupported.join(', ') });
-    const body = sdpOf(req);
-    if (!body.ok) return void this.reply(req, src, 415, `Unsupported Media Type (${body.reason})`, { accept: ACCEPT });
-    const inv = new InviteTx(this, req, src, branch, from);
-    this.invites.set(branch, inv);
-    this.invitesByTag.set(`${inv.callId}|${inv.toTag}`, inv);
-    this.reply(req, src, 100);
-    if (this.listenerCount('invite') === 0) return inv.reject(503);
-    this.emit('invite', inv);
-  }
-
-  /**
-   * An ACK, matched through maps (never a scan): for a non-2xx final, to the INVITE server
-   * transaction by branch (RFC 3261 §17.2.3); for a 2xx, to the INVITE awaiting it by Call-ID and
-   * our To tag, else to the dialog (a re-INVITE's 2xx). An ACK for an INVITE with no final
-   * response yet (e.g. for a 482 sent to a merged copy) is nobody's.
-   */
-  private onAck(req: SipRequest, toTag: string | undefined): void {
-    const callId = req.headers.get('call-id')!;
-    const cseq = parseCSeq(req.headers.get('cseq'))!.seq;
-    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
-    const byBranch = this.invites.get(branch);
-    const inv =
-      byBranch?.callId === callId ? byBranch : toTag ? this.invitesByTag.get(`${callId}|${toTag}`) : undefined;
-    if (inv && inv.cseq === cseq && inv.final) return inv.onAck(ackSdp(req));
-    const dlg = toTag ? this.dialogs.get(`${callId}|${toTag}`) : undefined;
-    dlg?.onAck(cseq, ackSdp(req));
-  }
-
-  private onCancel(req: SipRequest, src: Dest): void {
-    const branch = parseVia(req.headers.get('via')!)!.params.branch ?? '';
-    const inv = this.invites.get(branch);
-    if (!inv || inv.callId !== req.headers.get('call-id')) return void this.reply(req, src, 481);
-    this.reply(req, src, 200, undefined, {}, inv.toTag);
-    inv.onCancel();
+  /** Answer a request with `status` (and `extra` headers), remembered like respond(). */
+  reply(...args: Parameters<InboundRequests['reply']>): SipResponse {
+    return this.inbound.reply(...args);
   }
 
   forgetInvite(inv: InviteTx): void {
-    if (this.invites.get(inv.branch) === inv) this.invites.delete(inv.branch);
-    const byTag = `${inv.callId}|${inv.toTag}`;
-    if (this.invitesByTag.get(byTag) === inv) this.invitesByTag.delete(byTag);
+    this.inbound.forgetInvite(inv);
   }
 
   /** The UAS dialog our 2xx to `invite` sets up (RFC 3261 §12.1.1), registered for in-dialog requests. */

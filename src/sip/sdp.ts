@@ -179,24 +179,6 @@ export function answerDirection(offered: Direction): Direction {
   }
 }
 
-export interface AnswerParams {
-  address: string;
-  port: number;
-  sessionId: number;
-  version: number;
-  codec: G711;
-  payloadType: number;
-  dtmfPayloadType: number | undefined;
-  direction: Direction;
-  /** CN payload type to accept, when the offer had one. */
-  cnPayloadType?: number;
-  /** The a=ptime we send at (default 20). */
-  ptime?: number;
-  /** The offer's m-lines: ours goes at `mediaIndex`, every other one is refused with port 0. */
-  streams?: OfferedStream[];
-  mediaIndex?: number;
-}
-
 /** One audio-only RTP/AVP description: what both our answers and our offers are. */
 export interface AudioSdpParams {
   address: string;
@@ -207,10 +189,19 @@ export interface AudioSdpParams {
   codecs: readonly { codec: string; payloadType: number }[];
   dtmfPayloadType: number | undefined;
   direction: Direction;
+  /** CN payload type (RFC 3389); in an answer, only when the offer had one. */
   cnPayloadType?: number;
+  /** The a=ptime we send at (default 20). */
   ptime?: number;
+  /** In an answer, the offer's m-lines: ours goes at `mediaIndex`, every other one is refused with port 0. */
   streams?: OfferedStream[];
   mediaIndex?: number;
+}
+
+/** Our answer's description: the one codec we chose from the offer. */
+export interface AnswerParams extends Omit<AudioSdpParams, 'codecs'> {
+  codec: G711;
+  payloadType: number;
 }
 
 export function buildAudioSdp(p: AudioSdpParams): string {
