@@ -11,7 +11,9 @@ import { testLogger } from '../../../src/core/logger.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { SipFront } from '../../../src/sip/front.js';
+import { tagOf, type SipMessage } from '../../../src/sip/message.js';
 import { ToneAi } from '../tone-ai.js';
+import { newId, type RawSipPeer, request, sdpOffer } from './udp-peer.js';
 import { leasePortRange, releasePortRange } from '../../support/ports.js';
 
 export { ToneAi };
@@ -192,6 +194,29 @@ export async function runSipp(opts: {
 /** The next call the gateway creates (register before the INVITE goes out). */
 export const nextCall = (h: { gw: Gateway }): Promise<Call> =>
   new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+
+/**
+ * A call from a raw UDP carrier peer: INVITE (an audio offer on `rtpPort`, plus `extra` headers),
+ * the 200, its ACK; returns what a test needs to continue the dialog.
+ */
+export async function rawPeerCall(
+  h: { gw: Gateway; port: number },
+  peer: RawSipPeer,
+  opts: { rtpPort: number; extra?: string[] },
+): Promise<{ callId: string; toTag: string; ok: SipMessage; call: Call }> {
+  const callId = newId();
+  const created = nextCall(h);
+  const sdp = sdpOffer(opts.rtpPort);
+  peer.send(request({ callId, localPort: peer.port, targetPort: h.port, sdp, extra: opts.extra }), h.port);
+  const ok = await peer.waitFor(
+    (m) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId,
+    3000,
+    '200',
+  );
+  const toTag = tagOf(ok.headers.get('to'))!;
+  peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: h.port }), h.port);
+  return { callId, toTag, ok, call: await created };
+}
 
 /** Where sipp sends its INVITEs for a harness. */
 export const sippTarget = (h: SipHarness): string => `127.0.0.1:${h.port}`;
