@@ -12,7 +12,7 @@ import { SipFront } from '../../src/sip/front.js';
 import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
 import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
-import { waitFor } from '../support/gateway.js';
+import { loopbackSipConfig, waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer, RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
@@ -61,21 +61,13 @@ async function startRig(engine: Engine): Promise<Rig> {
   const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
+      ...loopbackSipConfig(rtpMin, rtpMin + 19, {
         ...(server && {
           engine: 'drachtio',
           drachtio: { host: '127.0.0.1', port: server.adminPort, secret: server.secret },
         }),
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 19,
         rtpTimeoutSec: 5,
-      },
+      }),
       trunks: [{ name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0' }],
       routes: {
         local: { kind: 'local' },

@@ -14,7 +14,7 @@ import { SipFront } from '../../src/sip/front.js';
 import { makeResponse, parseVia, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
 import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
-import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { api, loopbackSipConfig, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { RawSipPeer, sdpOffer } from '../peers/sip/udp-peer.js';
@@ -289,11 +289,8 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
-        http: { host: '127.0.0.1', port: 0 },
+        ...loopbackSipConfig(rtpMin, rtpMin + 19),
         api: { token: TEST_TOKEN },
-        records: { path: ':memory:' },
-        shutdown: { drainSec: 0 },
-        sip: { host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', rtpPortMin: rtpMin, rtpPortMax: rtpMin + 19 },
         trunks: [
           {
             name: 'lab',
@@ -372,11 +369,8 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
-        http: { host: '127.0.0.1', port: 0 },
+        ...loopbackSipConfig(rtpMin, rtpMin + 19),
         api: { token: TEST_TOKEN },
-        records: { path: ':memory:' },
-        shutdown: { drainSec: 0 },
-        sip: { host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', rtpPortMin: rtpMin, rtpPortMax: rtpMin + 19 },
         trunks: [{ name: 'lab', allow: ['127.0.0.1/32'], countryCode: '250', dialUri: `sip:127.0.0.1:${phone.port}` }],
         routes: { local: { kind: 'local' } },
       },

@@ -14,6 +14,7 @@ import { SipFront } from '../../../src/sip/front.js';
 import { tagOf, type SipMessage } from '../../../src/sip/message.js';
 import { ToneAi } from '../tone-ai.js';
 import { newId, type RawSipPeer, request, sdpOffer } from './udp-peer.js';
+import { loopbackSipConfig } from '../../support/gateway.js';
 import { leasePortRange, releasePortRange } from '../../support/ports.js';
 
 export { ToneAi };
@@ -51,19 +52,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
   const rtpMin = rtpRange[0];
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 199,
-        rtpTimeoutSec: 5,
-        ...opts.sip,
-      },
+      ...loopbackSipConfig(rtpMin, rtpMin + 199, { rtpTimeoutSec: 5, ...opts.sip }),
       trunks: opts.trunks ?? [
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 60 },
       ],
