@@ -16,7 +16,7 @@ import { EmbeddedSipEngine, SipStreamFramer } from '../../src/sip/embedded.js';
 import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { parseMessage, parseVia, tagOf, type SipMessage } from '../../src/sip/message.js';
-import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
+import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { api, loopbackSipConfig, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
@@ -327,21 +327,8 @@ describe('SIP over TLS (embedded engine, throwaway CA from openssl)', () => {
       invited = { uri: inv.requestUri, via: inv.header('via')!, contact: inv.header('contact')! };
       const offered = readOffer(inv.sdp ?? '', ['PCMU'], true);
       if (!offered.ok) return inv.reject(488);
-      void media.start().then(async (port) => {
-        const o = offered.offer;
-        media.setRemote(o.address, o.port, o.codec, o.payloadType);
-        uasDialog = await inv.answer(
-          buildAnswer({
-            address: '127.0.0.1',
-            port,
-            sessionId: 1,
-            version: 1,
-            codec: o.codec,
-            payloadType: o.payloadType,
-            dtmfPayloadType: o.dtmfPayloadType,
-            direction: answerDirection(o.direction),
-          }),
-        );
+      void media.answer(offered.offer).then(async (sdp) => {
+        uasDialog = await inv.answer(sdp);
         media.startSending();
       });
     });

@@ -12,7 +12,7 @@ import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
 import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { makeResponse, parseVia, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
-import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
+import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { api, loopbackSipConfig, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
@@ -262,19 +262,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
       const offered = readOffer(inv.sdp ?? '', ['PCMA', 'PCMU'], true);
       if (!offered.ok) return inv.reject(488);
       inv.progress(180);
-      void media.start().then(async (port) => {
-        const o = offered.offer;
-        media.setRemote(o.address, o.port, o.codec, o.payloadType);
-        const sdp = buildAnswer({
-          address: '127.0.0.1',
-          port,
-          sessionId: 1,
-          version: 1,
-          codec: o.codec,
-          payloadType: o.payloadType,
-          dtmfPayloadType: o.dtmfPayloadType,
-          direction: answerDirection(o.direction),
-        });
+      void media.answer(offered.offer).then(async (sdp) => {
         phoneDialog = await inv.answer(sdp);
         phoneDialog.on('bye', () => (byeAt = Date.now()));
         media.startSending();
