@@ -2,10 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runSipp } from '../peers/sip/harness.js';
+import { sippPhone, type SippResult } from '../peers/sip/harness.js';
 import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { udpBound } from '../support/udp.js';
 import { toneWav } from '../support/wav.js';
 import {
   aiTransfers,
@@ -33,16 +32,10 @@ afterEach(async () => {
  * CANCELled); resolves once it listens, with sipp's run (in cleanups) still going, wrapped so that
  * awaiting the phone does not await the run.
  */
-async function busyThenRingPhone(rig: Rig): Promise<{ sipp: ReturnType<typeof runSipp> }> {
-  const sipp = runSipp({
-    scenario: 'uas-busy-then-ring.xml',
-    target: '127.0.0.1:5060',
-    args: ['-p', String(rig.phonePort)],
-    timeoutSec: 30,
-  });
-  cleanups.push(() => sipp);
-  await udpBound(rig.phonePort);
-  return { sipp };
+async function busyThenRingPhone(rig: Rig): Promise<{ sipp: Promise<SippResult> }> {
+  const phone = await sippPhone('uas-busy-then-ring.xml', rig.phonePort);
+  cleanups.push(() => phone.sipp);
+  return phone;
 }
 
 describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)', () => {

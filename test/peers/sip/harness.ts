@@ -16,6 +16,7 @@ import { ToneAi } from '../tone-ai.js';
 import { newId, type RawSipPeer, request, sdpOffer } from './udp-peer.js';
 import { loopbackSipConfig } from '../../support/gateway.js';
 import { leasePortRange, releasePortRange } from '../../support/ports.js';
+import { udpBound } from '../../support/udp.js';
 
 export { ToneAi };
 
@@ -178,6 +179,22 @@ export async function runSipp(opts: {
     if (mediaRange) releasePortRange(mediaRange);
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * sipp as the called phone: UAS `scenario` listening on `port`. Resolves once it listens, with its
+ * run in `sipp` (wrapped, so that awaiting the phone does not await the run).
+ */
+export async function sippPhone(
+  scenario: string,
+  port: number,
+  opts: { vars?: Record<string, string>; calls?: number } = {},
+): Promise<{ sipp: Promise<SippResult> }> {
+  const args = ['-p', String(port)];
+  // The target is unused by a UAS.
+  const sipp = runSipp({ scenario, target: '127.0.0.1:5060', args, timeoutSec: 30, ...opts });
+  await udpBound(port);
+  return { sipp };
 }
 
 /** The next call the gateway creates (register before the INVITE goes out). */
