@@ -16,6 +16,7 @@ import { startRedis, type RedisServer } from '../test/peers/redis/server.js';
 import { toneRtp, writePcap } from '../test/peers/sip/pcap.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../test/peers/sip/udp-peer.js';
 import { ToneAi } from '../test/peers/tone-ai.js';
+import { loopbackSipConfig } from '../test/support/gateway.js';
 import { leasePortRange } from '../test/support/ports.js';
 import { type BenchSection, summarize, table } from './stats.js';
 
@@ -41,21 +42,13 @@ async function gateway(id: string, redis: RedisServer | undefined): Promise<{ gw
   const [rtpMin, rtpMax] = leasePortRange(1000);
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: httpPort },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMax,
+      ...loopbackSipConfig(rtpMin, rtpMax, {
         rtpTimeoutSec: 30,
         limits: { invitePerSec: 10_000 },
         // Kamailio names the trunk (X-Gateway-Trunk), as in compose.yaml.
         trustedProxies: ['127.0.0.1/32'],
-      },
+      }),
+      http: { host: '127.0.0.1', port: httpPort },
       trunks: [{ name: 'bench', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 10_000 }],
       routes: { local: { kind: 'local', greeting: '' } },
       cluster: redis

@@ -2,10 +2,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallView } from '../../src/api/call-view.js';
 import { freeSipPort } from '../support/free-ports.js';
-import { runSipp, sippCall, startSipHarness, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
+import { sippCall, sippPhone, startSipHarness, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
-import { udpBound } from '../support/udp.js';
 
 /**
  * The call detail's SIP ladder is complete in the stored record: the 200 to our own BYE (the
@@ -74,14 +73,7 @@ describe('SIP ladder in the call record', () => {
 
   it('a dial-out call (POST /v1/calls): our INVITE, their 200, our ACK, BYE and their 200, in order', async () => {
     const mediaPort = await freeSipPort();
-    const sipp = runSipp({
-      scenario: 'uas-answer-media.xml',
-      target: '127.0.0.1:5060', // unused by a UAS
-      vars: { MEDIA_PORT: String(mediaPort) },
-      args: ['-p', String(phonePort)],
-      timeoutSec: 30,
-    });
-    await udpBound(phonePort);
+    const { sipp } = await sippPhone('uas-answer-media.xml', phonePort, { vars: { MEDIA_PORT: String(mediaPort) } });
     const placed = await api(h.gw)('POST', '/v1/calls', { front: 'sip', to: '+250788123456', trunk: 'lab' });
     expect(placed.status, JSON.stringify(placed.body)).toBe(201);
     const id = placed.body.id as string;

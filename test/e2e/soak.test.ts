@@ -10,7 +10,7 @@ import { Gateway } from '../../src/gateway.js';
 import { SipFront } from '../../src/sip/front.js';
 import { tagOf, type SipMessage } from '../../src/sip/message.js';
 import { WEBHOOK_PATH, WhatsAppFront } from '../../src/webrtc/front.js';
-import { openUdpSockets, sleep, waitFor } from '../support/gateway.js';
+import { loopbackSipConfig, openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 import { GraphStub } from '../peers/whatsapp/graph-stub.js';
@@ -96,19 +96,9 @@ describe('soak: many calls through one gateway, every end path, nothing left beh
     const [webrtcMin, webrtcMax] = leasePortRange(1000);
     const config = parseConfig(
       {
+        ...loopbackSipConfig(rtpMin, rtpMin + 99, { rtpTimeoutSec: 1 }),
         http: { host: '127.0.0.1', port: 0, keepAliveTimeoutMs: 500 },
         api: { token: TOKEN },
-        records: { path: ':memory:' },
-        shutdown: { drainSec: 0 },
-        sip: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: 0,
-          publicAddress: '127.0.0.1',
-          rtpPortMin: rtpMin,
-          rtpPortMax: rtpMin + 99,
-          rtpTimeoutSec: 1,
-        },
         trunks: [{ name: 'soak', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 100 }],
         whatsapp: {
           enabled: true,

@@ -1,21 +1,18 @@
 import { describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { useDrachtioRig, type DrachtioHarness } from '../peers/drachtio/gateway.js';
+import { useDrachtioRig } from '../peers/drachtio/gateway.js';
 import { drachtioUnavailable } from '../peers/drachtio/server.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
-import { runSipp } from '../peers/sip/harness.js';
-import { newId, RawSipPeer } from '../peers/sip/udp-peer.js';
-import { readOffer } from '../../src/sip/sdp.js';
-import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
+import { carrierCall } from '../peers/sip/carrier-call.js';
+import { nextCall, runSipp } from '../peers/sip/harness.js';
+import { RawSipPeer } from '../peers/sip/udp-peer.js';
 import { hangUpWhenHeard } from '../peers/hangup-when-heard.js';
 
 const skip = !!drachtioUnavailable();
 const NUMS = { FROM: '0788123456', TO: '0700000001' };
 
 const rig = useDrachtioRig({ hz: 1000, ms: 2000 });
-const nextCall = (h: DrachtioHarness) => new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
 
 describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: drachtio)', () => {
   it('raw carrier: its 1 kHz reaches the AI and the AI’s 440 Hz reaches the carrier; the AI hangs up → BYE via drachtio', async () => {
@@ -25,45 +22,11 @@ describe.skipIf(skip)('inbound SIP through a real drachtio-server (sip.engine: d
     const carrier = new RawSipPeer();
     await carrier.start();
     const media = new RtpToneEndpoint(1000);
-    const rtpPort = await media.start();
+    await media.start();
     try {
-      const callId = newId();
-      const fromTag = newId();
-      const sdp = [
-        'v=0',
-        'o=carrier 1 1 IN IP4 127.0.0.1',
-        's=-',
-        'c=IN IP4 127.0.0.1',
-        't=0 0',
-        `m=audio ${rtpPort} RTP/AVP 0 101`,
-        'a=rtpmap:0 PCMU/8000',
-        'a=rtpmap:101 telephone-event/8000',
-        'a=sendrecv',
-        '',
-      ].join('\r\n');
-      const head = (method: string, cseq: number, toTag?: string) => [
-        `${method} sip:0700000001@127.0.0.1:${h.port} SIP/2.0`,
-        `Via: SIP/2.0/UDP 127.0.0.1:${carrier.port};branch=z9hG4bK${newId()};rport`,
-        `From: <sip:0788123456@127.0.0.1>;tag=${fromTag}`,
-        `To: <sip:0700000001@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}`,
-        `Call-ID: ${callId}`,
-        `CSeq: ${cseq} ${method}`,
-        `Contact: <sip:carrier@127.0.0.1:${carrier.port}>`,
-        'Max-Forwards: 70',
-      ];
       const created = nextCall(h);
-      carrier.send(
-        [...head('INVITE', 1), 'Content-Type: application/sdp', `Content-Length: ${sdp.length}`, '', sdp].join('\r\n'),
-        h.port,
-      );
-      const isOk = (m: SipMessage) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId;
-      const ok = (await carrier.waitFor(isOk, 10_000, '200 OK')) as SipResponse;
+      const { callId } = await carrierCall(carrier, media, h.port);
       const call = await created;
-      const answer = readOffer(ok.body, ['PCMU'], true);
-      if (!answer.ok) throw new Error(answer.reason);
-      carrier.send([...head('ACK', 1, tagOf(ok.headers.get('to'))), 'Content-Length: 0', '', ''].join('\r\n'), h.port);
-      media.setRemote(answer.offer.address, answer.offer.port, 'PCMU', answer.offer.payloadType);
-      media.startSending();
       const bye = await carrier.waitFor(
         (m) => m.kind === 'request' && m.method === 'BYE' && m.headers.get('call-id') === callId,
         10_000,

@@ -13,7 +13,7 @@ import {
 } from '../../src/sip/drachtio/engine.js';
 import { createEngine, SipFront } from '../../src/sip/front.js';
 import { sdpOffer } from '../peers/sip/udp-peer.js';
-import { waitFor } from '../support/gateway.js';
+import { loopbackSipConfig, waitFor } from '../support/gateway.js';
 import { leasePortRange } from '../support/ports.js';
 
 /** drachtio-srf's request as our engine sees it (headers, source address, cancel event). */
@@ -111,18 +111,11 @@ async function start(srf: FakeSrf, linkGraceSec = 30): Promise<SipFront> {
   const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
+      // sip.port is the embedded engine's; this front gets its drachtio engine below.
+      ...loopbackSipConfig(rtpMin, rtpMin + 19, {
         engine: 'drachtio',
-        host: '127.0.0.1',
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 19,
         drachtio: { host: '10.0.0.5', port: 9022, secret: 'cymru', linkGraceSec },
-      },
+      }),
       trunks: [{ name: 'mtn', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', auth: undefined }],
       routes: { local: { kind: 'local', greeting: '' } },
     },

@@ -105,15 +105,8 @@ describe('embedded SIP engine: transactions and dialogs (raw UDP peer, T1 = 50 m
   });
 
   async function established(): Promise<{ dialog: SipDialog; callId: string; toTag: string }> {
-    const { engine, peer, invites } = await setup();
-    const callId = newId();
-    peer.send(request({ callId, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) }), engine.port);
-    await waitFor(() => invites.length === 1, 2000, 'invite');
-    const p = invites[0]!.answer('v=0\r\n');
-    const ok = await peer.waitFor((m) => m.kind === 'response' && m.status === 200, 1000, '200');
-    const toTag = tagOf(ok.headers.get('to'))!;
-    peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
-    return { dialog: await p, callId, toTag };
+    const { peer } = await setup();
+    return rig!.established(peer);
   }
 
   it('BYE from the carrier: 200 and a bye event; in-dialog requests after it get 481', async () => {

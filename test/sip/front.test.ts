@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
-import { tagOf, type SipMessage } from '../../src/sip/message.js';
+import type { SipMessage } from '../../src/sip/message.js';
 import { openUdpSockets, waitFor } from '../support/gateway.js';
-import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { rawPeerCall, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
 import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 
 let h: SipHarness | undefined;
@@ -14,29 +13,9 @@ afterEach(async () => {
   peer = undefined;
 });
 
-/** Place a call from the raw peer and ACK its 200; returns what a test needs to continue the dialog. */
-async function call(h: SipHarness, peer: RawSipPeer, opts: { rtpPort?: number; extra?: string[] } = {}) {
-  const callId = newId();
-  const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
-  peer.send(
-    request({
-      callId,
-      localPort: peer.port,
-      targetPort: h.port,
-      sdp: sdpOffer(opts.rtpPort ?? 4002),
-      extra: opts.extra,
-    }),
-    h.port,
-  );
-  const ok = await peer.waitFor(
-    (m) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId,
-    3000,
-    '200',
-  );
-  const toTag = tagOf(ok.headers.get('to'))!;
-  peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: h.port }), h.port);
-  return { callId, toTag, ok, call: await created };
-}
+/** A raw-peer call to the gateway (offer on 4002 unless told), ACKed. */
+const call = (h: SipHarness, peer: RawSipPeer, opts: { rtpPort?: number; extra?: string[] } = {}) =>
+  rawPeerCall(h, peer, { rtpPort: 4002, ...opts });
 
 describe('SIP front policy (raw UDP carrier, real gateway)', () => {
   it('per-trunk call limit: 503 beyond maxCalls, counted from the registry', async () => {

@@ -2,12 +2,20 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { runSipp } from '../peers/sip/harness.js';
+import { sippPhone, type SippResult } from '../peers/sip/harness.js';
 import { dbfsOf, dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
-import { udpBound } from '../support/udp.js';
 import { toneWav } from '../support/wav.js';
-import { aiTransfers, CALLER_HZ, expectTone, person, setup, udpListen, type Cleanups } from './handoff-rig.js';
+import {
+  aiTransfers,
+  CALLER_HZ,
+  expectTone,
+  person,
+  setup,
+  udpListen,
+  type Cleanups,
+  type Rig,
+} from './handoff-rig.js';
 
 /**
  * Handing a SIP caller to a person (issue 19) with real sipp processes for both parties (helpers in
@@ -19,18 +27,22 @@ afterEach(async () => {
   cleanups = [];
 });
 
+/**
+ * The person's phone: a sipp UAS on the rig's phone port (486 to +250788000486, others ring until
+ * CANCELled); resolves once it listens, with sipp's run (in cleanups) still going, wrapped so that
+ * awaiting the phone does not await the run.
+ */
+async function busyThenRingPhone(rig: Rig): Promise<{ sipp: Promise<SippResult> }> {
+  const phone = await sippPhone('uas-busy-then-ring.xml', rig.phonePort);
+  cleanups.push(() => phone.sipp);
+  return phone;
+}
+
 describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)', () => {
   it('busy (486): the caller hears hold audio, then the AI again; the tool output says busy', async () => {
     const rig = await setup(cleanups, { transfer: { allow: ['+250788000486'], mode: 'bridge' } });
     const { rt, call, caller } = rig;
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml',
-      target: '127.0.0.1:5060',
-      args: ['-p', String(rig.phonePort)],
-      timeoutSec: 30,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(rig.phonePort);
+    const { sipp } = await busyThenRingPhone(rig);
     const conn = rt.connections[0]!;
     const asked = performance.now();
     aiTransfers(rt, { destination: '+250788000486' });
@@ -80,14 +92,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
       transfer: { allow: ['+250788000408'], mode: 'bridge', holdPrompt: 'Hold on.', holdAudio },
     });
     const { rt, caller } = rig;
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml',
-      target: '127.0.0.1:5060',
-      args: ['-p', String(rig.phonePort)],
-      timeoutSec: 30,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(rig.phonePort);
+    const { sipp } = await busyThenRingPhone(rig);
     const conn = rt.connections[0]!;
     aiTransfers(rt, { destination: '+250788000408' });
     await rt.until(() => conn.toolOutputs.length === 1, 20_000, 'transfer tool output');
@@ -105,14 +110,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   it('no answer: CANCEL after ringTimeoutSec, ring-back heard, the caller is back with the AI; output says no_answer', async () => {
     const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge' } });
     const { rt, caller } = rig;
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml',
-      target: '127.0.0.1:5060',
-      args: ['-p', String(rig.phonePort)],
-      timeoutSec: 30,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(rig.phonePort);
+    const { sipp } = await busyThenRingPhone(rig);
     const conn = rt.connections[0]!;
     const asked = performance.now();
     aiTransfers(rt, { destination: '+250788000408' });
@@ -131,14 +129,7 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
   it('the call ends while the person rings: their INVITE is CANCELled, the caller gets BYE, ports and timers released', async () => {
     const rig = await setup(cleanups, { transfer: { allow: ['+250788000408'], mode: 'bridge', ringTimeoutSec: 30 } });
     const { rt, call, h } = rig;
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml',
-      target: '127.0.0.1:5060',
-      args: ['-p', String(rig.phonePort)],
-      timeoutSec: 30,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(rig.phonePort);
+    const { sipp } = await busyThenRingPhone(rig);
     aiTransfers(rt, { destination: '+250788000408' });
     await waitFor(() => h.front.dialer!.activeCount === 1, 8000, 'the person is being dialled');
     await sleep(500);

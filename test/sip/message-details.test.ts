@@ -212,15 +212,8 @@ describe('SIP message details on the wire (embedded engine, raw UDP peer)', () =
   });
 
   async function established(): Promise<{ dialog: SipDialog; peer: RawSipPeer; callId: string; toTag: string }> {
-    const { engine, peer, invites } = await setup();
-    const callId = newId();
-    peer.send(request({ callId, localPort: peer.port, targetPort: engine.port, sdp: sdpOffer(4000) }), engine.port);
-    await waitFor(() => invites.length === 1, 2000, 'invite');
-    const p = invites[0]!.answer('v=0\r\n');
-    const ok = await peer.waitFor((m) => m.kind === 'response' && m.status === 200, 1000, '200');
-    const toTag = tagOf(ok.headers.get('to'))!;
-    peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: engine.port }), engine.port);
-    return { dialog: await p, peer, callId, toTag };
+    const { peer } = await setup();
+    return { ...(await rig!.established(peer)), peer };
   }
 
   it('an UPDATE without SDP is answered without SDP (RFC 3311); with SDP, with our answer', async () => {

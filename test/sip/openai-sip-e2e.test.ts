@@ -9,16 +9,15 @@ import { testLogger } from '../../src/core/logger.js';
 import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
 import { SipFront } from '../../src/sip/front.js';
-import { tagOf, type SipMessage, type SipResponse } from '../../src/sip/message.js';
-import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
-import { waitFor } from '../support/gateway.js';
+import { loopbackSipConfig, waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { OpenAiSipPeer, RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
+import { carrierCall } from '../peers/sip/carrier-call.js';
 import { runSipp } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { newId, RawSipPeer } from '../peers/sip/udp-peer.js';
+import { RawSipPeer } from '../peers/sip/udp-peer.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { drachtioUnavailable, startDrachtioServer, type DrachtioServer } from '../peers/drachtio/server.js';
 import { leasePortRange } from '../support/ports.js';
@@ -61,21 +60,13 @@ async function startRig(engine: Engine): Promise<Rig> {
   const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
+      ...loopbackSipConfig(rtpMin, rtpMin + 19, {
         ...(server && {
           engine: 'drachtio',
           drachtio: { host: '127.0.0.1', port: server.adminPort, secret: server.secret },
         }),
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 19,
         rtpTimeoutSec: 5,
-      },
+      }),
       trunks: [{ name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0' }],
       routes: {
         local: { kind: 'local' },
@@ -198,51 +189,12 @@ for (const { engine, path } of ENGINES) {
       /** One carrier call: INVITE (PCMU offer) → 200 → ACK, RTP tone out, recording what comes back. */
       const dial = async (to: string) => {
         const media = new RtpToneEndpoint(1000);
-        const rtpPort = await media.start();
+        await media.start();
         extra.push(() => media.close());
-        const callId = newId();
-        const fromTag = newId();
-        const head = (method: string, cseq: number, toTag?: string) => [
-          `${method} sip:${to}@127.0.0.1:${gwPort()} SIP/2.0`,
-          `Via: SIP/2.0/UDP 127.0.0.1:${carrier.port};branch=z9hG4bK${newId()};rport`,
-          `From: <sip:0788123456@127.0.0.1>;tag=${fromTag}`,
-          `To: <sip:${to}@127.0.0.1>${toTag ? `;tag=${toTag}` : ''}`,
-          `Call-ID: ${callId}`,
-          `CSeq: ${cseq} ${method}`,
-          `Contact: <sip:carrier@127.0.0.1:${carrier.port}>`,
-          'Max-Forwards: 70',
-        ];
-        const sdp = [
-          'v=0',
-          'o=carrier 1 1 IN IP4 127.0.0.1',
-          's=-',
-          'c=IN IP4 127.0.0.1',
-          't=0 0',
-          `m=audio ${rtpPort} RTP/AVP 0 101`,
-          'a=rtpmap:0 PCMU/8000',
-          'a=rtpmap:101 telephone-event/8000',
-          'a=ptime:20',
-          'a=sendrecv',
-          '',
-        ].join('\r\n');
-        carrier.send(
-          [...head('INVITE', 1), 'Content-Type: application/sdp', `Content-Length: ${sdp.length}`, '', sdp].join(
-            '\r\n',
-          ),
-          gwPort(),
-        );
-        const isOk = (m: SipMessage) =>
-          m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId;
-        const ok = (await carrier.waitFor(isOk, 10_000, `200 OK for ${to}`)) as SipResponse;
-        const toTag = tagOf(ok.headers.get('to'))!;
-        carrier.send([...head('ACK', 1, toTag), 'Content-Length: 0', '', ''].join('\r\n'), gwPort());
-        const answer = readOffer(ok.body, ['PCMU'], true);
-        if (!answer.ok) throw new Error(answer.reason);
-        media.setRemote(answer.offer.address, answer.offer.port, 'PCMU', answer.offer.payloadType);
-        media.startSending();
+        const { callId, send } = await carrierCall(carrier, media, gwPort(), to);
         const bye = () => {
           media.stopSending();
-          carrier.send([...head('BYE', 2, toTag), 'Content-Length: 0', '', ''].join('\r\n'), gwPort());
+          send('BYE', 2);
           return carrier.waitFor(
             (m) =>
               m.kind === 'response' &&

@@ -31,20 +31,16 @@ function prack(p: RawSipPeer, e: EmbeddedSipEngine, callId: string, toTag: strin
   );
 }
 
+/** An INVITE with an audio offer from the peer to the engine, with one 100rel header. */
+function invite(p: RawSipPeer, e: EmbeddedSipEngine, callId: string, rel: string): void {
+  p.send(request({ callId, localPort: p.port, targetPort: e.port, sdp: sdpOffer(4000), extra: [rel] }), e.port);
+}
+
 describe('RFC 3262 as UAS (inbound INVITE)', () => {
   it('Require: 100rel: the 180 carries RSeq and Require, is resent with T1 doubling until the PRACK; the 200 waits for it', async () => {
     const { engine, peer, invites } = await setup();
     const callId = newId();
-    peer.send(
-      request({
-        callId,
-        localPort: peer.port,
-        targetPort: engine.port,
-        sdp: sdpOffer(4000),
-        extra: ['Require: 100rel'],
-      }),
-      engine.port,
-    );
+    invite(peer, engine, callId, 'Require: 100rel');
     await waitFor(() => invites.length === 1, 2000, 'invite'); // no 420 any more
     expect(peer.responses(420)).toHaveLength(0);
     const inv = invites[0]!;
@@ -80,16 +76,7 @@ describe('RFC 3262 as UAS (inbound INVITE)', () => {
   it('no PRACK within 64·T1: the INVITE is rejected with 500, answer() rejects, a failed event tells the front', async () => {
     const { engine, peer, invites } = await setup();
     const callId = newId();
-    peer.send(
-      request({
-        callId,
-        localPort: peer.port,
-        targetPort: engine.port,
-        sdp: sdpOffer(4000),
-        extra: ['Supported: 100rel'],
-      }),
-      engine.port,
-    );
+    invite(peer, engine, callId, 'Supported: 100rel');
     await waitFor(() => invites.length === 1, 2000, 'invite');
     const inv = invites[0]!;
     const failed = new Promise<string>((r) => inv.once('failed', r));

@@ -1,10 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Call } from '../../src/core/call.js';
-import { tagOf, type SipMessage } from '../../src/sip/message.js';
+import type { SipMessage } from '../../src/sip/message.js';
 import { MAX_SESSION_EXPIRES_SEC, negotiateAsUas, termsFromUacResponse } from '../../src/sip/session-timer.js';
 import { waitFor } from '../support/gateway.js';
-import { startSipHarness, type SipHarness } from '../peers/sip/harness.js';
-import { newId, RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
+import { rawPeerCall, startSipHarness, type SipHarness } from '../peers/sip/harness.js';
+import { RawSipPeer, request, sdpOffer } from '../peers/sip/udp-peer.js';
 
 let h: SipHarness | undefined;
 let peer: RawSipPeer | undefined;
@@ -52,19 +51,7 @@ describe('RFC 4028 negotiation (pure)', () => {
   });
 });
 
-async function call(h: SipHarness, peer: RawSipPeer, extra: string[]) {
-  const callId = newId();
-  const created = new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
-  peer.send(request({ callId, localPort: peer.port, targetPort: h.port, sdp: sdpOffer(4020), extra }), h.port);
-  const ok = await peer.waitFor(
-    (m) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId,
-    3000,
-    '200',
-  );
-  const toTag = tagOf(ok.headers.get('to'))!;
-  peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: h.port }), h.port);
-  return { callId, toTag, ok, call: await created };
-}
+const call = (h: SipHarness, peer: RawSipPeer, extra: string[]) => rawPeerCall(h, peer, { rtpPort: 4020, extra });
 
 const isReq = (method: string, callId: string) => (m: SipMessage) =>
   m.kind === 'request' && m.method === method && m.headers.get('call-id') === callId;

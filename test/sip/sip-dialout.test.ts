@@ -8,7 +8,7 @@ import { freeSipPort } from '../support/free-ports.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { answerWithBaresip } from '../peers/sip/baresip.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
-import { runSipp, type SipHarness } from '../peers/sip/harness.js';
+import { sippPhone, type SipHarness } from '../peers/sip/harness.js';
 import { udpBound } from '../support/udp.js';
 
 /**
@@ -39,14 +39,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
     try {
       const h = await sip.start({ config: { api: { token: TEST_TOKEN } }, trunks: [labTrunk(phonePort)] });
       expect(h.gw.ctx.legDialer).toBe(h.front.dialer);
-      const sipp = runSipp({
-        scenario: 'uas-answer-media.xml',
-        target: '127.0.0.1:5060', // unused by a UAS
-        vars: { MEDIA_PORT: String(mediaPort) },
-        args: ['-p', String(phonePort)],
-        timeoutSec: 30,
-      });
-      await udpBound(phonePort);
+      const { sipp } = await sippPhone('uas-answer-media.xml', phonePort, { vars: { MEDIA_PORT: String(mediaPort) } });
       const call = api(h.gw);
       const placed = await call('POST', '/v1/calls', { front: 'sip', to: '+250788123456', trunk: 'lab' });
       expect(placed.status, JSON.stringify(placed.body)).toBe(201);
@@ -85,14 +78,7 @@ describe.each(SIP_ENGINES)('dial-out answered by independent SIP stacks (sip.eng
   it('sipp UAS refuses one dial-out with 486 and lets another ring until DELETE CANCELs it', async () => {
     const phonePort = await freeSipPort();
     const h = await sip.start({ config: { api: { token: TEST_TOKEN } }, trunks: [labTrunk(phonePort)] });
-    const sipp = runSipp({
-      scenario: 'uas-busy-then-ring.xml',
-      target: '127.0.0.1:5060',
-      args: ['-p', String(phonePort)],
-      calls: 2,
-      timeoutSec: 30,
-    });
-    await udpBound(phonePort);
+    const { sipp } = await sippPhone('uas-busy-then-ring.xml', phonePort, { calls: 2 });
     const call = api(h.gw);
     const busy = await call('POST', '/v1/calls', { front: 'sip', to: '+250788000486' });
     expect(busy.status, JSON.stringify(busy.body)).toBe(201);

@@ -1,11 +1,12 @@
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { PCMU_8K } from '../../src/core/audio/format.js';
+import type { Call } from '../../src/core/call.js';
 import type { HangupReason } from '../../src/core/media-leg.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { SIP_ENGINES, useSipEngine } from '../peers/sip/engines.js';
-import { runSipp, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
+import { nextCall, runSipp, SIPP_NUMS, sippTarget, type SipHarness, usePcapDir } from '../peers/sip/harness.js';
 import { toneRtp, toneWithDtmf, writePcap } from '../peers/sip/pcap.js';
 
 const pcapDir = usePcapDir((dir) => {
@@ -19,25 +20,31 @@ const ended = (h: SipHarness) =>
     h.gw.ctx.registry.once('created', (c) => c.once('ended', (reason) => resolve({ id: c.id, reason }))),
   );
 
+/** sipp's uac-audio.xml call: `pcap` sent as `codec` (PCMA pt 8, PCMU pt 0), BYE after `pause` ms. */
+const audioCall = (
+  h: SipHarness,
+  pcap: string,
+  codec: 'PCMA' | 'PCMU',
+  pause: string,
+  more: Partial<Parameters<typeof runSipp>[0]> & { nums?: { FROM: string; TO: string } } = {},
+) => {
+  const { nums = SIPP_NUMS, ...opts } = more;
+  return runSipp({
+    scenario: 'uac-audio.xml',
+    target: sippTarget(h),
+    vars: { PCAP: pcap, PT: codec === 'PCMA' ? '8' : '0', CODEC: codec, PAUSE: pause, ...nums },
+    ...opts,
+  });
+};
+
 describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine $engine)', ({ engine }) => {
   const sip = useSipEngine(engine);
   const dir = pcapDir;
   it('PCMA call: the caller tone reaches the AI, numbers are E.164, caller BYE ends and frees everything', async () => {
     const h = await sip.start();
     const done = ended(h);
-    const created = new Promise<import('../../src/core/call.js').Call>((r) => h.gw.ctx.registry.once('created', r));
-    const res = await runSipp({
-      scenario: 'uac-audio.xml',
-      target: `127.0.0.1:${h.port}`,
-      vars: {
-        PCAP: join(dir(), 'pcma-1000.pcap'),
-        PT: '8',
-        CODEC: 'PCMA',
-        PAUSE: '2500',
-        FROM: '0788123456',
-        TO: '0700000001',
-      },
-    });
+    const created = nextCall(h);
+    const res = await audioCall(h, join(dir(), 'pcma-1000.pcap'), 'PCMA', '2500');
     expect(res.code, res.errors + res.stderr).toBe(0);
     const call = await created;
     const { reason } = await done;
@@ -57,18 +64,9 @@ describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine 
     const h = await sip.start({ aiFormat: PCMU_8K });
     const digits: string[] = [];
     h.gw.ctx.registry.once('created', (c) => c.on('dtmf', (d) => digits.push(d)));
-    const created = new Promise<import('../../src/core/call.js').Call>((r) => h.gw.ctx.registry.once('created', r));
-    const res = await runSipp({
-      scenario: 'uac-audio.xml',
-      target: `127.0.0.1:${h.port}`,
-      vars: {
-        PCAP: join(dir(), 'pcmu-dtmf5.pcap'),
-        PT: '0',
-        CODEC: 'PCMU',
-        PAUSE: '2200',
-        FROM: '+35621234567',
-        TO: '21000000',
-      },
+    const created = nextCall(h);
+    const res = await audioCall(h, join(dir(), 'pcmu-dtmf5.pcap'), 'PCMU', '2200', {
+      nums: { FROM: '+35621234567', TO: '21000000' },
     });
     expect(res.code, res.errors + res.stderr).toBe(0);
     const call = await created;
@@ -80,21 +78,11 @@ describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine 
 
   it('50 calls at 10 calls/s: every call answered, carries the caller tone, and ends cleanly', async () => {
     const h = await sip.start();
-    const calls: import('../../src/core/call.js').Call[] = [];
+    const calls: Call[] = [];
     h.gw.ctx.registry.on('created', (c) => calls.push(c));
-    const res = await runSipp({
-      scenario: 'uac-audio.xml',
-      target: `127.0.0.1:${h.port}`,
-      vars: {
-        PCAP: join(dir(), 'pcma-1000.pcap'),
-        PT: '8',
-        CODEC: 'PCMA',
-        // The whole 2 s tone before the BYE: on a loaded box sipp's RTP thread can start late, and
-        // a BYE at 1.2 s left one call with nothing heard.
-        PAUSE: '2500',
-        FROM: '0788123456',
-        TO: '0700000001',
-      },
+    // The whole 2 s tone before the BYE: on a loaded box sipp's RTP thread can start late, and
+    // a BYE at 1.2 s left one call with nothing heard.
+    const res = await audioCall(h, join(dir(), 'pcma-1000.pcap'), 'PCMA', '2500', {
       calls: 50,
       args: ['-r', '10', '-l', '60'],
       timeoutSec: 30,
@@ -112,20 +100,8 @@ describe.each(SIP_ENGINES)('SIP trunk calls from sipp (real gateway, sip.engine 
 
   it('over TCP: call, audio and BYE on one connection (sipp -t t1)', async () => {
     const h = await sip.start();
-    const created = new Promise<import('../../src/core/call.js').Call>((r) => h.gw.ctx.registry.once('created', r));
-    const res = await runSipp({
-      scenario: 'uac-audio.xml',
-      target: `127.0.0.1:${h.port}`,
-      vars: {
-        PCAP: join(dir(), 'pcma-1000.pcap'),
-        PT: '8',
-        CODEC: 'PCMA',
-        PAUSE: '1500',
-        FROM: '0788123456',
-        TO: '0700000001',
-      },
-      args: ['-t', 't1'],
-    });
+    const created = nextCall(h);
+    const res = await audioCall(h, join(dir(), 'pcma-1000.pcap'), 'PCMA', '1500', { args: ['-t', 't1'] });
     expect(res.code, res.errors + res.stderr).toBe(0);
     // Our Contact (drachtio-server writes its own, without a user part) names the TCP listener.
     expect(res.messages).toMatch(new RegExp(`Contact: <sip:(gateway@)?127\\.0\\.0\\.1:${h.port};transport=tcp>`));

@@ -16,9 +16,9 @@ import { EmbeddedSipEngine, SipStreamFramer } from '../../src/sip/embedded.js';
 import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { parseMessage, parseVia, tagOf, type SipMessage } from '../../src/sip/message.js';
-import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
+import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
-import { api, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { api, loopbackSipConfig, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { newId, sdpOffer } from '../peers/sip/udp-peer.js';
 import { ToneAi } from '../peers/tone-ai.js';
@@ -132,18 +132,8 @@ async function startGateway(tls: Record<string, unknown>, trunks: Record<string,
   const [rtpMin] = leasePortRange(100);
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
+      ...loopbackSipConfig(rtpMin, rtpMin + 19, { tls }),
       api: { token: TEST_TOKEN },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 19,
-        tls,
-      },
       trunks: [{ name: 'lab', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0' }, ...trunks],
       routes: { local: { kind: 'local' } },
     },
@@ -337,21 +327,8 @@ describe('SIP over TLS (embedded engine, throwaway CA from openssl)', () => {
       invited = { uri: inv.requestUri, via: inv.header('via')!, contact: inv.header('contact')! };
       const offered = readOffer(inv.sdp ?? '', ['PCMU'], true);
       if (!offered.ok) return inv.reject(488);
-      void media.start().then(async (port) => {
-        const o = offered.offer;
-        media.setRemote(o.address, o.port, o.codec, o.payloadType);
-        uasDialog = await inv.answer(
-          buildAnswer({
-            address: '127.0.0.1',
-            port,
-            sessionId: 1,
-            version: 1,
-            codec: o.codec,
-            payloadType: o.payloadType,
-            dtmfPayloadType: o.dtmfPayloadType,
-            direction: answerDirection(o.direction),
-          }),
-        );
+      void media.answer(offered.offer).then(async (sdp) => {
+        uasDialog = await inv.answer(sdp);
         media.startSending();
       });
     });

@@ -12,9 +12,9 @@ import { EmbeddedSipEngine } from '../../src/sip/embedded.js';
 import type { SipDialog } from '../../src/sip/engine.js';
 import { SipFront } from '../../src/sip/front.js';
 import { makeResponse, parseVia, serialize, tagOf, type SipMessage, type SipRequest } from '../../src/sip/message.js';
-import { answerDirection, buildAnswer, readOffer } from '../../src/sip/sdp.js';
+import { readOffer } from '../../src/sip/sdp.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
-import { api, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
+import { api, loopbackSipConfig, sleep, TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { ToneAi } from '../peers/tone-ai.js';
 import { RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { RawSipPeer, sdpOffer } from '../peers/sip/udp-peer.js';
@@ -262,19 +262,7 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
       const offered = readOffer(inv.sdp ?? '', ['PCMA', 'PCMU'], true);
       if (!offered.ok) return inv.reject(488);
       inv.progress(180);
-      void media.start().then(async (port) => {
-        const o = offered.offer;
-        media.setRemote(o.address, o.port, o.codec, o.payloadType);
-        const sdp = buildAnswer({
-          address: '127.0.0.1',
-          port,
-          sessionId: 1,
-          version: 1,
-          codec: o.codec,
-          payloadType: o.payloadType,
-          dtmfPayloadType: o.dtmfPayloadType,
-          direction: answerDirection(o.direction),
-        });
+      void media.answer(offered.offer).then(async (sdp) => {
         phoneDialog = await inv.answer(sdp);
         phoneDialog.on('bye', () => (byeAt = Date.now()));
         media.startSending();
@@ -289,11 +277,8 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
-        http: { host: '127.0.0.1', port: 0 },
+        ...loopbackSipConfig(rtpMin, rtpMin + 19),
         api: { token: TEST_TOKEN },
-        records: { path: ':memory:' },
-        shutdown: { drainSec: 0 },
-        sip: { host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', rtpPortMin: rtpMin, rtpPortMax: rtpMin + 19 },
         trunks: [
           {
             name: 'lab',
@@ -372,11 +357,8 @@ describe('POST /v1/calls {front: sip}: an outbound call over a trunk (real gatew
     const [rtpMin] = leasePortRange(100);
     const config = parseConfig(
       {
-        http: { host: '127.0.0.1', port: 0 },
+        ...loopbackSipConfig(rtpMin, rtpMin + 19),
         api: { token: TEST_TOKEN },
-        records: { path: ':memory:' },
-        shutdown: { drainSec: 0 },
-        sip: { host: '127.0.0.1', port: 0, publicAddress: '127.0.0.1', rtpPortMin: rtpMin, rtpPortMax: rtpMin + 19 },
         trunks: [{ name: 'lab', allow: ['127.0.0.1/32'], countryCode: '250', dialUri: `sip:127.0.0.1:${phone.port}` }],
         routes: { local: { kind: 'local' } },
       },

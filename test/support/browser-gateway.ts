@@ -2,6 +2,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { testLogger } from '../../src/core/logger.js';
 import { buildFronts } from '../../src/fronts.js';
 import { Gateway } from '../../src/gateway.js';
+import { loopbackSipConfig } from './gateway.js';
 import { leasePortRange, releasePortRange } from './ports.js';
 
 /**
@@ -15,18 +16,9 @@ export async function startBrowserGateway(
   const [port] = range;
   const config = parseConfig(
     {
+      ...loopbackSipConfig(port, port + 49),
       http: { host: opts.httpHost ?? '127.0.0.1', port: 0 },
       ...(opts.token ? { api: { token: opts.token } } : {}),
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: port,
-        rtpPortMax: port + 49,
-      },
       browser: { publicIp: '127.0.0.1', udpPortMin: port + 50, udpPortMax: port + 99, maxCalls: opts.maxCalls ?? 2 },
       routes: { local: { kind: 'local', greeting: opts.greeting ?? 'Hello caller, this is the local agent.' } },
       routing: { default: 'local' },

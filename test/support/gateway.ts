@@ -27,6 +27,28 @@ export async function startTestGateway(overrides: Record<string, unknown> = {}):
   return gw;
 }
 
+/**
+ * The sections a real gateway with the SIP front starts from in tests and benches: HTTP on a
+ * loopback ephemeral port, records in memory, no shutdown drain, SIP on loopback port 0 with RTP in
+ * [rtpMin, rtpMax]. `sip` adds or overrides SIP keys; spread the result and add trunks, routes, etc.
+ */
+export function loopbackSipConfig(rtpMin: number, rtpMax: number, sip: Record<string, unknown> = {}) {
+  return {
+    http: { host: '127.0.0.1', port: 0 },
+    records: { path: ':memory:' },
+    shutdown: { drainSec: 0 },
+    sip: {
+      enabled: true,
+      host: '127.0.0.1',
+      port: 0,
+      publicAddress: '127.0.0.1',
+      rtpPortMin: rtpMin,
+      rtpPortMax: rtpMax,
+      ...sip,
+    },
+  };
+}
+
 /** A simulated call in progress: a memory leg bridged through the gateway's own connector. */
 export async function simulatedCall(
   gw: Gateway,

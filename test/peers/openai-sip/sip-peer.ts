@@ -7,7 +7,7 @@ import { testLogger } from '../../../src/core/logger.js';
 import { EmbeddedSipEngine } from '../../../src/sip/embedded.js';
 import type { IncomingInvite, SipDialog } from '../../../src/sip/engine.js';
 import { buildRtp, parseRtp } from '../../../src/sip/rtp.js';
-import { answerDirection, buildAnswer, readOffer, type G711 } from '../../../src/sip/sdp.js';
+import { answerDirection, buildAnswer, readOffer, type AudioOffer, type G711 } from '../../../src/sip/sdp.js';
 import type { OpenAiApiStandIn, RecordedRequest } from './api-standin.js';
 import { incomingCallEvent, postSignedWebhook } from './webhook-signer.js';
 
@@ -57,6 +57,22 @@ export class RtpToneEndpoint {
     this.remote = { address, port };
     this.codec = createCodec(codec === 'PCMA' ? PCMA_8K : PCMU_8K);
     this.payloadType = payloadType;
+  }
+
+  /** Opens the socket, aims it at an offer's media and returns the answer SDP (this port, the offer's law). */
+  async answer(offer: AudioOffer, sessionId = 1): Promise<string> {
+    const port = await this.start();
+    this.setRemote(offer.address, offer.port, offer.codec, offer.payloadType);
+    return buildAnswer({
+      address: '127.0.0.1',
+      port,
+      sessionId,
+      version: 1,
+      codec: offer.codec,
+      payloadType: offer.payloadType,
+      dtmfPayloadType: offer.dtmfPayloadType,
+      direction: answerDirection(offer.direction),
+    });
   }
 
   startSending(): void {
@@ -235,20 +251,8 @@ export class OpenAiSipPeer {
     }
     if (call.decision.action !== 'accept' || call.decision.problems.length) return refuse(603);
     if (inv.cancelled) return;
-    const port = await media.start();
-    const { offer } = offered;
-    call.codec = offer.codec;
-    media.setRemote(offer.address, offer.port, offer.codec, offer.payloadType);
-    const sdp = buildAnswer({
-      address: '127.0.0.1',
-      port,
-      sessionId: Math.floor(Math.random() * 1e9),
-      version: 1,
-      codec: offer.codec,
-      payloadType: offer.payloadType,
-      dtmfPayloadType: offer.dtmfPayloadType,
-      direction: answerDirection(offer.direction),
-    });
+    call.codec = offered.offer.codec;
+    const sdp = await media.answer(offered.offer, Math.floor(Math.random() * 1e9));
     try {
       call.dialog = await inv.answer(sdp);
     } catch {

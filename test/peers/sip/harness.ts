@@ -11,8 +11,12 @@ import { testLogger } from '../../../src/core/logger.js';
 import { buildFronts } from '../../../src/fronts.js';
 import { Gateway } from '../../../src/gateway.js';
 import { SipFront } from '../../../src/sip/front.js';
+import { tagOf, type SipMessage } from '../../../src/sip/message.js';
 import { ToneAi } from '../tone-ai.js';
+import { newId, type RawSipPeer, request, sdpOffer } from './udp-peer.js';
+import { loopbackSipConfig } from '../../support/gateway.js';
 import { leasePortRange, releasePortRange } from '../../support/ports.js';
+import { udpBound } from '../../support/udp.js';
 
 export { ToneAi };
 
@@ -49,19 +53,7 @@ export async function startSipHarness(opts: SipHarnessOptions = {}): Promise<Sip
   const rtpMin = rtpRange[0];
   const config = parseConfig(
     {
-      http: { host: '127.0.0.1', port: 0 },
-      records: { path: ':memory:' },
-      shutdown: { drainSec: 0 },
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMin + 199,
-        rtpTimeoutSec: 5,
-        ...opts.sip,
-      },
+      ...loopbackSipConfig(rtpMin, rtpMin + 199, { rtpTimeoutSec: 5, ...opts.sip }),
       trunks: opts.trunks ?? [
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', maxCalls: 60 },
       ],
@@ -189,9 +181,48 @@ export async function runSipp(opts: {
   }
 }
 
+/**
+ * sipp as the called phone: UAS `scenario` listening on `port`. Resolves once it listens, with its
+ * run in `sipp` (wrapped, so that awaiting the phone does not await the run).
+ */
+export async function sippPhone(
+  scenario: string,
+  port: number,
+  opts: { vars?: Record<string, string>; calls?: number } = {},
+): Promise<{ sipp: Promise<SippResult> }> {
+  const args = ['-p', String(port)];
+  // The target is unused by a UAS.
+  const sipp = runSipp({ scenario, target: '127.0.0.1:5060', args, timeoutSec: 30, ...opts });
+  await udpBound(port);
+  return { sipp };
+}
+
 /** The next call the gateway creates (register before the INVITE goes out). */
 export const nextCall = (h: { gw: Gateway }): Promise<Call> =>
   new Promise<Call>((r) => h.gw.ctx.registry.once('created', r));
+
+/**
+ * A call from a raw UDP carrier peer: INVITE (an audio offer on `rtpPort`, plus `extra` headers),
+ * the 200, its ACK; returns what a test needs to continue the dialog.
+ */
+export async function rawPeerCall(
+  h: { gw: Gateway; port: number },
+  peer: RawSipPeer,
+  opts: { rtpPort: number; extra?: string[] },
+): Promise<{ callId: string; toTag: string; ok: SipMessage; call: Call }> {
+  const callId = newId();
+  const created = nextCall(h);
+  const sdp = sdpOffer(opts.rtpPort);
+  peer.send(request({ callId, localPort: peer.port, targetPort: h.port, sdp, extra: opts.extra }), h.port);
+  const ok = await peer.waitFor(
+    (m) => m.kind === 'response' && m.status === 200 && m.headers.get('call-id') === callId,
+    3000,
+    '200',
+  );
+  const toTag = tagOf(ok.headers.get('to'))!;
+  peer.send(request({ callId, method: 'ACK', toTag, localPort: peer.port, targetPort: h.port }), h.port);
+  return { callId, toTag, ok, call: await created };
+}
 
 /** Where sipp sends its INVITEs for a harness. */
 export const sippTarget = (h: SipHarness): string => `127.0.0.1:${h.port}`;
