@@ -154,10 +154,20 @@ describe('bridged transfer over SIP (sipp caller, sipp person through the trunk)
     aiTransfers(rt, { destination: '+250788000111', brief: 'They want to dispute a bill.' });
     await waitFor(() => call.transfers.length === 1, 30_000, 'transfer outcome');
     expect(call.transfers[0]).toMatchObject({ outcome: 'bridged', warm: true });
-    await sleep(1500);
+    const isCaller = (f: Int16Array) => toneLevelDb(f, 8000, CALLER_HZ) > -20;
+    // Over 40 frames of the caller once bridged (waited for: a loaded box delays the bridge, not the count).
+    const callerFramesAfterJoin = () => {
+      const heard = human.heard.map((f) => f.pcm);
+      const first = heard.findIndex(isCaller);
+      return first < 0 ? 0 : heard.slice(first + 5).filter(isCaller).length;
+    };
+    await waitFor(
+      () => callerFramesAfterJoin() > 40,
+      20_000,
+      () => `caller frames heard: ${callerFramesAfterJoin()}`,
+    );
     // 20 ms frames the person received, in order: loud speech first, then the caller's tone.
     const frames = human.heard.map((f) => f.pcm);
-    const isCaller = (f: Int16Array) => toneLevelDb(f, 8000, CALLER_HZ) > -20;
     const firstLoud = frames.findIndex((f) => dbfsOf(f) > -40);
     const firstCaller = frames.findIndex(isCaller);
     expect(firstLoud).toBeGreaterThanOrEqual(0);
