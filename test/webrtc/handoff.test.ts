@@ -2,12 +2,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { runSipp } from '../peers/sip/harness.js';
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
-import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { API_TOKEN } from '../peers/whatsapp/harness.js';
+import { toneSource } from '../peers/whatsapp/tone-source.js';
+import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
-import { leasePortRange, releasePortRange } from '../support/ports.js';
 import { freeUdpPort } from '../support/free-ports.js';
 import { udpBound } from '../support/udp.js';
+import { startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -17,7 +18,7 @@ import { udpBound } from '../support/udp.js';
 const USER_HZ = 500;
 const HUMAN_HZ = 1300;
 
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
+let cleanups: Cleanups = [];
 afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
@@ -26,38 +27,10 @@ afterEach(async () => {
 describe('WhatsApp caller handed to a SIP person', () => {
   it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
     const phonePort = await freeUdpPort();
-    const rtpRange = leasePortRange(100);
-    cleanups.push(() => releasePortRange(rtpRange));
-    const [rtpMin, rtpMax] = rtpRange;
-    const h: Harness = await startHarness({
-      routes: {
-        local: {
-          kind: 'local',
-          greeting: 'Hello caller.',
-          transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
-        },
-      },
-      config: {
-        sip: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: 0,
-          publicAddress: '127.0.0.1',
-          rtpPortMin: rtpMin,
-          rtpPortMax: rtpMax,
-        },
-        trunks: [
-          {
-            name: 'mtn-rwanda',
-            allow: ['127.0.0.1/32'],
-            countryCode: '250',
-            nationalPrefix: '0',
-            dialUri: `sip:127.0.0.1:${phonePort}`,
-          },
-        ],
-      },
+    const h = await startSipWhatsAppHarness(cleanups, {
+      transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
+      dialUri: `sip:127.0.0.1:${phonePort}`,
     });
-    cleanups.push(() => h.stop());
     const human = new RtpEndpoint();
     human.freq = HUMAN_HZ;
     const rtpPort = await human.start();
@@ -74,7 +47,7 @@ describe('WhatsApp caller handed to a SIP person', () => {
 
     const user = h.user('250788123456');
     await user.call(30_000);
-    user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
+    user.startSending(toneSource(USER_HZ));
     await waitFor(() => h.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
     const call: Call = h.gw.ctx.registry.list({ front: 'whatsapp' })[0]!;
 
