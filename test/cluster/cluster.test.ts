@@ -3,15 +3,14 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
-import { clusterConfig } from './rig.js';
+import { api, startPair, type Pair } from './rig.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { startDispatcher, type KamailioDispatcher } from '../peers/kamailio/dispatcher.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
-import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
+import { runSipp, SIPP_NUMS, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
 import { leasePortRange } from '../support/ports.js';
-import { freeUdpPort } from '../support/free-ports.js';
-import { freeTcpPort } from '../support/free-ports.js';
+import { freeTcpPort, freeUdpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -39,21 +38,17 @@ async function until(cond: () => Promise<boolean>, ms: number, what: string): Pr
 
 let redis: RedisServer;
 let kam: KamailioDispatcher;
-const gws: Record<'a' | 'b', SipHarness> = {} as Record<'a' | 'b', SipHarness>;
+const gws = {} as Pair;
 const pcap = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 
 beforeAll(async () => {
   if (missing.length) return;
   redis = await startRedis();
-  for (const id of ['a', 'b'] as const) {
-    const httpPort = await freeTcpPort();
-    gws[id] = await startSipHarness({
-      trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
-      // sipp plays 1.5 s of tone, then holds the call silently for seconds.
-      sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
-      config: clusterConfig(`gw-${id}`, httpPort, redis.url, SECRET),
-    });
-  }
+  await startPair(gws, redis.url, SECRET, {
+    trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
+    // sipp plays 1.5 s of tone, then holds the call silently for seconds.
+    sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
+  });
   kam = await startDispatcher([`127.0.0.1:${gws.a.port}`, `127.0.0.1:${gws.b.port}`]);
 }, 60_000);
 
@@ -62,13 +57,6 @@ afterAll(async () => {
   await kam?.stop();
   await redis?.stop();
 });
-
-const api = (h: SipHarness, method: string, path: string, body?: unknown) =>
-  fetch(`http://127.0.0.1:${h.gw.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
-    body: body !== undefined ? JSON.stringify(body) : undefined,
-  }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
 
 const throughKamailio = (calls: number, pauseMs: number, args: string[] = []) =>
   runSipp({
