@@ -4,7 +4,7 @@ import type { SipFront } from '../../src/sip/front.js';
 import { runSipp, SIPP_NUMS } from '../peers/sip/harness.js';
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN, type Harness } from '../peers/whatsapp/harness.js';
-import { toneSource } from '../peers/whatsapp/tone-source.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { api, openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';

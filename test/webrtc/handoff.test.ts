@@ -3,7 +3,7 @@ import type { Call } from '../../src/core/call.js';
 import { runSipp } from '../peers/sip/harness.js';
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN } from '../peers/whatsapp/harness.js';
-import { toneSource } from '../peers/whatsapp/tone-source.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
 import { freeUdpPort } from '../support/free-ports.js';
