@@ -1,7 +1,10 @@
+import { expect } from 'vitest';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
+import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { leasePortRange, releasePortRange } from '../support/ports.js';
+import type { Cleanups } from '../sip/handoff-rig.js';
 
-export type Cleanups = (() => Promise<unknown> | unknown)[];
+export type { Cleanups };
 
 /**
  * A WhatsApp harness with the SIP front on as well (RTP ports from a leased range) and one carrier
@@ -33,4 +36,17 @@ export async function startSipWhatsAppHarness(
   });
   cleanups.push(() => h.stop());
   return h;
+}
+
+/** What one party heard across the bridge: more than `minSamples`, its tone `hz` within `maxOffHz`, at -20 dB or louder. */
+export function expectBridgedTone(
+  pcm: Int16Array,
+  rate: number,
+  hz: number,
+  minSamples: number,
+  maxOffHz: number,
+): void {
+  expect(pcm.length).toBeGreaterThan(minSamples);
+  expect(Math.abs(dominantFrequency(pcm, rate) - hz)).toBeLessThan(maxOffHz);
+  expect(toneLevelDb(pcm, rate, hz)).toBeGreaterThan(-20);
 }

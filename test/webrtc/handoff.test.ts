@@ -1,14 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
-import { runSipp } from '../peers/sip/harness.js';
-import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
 import { API_TOKEN } from '../peers/whatsapp/harness.js';
 import { toneSource } from '../peers/whatsapp/tones.js';
-import { dominantFrequency, toneLevelDb } from '../support/audio.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
 import { freeUdpPort } from '../support/free-ports.js';
-import { udpBound } from '../support/udp.js';
-import { startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
+import { HUMAN_HZ, person } from '../sip/handoff-rig.js';
+import { expectBridgedTone, startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -16,7 +13,6 @@ import { startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
  * WhatsApp call with Graph terminate.
  */
 const USER_HZ = 500;
-const HUMAN_HZ = 1300;
 
 let cleanups: Cleanups = [];
 afterEach(async () => {
@@ -31,19 +27,11 @@ describe('WhatsApp caller handed to a SIP person', () => {
       transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
       dialUri: `sip:127.0.0.1:${phonePort}`,
     });
-    const human = new RtpEndpoint();
-    human.freq = HUMAN_HZ;
-    const rtpPort = await human.start();
-    cleanups.push(() => human.stop());
-    const sipp = runSipp({
-      scenario: 'uas-party.xml',
-      target: '127.0.0.1:5060',
-      vars: { RTPPORT: String(rtpPort), EXPECT_USER: '.250788000111', RING_MS: '1000', TALK_MS: '5000' },
-      args: ['-p', String(phonePort)],
-      timeoutSec: 40,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(phonePort);
+    const { human, sipp } = await person(
+      cleanups,
+      { phonePort },
+      { user: '.250788000111', ringMs: 1000, talkMs: 5000, timeoutSec: 40 },
+    );
 
     const user = h.user('250788123456');
     await user.call(30_000);
@@ -59,13 +47,9 @@ describe('WhatsApp caller handed to a SIP person', () => {
     await sleep(2500);
 
     const atHuman = human.audioSince(talk + 300);
-    expect(atHuman.length).toBeGreaterThan(8000);
-    expect(Math.abs(dominantFrequency(atHuman, 8000) - USER_HZ)).toBeLessThan(10);
-    expect(toneLevelDb(atHuman, 8000, USER_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atHuman, 8000, USER_HZ, 8000, 10);
     const atUser = user.decodeReceived(talk + 300);
-    expect(atUser.length).toBeGreaterThan(48000);
-    expect(Math.abs(dominantFrequency(atUser, 48000) - HUMAN_HZ)).toBeLessThan(15);
-    expect(toneLevelDb(atUser, 48000, HUMAN_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atUser, 48000, HUMAN_HZ, 48000, 15);
 
     const res = await sipp;
     expect(res.code, res.errors + res.messages.slice(-2000)).toBe(0);
