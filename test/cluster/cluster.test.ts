@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
@@ -9,8 +9,7 @@ import { startDispatcher, type KamailioDispatcher } from '../peers/kamailio/disp
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
 import { runSipp, SIPP_NUMS, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { leasePortRange } from '../support/ports.js';
-import { freeTcpPort, freeUdpPort } from '../support/free-ports.js';
+import { startGatewayProcess } from '../support/gateway-process.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -144,41 +143,23 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
   });
 
   it('SIGKILL: a dead gateway process drops out; its calls expire from Redis within the TTL and the counter recovers', async () => {
-    const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
-    const [rtpBase] = leasePortRange(100);
-    let out = '';
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: {
-        ...process.env,
-        LOG_LEVEL: 'info',
-        API_TOKEN: TEST_TOKEN,
-        GW__HTTP__HOST: '127.0.0.1',
-        GW__HTTP__PORT: String(httpPort),
-        GW__SIP__HOST: '127.0.0.1',
-        GW__SIP__PORT: String(sipPort),
+    const g = await startGatewayProcess({
+      token: TEST_TOKEN,
+      records: ':memory:',
+      readyMs: 90_000,
+      env: ({ httpPort }) => ({
         GW__SIP__PUBLIC_ADDRESS: '127.0.0.1',
-        GW__SIP__RTP_PORT_MIN: String(rtpBase),
-        GW__SIP__RTP_PORT_MAX: String(rtpBase + 99),
         GW__TRUNKS: JSON.stringify([{ ...TRUNK, maxCalls: MAX_CALLS }]),
-        GW__RECORDS__PATH: ':memory:',
         GW__CLUSTER__INSTANCE_ID: 'gw-c',
         GW__CLUSTER__ADVERTISE_URL: `http://127.0.0.1:${httpPort}`,
         GW__CLUSTER__SECRET: SECRET,
         GW__CLUSTER__HEARTBEAT_SEC: '0.5',
         GW__CLUSTER__TTL_SEC: '2',
         GW__CLUSTER__REDIS__URL: redis.url,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      }),
     });
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const { sipPort } = g;
     try {
-      // A cold `tsx` start of the whole gateway: slow on a loaded box, so a generous bound.
-      await waitFor(
-        () => out.includes('gateway ready'),
-        90_000,
-        () => `gw-c ready; its output: ${out.slice(-1500)}`,
-      );
       const calls = runSipp({
         scenario: 'uac-audio.xml',
         target: `127.0.0.1:${sipPort}`,
@@ -193,7 +174,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
       expect((listed.body.calls as unknown[]).length).toBe(3);
       expect((listed.body.instances as { id: string; calls: number }[]).find((i) => i.id === 'gw-c')?.calls).toBe(3);
 
-      child.kill('SIGKILL');
+      g.proc.kill('SIGKILL');
       const killedAt = Date.now();
       await until(async () => (await cluster.count('trunk:mtn-rwanda')) === 0, 10_000, 'counter recovered');
       // ttl 2 s, plus one heartbeat's slack for the last refresh before the kill.
@@ -206,7 +187,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
       await cluster.release('probe');
       await calls.catch(() => undefined);
     } finally {
-      child.kill('SIGKILL');
+      g.proc.kill('SIGKILL');
     }
   }, 150_000);
 

@@ -21,18 +21,22 @@ export interface GatewayProcess {
 }
 
 /**
- * The gateway as `npm start` runs it (env config, a fresh records file), resolved once it logs
- * "gateway ready". `preload` adds `--import` modules (a test hook); a start that never gets ready
- * is killed before the error is thrown.
+ * The gateway as `npm start` runs it (env config, a fresh records file unless `records` is given),
+ * resolved once it logs "gateway ready". `preload` adds `--import` modules (a test hook), `env` more
+ * GW__ keys (given the ports); a start that never gets ready is killed before the error is thrown.
  */
 export async function startGatewayProcess(o: {
   token: string;
-  drainSec: number;
+  drainSec?: number;
   preload?: string[];
+  records?: string;
+  env?: (ports: { httpPort: number; sipPort: number }) => Record<string, string>;
+  /** A cold `tsx` start of the whole gateway is slow on a loaded box. */
+  readyMs?: number;
 }): Promise<GatewayProcess> {
   const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
   const [rtpBase] = leasePortRange(100);
-  const records = join(mkdtempSync(join(tmpdir(), 'gw-proc-')), 'calls.sqlite');
+  const records = o.records ?? join(mkdtempSync(join(tmpdir(), 'gw-proc-')), 'calls.sqlite');
   let out = '';
   const imports = ['tsx', ...(o.preload ?? [])].flatMap((m) => ['--import', m]);
   const proc = spawn(process.execPath, [...imports, 'src/main.ts'], {
@@ -47,7 +51,8 @@ export async function startGatewayProcess(o: {
       GW__SIP__RTP_PORT_MIN: String(rtpBase),
       GW__SIP__RTP_PORT_MAX: String(rtpBase + 99),
       GW__RECORDS__PATH: records,
-      GW__SHUTDOWN__DRAIN_SEC: String(o.drainSec),
+      ...(o.drainSec !== undefined && { GW__SHUTDOWN__DRAIN_SEC: String(o.drainSec) }),
+      ...o.env?.({ httpPort, sipPort }),
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -55,7 +60,11 @@ export async function startGatewayProcess(o: {
   proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   try {
-    await waitFor(() => out.includes('gateway ready'), 40_000, 'gateway ready log'); // slow start on a busy box
+    await waitFor(
+      () => out.includes('gateway ready'),
+      o.readyMs ?? 40_000,
+      () => `gateway ready log; its output: ${out.slice(-1500)}`,
+    );
   } catch (err) {
     proc.kill('SIGKILL');
     throw err;
