@@ -1,17 +1,16 @@
 import { BackendRegistry } from '../src/ai/backends.js';
-import { type RealtimeRouteConfig, routeSchema } from '../src/config/schema.js';
 import { createCodec } from '../src/core/audio/codecs.js';
 import { PCMU_8K } from '../src/core/audio/format.js';
 import { CallConnector } from '../src/core/connector.js';
 import { FrameClock } from '../src/core/frame-clock.js';
 import { testLogger } from '../src/core/logger.js';
 import { CallRegistry } from '../src/core/registry.js';
-import { Router } from '../src/core/router.js';
 import type { LatencySample } from '../src/core/turn-latency.js';
 import { RealtimeTestServer } from '../test/peers/realtime/server.js';
 import { frames, tone } from '../test/support/audio.js';
 import { MemoryLeg } from '../test/support/memory-leg.js';
 import { type BenchSection, percentile, table } from './stats.js';
+import { benchRoute, routerFor } from './realtime-route.js';
 
 /** Calls in the run (BENCH_CALLS overrides, e.g. 10 for a quick local check). */
 const CALLS = Number(process.env.BENCH_CALLS ?? 100);
@@ -31,18 +30,13 @@ const CALLER_TURN = frames(tone(1000, 8000, 600, 8000), 160).map((f) => pcmu.enc
 export async function benchAiTurns(): Promise<BenchSection> {
   const server = new RealtimeTestServer({ toneMs: 800 });
   await server.start();
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-bench',
-    transcription: false,
-  }) as RealtimeRouteConfig;
+  const route = benchRoute(server.url);
   const samples: LatencySample[] = [];
   const clock = new FrameClock();
   const registry = new CallRegistry(testLogger());
   const backends = new BackendRegistry();
   const connector = new CallConnector({
-    router: new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] }),
+    router: routerFor(route),
     clock,
     backendFor: (r) => backends.backendFor(r),
     hooks: { onLatency: (s) => samples.push(s) },

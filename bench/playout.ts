@@ -1,5 +1,4 @@
 import { RealtimeBackend } from '../src/ai/realtime/backend.js';
-import { type RealtimeRouteConfig, routeSchema } from '../src/config/schema.js';
 import { createCodec } from '../src/core/audio/codecs.js';
 import { PCMU_8K } from '../src/core/audio/format.js';
 import type { Bridge } from '../src/core/bridge.js';
@@ -7,11 +6,11 @@ import { CallConnector } from '../src/core/connector.js';
 import { FrameClock } from '../src/core/frame-clock.js';
 import { testLogger } from '../src/core/logger.js';
 import { CallRegistry } from '../src/core/registry.js';
-import { Router } from '../src/core/router.js';
 import { type RealtimeTestServerOptions, RealtimeTestServer } from '../test/peers/realtime/server.js';
 import { frames, tone } from '../test/support/audio.js';
 import { MemoryLeg } from '../test/support/memory-leg.js';
 import { type BenchSection, summarize, table } from './stats.js';
+import { benchRoute, routerFor } from './realtime-route.js';
 
 const CALLS = 10;
 const TURNS = 3;
@@ -49,17 +48,11 @@ function holesIn(written: Buffer[]): { holes: number; frames: number } {
 async function scenario(opts: RealtimeTestServerOptions): Promise<ReplyFigures[]> {
   const server = new RealtimeTestServer({ toneMs: REPLY_MS, ...opts });
   await server.start();
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-bench',
-    transcription: false,
-    firstTurn: { mode: 'none' },
-  }) as RealtimeRouteConfig;
+  const route = benchRoute(server.url, { firstTurn: { mode: 'none' } });
   const backend = new RealtimeBackend(route);
   const registry = new CallRegistry(testLogger());
   const connector = new CallConnector({
-    router: new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] }),
+    router: routerFor(route),
     clock: new FrameClock(),
     backendFor: () => backend,
   });

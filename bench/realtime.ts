@@ -1,6 +1,5 @@
 import { RealtimeBackend } from '../src/ai/realtime/backend.js';
 import type { RealtimeHooks } from '../src/ai/realtime/session.js';
-import { type RealtimeRouteConfig, routeSchema } from '../src/config/schema.js';
 import { createCodec } from '../src/core/audio/codecs.js';
 import { PCMU_8K } from '../src/core/audio/format.js';
 import type { Bridge } from '../src/core/bridge.js';
@@ -8,11 +7,11 @@ import { CallConnector } from '../src/core/connector.js';
 import { FrameClock } from '../src/core/frame-clock.js';
 import { testLogger } from '../src/core/logger.js';
 import { CallRegistry } from '../src/core/registry.js';
-import { Router } from '../src/core/router.js';
 import { RealtimeTestServer } from '../test/peers/realtime/server.js';
 import { frames, tone } from '../test/support/audio.js';
 import { MemoryLeg } from '../test/support/memory-leg.js';
 import { type BenchSection, summarize, table } from './stats.js';
+import { benchRoute, routerFor } from './realtime-route.js';
 
 const SESSIONS = 100;
 const RUN_MS = 15_000;
@@ -75,19 +74,14 @@ export async function benchRealtime(): Promise<BenchSection> {
       if (leg?.bridge?.playout.empty) leg.awaitingSince = receivedAt;
     },
   };
-  const route = routeSchema.parse({
-    kind: 'realtime',
-    url: server.url,
-    apiKey: 'sk-bench',
-    transcription: false,
-  }) as RealtimeRouteConfig;
+  const route = benchRoute(server.url);
   const backend = new RealtimeBackend(route, hooks);
   const clock = new FrameClock();
   const lateness: number[] = [];
   clock.onLateness = (l) => lateness.push(l);
   const registry = new CallRegistry(testLogger());
   const connector = new CallConnector({
-    router: new Router({ routes: { openai: route }, routing: { default: 'openai', rules: [] }, trunks: [] }),
+    router: routerFor(route),
     clock,
     backendFor: () => backend,
   });

@@ -7,7 +7,7 @@ import { testLogger } from '../src/core/logger.js';
 import { buildFronts } from '../src/fronts.js';
 import { Gateway } from '../src/gateway.js';
 import { WEBHOOK_PATH } from '../src/webrtc/front.js';
-import { APP_SECRET, VERIFY_TOKEN } from '../test/peers/whatsapp/harness.js';
+import { APP_SECRET, whatsappConfig, type GraphInfo } from '../test/peers/whatsapp/harness.js';
 import { ToneAi } from '../test/peers/tone-ai.js';
 import { percentile, table, type BenchSection } from './stats.js';
 
@@ -19,13 +19,6 @@ const PROBE_MS = 6000;
 const TARGET_CORE_PCT = 70;
 const LOAD_MS = 25_000;
 const MAX_CALLS = 150;
-
-interface GraphInfo {
-  baseUrl: string;
-  accessToken: string;
-  phoneNumberId: string;
-  version: string;
-}
 
 interface StepResult {
   calls: number;
@@ -107,18 +100,7 @@ export async function benchWhatsapp(): Promise<BenchSection> {
         sip: { enabled: false },
         records: { path: ':memory:' },
         shutdown: { drainSec: 0 },
-        whatsapp: {
-          enabled: true,
-          phoneNumberId: graph.phoneNumberId,
-          accessToken: graph.accessToken,
-          appSecret: APP_SECRET,
-          verifyToken: VERIFY_TOKEN,
-          graphBaseUrl: graph.baseUrl,
-          graphVersion: graph.version,
-          publicIp: '127.0.0.1',
-          udpPortMin: 42000,
-          udpPortMax: 42999,
-        },
+        whatsapp: whatsappConfig(graph, [42000, 42999]),
       },
       {},
     );

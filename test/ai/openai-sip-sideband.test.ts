@@ -7,10 +7,11 @@ import type { OpenAiSipRouteConfig } from '../../src/config/schema.js';
 import type { Call } from '../../src/core/call.js';
 import type { Gateway } from '../../src/gateway.js';
 import { concat, dbfsOf, dominantFrequency, frames, tone } from '../support/audio.js';
-import { api, sleep, startTestGateway, waitFor } from '../support/gateway.js';
+import { api, sleep, waitFor } from '../support/gateway.js';
 import { MemoryLeg } from '../support/memory-leg.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { FakeOpenAiSipDialer } from '../peers/openai-sip/fake-dialer.js';
+import { startFakeDialGateway } from '../peers/openai-sip/route.js';
 import { RealtimeTestServer } from '../peers/realtime/server.js';
 
 const SECRET = `whsec_${Buffer.from('openai-sip-sideband-secret-0123').toString('base64')}`;
@@ -39,34 +40,21 @@ beforeEach(async () => {
   const apiBaseUrl = await standIn.start();
   rt = new RealtimeTestServer();
   await rt.start();
-  gw = await startTestGateway({
-    routes: {
-      local: { kind: 'local', greeting: 'Hello caller.' },
-      openai_sip: {
-        kind: 'openai-sip',
-        projectId: 'proj_test',
-        webhookSecret: SECRET,
-        apiKey: API_KEY,
-        apiBaseUrl,
-        realtimeUrl: rt.url,
-        connectTimeoutMs: 2000,
-        firstTurn: { mode: 'none' }, // these tests count answers from the caller's first turn
-        transfer: { allow: ['+25078*'] },
-        tools: [
-          {
-            name: 'lookup_order',
-            description: 'Order status',
-            url: `http://127.0.0.1:${(toolHttp.address() as AddressInfo).port}/orders`,
-            parameters: { type: 'object', properties: { order: { type: 'string' } }, required: ['order'] },
-            timeoutMs: 2000,
-          },
-        ],
+  ({ gw, dialer } = await startFakeDialGateway({ secret: SECRET, apiKey: API_KEY, apiBaseUrl }, standIn, {
+    realtimeUrl: rt.url,
+    connectTimeoutMs: 2000,
+    firstTurn: { mode: 'none' }, // these tests count answers from the caller's first turn
+    transfer: { allow: ['+25078*'] },
+    tools: [
+      {
+        name: 'lookup_order',
+        description: 'Order status',
+        url: `http://127.0.0.1:${(toolHttp.address() as AddressInfo).port}/orders`,
+        parameters: { type: 'object', properties: { order: { type: 'string' } }, required: ['order'] },
+        timeoutMs: 2000,
       },
-    },
-    routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },
-  });
-  dialer = new FakeOpenAiSipDialer(() => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/openai_sip`, SECRET, standIn);
-  gw.ctx.legDialer = dialer;
+    ],
+  }));
 });
 
 afterEach(async () => {

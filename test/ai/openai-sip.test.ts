@@ -8,6 +8,7 @@ import { startTestGateway, sleep, TEST_TOKEN, waitFor } from '../support/gateway
 import { MemoryLeg } from '../support/memory-leg.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
 import { FakeOpenAiSipDialer } from '../peers/openai-sip/fake-dialer.js';
+import { startFakeDialGateway } from '../peers/openai-sip/route.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
 
 const SECRET = `whsec_${Buffer.from('openai-sip-test-secret-0123456789').toString('base64')}`;
@@ -22,23 +23,10 @@ const projectUrl = () => `http://127.0.0.1:${gw.httpPort}/webhooks/openai/proj_t
 beforeEach(async () => {
   standIn = new OpenAiApiStandIn(API_KEY);
   const apiBaseUrl = await standIn.start();
-  gw = await startTestGateway({
-    routes: {
-      local: { kind: 'local', greeting: 'Hello caller.' },
-      openai_sip: {
-        kind: 'openai-sip',
-        projectId: 'proj_test',
-        webhookSecret: SECRET,
-        apiKey: API_KEY,
-        apiBaseUrl,
-        instructions: 'Be a test.',
-        sideband: false,
-      },
-    },
-    routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },
-  });
-  dialer = new FakeOpenAiSipDialer(webhookUrl, SECRET, standIn);
-  gw.ctx.legDialer = dialer;
+  ({ gw, dialer } = await startFakeDialGateway({ secret: SECRET, apiKey: API_KEY, apiBaseUrl }, standIn, {
+    instructions: 'Be a test.',
+    sideband: false,
+  }));
 });
 afterEach(async () => {
   await gw.stop('test_done', 0);

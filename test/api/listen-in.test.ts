@@ -38,6 +38,12 @@ type PhoneWindow = { phone: { listenLevelAt(id: string, hz: number): number; isL
 const levelAt = (page: Page, id: string, hz: number) =>
   page.evaluate(([i, f]) => (window as unknown as PhoneWindow).phone.listenLevelAt(i as string, f as number), [id, hz]);
 
+/** The listener hears `hz` more than 25 dB above 2500 Hz (a frequency neither side plays), within `timeoutMs`. */
+const expectHeard = (page: Page, id: string, hz: number, timeoutMs: number) =>
+  expect
+    .poll(async () => (await levelAt(page, id, hz)) - (await levelAt(page, id, 2500)), { timeout: timeoutMs })
+    .toBeGreaterThan(25);
+
 describe('console listen-in (receive-only browser WebRTC leg) in headless Chromium', () => {
   it('hears the caller and the AI mixed; a second listener over the limit gets 486; leaving does not disturb the call', async () => {
     const page = await browser.newPage();
@@ -51,16 +57,8 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
 
     // Both directions reach the listener: the caller's 1000 Hz and the AI's 440 Hz stand well above
     // a frequency neither side plays.
-    await expect
-      .poll(async () => (await levelAt(page, call.id, 1000)) - (await levelAt(page, call.id, 2500)), {
-        timeout: 20_000,
-      })
-      .toBeGreaterThan(25);
-    await expect
-      .poll(async () => (await levelAt(page, call.id, 440)) - (await levelAt(page, call.id, 2500)), {
-        timeout: 10_000,
-      })
-      .toBeGreaterThan(25);
+    await expectHeard(page, call.id, 1000, 20_000);
+    await expectHeard(page, call.id, 440, 10_000);
     // A listener is not a call: nothing new in the registry, no new AI session.
     expect(h.gw.ctx.registry.size).toBe(registryBefore);
     expect(h.sessions.size).toBe(1);
@@ -88,11 +86,7 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
     // The freed slot can be taken again (the limit counts live listeners, not past ones)...
     await row.locator('button.listen').click();
     await row.locator('button.listen', { hasText: 'Stop listening' }).waitFor({ timeout: 5_000 });
-    await expect
-      .poll(async () => (await levelAt(page, call.id, 440)) - (await levelAt(page, call.id, 2500)), {
-        timeout: 20_000,
-      })
-      .toBeGreaterThan(25);
+    await expectHeard(page, call.id, 440, 20_000);
     // ...and the call's end hangs the listener up.
     expect((await api(h.gw)('DELETE', `/v1/calls/${call.id}`, {})).status).toBe(200);
     await expect
@@ -118,16 +112,8 @@ describe('console listen-in (receive-only browser WebRTC leg) in headless Chromi
     await page.locator('#listen-state', { hasText: 'enter the API token' }).waitFor({ timeout: 5_000 });
     await page.fill('#listen-token', TEST_TOKEN);
     await page.locator('#listen button.listen').click();
-    await expect
-      .poll(async () => (await levelAt(page, call.id, 1000)) - (await levelAt(page, call.id, 2500)), {
-        timeout: 20_000,
-      })
-      .toBeGreaterThan(25);
-    await expect
-      .poll(async () => (await levelAt(page, call.id, 440)) - (await levelAt(page, call.id, 2500)), {
-        timeout: 10_000,
-      })
-      .toBeGreaterThan(25);
+    await expectHeard(page, call.id, 1000, 20_000);
+    await expectHeard(page, call.id, 440, 10_000);
     await page.locator('#listen button.listen').click();
     await page.locator('#listen-state', { hasText: 'listen-in ended' }).waitFor({ timeout: 10_000 });
     expect(call.ended).toBe(false);

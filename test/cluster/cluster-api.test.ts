@@ -3,12 +3,11 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
-import { clusterConfig } from './rig.js';
+import { api, startPair, type Pair } from './rig.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
-import { nextCall, runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
+import { nextCall, runSipp, SIPP_NUMS, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14, the ops API across instances: GET /v1/events on one instance carries every instance's
@@ -21,32 +20,19 @@ if (missing.length) console.warn(`SKIPPED cluster API test: ${missing.join(', ')
 const SECRET = 'cluster-api-secret-0123456789';
 
 let redis: RedisServer;
-const gws: Record<'a' | 'b', SipHarness> = {} as Record<'a' | 'b', SipHarness>;
+const gws = {} as Pair;
 const pcap = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1000)));
 
 beforeAll(async () => {
   if (missing.length) return;
   redis = await startRedis();
-  for (const id of ['a', 'b'] as const) {
-    const port = await freeTcpPort();
-    gws[id] = await startSipHarness({
-      sip: { rtpTimeoutSec: 60 },
-      config: clusterConfig(`gw-${id}`, port, redis.url, SECRET),
-    });
-  }
+  await startPair(gws, redis.url, SECRET, { sip: { rtpTimeoutSec: 60 } });
 }, 60_000);
 
 afterAll(async () => {
   await Promise.all(Object.values(gws).map((h) => h.stop()));
   await redis?.stop();
 });
-
-const api = (h: SipHarness, method: string, path: string, body?: unknown) =>
-  fetch(`http://127.0.0.1:${h.gw.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
-    body: body !== undefined ? JSON.stringify(body) : undefined,
-  }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
 
 /** A carrier call held up for `pauseMs` (sipp hangs up after), and the Call it became. */
 async function hold(h: SipHarness, pauseMs: number): Promise<{ call: Call; done: Promise<unknown> }> {

@@ -1,17 +1,15 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { dominantFrequency } from '../support/audio.js';
-import { clusterConfig } from './rig.js';
+import { api, startPair, type Pair } from './rig.js';
 import { TEST_TOKEN, waitFor } from '../support/gateway.js';
 import { startDispatcher, type KamailioDispatcher } from '../peers/kamailio/dispatcher.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
-import { runSipp, SIPP_NUMS, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
+import { runSipp, SIPP_NUMS, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { leasePortRange } from '../support/ports.js';
-import { freeUdpPort } from '../support/free-ports.js';
-import { freeTcpPort } from '../support/free-ports.js';
+import { startGatewayProcess } from '../support/gateway-process.js';
 
 /**
  * Issue 14: the scale-out topology on loopback, every piece real: redis-server for shared state,
@@ -39,21 +37,17 @@ async function until(cond: () => Promise<boolean>, ms: number, what: string): Pr
 
 let redis: RedisServer;
 let kam: KamailioDispatcher;
-const gws: Record<'a' | 'b', SipHarness> = {} as Record<'a' | 'b', SipHarness>;
+const gws = {} as Pair;
 const pcap = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 1500)));
 
 beforeAll(async () => {
   if (missing.length) return;
   redis = await startRedis();
-  for (const id of ['a', 'b'] as const) {
-    const httpPort = await freeTcpPort();
-    gws[id] = await startSipHarness({
-      trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
-      // sipp plays 1.5 s of tone, then holds the call silently for seconds.
-      sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
-      config: clusterConfig(`gw-${id}`, httpPort, redis.url, SECRET),
-    });
-  }
+  await startPair(gws, redis.url, SECRET, {
+    trunks: [{ ...TRUNK, maxCalls: MAX_CALLS }],
+    // sipp plays 1.5 s of tone, then holds the call silently for seconds.
+    sip: { rtpTimeoutSec: 30, trustedProxies: ['127.0.0.1/32'] },
+  });
   kam = await startDispatcher([`127.0.0.1:${gws.a.port}`, `127.0.0.1:${gws.b.port}`]);
 }, 60_000);
 
@@ -62,13 +56,6 @@ afterAll(async () => {
   await kam?.stop();
   await redis?.stop();
 });
-
-const api = (h: SipHarness, method: string, path: string, body?: unknown) =>
-  fetch(`http://127.0.0.1:${h.gw.httpPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TEST_TOKEN}`, 'content-type': 'application/json' },
-    body: body !== undefined ? JSON.stringify(body) : undefined,
-  }).then(async (r) => ({ status: r.status, body: (await r.json()) as Record<string, unknown> }));
 
 const throughKamailio = (calls: number, pauseMs: number, args: string[] = []) =>
   runSipp({
@@ -156,41 +143,23 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
   });
 
   it('SIGKILL: a dead gateway process drops out; its calls expire from Redis within the TTL and the counter recovers', async () => {
-    const [httpPort, sipPort] = await Promise.all([freeTcpPort(), freeUdpPort()]);
-    const [rtpBase] = leasePortRange(100);
-    let out = '';
-    const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
-      env: {
-        ...process.env,
-        LOG_LEVEL: 'info',
-        API_TOKEN: TEST_TOKEN,
-        GW__HTTP__HOST: '127.0.0.1',
-        GW__HTTP__PORT: String(httpPort),
-        GW__SIP__HOST: '127.0.0.1',
-        GW__SIP__PORT: String(sipPort),
+    const g = await startGatewayProcess({
+      token: TEST_TOKEN,
+      records: ':memory:',
+      readyMs: 90_000,
+      env: ({ httpPort }) => ({
         GW__SIP__PUBLIC_ADDRESS: '127.0.0.1',
-        GW__SIP__RTP_PORT_MIN: String(rtpBase),
-        GW__SIP__RTP_PORT_MAX: String(rtpBase + 99),
         GW__TRUNKS: JSON.stringify([{ ...TRUNK, maxCalls: MAX_CALLS }]),
-        GW__RECORDS__PATH: ':memory:',
         GW__CLUSTER__INSTANCE_ID: 'gw-c',
         GW__CLUSTER__ADVERTISE_URL: `http://127.0.0.1:${httpPort}`,
         GW__CLUSTER__SECRET: SECRET,
         GW__CLUSTER__HEARTBEAT_SEC: '0.5',
         GW__CLUSTER__TTL_SEC: '2',
         GW__CLUSTER__REDIS__URL: redis.url,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      }),
     });
-    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const { sipPort } = g;
     try {
-      // A cold `tsx` start of the whole gateway: slow on a loaded box, so a generous bound.
-      await waitFor(
-        () => out.includes('gateway ready'),
-        90_000,
-        () => `gw-c ready; its output: ${out.slice(-1500)}`,
-      );
       const calls = runSipp({
         scenario: 'uac-audio.xml',
         target: `127.0.0.1:${sipPort}`,
@@ -205,7 +174,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
       expect((listed.body.calls as unknown[]).length).toBe(3);
       expect((listed.body.instances as { id: string; calls: number }[]).find((i) => i.id === 'gw-c')?.calls).toBe(3);
 
-      child.kill('SIGKILL');
+      g.proc.kill('SIGKILL');
       const killedAt = Date.now();
       await until(async () => (await cluster.count('trunk:mtn-rwanda')) === 0, 10_000, 'counter recovered');
       // ttl 2 s, plus one heartbeat's slack for the last refresh before the kill.
@@ -218,7 +187,7 @@ describe.skipIf(missing.length > 0)('two gateways behind Kamailio with shared st
       await cluster.release('probe');
       await calls.catch(() => undefined);
     } finally {
-      child.kill('SIGKILL');
+      g.proc.kill('SIGKILL');
     }
   }, 150_000);
 

@@ -2,15 +2,15 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dominantFrequency } from '../support/audio.js';
-import { clusterConfig } from './rig.js';
+import { startPair, type Pair } from './rig.js';
 import { waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
+import { sipPeerRoute } from '../peers/openai-sip/route.js';
 import { OpenAiSipPeer } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
 import { startRedis, type RedisServer } from '../peers/redis/server.js';
-import { nextCall, runSipp, startSipHarness, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
+import { nextCall, runSipp, usePcapDir, type SipHarness } from '../peers/sip/harness.js';
 import { toneRtp, writePcap } from '../peers/sip/pcap.js';
-import { freeTcpPort } from '../support/free-ports.js';
 
 /**
  * Issue 14: OpenAI delivers `realtime.call.incoming` to whichever instance its webhook URL's load
@@ -27,7 +27,7 @@ const CLUSTER_SECRET = 'openai-cluster-secret-0123456789';
 let redis: RedisServer;
 let standIn: OpenAiApiStandIn;
 let peer: OpenAiSipPeer;
-const gws: Record<'a' | 'b', SipHarness> = {} as Record<'a' | 'b', SipHarness>;
+const gws = {} as Pair;
 const pcap = usePcapDir((dir) => writePcap(join(dir, 'pcma-1000.pcap'), toneRtp('PCMA', 1000, 3000)));
 const webhookOf = (h: SipHarness) => `http://127.0.0.1:${h.gw.httpPort}/webhooks/openai/proj_test`;
 
@@ -39,26 +39,10 @@ beforeAll(async () => {
   // OpenAI's webhook reaches the instance that did NOT dial it.
   peer = new OpenAiSipPeer({ webhookUrl: () => webhookOf(gws.b), secret: SECRET, api: standIn });
   await peer.start();
-  for (const id of ['a', 'b'] as const) {
-    const port = await freeTcpPort();
-    gws[id] = await startSipHarness({
-      routes: {
-        openai_sip: {
-          kind: 'openai-sip',
-          projectId: 'proj_test',
-          webhookSecret: SECRET,
-          apiKey: API_KEY,
-          apiBaseUrl,
-          sipUri: peer.uri('proj_test'),
-          instructions: 'You answer test calls.',
-          sideband: false,
-          unmatched: 'reject',
-        },
-      },
-      defaultRoute: 'openai_sip',
-      config: clusterConfig(`gw-${id}`, port, redis.url, CLUSTER_SECRET),
-    });
-  }
+  await startPair(gws, redis.url, CLUSTER_SECRET, {
+    routes: { openai_sip: sipPeerRoute(peer, { secret: SECRET, apiKey: API_KEY, apiBaseUrl }) },
+    defaultRoute: 'openai_sip',
+  });
 }, 60_000);
 
 afterAll(async () => {

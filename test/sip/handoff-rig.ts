@@ -95,8 +95,12 @@ export async function setup(cleanups: Cleanups, o: RigOptions): Promise<Rig> {
   return { h, rt, phonePort, caller, call, callerSipp };
 }
 
-/** The person: a sipp UAS at the trunk's dial URI with its media at a test RTP endpoint. */
-export async function person(cleanups: Cleanups, rig: Rig, vars: { user: string; ringMs: number; talkMs: number }) {
+/** The person: a sipp UAS at the trunk's dial URI with its media at a test RTP endpoint playing HUMAN_HZ. */
+export async function person(
+  cleanups: Cleanups,
+  rig: Pick<Rig, 'phonePort'>,
+  vars: { user: string; ringMs: number; talkMs: number; timeoutSec?: number },
+) {
   const human = new RtpEndpoint();
   human.freq = HUMAN_HZ;
   const rtpPort = await human.start();
@@ -111,7 +115,7 @@ export async function person(cleanups: Cleanups, rig: Rig, vars: { user: string;
       TALK_MS: String(vars.talkMs),
     },
     args: ['-p', String(rig.phonePort)],
-    timeoutSec: 25,
+    timeoutSec: vars.timeoutSec ?? 25,
   });
   cleanups.push(() => sipp);
   await udpBound(rig.phonePort);

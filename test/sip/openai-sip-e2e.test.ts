@@ -12,6 +12,7 @@ import { SipFront } from '../../src/sip/front.js';
 import { dominantFrequency, loudestToneDb } from '../support/audio.js';
 import { loopbackSipConfig, waitFor } from '../support/gateway.js';
 import { OpenAiApiStandIn } from '../peers/openai-sip/api-standin.js';
+import { sipPeerRoute } from '../peers/openai-sip/route.js';
 import { OpenAiSipPeer, RtpToneEndpoint } from '../peers/openai-sip/sip-peer.js';
 import { incomingCallEvent, postSignedWebhook } from '../peers/openai-sip/webhook-signer.js';
 import { carrierCall } from '../peers/sip/carrier-call.js';
@@ -70,17 +71,7 @@ async function startRig(engine: Engine): Promise<Rig> {
       trunks: [{ name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0' }],
       routes: {
         local: { kind: 'local' },
-        openai_sip: {
-          kind: 'openai-sip',
-          projectId: 'proj_test',
-          webhookSecret: SECRET,
-          apiKey: API_KEY,
-          apiBaseUrl,
-          sipUri: peer.uri('proj_test'),
-          instructions: 'You answer test calls.',
-          sideband: false,
-          unmatched: 'reject',
-        },
+        openai_sip: sipPeerRoute(peer, { secret: SECRET, apiKey: API_KEY, apiBaseUrl }),
       },
       routing: { default: 'local', rules: [{ to: '+250700000111', route: 'openai_sip' }] },
     },

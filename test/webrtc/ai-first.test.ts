@@ -1,9 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { dominantFrequency, tone } from '../support/audio.js';
+import { dominantFrequency } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { RealtimeTestServer } from '../peers/realtime/server.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { opusSince } from '../peers/whatsapp/arrivals.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 
 let h: Harness | undefined;
 let rt: RealtimeTestServer | undefined;
@@ -12,8 +13,6 @@ afterEach(async () => {
   await rt?.stop();
   h = rt = undefined;
 });
-
-const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 
 /** A harness whose default route is OpenAI Realtime, served by the local Realtime stand-in. */
 async function realtimeHarness(route: Record<string, unknown> = {}) {

@@ -3,10 +3,10 @@ import type { Call } from '../../src/core/call.js';
 import type { SipFront } from '../../src/sip/front.js';
 import { runSipp, SIPP_NUMS } from '../peers/sip/harness.js';
 import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
-import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { API_TOKEN, type Harness } from '../peers/whatsapp/harness.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 import { api, openUdpSockets, sleep, waitFor } from '../support/gateway.js';
-import { leasePortRange, releasePortRange } from '../support/ports.js';
+import { expectBridgedTone, startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
 
 /**
  * A carrier caller (sipp, media at a test RTP endpoint) handed to a person on WhatsApp: the gateway
@@ -17,7 +17,7 @@ const CALLER_HZ = 500;
 const USER_HZ = 1300;
 const PERSON = '250788000222';
 
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
+let cleanups: Cleanups = [];
 afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
@@ -26,38 +26,10 @@ afterEach(async () => {
 async function rig(
   ringTimeoutSec = 10,
 ): Promise<{ h: Harness; caller: RtpEndpoint; call: Call; callerSipp: ReturnType<typeof runSipp> }> {
-  const rtpRange = leasePortRange(100);
-  cleanups.push(() => releasePortRange(rtpRange));
-  const [rtpMin, rtpMax] = rtpRange;
-  const h = await startHarness({
-    routes: {
-      local: {
-        kind: 'local',
-        greeting: 'Hello caller.',
-        transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec },
-      },
-    },
-    config: {
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMax,
-      },
-      trunks: [
-        {
-          name: 'mtn-rwanda',
-          allow: ['127.0.0.1/32'],
-          countryCode: '250',
-          nationalPrefix: '0',
-          dialUri: 'sip:127.0.0.1:9',
-        },
-      ],
-    },
+  const h = await startSipWhatsAppHarness(cleanups, {
+    transfer: { allow: [`whatsapp:+${PERSON}`], mode: 'bridge', ringTimeoutSec },
+    dialUri: 'sip:127.0.0.1:9',
   });
-  cleanups.push(() => h.stop());
   const caller = new RtpEndpoint();
   caller.freq = CALLER_HZ;
   const rtpPort = await caller.start();
@@ -93,7 +65,7 @@ describe('SIP caller handed to a person on WhatsApp', () => {
     expect(await user.postStatus(waCallId, 'RINGING')).toBe(200);
     await user.answerBusinessCall((connect.body.session as { sdp: string }).sdp, waCallId);
     await user.waitConnected(20_000);
-    user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
+    user.startSending(toneSource(USER_HZ));
 
     const r = await transfer;
     expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -102,13 +74,9 @@ describe('SIP caller handed to a person on WhatsApp', () => {
     await sleep(2500);
 
     const atUser = user.decodeReceived(talk + 300);
-    expect(atUser.length).toBeGreaterThan(48000);
-    expect(Math.abs(dominantFrequency(atUser, 48000) - CALLER_HZ)).toBeLessThan(15);
-    expect(toneLevelDb(atUser, 48000, CALLER_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atUser, 48000, CALLER_HZ, 48000, 15);
     const atCaller = caller.audioSince(talk + 300);
-    expect(atCaller.length).toBeGreaterThan(8000);
-    expect(Math.abs(dominantFrequency(atCaller, 8000) - USER_HZ)).toBeLessThan(10);
-    expect(toneLevelDb(atCaller, 8000, USER_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atCaller, 8000, USER_HZ, 8000, 10);
 
     // The person hangs up on WhatsApp: the call ends (by the target) and the caller gets our BYE.
     expect(await user.hangup()).toBe(200);

@@ -1,13 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
-import { runSipp } from '../peers/sip/harness.js';
-import { RtpEndpoint } from '../peers/sip/rtp-endpoint.js';
-import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
-import { dominantFrequency, tone, toneLevelDb } from '../support/audio.js';
+import { API_TOKEN } from '../peers/whatsapp/harness.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 import { api, sleep, waitFor } from '../support/gateway.js';
-import { leasePortRange, releasePortRange } from '../support/ports.js';
 import { freeUdpPort } from '../support/free-ports.js';
-import { udpBound } from '../support/udp.js';
+import { HUMAN_HZ, person } from '../sip/handoff-rig.js';
+import { expectBridgedTone, startSipWhatsAppHarness, type Cleanups } from './handoff-rig.js';
 
 /**
  * A WhatsApp caller (werift user) handed to a person on the SIP trunk (a sipp UAS, media at a test
@@ -15,9 +13,8 @@ import { udpBound } from '../support/udp.js';
  * WhatsApp call with Graph terminate.
  */
 const USER_HZ = 500;
-const HUMAN_HZ = 1300;
 
-let cleanups: (() => Promise<unknown> | unknown)[] = [];
+let cleanups: Cleanups = [];
 afterEach(async () => {
   for (const fn of cleanups.reverse()) await fn();
   cleanups = [];
@@ -26,55 +23,19 @@ afterEach(async () => {
 describe('WhatsApp caller handed to a SIP person', () => {
   it('operator transfer (auto: no REFER on WhatsApp → bridge): Opus ⇄ G.711 both ways; the BYE ends it with terminate', async () => {
     const phonePort = await freeUdpPort();
-    const rtpRange = leasePortRange(100);
-    cleanups.push(() => releasePortRange(rtpRange));
-    const [rtpMin, rtpMax] = rtpRange;
-    const h: Harness = await startHarness({
-      routes: {
-        local: {
-          kind: 'local',
-          greeting: 'Hello caller.',
-          transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
-        },
-      },
-      config: {
-        sip: {
-          enabled: true,
-          host: '127.0.0.1',
-          port: 0,
-          publicAddress: '127.0.0.1',
-          rtpPortMin: rtpMin,
-          rtpPortMax: rtpMax,
-        },
-        trunks: [
-          {
-            name: 'mtn-rwanda',
-            allow: ['127.0.0.1/32'],
-            countryCode: '250',
-            nationalPrefix: '0',
-            dialUri: `sip:127.0.0.1:${phonePort}`,
-          },
-        ],
-      },
+    const h = await startSipWhatsAppHarness(cleanups, {
+      transfer: { allow: ['+250788000111'], mode: 'auto', ringTimeoutSec: 10 },
+      dialUri: `sip:127.0.0.1:${phonePort}`,
     });
-    cleanups.push(() => h.stop());
-    const human = new RtpEndpoint();
-    human.freq = HUMAN_HZ;
-    const rtpPort = await human.start();
-    cleanups.push(() => human.stop());
-    const sipp = runSipp({
-      scenario: 'uas-party.xml',
-      target: '127.0.0.1:5060',
-      vars: { RTPPORT: String(rtpPort), EXPECT_USER: '.250788000111', RING_MS: '1000', TALK_MS: '5000' },
-      args: ['-p', String(phonePort)],
-      timeoutSec: 40,
-    });
-    cleanups.push(() => sipp);
-    await udpBound(phonePort);
+    const { human, sipp } = await person(
+      cleanups,
+      { phonePort },
+      { user: '.250788000111', ringMs: 1000, talkMs: 5000, timeoutSec: 40 },
+    );
 
     const user = h.user('250788123456');
     await user.call(30_000);
-    user.startSending((i) => tone(USER_HZ, 48000, 20, 8000, (2 * Math.PI * USER_HZ * i * 960) / 48000));
+    user.startSending(toneSource(USER_HZ));
     await waitFor(() => h.gw.ctx.registry.list({ front: 'whatsapp', state: 'bridged' }).length === 1, 8000, 'bridged');
     const call: Call = h.gw.ctx.registry.list({ front: 'whatsapp' })[0]!;
 
@@ -86,13 +47,9 @@ describe('WhatsApp caller handed to a SIP person', () => {
     await sleep(2500);
 
     const atHuman = human.audioSince(talk + 300);
-    expect(atHuman.length).toBeGreaterThan(8000);
-    expect(Math.abs(dominantFrequency(atHuman, 8000) - USER_HZ)).toBeLessThan(10);
-    expect(toneLevelDb(atHuman, 8000, USER_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atHuman, 8000, USER_HZ, 8000, 10);
     const atUser = user.decodeReceived(talk + 300);
-    expect(atUser.length).toBeGreaterThan(48000);
-    expect(Math.abs(dominantFrequency(atUser, 48000) - HUMAN_HZ)).toBeLessThan(15);
-    expect(toneLevelDb(atUser, 48000, HUMAN_HZ)).toBeGreaterThan(-20);
+    expectBridgedTone(atUser, 48000, HUMAN_HZ, 48000, 15);
 
     const res = await sipp;
     expect(res.code, res.errors + res.messages.slice(-2000)).toBe(0);

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Call } from '../../src/core/call.js';
 import { parse } from 'sdp-transform';
-import { dominantFrequency, loudestToneDb, tone } from '../support/audio.js';
+import { dominantFrequency } from '../support/audio.js';
 import { openUdpSockets, sleep, waitFor } from '../support/gateway.js';
 import { API_TOKEN, startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { metaSdpProblems } from '../peers/whatsapp/meta-sdp.js';
@@ -9,6 +9,7 @@ import { speechSource, type WhatsAppUser } from '../peers/whatsapp/user.js';
 import { opusSince } from '../peers/whatsapp/arrivals.js';
 import { speak } from '../../src/ai/local/tts.js';
 import { speechMatch } from '../support/speech.js';
+import { expectTone, toneSource } from '../peers/whatsapp/tones.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -23,9 +24,6 @@ async function heardTurn(call: Call, user: WhatsAppUser, n: number): Promise<voi
   const playedAt = performance.now();
   await waitFor(() => (user.arrivals.at(-1)?.at ?? 0) > playedAt + 300, 5000, `AI turn ${n} delivered`);
 }
-
-/** A continuous tone source for the user peer, phase-continuous across frames. */
-const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 
 describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)', () => {
   it('answers with a WhatsApp-valid SDP, carries audio both ways, and the terminate webhook frees everything', async () => {
@@ -71,13 +69,9 @@ describe('WhatsApp inbound call (real gateway, werift user peer, Graph stand-in)
       '1.2 s of audio each way',
     );
     const heard = session.heardPcm(25);
-    expect(heard.length).toBeGreaterThan(24000);
-    expect(Math.abs(dominantFrequency(heard, 24000) - 1000) / 1000).toBeLessThan(0.02);
-    expect(loudestToneDb(heard, 24000, 1000)).toBeGreaterThan(-18);
+    expectTone(heard, 24000, 1000, { minSamples: 24000, minDb: -18 });
     const got = user.decodeReceived(t0 + 500);
-    expect(got.length).toBeGreaterThan(48000);
-    expect(Math.abs(dominantFrequency(got, 48000) - 660) / 660).toBeLessThan(0.02);
-    expect(loudestToneDb(got, 48000, 660)).toBeGreaterThan(-18);
+    expectTone(got, 48000, 660, { minSamples: 48000, minDb: -18 });
     // RTP the user received: one payload type, +1 seq and +960 timestamp per packet, marker on the first.
     const opus = user.arrivals.filter((a) => a.payloadType === 111);
     expect(opus[0]!.marker).toBe(true);

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RealtimeTestServer } from '../peers/realtime/server.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
-import { tone } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 
 /**
  * Keypad both ways on a WhatsApp call (issue 19): the werift user's RFC 4733 telephone-events reach
@@ -16,8 +16,6 @@ afterEach(async () => {
   await rt?.stop();
   h = rt = undefined;
 });
-
-const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 
 async function keypadCall() {
   rt = new RealtimeTestServer();

@@ -27,6 +27,29 @@ export interface Harness {
   stop(): Promise<void>;
 }
 
+/** What the gateway needs to know of a Graph API stand-in (a GraphStub, or one in another process). */
+export type GraphInfo = Pick<GraphStub, 'phoneNumberId' | 'accessToken' | 'baseUrl' | 'version'>;
+
+/** The `whatsapp` config section for a gateway on the Graph stand-in, with its WebRTC media on `ports`. */
+export function whatsappConfig(
+  graph: GraphInfo,
+  ports: readonly [number, number],
+  secrets: { appSecret: string; verifyToken: string } = { appSecret: APP_SECRET, verifyToken: VERIFY_TOKEN },
+) {
+  return {
+    enabled: true,
+    phoneNumberId: graph.phoneNumberId,
+    accessToken: graph.accessToken,
+    appSecret: secrets.appSecret,
+    verifyToken: secrets.verifyToken,
+    graphBaseUrl: graph.baseUrl,
+    graphVersion: graph.version,
+    publicIp: '127.0.0.1',
+    udpPortMin: ports[0],
+    udpPortMax: ports[1],
+  };
+}
+
 /**
  * The real Gateway (parseConfig + buildFronts, as `npm start` does) with WhatsApp enabled and the
  * Graph API pointed at the stand-in; the `local` route kind is swapped for the tone AI, whose
@@ -61,20 +84,7 @@ export async function startHarness(
       shutdown: { drainSec: 0 },
       routes: { local: { kind: 'local', greeting: 'Hello caller.' }, ...opts.routes },
       ...(opts.routing ? { routing: opts.routing } : {}),
-      whatsapp: {
-        enabled: true,
-        phoneNumberId: graph.phoneNumberId,
-        accessToken: graph.accessToken,
-        appSecret: APP_SECRET,
-        verifyToken: VERIFY_TOKEN,
-        graphBaseUrl: graph.baseUrl,
-        graphVersion: graph.version,
-        publicIp: '127.0.0.1',
-        udpPortMin: ports[0],
-        udpPortMax: ports[1],
-        mediaTimeoutSec: opts.mediaTimeoutSec ?? 8,
-        ...opts.whatsapp,
-      },
+      whatsapp: { ...whatsappConfig(graph, ports), mediaTimeoutSec: opts.mediaTimeoutSec ?? 8, ...opts.whatsapp },
       ...opts.config,
     },
     {},
