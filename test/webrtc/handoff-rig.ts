@@ -1,6 +1,7 @@
 import { expect } from 'vitest';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { dominantFrequency, toneLevelDb } from '../support/audio.js';
+import { loopbackSipConfig } from '../support/gateway.js';
 import { leasePortRange, releasePortRange } from '../support/ports.js';
 import type { Cleanups } from '../sip/handoff-rig.js';
 
@@ -21,14 +22,7 @@ export async function startSipWhatsAppHarness(
   const h = await startHarness({
     routes: { local: { kind: 'local', greeting: 'Hello caller.', transfer: o.transfer } },
     config: {
-      sip: {
-        enabled: true,
-        host: '127.0.0.1',
-        port: 0,
-        publicAddress: '127.0.0.1',
-        rtpPortMin: rtpMin,
-        rtpPortMax: rtpMax,
-      },
+      ...loopbackSipConfig(rtpMin, rtpMax),
       trunks: [
         { name: 'mtn-rwanda', allow: ['127.0.0.1/32'], countryCode: '250', nationalPrefix: '0', dialUri: o.dialUri },
       ],

@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { dominantFrequency, frames, rmsOf, tone } from '../support/audio.js';
+import { dominantFrequency, frames, rmsOf } from '../support/audio.js';
 import { waitFor } from '../support/gateway.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import type { WhatsAppUser } from '../peers/whatsapp/user.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -10,7 +11,6 @@ afterEach(async () => {
   h = undefined;
 });
 
-const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 const near = (got: number, want: number) => Math.abs(got - want) / want < 0.02;
 
 /** Both directions carry the right tone for `ms` of media (the user's 1000 Hz, the AI's 660 Hz). */

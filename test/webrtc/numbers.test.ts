@@ -1,11 +1,12 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { dominantFrequency, tone } from '../support/audio.js';
+import { dominantFrequency } from '../support/audio.js';
 import { sleep, waitFor } from '../support/gateway.js';
 import { startHarness, type Harness } from '../peers/whatsapp/harness.js';
 import { callsEnvelope } from '../peers/whatsapp/user.js';
 import { opusSince } from '../peers/whatsapp/arrivals.js';
+import { toneSource } from '../peers/whatsapp/tones.js';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -15,7 +16,6 @@ afterEach(async () => {
 
 const SECOND_ID = '200000000000002';
 const SECOND_NUMBER = '35699000002';
-const toneSource = (freq: number) => (i: number) => tone(freq, 48000, 20, 8000, (2 * Math.PI * freq * i * 960) / 48000);
 
 describe('WhatsApp: several business numbers', () => {
   it("each call's Graph actions go to its own number; other numbers' webhooks are ignored; outbound `from` is the number", async () => {
