@@ -13,6 +13,7 @@ import { TypedEmitter } from '../src/core/typed-emitter.js';
 import { buildRtp, RtpPortPool } from '../src/sip/rtp.js';
 import { RtpLeg } from '../src/sip/rtp-leg.js';
 import { tone } from '../test/support/audio.js';
+import { type AllocationFigures, allocationWindow, bytes, settledMemory } from './memory.js';
 import { type BenchSection, table } from './stats.js';
 
 /** 20 s per step = 1000 ticks, so a single late tick is exactly the 0.1 % limit. */
@@ -55,6 +56,10 @@ interface StepResult {
   skipped: number;
   cpuPct: number;
   framesToAi: number;
+  /** Steady-state memory per call (after full GCs, calls up vs none). */
+  rssPerCall: number;
+  heapPerCall: number;
+  alloc: AllocationFigures;
 }
 
 async function runStep(calls: number, aiFormat: AudioFormat): Promise<StepResult> {
@@ -78,6 +83,7 @@ async function runStep(calls: number, aiFormat: AudioFormat): Promise<StepResult
   carrier.on('message', () => {}); // the gateway's downlink, discarded
   const pcmu = createCodec(PCMU_8K);
   const payload = pcmu.encode(tone(1000, 8000, 20, 8000));
+  const m0 = settledMemory();
   const legs: RtpLeg[] = [];
   const all = [];
   for (let i = 0; i < calls; i++) {
@@ -125,9 +131,13 @@ async function runStep(calls: number, aiFormat: AudioFormat): Promise<StepResult
     }, g * 5);
   }
   await new Promise((r) => setTimeout(r, 1000)); // warm-up: jitter buffers fill, JIT settles
+  const m1 = settledMemory();
+  await new Promise((r) => setTimeout(r, 200)); // the forced GC's stall is counted before the window
   const s0 = { ...clock.stats };
   const cpu0 = process.cpuUsage();
+  const allocation = allocationWindow();
   await new Promise((r) => setTimeout(r, RUN_MS));
+  const alloc = allocation.stop();
   const cpu = process.cpuUsage(cpu0);
   const s1 = { ...clock.stats };
   for (const t of senders) clearInterval(t);
@@ -141,6 +151,9 @@ async function runStep(calls: number, aiFormat: AudioFormat): Promise<StepResult
     skipped: s1.skipped - s0.skipped,
     cpuPct: ((cpu.user + cpu.system) / 1000 / RUN_MS) * 100,
     framesToAi,
+    rssPerCall: (m1.rss - m0.rss) / calls,
+    heapPerCall: (m1.heapUsed + m1.external - m0.heapUsed - m0.external) / calls,
+    alloc,
   };
 }
 
@@ -168,6 +181,10 @@ export async function benchSip(): Promise<BenchSection> {
         `${(lateRatio * 100).toFixed(3)}%`,
         `${r.cpuPct.toFixed(0)}%`,
         `${(r.cpuPct / n).toFixed(3)}%`,
+        bytes(r.rssPerCall),
+        bytes(r.heapPerCall),
+        bytes(r.alloc.heapBytes / n / (RUN_MS / 1000)),
+        `${r.alloc.gcPauseMs.toFixed(0)} / ${r.alloc.gcPauseMaxMs.toFixed(1)}`,
       ]);
       if (n === steps[0]) perCall[name] = `${((r.cpuPct / n) * 10).toFixed(2)} ms CPU per call-second`;
       // Every step runs (a shared machine makes single late ticks noisy); stop only at saturation.
@@ -180,8 +197,26 @@ export async function benchSip(): Promise<BenchSection> {
     body: [
       `Each step runs N calls for ${RUN_MS / 1000} s after a 1 s warm-up; a step passes when fewer than 0.1 % of media-clock`,
       'ticks ran late (> 5 ms) or were skipped. RTP senders are in the same process (one loopback socket, one timer).',
+      'Memory per call: RSS and heap + external growth with the calls up against none, both after full GCs (bench/memory.ts).',
+      'JS allocated per call-second: heap growth between collections over the window, per call (Buffer backing stores not',
+      'included); GC pause: total / longest collection in the window, in ms (each one delays the media clock).',
       '',
-      table(['path', 'calls', 'ticks', 'late+skipped', 'late %', 'process CPU', 'CPU per call'], rows),
+      table(
+        [
+          'path',
+          'calls',
+          'ticks',
+          'late+skipped',
+          'late %',
+          'process CPU',
+          'CPU per call',
+          'RSS / call',
+          'heap+external / call',
+          'JS allocated / call-s',
+          'GC pause ms (total / max)',
+        ],
+        rows,
+      ),
       '',
       ...Object.entries(best).map(
         ([k, v]) => `- ${k}: sustained ${v} calls (${perCall[k] ?? 'n/a'} at the first step)`,

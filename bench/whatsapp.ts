@@ -9,6 +9,7 @@ import { Gateway } from '../src/gateway.js';
 import { WEBHOOK_PATH } from '../src/webrtc/front.js';
 import { APP_SECRET, whatsappConfig, type GraphInfo } from '../test/peers/whatsapp/harness.js';
 import { ToneAi } from '../test/peers/tone-ai.js';
+import { type AllocationFigures, allocationWindow, bytes, settledMemory } from './memory.js';
 import { percentile, table, type BenchSection } from './stats.js';
 
 const SETTLE_MS = 2000;
@@ -30,6 +31,11 @@ interface StepResult {
   latePct: number;
   p99: number;
   max: number;
+  rssPerCall: number;
+  heapPerCall: number;
+  allocPerCallSec: number;
+  gcPauseMs: number;
+  gcPauseMaxMs: number;
 }
 
 function nextMessage<T>(child: ChildProcess, type: string, timeoutMs: number): Promise<T> {
@@ -54,7 +60,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function measure(
   gw: Gateway,
   windowMs: number,
-): Promise<{ cpu: number; ticks: number; late: number; p99: number; max: number }> {
+): Promise<{ cpu: number; ticks: number; late: number; p99: number; max: number; alloc: AllocationFigures }> {
   const lateness: number[] = [];
   const prev = gw.ctx.clock.onLateness;
   gw.ctx.clock.onLateness = (ms) => {
@@ -64,7 +70,9 @@ async function measure(
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   const s0 = { ...gw.ctx.clock.stats };
+  const allocation = allocationWindow();
   await sleep(windowMs);
+  const alloc = allocation.stop();
   const c = process.cpuUsage(c0);
   const wall = (performance.now() - t0) * 1000;
   const s = gw.ctx.clock.stats;
@@ -76,6 +84,7 @@ async function measure(
     cpu: (c.user + c.system) / wall,
     ticks: s.ticks - s0.ticks,
     late: s.late - s0.late + (s.skipped - s0.skipped),
+    alloc,
   };
 }
 
@@ -113,14 +122,18 @@ export async function benchWhatsapp(): Promise<BenchSection> {
     const webhookUrl = `http://127.0.0.1:${g.httpPort}${WEBHOOK_PATH}`;
 
     const idle = await measure(g, 2000);
+    const idleMemory = settledMemory();
     let current = 0;
     const step = async (target: number, windowMs: number) => {
       child.send({ type: 'calls', count: target - current, webhookUrl, appSecret: APP_SECRET });
       const done = await nextMessage<{ count: number; failed: number }>(child, 'connected', 60_000);
       current = target;
       await sleep(SETTLE_MS);
+      const memory = settledMemory();
+      await sleep(200); // the forced GC's stall is counted before the window
       const m = await measure(g, windowMs);
       const bridged = g.ctx.registry.list({ state: 'bridged' }).length;
+      const perCall = (v: number) => v / Math.max(1, bridged);
       const r: StepResult = {
         calls: bridged,
         failed: done.failed,
@@ -131,6 +144,11 @@ export async function benchWhatsapp(): Promise<BenchSection> {
         latePct: (m.late / Math.max(1, m.ticks)) * 100,
         p99: m.p99,
         max: m.max,
+        rssPerCall: perCall(memory.rss - idleMemory.rss),
+        heapPerCall: perCall(memory.heapUsed + memory.external - idleMemory.heapUsed - idleMemory.external),
+        allocPerCallSec: perCall(m.alloc.heapBytes - (idle.alloc.heapBytes * windowMs) / 2000) / (windowMs / 1000),
+        gcPauseMs: m.alloc.gcPauseMs,
+        gcPauseMaxMs: m.alloc.gcPauseMaxMs,
       };
       results.push(r);
       return r;
@@ -163,6 +181,10 @@ export async function benchWhatsapp(): Promise<BenchSection> {
         'late ticks (> 5 ms)',
         'late frames',
         'tick lateness p99 / max (ms)',
+        'RSS / call',
+        'heap+external / call',
+        'JS allocated / call-s',
+        'GC pause ms (total / max)',
       ],
       results.map((r) => [
         r.calls,
@@ -173,12 +195,17 @@ export async function benchWhatsapp(): Promise<BenchSection> {
         r.lateTicks,
         `${r.latePct.toFixed(3)} %`,
         `${r.p99.toFixed(1)} / ${r.max.toFixed(1)}`,
+        bytes(r.rssPerCall),
+        bytes(r.heapPerCall),
+        bytes(r.allocPerCallSec),
+        `${r.gcPauseMs.toFixed(0)} / ${r.gcPauseMaxMs.toFixed(1)}`,
       ]),
     ),
     '',
     `CPU per WhatsApp call (werift ICE + DTLS-SRTP both ways, jitter buffer, Opus decode 48→24 kHz and encode, bridge): **${perCall.toFixed(2)} % of one core** (idle gateway subtracted).`,
     `Measured with < 0.1 % late frames at **${best?.calls ?? 0} concurrent calls** (${best ? best.cpuPct.toFixed(0) : '–'} % of one core); a fully loaded core would carry about **${estimate} calls** at this per-call cost (extrapolated, not measured).`,
     'The box is shared (2 cores, other jobs running): late ticks include time this process was not scheduled at all; compare runs on a quiet machine before trusting the late-frame column.',
+    'Memory per call: RSS and heap + external growth against the idle gateway, both after full GCs; JS allocated per call-second: heap growth between collections in the window, idle gateway subtracted (Buffer backing stores not included); GC pause: total / longest collection in the window (bench/memory.ts).',
     'A late frame is a media-clock tick that ran more than 5 ms late (or was skipped); every bridged call sends one RTP packet per tick.',
     'Simulated users and the Graph stand-in run in a child process (`test/peers/whatsapp/load-users.ts`). Command: `BENCH=whatsapp npm run bench`.',
   ].join('\n');
