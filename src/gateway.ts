@@ -178,6 +178,9 @@ export class Gateway {
     const localAccess = configured.api.token ? undefined : new LocalAccess();
     const config = localAccess ? { ...configured, api: { ...configured.api, token: localAccess.token } } : configured;
     const registry = new CallRegistry(log, config.limits);
+    // Every SSE stream listens for created/ended calls (at most api.sseMaxClients of them) beside the
+    // gateway's own few listeners: no leak warning in the operator's log with a dozen dashboards open.
+    registry.setMaxListeners(config.api.sseMaxClients + 16);
     const router = new Router(config);
     const clock = new FrameClock();
     const backends = new BackendRegistry();

@@ -32,6 +32,12 @@ export class TypedEmitter<E extends EventMap> {
     this.emitter.removeAllListeners();
   }
 
+  /** Raises Node's leak warning threshold (10) where many listeners are expected and bounded. */
+  setMaxListeners(n: number): this {
+    this.emitter.setMaxListeners(n);
+    return this;
+  }
+
   listenerCount<K extends keyof E & string>(event: K): number {
     return this.emitter.listenerCount(event);
   }
