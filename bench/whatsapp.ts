@@ -13,6 +13,8 @@ import { type AllocationFigures, allocationWindow, bytes, settledMemory } from '
 import { percentile, table, type BenchSection } from './stats.js';
 
 const SETTLE_MS = 2000;
+/** The idle gateway's window: its CPU and allocation are subtracted from each step's. */
+const IDLE_MS = 2000;
 /** First step: per-call CPU from a few calls. */
 const PROBE_CALLS = 10;
 const PROBE_MS = 6000;
@@ -121,7 +123,7 @@ export async function benchWhatsapp(): Promise<BenchSection> {
     await g.start();
     const webhookUrl = `http://127.0.0.1:${g.httpPort}${WEBHOOK_PATH}`;
 
-    const idle = await measure(g, 2000);
+    const idle = await measure(g, IDLE_MS);
     const idleMemory = settledMemory();
     let current = 0;
     const step = async (target: number, windowMs: number) => {
@@ -146,7 +148,7 @@ export async function benchWhatsapp(): Promise<BenchSection> {
         max: m.max,
         rssPerCall: perCall(memory.rss - idleMemory.rss),
         heapPerCall: perCall(memory.heapUsed + memory.external - idleMemory.heapUsed - idleMemory.external),
-        allocPerCallSec: perCall(m.alloc.heapBytes - (idle.alloc.heapBytes * windowMs) / 2000) / (windowMs / 1000),
+        allocPerCallSec: perCall(m.alloc.heapBytes - (idle.alloc.heapBytes * windowMs) / IDLE_MS) / (windowMs / 1000),
         gcPauseMs: m.alloc.gcPauseMs,
         gcPauseMaxMs: m.alloc.gcPauseMaxMs,
       };
